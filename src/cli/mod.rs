@@ -1,0 +1,133 @@
+//! The command line: argument parsing, terminals, colours and exit codes.
+//! Everything below this module returns data and typed errors.
+
+mod diagnostics;
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::schema;
+use crate::source;
+use crate::validate;
+
+/// Declarative container orchestration with Amazon ECS semantics, driven by
+/// YAML manifests in git.
+#[derive(Debug, Parser)]
+#[command(name = "reconcile", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check manifests: YAML syntax, JSON Schema and cross-manifest rules,
+    /// reporting every problem with file, line and column.
+    ///
+    /// Exit status: 0 valid (warnings allowed), 1 invalid, 2 usage error.
+    Validate(ValidateArgs),
+    /// Write the JSON Schemas (draft-07) of the manifest kinds, plus a
+    /// SchemaStore-style catalog, for editors and other validators.
+    Schema(SchemaArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// Human-readable, with source snippets.
+    Text,
+    /// One JSON object on stdout.
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+struct ValidateArgs {
+    /// Directory (read recursively) or manifest file.
+    #[arg(default_value = ".")]
+    source: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+#[derive(Debug, clap::Args)]
+struct SchemaArgs {
+    /// Directory to write the schema files into; without it, manifest.json
+    /// is printed on stdout.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+/// Exit status for "the input is wrong" (invalid manifests, failed apply).
+const EXIT_FAILURE: u8 = 1;
+/// Exit status for usage errors, as clap uses.
+const EXIT_USAGE: u8 = 2;
+
+/// Run the program; returns the process exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate(a) => validate_cmd(a),
+        Command::Schema(a) => schema_cmd(a),
+    }
+}
+
+fn usage_error(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+fn validate_cmd(a: ValidateArgs) -> ExitCode {
+    let files = match source::read_dir(&a.source) {
+        Ok(f) => f,
+        Err(e) => return usage_error(e),
+    };
+    let v = validate::validate(files);
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let written = match a.format {
+        Format::Json => writeln!(out, "{}", diagnostics::to_json(&v)),
+        Format::Text => {
+            diagnostics::write_text(&v, &mut out, diagnostics::colour(std::io::stdout().is_terminal()))
+        }
+    };
+    if written.is_err() {
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    if v.is_valid() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILURE)
+    }
+}
+
+fn schema_cmd(a: SchemaArgs) -> ExitCode {
+    let files = schema::published();
+    match a.out {
+        None => {
+            let manifest = files
+                .iter()
+                .find(|(n, _)| n == "manifest.json")
+                .map(|(_, t)| t.as_str())
+                .unwrap_or_default();
+            print!("{manifest}");
+            ExitCode::SUCCESS
+        }
+        Some(dir) => {
+            if let Err(e) = std::fs::create_dir_all(&dir) {
+                return usage_error(format!("cannot create `{}`: {e}", dir.display()));
+            }
+            for (name, text) in &files {
+                let path = dir.join(name);
+                if let Err(e) = std::fs::write(&path, text) {
+                    eprintln!("error: cannot write `{}`: {e}", path.display());
+                    return ExitCode::from(EXIT_FAILURE);
+                }
+            }
+            eprintln!("wrote {} files to {}", files.len(), dir.display());
+            ExitCode::SUCCESS
+        }
+    }
+}

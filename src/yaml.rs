@@ -1,0 +1,780 @@
+//! YAML to JSON values, keeping a source span for every value and key.
+//!
+//! Built on saphyr's event parser rather than a tree loader so that the
+//! hostile-input bounds live here, in one place: nesting depth, alias
+//! expansion (alias bombs), duplicate keys and non-JSON scalars all become
+//! diagnostics with a location instead of panics, stack overflows or
+//! unbounded memory.
+
+use std::collections::HashMap;
+
+use saphyr_parser::{Event, Marker, Parser, ScalarStyle, ScanError};
+use serde_json::{Map, Number, Value};
+
+use crate::pointer;
+
+/// Bounds applied while loading one file.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Deepest nesting of sequences and mappings accepted.
+    pub max_depth: usize,
+    /// Most values a file may expand to, aliases included.
+    pub max_nodes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_depth: 64,
+            max_nodes: 1_000_000,
+        }
+    }
+}
+
+/// A location in a source file: byte range plus 1-based line and column
+/// (columns count characters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Span {
+    pub offset: usize,
+    pub len: usize,
+    pub line: usize,
+    pub column: usize,
+}
+
+/// Where a value sits in the file, and for mapping entries where its key is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Located {
+    pub value: Span,
+    pub key: Option<Span>,
+}
+
+/// One YAML document as a JSON value plus the span of each of its values,
+/// indexed by JSON pointer.
+#[derive(Debug, Clone)]
+pub struct Document {
+    /// 0-based position of the document in its file.
+    pub index: usize,
+    pub value: Value,
+    pub spans: HashMap<String, Located>,
+    /// Span of the document's start.
+    pub start: Span,
+}
+
+impl Document {
+    /// Span of the value at `pointer`, or of its nearest located ancestor.
+    pub fn span_of(&self, pointer: &str) -> Span {
+        let mut p = pointer;
+        loop {
+            if let Some(l) = self.spans.get(p) {
+                return l.value;
+            }
+            match pointer::parent(p) {
+                Some(parent) => p = parent,
+                None => return self.start,
+            }
+        }
+    }
+
+    /// Span of the key of the entry at `pointer` (falls back to the value).
+    pub fn key_span_of(&self, pointer: &str) -> Span {
+        match self.spans.get(pointer) {
+            Some(Located { key: Some(k), .. }) => *k,
+            _ => self.span_of(pointer),
+        }
+    }
+}
+
+/// A problem found while reading YAML.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct YamlError {
+    pub message: String,
+    pub span: Span,
+    /// Another place the error involves (the first of two duplicate keys).
+    pub related: Option<(String, Span)>,
+    pub help: Option<String>,
+    /// Pointer inside the document, when known.
+    pub pointer: String,
+}
+
+/// Maps saphyr's character-based markers to byte offsets.
+struct Locator<'a> {
+    text: &'a str,
+    line_starts: Vec<usize>,
+}
+
+impl<'a> Locator<'a> {
+    fn new(text: &'a str) -> Self {
+        let mut line_starts = vec![0];
+        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        Locator { text, line_starts }
+    }
+
+    /// Span of the byte offset of 1-based `line` and 0-based char `col`.
+    fn at(&self, line: usize, col: usize) -> Span {
+        let line = line.clamp(1, self.line_starts.len());
+        let start = self.line_starts[line - 1];
+        let rest = &self.text[start..];
+        let offset = start
+            + rest
+                .char_indices()
+                .nth(col)
+                .map(|(i, _)| i)
+                .unwrap_or(rest.len().min(
+                    rest.find('\n').unwrap_or(rest.len()),
+                ));
+        Span {
+            offset,
+            len: 0,
+            line,
+            column: col + 1,
+        }
+    }
+
+    fn marker(&self, m: &Marker) -> Span {
+        self.at(m.line(), m.col())
+    }
+
+    fn range(&self, start: &Marker, end: &Marker) -> Span {
+        let mut s = self.marker(start);
+        let e = self.marker(end);
+        s.len = e.offset.saturating_sub(s.offset);
+        if s.len == 0 {
+            // Point at one character so that renderers underline something.
+            s.len = self.text[s.offset..]
+                .chars()
+                .next()
+                .map_or(0, |c| if c == '\n' { 0 } else { c.len_utf8() });
+        }
+        s
+    }
+}
+
+/// Line and column of a byte offset in a text that may not be valid UTF-8.
+pub fn locate_byte(bytes: &[u8], offset: usize) -> Span {
+    let before = &bytes[..offset.min(bytes.len())];
+    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+    let line_start = before.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let column = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+    Span {
+        offset,
+        len: 1,
+        line,
+        column,
+    }
+}
+
+enum Frame {
+    Seq {
+        items: Vec<Value>,
+        pointer: String,
+        anchor: usize,
+        start: Span,
+    },
+    Map {
+        entries: Map<String, Value>,
+        pointer: String,
+        anchor: usize,
+        start: Span,
+        /// Key waiting for its value, with the key's span.
+        key: Option<(String, Span)>,
+        key_spans: HashMap<String, Span>,
+    },
+}
+
+/// A finished value and the number of nodes it holds (for alias budgets).
+struct Anchored {
+    value: Value,
+    nodes: usize,
+}
+
+struct Builder<'a> {
+    loc: &'a Locator<'a>,
+    limits: Limits,
+    stack: Vec<Frame>,
+    anchors: HashMap<usize, Anchored>,
+    /// Nodes produced so far in this file, alias expansions included.
+    nodes: usize,
+    spans: HashMap<String, Located>,
+    /// Nesting below the depth limit or below an unsupported key: events
+    /// inside are counted but not built.
+    skip_depth: usize,
+    root: Option<Value>,
+    errors: Vec<YamlError>,
+    /// Set when the document cannot be built any further.
+    abandoned: bool,
+}
+
+impl<'a> Builder<'a> {
+    fn new(loc: &'a Locator<'a>, limits: Limits, nodes: usize) -> Self {
+        Builder {
+            loc,
+            limits,
+            stack: Vec::new(),
+            anchors: HashMap::new(),
+            nodes,
+            spans: HashMap::new(),
+            skip_depth: 0,
+            root: None,
+            errors: Vec::new(),
+            abandoned: false,
+        }
+    }
+
+    fn error(&mut self, message: String, span: Span, pointer: String, help: Option<String>) {
+        self.errors.push(YamlError {
+            message,
+            span,
+            related: None,
+            help,
+            pointer,
+        });
+    }
+
+    /// Pointer the next value will have, or None when it is a mapping key.
+    fn next_pointer(&self) -> Option<String> {
+        match self.stack.last() {
+            None => Some(String::new()),
+            Some(Frame::Seq { items, pointer, .. }) => {
+                Some(pointer::push(pointer, &items.len().to_string()))
+            }
+            Some(Frame::Map { key: Some((k, _)), pointer, .. }) => Some(pointer::push(pointer, k)),
+            Some(Frame::Map { key: None, .. }) => None,
+        }
+    }
+
+    fn count_node(&mut self, n: usize, span: Span) -> bool {
+        self.nodes += n;
+        if self.nodes > self.limits.max_nodes {
+            let pointer = self.next_pointer().unwrap_or_default();
+            self.error(
+                format!(
+                    "document expands to more than {} values; aliases that expand this much are refused",
+                    self.limits.max_nodes
+                ),
+                span,
+                pointer,
+                Some("check for aliases (`*name`) that refer to large anchored collections".into()),
+            );
+            self.abandoned = true;
+            return false;
+        }
+        true
+    }
+
+    /// Place a finished value into its parent (or make it the root).
+    fn attach(&mut self, value: Value, nodes: usize, anchor: usize, span: Span) {
+        if anchor != 0 {
+            self.anchors.insert(
+                anchor,
+                Anchored {
+                    value: value.clone(),
+                    nodes,
+                },
+            );
+        }
+        let key_span = match self.stack.last() {
+            Some(Frame::Map { key: Some((_, ks)), .. }) => Some(*ks),
+            _ => None,
+        };
+        if let Some(p) = self.next_pointer() {
+            self.spans.entry(p).or_insert(Located {
+                value: span,
+                key: key_span,
+            });
+        }
+        match self.stack.last_mut() {
+            None => self.root = Some(value),
+            Some(Frame::Seq { items, .. }) => items.push(value),
+            Some(Frame::Map { entries, key, .. }) => {
+                if let Some((k, _)) = key.take() {
+                    entries.insert(k, value);
+                }
+            }
+        }
+    }
+
+    /// A scalar or alias arriving where a mapping key is expected.
+    fn take_key(&mut self, text: String, span: Span) {
+        let Some(Frame::Map {
+            key,
+            key_spans,
+            pointer,
+            ..
+        }) = self.stack.last_mut()
+        else {
+            return;
+        };
+        let entry_pointer = pointer::push(pointer, &text);
+        if let Some(first) = key_spans.get(&text).copied() {
+            self.errors.push(YamlError {
+                message: format!("duplicate key `{text}`"),
+                span,
+                related: Some(("first defined here".into(), first)),
+                help: Some("remove one of the two entries".into()),
+                pointer: entry_pointer,
+            });
+            // Keep the first value; the second is read but dropped.
+            *key = Some((format!("\u{0}dup:{text}"), span));
+            return;
+        }
+        key_spans.insert(text.clone(), span);
+        *key = Some((text, span));
+    }
+
+    fn handle(&mut self, event: Event<'_>, start: &Marker, end: &Marker) {
+        if self.abandoned {
+            return;
+        }
+        let span = self.loc.range(start, end);
+        if self.skip_depth > 0 {
+            match event {
+                Event::SequenceStart(..) | Event::MappingStart(..) => self.skip_depth += 1,
+                Event::SequenceEnd | Event::MappingEnd => self.skip_depth -= 1,
+                _ => {}
+            }
+            return;
+        }
+        let expecting_key = matches!(self.stack.last(), Some(Frame::Map { key: None, .. }));
+        match event {
+            Event::Scalar(text, style, anchor, tag) => {
+                let value = match scalar(&text, style, tag.as_deref().map(|t| t.suffix.as_str())) {
+                    Ok(v) => v,
+                    Err(message) => {
+                        let p = self.next_pointer().unwrap_or_default();
+                        self.error(message, span, p, None);
+                        Value::Null
+                    }
+                };
+                if expecting_key {
+                    let key = match value {
+                        Value::String(s) => s,
+                        Value::Null => String::new(),
+                        other => other.to_string(),
+                    };
+                    self.take_key(key, span);
+                    return;
+                }
+                if !self.count_node(1, span) {
+                    return;
+                }
+                self.attach(value, 1, anchor, span);
+            }
+            Event::Alias(id) => {
+                let Some(found) = self.anchors.get(&id) else {
+                    let p = self.next_pointer().unwrap_or_default();
+                    self.error("alias to an unknown anchor".into(), span, p, None);
+                    return;
+                };
+                if expecting_key {
+                    let key = match &found.value {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    self.take_key(key, span);
+                    return;
+                }
+                let nodes = found.nodes;
+                let fits = self.nodes + nodes <= self.limits.max_nodes;
+                // Clone only once the budget allows it: that is the bound.
+                let value = if fits { found.value.clone() } else { Value::Null };
+                if !self.count_node(nodes, span) {
+                    return;
+                }
+                self.attach(value, nodes, 0, span);
+            }
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                let is_map = matches!(event, Event::MappingStart(..));
+                if expecting_key {
+                    let p = self.next_pointer().unwrap_or_else(|| match self.stack.last() {
+                        Some(Frame::Map { pointer, .. }) => pointer.clone(),
+                        _ => String::new(),
+                    });
+                    self.error(
+                        "mapping keys must be plain values, not sequences or mappings".into(),
+                        span,
+                        p,
+                        None,
+                    );
+                    self.abandoned = true;
+                    return;
+                }
+                if self.stack.len() >= self.limits.max_depth {
+                    let p = self.next_pointer().unwrap_or_default();
+                    self.error(
+                        format!(
+                            "nesting is deeper than {} levels; manifests never need this much",
+                            self.limits.max_depth
+                        ),
+                        span,
+                        p,
+                        None,
+                    );
+                    self.abandoned = true;
+                    return;
+                }
+                if !self.count_node(1, span) {
+                    return;
+                }
+                let pointer = self.next_pointer().unwrap_or_default();
+                self.stack.push(if is_map {
+                    Frame::Map {
+                        entries: Map::new(),
+                        pointer,
+                        anchor,
+                        start: span,
+                        key: None,
+                        key_spans: HashMap::new(),
+                    }
+                } else {
+                    Frame::Seq {
+                        items: Vec::new(),
+                        pointer,
+                        anchor,
+                        start: span,
+                    }
+                });
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                let Some(frame) = self.stack.pop() else {
+                    return;
+                };
+                let (mut value, anchor, start, pointer) = match frame {
+                    Frame::Seq {
+                        items,
+                        anchor,
+                        start,
+                        pointer,
+                    } => (Value::Array(items), anchor, start, pointer),
+                    Frame::Map {
+                        entries,
+                        anchor,
+                        start,
+                        pointer,
+                        ..
+                    } => (Value::Object(entries), anchor, start, pointer),
+                };
+                if let Value::Object(m) = &mut value {
+                    m.retain(|k, _| !k.starts_with("\u{0}dup:"));
+                }
+                let full = Span {
+                    len: span.offset.saturating_sub(start.offset).max(start.len),
+                    ..start
+                };
+                let nodes = count_nodes(&value);
+                let key = self.spans.get(&pointer).and_then(|l| l.key);
+                self.spans.remove(&pointer);
+                self.attach(value, nodes, anchor, full);
+                // attach() records the span of the pointer the parent
+                // expects, which is this collection's own pointer.
+                if let Some(l) = self.spans.get_mut(&pointer) {
+                    l.key = l.key.or(key);
+                }
+            }
+            Event::Nothing
+            | Event::StreamStart
+            | Event::StreamEnd
+            | Event::DocumentStart(_)
+            | Event::DocumentEnd => {}
+        }
+    }
+}
+
+fn count_nodes(v: &Value) -> usize {
+    // Alias budgets only need an estimate of the anchored subtree's size;
+    // compute it iteratively so deep values cannot overflow the stack.
+    let mut n = 0;
+    let mut todo = vec![v];
+    while let Some(v) = todo.pop() {
+        n += 1;
+        match v {
+            Value::Array(a) => todo.extend(a.iter()),
+            Value::Object(m) => todo.extend(m.values()),
+            _ => {}
+        }
+    }
+    n
+}
+
+/// Resolve a scalar with the YAML 1.2 core schema.
+fn scalar(text: &str, style: ScalarStyle, tag: Option<&str>) -> Result<Value, String> {
+    if let Some(tag) = tag {
+        match tag {
+            "str" => return Ok(Value::String(text.to_string())),
+            "null" | "bool" | "int" | "float" => {}
+            other => {
+                return Err(format!(
+                    "unsupported YAML tag `!{other}`; manifests use plain values"
+                ))
+            }
+        }
+    }
+    if style != ScalarStyle::Plain {
+        return Ok(Value::String(text.to_string()));
+    }
+    Ok(match text {
+        "" | "~" | "null" | "Null" | "NULL" => Value::Null,
+        "true" | "True" | "TRUE" => Value::Bool(true),
+        "false" | "False" | "FALSE" => Value::Bool(false),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" | "-.inf" | "-.Inf" | "-.INF"
+        | ".nan" | ".NaN" | ".NAN" => {
+            return Err(format!(
+                "`{text}` is not a number JSON can hold; quote it if it is meant as text"
+            ))
+        }
+        _ => match number(text) {
+            Some(n) => Value::Number(n),
+            None => Value::String(text.to_string()),
+        },
+    })
+}
+
+fn number(t: &str) -> Option<Number> {
+    let b = t.as_bytes();
+    let digits = |s: &str, radix: u32| !s.is_empty() && s.chars().all(|c| c.is_digit(radix));
+    if let Some(hex) = t.strip_prefix("0x") {
+        return digits(hex, 16)
+            .then(|| u64::from_str_radix(hex, 16).ok().map(Number::from))
+            .flatten();
+    }
+    if let Some(oct) = t.strip_prefix("0o") {
+        return digits(oct, 8)
+            .then(|| u64::from_str_radix(oct, 8).ok().map(Number::from))
+            .flatten();
+    }
+    let unsigned = t.strip_prefix(['-', '+']).unwrap_or(t);
+    if digits(unsigned, 10) {
+        if let Ok(i) = t.parse::<i64>() {
+            return Some(Number::from(i));
+        }
+        if let Ok(u) = t.trim_start_matches('+').parse::<u64>() {
+            return Some(Number::from(u));
+        }
+        return t.parse::<f64>().ok().and_then(Number::from_f64);
+    }
+    // [-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?
+    let (mantissa, exp) = match unsigned.find(['e', 'E']) {
+        Some(i) => (&unsigned[..i], Some(&unsigned[i + 1..])),
+        None => (unsigned, None),
+    };
+    let mantissa_ok = match mantissa.split_once('.') {
+        Some((i, f)) => (digits(i, 10) || i.is_empty()) && (f.is_empty() || digits(f, 10)) && !(i.is_empty() && f.is_empty()),
+        None => false,
+    } || (exp.is_some() && digits(mantissa, 10));
+    let exp_ok = exp.is_none_or(|e| digits(e.strip_prefix(['-', '+']).unwrap_or(e), 10));
+    if mantissa_ok && exp_ok && !b.is_empty() {
+        return t.parse::<f64>().ok().and_then(Number::from_f64);
+    }
+    None
+}
+
+/// Result of loading one file.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub documents: Vec<Document>,
+    pub errors: Vec<(usize, YamlError)>,
+}
+
+/// Parse every document of `text`. Errors carry the index of the document
+/// they belong to; a syntax error ends the file, as YAML cannot resync.
+pub fn load(text: &str, limits: Limits) -> Loaded {
+    let loc = Locator::new(text);
+    let mut out = Loaded::default();
+    let mut parser = Parser::new_from_str(text);
+    let mut builder: Option<Builder> = None;
+    let mut doc_index = 0usize;
+    let mut doc_start = Span::default();
+    let mut nodes = 0usize;
+    loop {
+        let next = parser.next_event();
+        let Some(next) = next else { break };
+        let (event, span) = match next {
+            Ok(e) => e,
+            Err(e) => {
+                let mut reported_depth = false;
+                if let Some(b) = builder.take() {
+                    reported_depth = b.abandoned;
+                    out.errors
+                        .extend(b.errors.into_iter().map(|e| (doc_index, e)));
+                }
+                // The parser's own recursion guard fires after ours; one
+                // message about the same nesting is enough.
+                if !(reported_depth && e.info().contains("recursion limit")) {
+                    out.errors.push((doc_index, scan_error(&loc, &e)));
+                }
+                break;
+            }
+        };
+        match event {
+            Event::DocumentStart(_) => {
+                doc_start = loc.marker(&span.start);
+                builder = Some(Builder::new(&loc, limits, nodes));
+            }
+            Event::DocumentEnd => {
+                if let Some(b) = builder.take() {
+                    nodes = b.nodes;
+                    let empty = b.root.as_ref().is_none_or(Value::is_null) && b.errors.is_empty();
+                    out.errors
+                        .extend(b.errors.into_iter().map(|e| (doc_index, e)));
+                    if !empty {
+                        if !b.abandoned {
+                            if let Some(value) = b.root {
+                                out.documents.push(Document {
+                                    index: doc_index,
+                                    value,
+                                    spans: b.spans,
+                                    start: doc_start,
+                                });
+                            }
+                        }
+                        doc_index += 1;
+                    }
+                    if b.abandoned && nodes > limits.max_nodes {
+                        break;
+                    }
+                }
+            }
+            Event::StreamEnd => break,
+            other => {
+                if let Some(b) = builder.as_mut() {
+                    b.handle(other, &span.start, &span.end);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn scan_error(loc: &Locator, e: &ScanError) -> YamlError {
+    let span = loc.marker(e.marker());
+    let at = loc.text[span.offset..].chars().next();
+    let mut help = None;
+    let line_text = &loc.text[loc.line_starts[span.line - 1]..];
+    let line_text = line_text.split('\n').next().unwrap_or("");
+    if at == Some('\t') || line_text.starts_with('\t') || line_text.trim_start_matches(' ').starts_with('\t') {
+        help = Some("YAML does not allow tabs for indentation: indent with spaces".to_string());
+    }
+    let mut span = span;
+    span.len = at.map_or(0, char::len_utf8);
+    let message = if e.info().contains("recursion limit") {
+        "nesting is too deep for the YAML parser; manifests never need this much".to_string()
+    } else {
+        format!("YAML syntax error: {}", e.info())
+    };
+    YamlError {
+        message,
+        span,
+        related: None,
+        help,
+        pointer: String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(text: &str) -> Document {
+        let l = load(text, Limits::default());
+        assert!(l.errors.is_empty(), "{:?}", l.errors);
+        assert_eq!(l.documents.len(), 1);
+        l.documents.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn values_and_spans() {
+        let d = one("a: 1\nb:\n  - x\n  - 'y'\n  - 2.5\nc: {d: true, e: ~}\n");
+        assert_eq!(
+            d.value,
+            serde_json::json!({"a": 1, "b": ["x", "y", 2.5], "c": {"d": true, "e": null}})
+        );
+        let s = d.spans["/b/1"].value;
+        assert_eq!((s.line, s.column), (4, 5));
+        let k = d.spans["/c/d"].key.unwrap();
+        assert_eq!((k.line, k.column), (6, 5));
+        assert_eq!(d.spans["/a"].key.unwrap().column, 1);
+        let b = d.spans["/b"];
+        assert_eq!(b.key.unwrap().line, 2);
+    }
+
+    #[test]
+    fn yaml_1_2_scalars() {
+        let d = one("a: yes\nb: 0x1F\nc: 0o17\nd: '1'\ne: 1e3\nf: .5\ng: 12345678901234567890\nh: -7\n");
+        assert_eq!(
+            d.value,
+            serde_json::json!({"a": "yes", "b": 31, "c": 15, "d": "1", "e": 1000.0, "f": 0.5, "g": 12345678901234567890u64, "h": -7})
+        );
+    }
+
+    #[test]
+    fn multibyte_columns_are_characters_and_offsets_bytes() {
+        let text = "é: ü\nk: v\n";
+        let d = one(text);
+        let s = d.spans["/é"].value;
+        assert_eq!((s.line, s.column), (1, 4));
+        assert_eq!(&text[s.offset..s.offset + s.len], "ü");
+    }
+
+    #[test]
+    fn duplicate_keys_point_at_both() {
+        let l = load("a: 1\nb: 2\na: 3\n", Limits::default());
+        assert_eq!(l.errors.len(), 1);
+        let e = &l.errors[0].1;
+        assert_eq!(e.message, "duplicate key `a`");
+        assert_eq!(e.span.line, 3);
+        assert_eq!(e.related.as_ref().unwrap().1.line, 1);
+    }
+
+    #[test]
+    fn multiple_documents_and_empty_ones() {
+        let l = load("---\na: 1\n---\n---\nb: 2\n...\n", Limits::default());
+        assert!(l.errors.is_empty());
+        assert_eq!(l.documents.len(), 2);
+        assert_eq!(l.documents[1].index, 1);
+        assert_eq!(l.documents[1].spans["/b"].value.line, 5);
+    }
+
+    #[test]
+    fn alias_bomb_is_bounded() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..12 {
+            let p = i - 1;
+            text.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
+        }
+        let l = load(&text, Limits::default());
+        assert!(l.documents.is_empty());
+        assert!(l.errors[0].1.message.contains("expands to more than"));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_overflow() {
+        let text = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
+        let l = load(&text, Limits::default());
+        assert!(l.documents.is_empty());
+        assert!(l.errors[0].1.message.contains("nesting is"), "{:?}", l.errors);
+        // Block-style nesting goes through our own limit.
+        let mut text = String::new();
+        for i in 0..200 {
+            text.push_str(&" ".repeat(i));
+            text.push_str("k:\n");
+        }
+        let l = load(&text, Limits::default());
+        assert!(l.errors[0].1.message.contains("deeper than 64"), "{:?}", l.errors);
+    }
+
+    #[test]
+    fn tabs_get_a_hint() {
+        let l = load("a:\n\tb: 1\n", Limits::default());
+        let e = &l.errors[0].1;
+        assert!(e.message.starts_with("YAML syntax error"), "{e:?}");
+        assert_eq!(e.span.line, 2);
+        assert!(e.help.as_deref().unwrap().contains("tabs"));
+    }
+
+    #[test]
+    fn non_json_numbers_are_errors() {
+        let l = load("a: .nan\n", Limits::default());
+        assert!(l.errors[0].1.message.contains("not a number"));
+    }
+}
