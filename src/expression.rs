@@ -158,7 +158,18 @@ fn lex(input: &str) -> Result<Vec<(usize, Tok)>, ParseError> {
                 while i < chars.len()
                     && !matches!(
                         chars[i],
-                        ' ' | '\t' | '\n' | '\r' | '(' | ')' | '[' | ']' | ',' | '=' | '!' | '<' | '>'
+                        ' ' | '\t'
+                            | '\n'
+                            | '\r'
+                            | '('
+                            | ')'
+                            | '['
+                            | ']'
+                            | ','
+                            | '='
+                            | '!'
+                            | '<'
+                            | '>'
                     )
                 {
                     s.push(chars[i]);
@@ -254,9 +265,8 @@ impl Parser {
             Some(Tok::Word(w)) if w == "exists" => Op::Exists,
             Some(Tok::Word(w)) if w == "in" => Op::In,
             _ => {
-                return self.err(
-                    "expected an operator: == != > >= < <= exists !exists in !in =~ !~",
-                )
+                return self
+                    .err("expected an operator: == != > >= < <= exists !exists in !in =~ !~")
             }
         };
         self.pos += 1;
@@ -307,7 +317,9 @@ impl Parser {
 }
 
 fn is_keyword(w: &str) -> bool {
-    ["and", "or", "not"].iter().any(|k| w.eq_ignore_ascii_case(k))
+    ["and", "or", "not"]
+        .iter()
+        .any(|k| w.eq_ignore_ascii_case(k))
 }
 
 fn parse_subject(w: &str) -> Option<Subject> {
@@ -388,9 +400,11 @@ impl Expr {
                 let value: Option<&str> = match subject {
                     Subject::Attribute(n) => node.attribute(n),
                     Subject::InstanceId => Some(node.instance_id()),
-                    Subject::AgentConnected => {
-                        Some(if node.agent_connected() { "true" } else { "false" })
-                    }
+                    Subject::AgentConnected => Some(if node.agent_connected() {
+                        "true"
+                    } else {
+                        "false"
+                    }),
                     Subject::AgentVersion => Some(node.agent_version()),
                     Subject::RegisteredAt => Some(node.registered_at()),
                     Subject::RunningTasksCount => {
@@ -451,7 +465,14 @@ mod tests {
     }
 
     fn node() -> N {
-        N(BTreeMap::from([("zone", "a"), ("pool", "spot"), ("ecs.instance-type", "t3.large")]), 2)
+        N(
+            BTreeMap::from([
+                ("zone", "a"),
+                ("pool", "spot"),
+                ("ecs.instance-type", "t3.large"),
+            ]),
+            2,
+        )
     }
 
     #[test]
@@ -480,7 +501,10 @@ mod tests {
         assert_eq!(e.at, 18);
         assert!(e.message.contains('['));
         assert!(parse("").is_err());
-        assert!(parse("zone == a").unwrap_err().message.contains("unknown subject"));
+        assert!(parse("zone == a")
+            .unwrap_err()
+            .message
+            .contains("unknown subject"));
         assert!(parse("attribute:zone == a attribute:pool == b").is_err());
         assert!(parse("attribute:x =~ (").is_err());
         assert!(parse(&"(".repeat(100)).is_err());

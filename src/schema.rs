@@ -52,7 +52,10 @@ fn subschema(generator: &mut SchemaGenerator, kind: Kind) -> Value {
 }
 
 fn root_for<T: JsonSchema>() -> Value {
-    settings().into_generator().into_root_schema_for::<T>().to_value()
+    settings()
+        .into_generator()
+        .into_root_schema_for::<T>()
+        .to_value()
 }
 
 /// The schema of one kind, as published in `schemas/<kind>.json`.
@@ -170,8 +173,10 @@ fn tidy(v: &mut Value) {
                 }
             }
             if let Some(Value::Array(any)) = m.get("anyOf") {
-                let non_null: Vec<&Value> =
-                    any.iter().filter(|s| s.get("type") != Some(&json!("null"))).collect();
+                let non_null: Vec<&Value> = any
+                    .iter()
+                    .filter(|s| s.get("type") != Some(&json!("null")))
+                    .collect();
                 if non_null.len() == 1 && any.len() == 2 {
                     let inner = non_null[0].clone();
                     m.remove("anyOf");
@@ -235,7 +240,12 @@ fn tidy(v: &mut Value) {
 /// text, so single line breaks become spaces (blank lines stay).
 fn unwrap_lines(d: &str) -> String {
     d.split("\n\n")
-        .map(|para| para.split('\n').map(str::trim).collect::<Vec<_>>().join(" "))
+        .map(|para| {
+            para.split('\n')
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .collect::<Vec<_>>()
         .join("\n\n")
 }
@@ -339,10 +349,8 @@ pub fn schema_at<'a>(root: &'a Value, pointer: &str) -> Option<&'a Value> {
             } else {
                 return None;
             }
-        } else if let Some(ap) = cur.get("additionalProperties").filter(|a| a.is_object()) {
-            ap
         } else {
-            return None;
+            cur.get("additionalProperties").filter(|a| a.is_object())?
         };
         cur = next;
     }
@@ -399,7 +407,10 @@ mod tests {
         let v = jsonschema::draft7::new(&m).unwrap();
         let doc = json!({"apiVersion": API_VERSION, "kind": "Service", "metadata": {"name": "web"},
             "spec": {"cluster": "c", "taskDefinition": "web", "desiredCount": -3}});
-        let errs: Vec<String> = v.iter_errors(&doc).map(|e| e.instance_path().as_str().to_string()).collect();
+        let errs: Vec<String> = v
+            .iter_errors(&doc)
+            .map(|e| e.instance_path().as_str().to_string())
+            .collect();
         assert_eq!(errs, vec!["/spec/desiredCount"]);
     }
 }

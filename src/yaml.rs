@@ -100,17 +100,25 @@ pub struct YamlError {
 struct Locator<'a> {
     text: &'a str,
     line_starts: Vec<usize>,
+    /// The text starts with a byte-order mark the parser does not see:
+    /// columns of line 1 are one character further right.
+    bom: bool,
 }
 
 impl<'a> Locator<'a> {
     fn new(text: &'a str) -> Self {
         let mut line_starts = vec![0];
         line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        Locator { text, line_starts }
+        Locator {
+            text,
+            line_starts,
+            bom: text.starts_with('\u{feff}'),
+        }
     }
 
     /// Span of the byte offset of 1-based `line` and 0-based char `col`.
     fn at(&self, line: usize, col: usize) -> Span {
+        let col = if line == 1 && self.bom { col + 1 } else { col };
         let line = line.clamp(1, self.line_starts.len());
         let start = self.line_starts[line - 1];
         let rest = &self.text[start..];
@@ -119,9 +127,7 @@ impl<'a> Locator<'a> {
                 .char_indices()
                 .nth(col)
                 .map(|(i, _)| i)
-                .unwrap_or(rest.len().min(
-                    rest.find('\n').unwrap_or(rest.len()),
-                ));
+                .unwrap_or(rest.len().min(rest.find('\n').unwrap_or(rest.len())));
         Span {
             offset,
             len: 0,
@@ -140,10 +146,13 @@ impl<'a> Locator<'a> {
         s.len = e.offset.saturating_sub(s.offset);
         if s.len == 0 {
             // Point at one character so that renderers underline something.
-            s.len = self.text[s.offset..]
-                .chars()
-                .next()
-                .map_or(0, |c| if c == '\n' { 0 } else { c.len_utf8() });
+            s.len = self.text[s.offset..].chars().next().map_or(0, |c| {
+                if c == '\n' {
+                    0
+                } else {
+                    c.len_utf8()
+                }
+            });
         }
         s
     }
@@ -153,8 +162,14 @@ impl<'a> Locator<'a> {
 pub fn locate_byte(bytes: &[u8], offset: usize) -> Span {
     let before = &bytes[..offset.min(bytes.len())];
     let line = before.iter().filter(|b| **b == b'\n').count() + 1;
-    let line_start = before.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-    let column = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
+    let column = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
     Span {
         offset,
         len: 1,
@@ -237,7 +252,11 @@ impl<'a> Builder<'a> {
             Some(Frame::Seq { items, pointer, .. }) => {
                 Some(pointer::push(pointer, &items.len().to_string()))
             }
-            Some(Frame::Map { key: Some((k, _)), pointer, .. }) => Some(pointer::push(pointer, k)),
+            Some(Frame::Map {
+                key: Some((k, _)),
+                pointer,
+                ..
+            }) => Some(pointer::push(pointer, k)),
             Some(Frame::Map { key: None, .. }) => None,
         }
     }
@@ -273,7 +292,9 @@ impl<'a> Builder<'a> {
             );
         }
         let key_span = match self.stack.last() {
-            Some(Frame::Map { key: Some((_, ks)), .. }) => Some(*ks),
+            Some(Frame::Map {
+                key: Some((_, ks)), ..
+            }) => Some(*ks),
             _ => None,
         };
         if let Some(p) = self.next_pointer() {
@@ -376,19 +397,38 @@ impl<'a> Builder<'a> {
                 let nodes = found.nodes;
                 let fits = self.nodes + nodes <= self.limits.max_nodes;
                 // Clone only once the budget allows it: that is the bound.
-                let value = if fits { found.value.clone() } else { Value::Null };
+                let value = if fits {
+                    found.value.clone()
+                } else {
+                    Value::Null
+                };
                 if !self.count_node(nodes, span) {
                     return;
                 }
                 self.attach(value, nodes, 0, span);
             }
-            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+            Event::SequenceStart(anchor, ref tag) | Event::MappingStart(anchor, ref tag) => {
                 let is_map = matches!(event, Event::MappingStart(..));
+                let core = if is_map { "map" } else { "seq" };
+                if let Some(t) = tag.as_deref().filter(|t| t.suffix != core) {
+                    let p = self.next_pointer().unwrap_or_default();
+                    self.error(
+                        format!(
+                            "unsupported YAML tag `{}{}`; manifests use plain values",
+                            t.handle, t.suffix
+                        ),
+                        span,
+                        p,
+                        None,
+                    );
+                }
                 if expecting_key {
-                    let p = self.next_pointer().unwrap_or_else(|| match self.stack.last() {
-                        Some(Frame::Map { pointer, .. }) => pointer.clone(),
-                        _ => String::new(),
-                    });
+                    let p = self
+                        .next_pointer()
+                        .unwrap_or_else(|| match self.stack.last() {
+                            Some(Frame::Map { pointer, .. }) => pointer.clone(),
+                            _ => String::new(),
+                        });
                     self.error(
                         "mapping keys must be plain values, not sequences or mappings".into(),
                         span,
@@ -495,61 +535,83 @@ fn count_nodes(v: &Value) -> usize {
     n
 }
 
-/// Resolve a scalar with the YAML 1.2 core schema.
+/// Resolve a scalar with the YAML 1.2 core schema. A core tag (`!!str`,
+/// `!!int`, ...) forces its type whatever the quoting; other tags are
+/// refused rather than silently ignored.
 fn scalar(text: &str, style: ScalarStyle, tag: Option<&str>) -> Result<Value, String> {
-    if let Some(tag) = tag {
-        match tag {
-            "str" => return Ok(Value::String(text.to_string())),
-            "null" | "bool" | "int" | "float" => {}
-            other => {
+    let plain = style == ScalarStyle::Plain;
+    let resolved = |t: &str| -> Result<Value, String> {
+        Ok(match t {
+            "" | "~" | "null" | "Null" | "NULL" => Value::Null,
+            "true" | "True" | "TRUE" => Value::Bool(true),
+            "false" | "False" | "FALSE" => Value::Bool(false),
+            ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" | "-.inf" | "-.Inf"
+            | "-.INF" | ".nan" | ".NaN" | ".NAN" => {
                 return Err(format!(
-                    "unsupported YAML tag `!{other}`; manifests use plain values"
+                    "`{t}` is not a number JSON can hold; quote it if it is meant as text"
                 ))
             }
+            _ => match number(t)? {
+                Some(n) => Value::Number(n),
+                None => Value::String(t.to_string()),
+            },
+        })
+    };
+    match tag {
+        None if plain => resolved(text),
+        None => Ok(Value::String(text.to_string())),
+        Some("str") => Ok(Value::String(text.to_string())),
+        Some(t @ ("null" | "bool" | "int" | "float")) => {
+            let v = resolved(text)?;
+            let ok = match (t, &v) {
+                ("null", Value::Null) | ("bool", Value::Bool(_)) => true,
+                ("int", Value::Number(n)) => n.is_i64() || n.is_u64(),
+                ("float", Value::Number(_)) => true,
+                _ => false,
+            };
+            if ok {
+                Ok(v)
+            } else {
+                Err(format!("`{text}` is not a valid `!!{t}` value"))
+            }
         }
+        Some(other) => Err(format!(
+            "unsupported YAML tag `!{other}`; manifests use plain values"
+        )),
     }
-    if style != ScalarStyle::Plain {
-        return Ok(Value::String(text.to_string()));
-    }
-    Ok(match text {
-        "" | "~" | "null" | "Null" | "NULL" => Value::Null,
-        "true" | "True" | "TRUE" => Value::Bool(true),
-        "false" | "False" | "FALSE" => Value::Bool(false),
-        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" | "-.inf" | "-.Inf" | "-.INF"
-        | ".nan" | ".NaN" | ".NAN" => {
-            return Err(format!(
-                "`{text}` is not a number JSON can hold; quote it if it is meant as text"
-            ))
-        }
-        _ => match number(text) {
-            Some(n) => Value::Number(n),
-            None => Value::String(text.to_string()),
-        },
-    })
 }
 
-fn number(t: &str) -> Option<Number> {
-    let b = t.as_bytes();
+/// A YAML 1.2 core-schema number, or None when `t` is not one. Integral
+/// floats (`3.0`, `1e3`) become integers: JSON Schema counts them as
+/// integers, and so must the typed pass.
+fn number(t: &str) -> Result<Option<Number>, String> {
     let digits = |s: &str, radix: u32| !s.is_empty() && s.chars().all(|c| c.is_digit(radix));
+    let too_big = || format!("`{t}` is too large a number");
     if let Some(hex) = t.strip_prefix("0x") {
-        return digits(hex, 16)
-            .then(|| u64::from_str_radix(hex, 16).ok().map(Number::from))
-            .flatten();
+        if !digits(hex, 16) {
+            return Ok(None);
+        }
+        return u64::from_str_radix(hex, 16)
+            .map(|n| Some(Number::from(n)))
+            .map_err(|_| too_big());
     }
     if let Some(oct) = t.strip_prefix("0o") {
-        return digits(oct, 8)
-            .then(|| u64::from_str_radix(oct, 8).ok().map(Number::from))
-            .flatten();
+        if !digits(oct, 8) {
+            return Ok(None);
+        }
+        return u64::from_str_radix(oct, 8)
+            .map(|n| Some(Number::from(n)))
+            .map_err(|_| too_big());
     }
     let unsigned = t.strip_prefix(['-', '+']).unwrap_or(t);
     if digits(unsigned, 10) {
         if let Ok(i) = t.parse::<i64>() {
-            return Some(Number::from(i));
+            return Ok(Some(Number::from(i)));
         }
         if let Ok(u) = t.trim_start_matches('+').parse::<u64>() {
-            return Some(Number::from(u));
+            return Ok(Some(Number::from(u)));
         }
-        return t.parse::<f64>().ok().and_then(Number::from_f64);
+        return Err(too_big());
     }
     // [-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?
     let (mantissa, exp) = match unsigned.find(['e', 'E']) {
@@ -557,14 +619,25 @@ fn number(t: &str) -> Option<Number> {
         None => (unsigned, None),
     };
     let mantissa_ok = match mantissa.split_once('.') {
-        Some((i, f)) => (digits(i, 10) || i.is_empty()) && (f.is_empty() || digits(f, 10)) && !(i.is_empty() && f.is_empty()),
-        None => false,
-    } || (exp.is_some() && digits(mantissa, 10));
+        Some((i, f)) => {
+            (digits(i, 10) || i.is_empty())
+                && (f.is_empty() || digits(f, 10))
+                && !(i.is_empty() && f.is_empty())
+        }
+        None => exp.is_some() && digits(mantissa, 10),
+    };
     let exp_ok = exp.is_none_or(|e| digits(e.strip_prefix(['-', '+']).unwrap_or(e), 10));
-    if mantissa_ok && exp_ok && !b.is_empty() {
-        return t.parse::<f64>().ok().and_then(Number::from_f64);
+    if !(mantissa_ok && exp_ok) {
+        return Ok(None);
     }
-    None
+    let f: f64 = t.parse().map_err(|_| too_big())?;
+    if !f.is_finite() {
+        return Err(too_big());
+    }
+    if f.fract() == 0.0 && f.abs() < 9.0e15 {
+        return Ok(Some(Number::from(f as i64)));
+    }
+    Ok(Number::from_f64(f))
 }
 
 /// Result of loading one file.
@@ -579,7 +652,7 @@ pub struct Loaded {
 pub fn load(text: &str, limits: Limits) -> Loaded {
     let loc = Locator::new(text);
     let mut out = Loaded::default();
-    let mut parser = Parser::new_from_str(text);
+    let mut parser = Parser::new_from_str(text.strip_prefix('\u{feff}').unwrap_or(text));
     let mut builder: Option<Builder> = None;
     let mut doc_index = 0usize;
     let mut doc_start = Span::default();
@@ -650,7 +723,10 @@ fn scan_error(loc: &Locator, e: &ScanError) -> YamlError {
     let mut help = None;
     let line_text = &loc.text[loc.line_starts[span.line - 1]..];
     let line_text = line_text.split('\n').next().unwrap_or("");
-    if at == Some('\t') || line_text.starts_with('\t') || line_text.trim_start_matches(' ').starts_with('\t') {
+    if at == Some('\t')
+        || line_text.starts_with('\t')
+        || line_text.trim_start_matches(' ').starts_with('\t')
+    {
         help = Some("YAML does not allow tabs for indentation: indent with spaces".to_string());
     }
     let mut span = span;
@@ -698,10 +774,12 @@ mod tests {
 
     #[test]
     fn yaml_1_2_scalars() {
-        let d = one("a: yes\nb: 0x1F\nc: 0o17\nd: '1'\ne: 1e3\nf: .5\ng: 12345678901234567890\nh: -7\n");
+        let d = one(
+            "a: yes\nb: 0x1F\nc: 0o17\nd: '1'\ne: 1e3\nf: .5\ng: 12345678901234567890\nh: -7\n",
+        );
         assert_eq!(
             d.value,
-            serde_json::json!({"a": "yes", "b": 31, "c": 15, "d": "1", "e": 1000.0, "f": 0.5, "g": 12345678901234567890u64, "h": -7})
+            serde_json::json!({"a": "yes", "b": 31, "c": 15, "d": "1", "e": 1000, "f": 0.5, "g": 12345678901234567890u64, "h": -7})
         );
     }
 
@@ -752,7 +830,11 @@ mod tests {
         let text = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
         let l = load(&text, Limits::default());
         assert!(l.documents.is_empty());
-        assert!(l.errors[0].1.message.contains("nesting is"), "{:?}", l.errors);
+        assert!(
+            l.errors[0].1.message.contains("nesting is"),
+            "{:?}",
+            l.errors
+        );
         // Block-style nesting goes through our own limit.
         let mut text = String::new();
         for i in 0..200 {
@@ -760,7 +842,11 @@ mod tests {
             text.push_str("k:\n");
         }
         let l = load(&text, Limits::default());
-        assert!(l.errors[0].1.message.contains("deeper than 64"), "{:?}", l.errors);
+        assert!(
+            l.errors[0].1.message.contains("deeper than 64"),
+            "{:?}",
+            l.errors
+        );
     }
 
     #[test]
@@ -776,5 +862,33 @@ mod tests {
     fn non_json_numbers_are_errors() {
         let l = load("a: .nan\n", Limits::default());
         assert!(l.errors[0].1.message.contains("not a number"));
+        let l = load("a: 1e400\n", Limits::default());
+        assert!(l.errors[0].1.message.contains("too large"));
+    }
+
+    #[test]
+    fn byte_order_mark_is_skipped_and_columns_stay_right() {
+        let d = one("\u{feff}a: 1\nb: x\n");
+        assert_eq!(d.value, serde_json::json!({"a": 1, "b": "x"}));
+        let s = d.spans["/a"].value;
+        assert_eq!((s.line, s.column, s.offset), (1, 5, 6));
+    }
+
+    #[test]
+    fn tags_force_types_or_are_refused() {
+        let d = one("a: !!int \"5\"\nb: !!str 5\nc: 3.0\nd: 1e3\ne: !!map {x: 1}\n");
+        assert_eq!(
+            d.value,
+            serde_json::json!({"a": 5, "b": "5", "c": 3, "d": 1000, "e": {"x": 1}})
+        );
+        for bad in [
+            "a: !!bool yes\n",
+            "a: !custom {x: 1}\n",
+            "a: !!set {x: ~}\n",
+            "a: !!binary aGk=\n",
+        ] {
+            let l = load(bad, Limits::default());
+            assert_eq!(l.errors.len(), 1, "{bad}: {:?}", l.errors);
+        }
     }
 }

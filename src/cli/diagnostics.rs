@@ -91,10 +91,12 @@ impl miette::Diagnostic for Report<'_> {
         } else {
             self.d.pointer.clone()
         };
-        Some(Box::new(std::iter::once(LabeledSpan::new_primary_with_span(
-            Some(label),
-            SourceSpan::new(self.d.span.offset.into(), self.d.span.len),
-        ))))
+        Some(Box::new(std::iter::once(
+            LabeledSpan::new_primary_with_span(
+                Some(label),
+                SourceSpan::new(self.d.span.offset.into(), self.d.span.len),
+            ),
+        )))
     }
     fn related<'b>(&'b self) -> Option<Box<dyn Iterator<Item = &'b dyn miette::Diagnostic> + 'b>> {
         if self.related.is_empty() {

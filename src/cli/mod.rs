@@ -89,9 +89,11 @@ fn validate_cmd(a: ValidateArgs) -> ExitCode {
     let mut out = stdout.lock();
     let written = match a.format {
         Format::Json => writeln!(out, "{}", diagnostics::to_json(&v)),
-        Format::Text => {
-            diagnostics::write_text(&v, &mut out, diagnostics::colour(std::io::stdout().is_terminal()))
-        }
+        Format::Text => diagnostics::write_text(
+            &v,
+            &mut out,
+            diagnostics::colour(std::io::stdout().is_terminal()),
+        ),
     };
     if written.is_err() {
         return ExitCode::from(EXIT_FAILURE);

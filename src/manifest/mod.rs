@@ -194,9 +194,7 @@ fn path_to_pointer(path: &serde_path_to_error::Path) -> String {
 }
 
 /// Whether the named setting is `ENABLED` or `DISABLED` (ECS spelling).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Toggle {
     Enabled,

@@ -56,9 +56,7 @@ pub struct ServiceSpec {
 }
 
 /// Scheduling strategy of a service.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SchedulingStrategy {
     /// Keep desiredCount tasks, placed by the placement strategy.

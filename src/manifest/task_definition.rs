@@ -43,9 +43,7 @@ pub struct TaskDefinitionSpec {
 }
 
 /// Docker networking mode of a task.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkMode {
     /// Containers on a per-task bridge network; host ports mapped (static or
@@ -185,7 +183,9 @@ pub(crate) fn default_stop_timeout() -> u32 {
 }
 
 /// A name/value pair (environment variable).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct KeyValuePair {
     /// Variable name.
@@ -197,7 +197,9 @@ pub struct KeyValuePair {
 }
 
 /// An environment variable filled from a secret.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Secret {
     /// Environment variable name the secret is exposed as.
@@ -214,7 +216,18 @@ pub struct Secret {
 
 /// Protocol of a port mapping.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize, JsonSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    Serialize,
+    Deserialize,
+    JsonSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
@@ -273,7 +286,10 @@ pub struct HealthCheck {
 }
 
 fn health_check_example() -> Vec<&'static str> {
-    vec!["CMD-SHELL", "wget -q -O /dev/null http://localhost:8080/ || exit 1"]
+    vec![
+        "CMD-SHELL",
+        "wget -q -O /dev/null http://localhost:8080/ || exit 1",
+    ]
 }
 pub(crate) fn default_hc_interval() -> u32 {
     30
@@ -286,7 +302,9 @@ pub(crate) fn default_hc_retries() -> u32 {
 }
 
 /// A startup dependency on another container of the task.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ContainerDependency {
     /// Name of a container of the same task.
@@ -364,7 +382,9 @@ pub enum UlimitName {
 }
 
 /// A resource limit of the container's processes.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Ulimit {
     /// Which limit.
@@ -496,9 +516,7 @@ pub struct HostVolume {
 }
 
 /// Lifetime of a Docker volume.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum VolumeScope {
     /// Created with the task and removed when it stops.

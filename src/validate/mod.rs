@@ -90,7 +90,10 @@ pub struct Validation {
 
 impl Validation {
     pub fn is_valid(&self) -> bool {
-        !self.diagnostics.iter().any(|d| d.severity == Severity::Error)
+        !self
+            .diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Error)
     }
 
     pub fn errors(&self) -> usize {
@@ -120,13 +123,16 @@ pub fn validate(files: Vec<RawFile>) -> Validation {
     for (i, r) in results.into_iter().enumerate() {
         v.documents += r.documents;
         v.diagnostics.extend(r.diagnostics);
-        v.entries
-            .extend(r.entries.into_iter().map(|(manifest, document, stripped)| Entry {
-                manifest,
-                file: i,
-                document,
-                stripped,
-            }));
+        v.entries.extend(
+            r.entries
+                .into_iter()
+                .map(|(manifest, document, stripped)| Entry {
+                    manifest,
+                    file: i,
+                    document,
+                    stripped,
+                }),
+        );
         v.files.push(r.text);
     }
     let semantic = semantic::check(&v.entries);
@@ -336,7 +342,9 @@ fn check_document(
             return None;
         }
         for p in &unknown_keys {
-            if let (Some(parent), Some(key)) = (crate::pointer::parent(p), crate::pointer::tokens(p).last()) {
+            if let (Some(parent), Some(key)) =
+                (crate::pointer::parent(p), crate::pointer::tokens(p).last())
+            {
                 if let Some(obj) = value.pointer_mut(parent).and_then(Value::as_object_mut) {
                     obj.remove(&key);
                 }
@@ -456,7 +464,7 @@ fn schema_diagnostics(
             let where_ = if pointer.is_empty() {
                 "the document".to_string()
             } else {
-                format!("`{}`", crate::pointer::tokens(&pointer).last().unwrap_or_default())
+                format!("`{}`", dotted(&pointer))
             };
             diags.push(mk(
                 pointer.clone(),
@@ -508,7 +516,12 @@ fn schema_diagnostics(
             diags.push(mk(
                 pointer.clone(),
                 doc.span_of(&pointer),
-                format!("expected {}, found {} {}", article(&want), type_name(instance), show(instance)),
+                format!(
+                    "expected {}, found {} {}",
+                    article(&want),
+                    type_name(instance),
+                    show(instance)
+                ),
                 help,
             ));
         }
@@ -527,14 +540,19 @@ fn schema_diagnostics(
         K::MinItems { limit } => diags.push(mk(
             pointer.clone(),
             doc.span_of(&pointer),
-            format!("needs at least {limit} item{}", if *limit == 1 { "" } else { "s" }),
+            format!(
+                "`{}` needs at least {limit} item{}",
+                dotted(&pointer),
+                if *limit == 1 { "" } else { "s" }
+            ),
             None,
         )),
         K::MaxItems { limit } => diags.push(mk(
             pointer.clone(),
             doc.span_of(&pointer),
             format!(
-                "has {} items, more than the {limit} allowed",
+                "`{}` has {} items, more than the {limit} allowed",
+                dotted(&pointer),
                 instance.as_array().map_or(0, Vec::len)
             ),
             None,
@@ -542,7 +560,11 @@ fn schema_diagnostics(
         K::MinLength { limit } => diags.push(mk(
             pointer.clone(),
             doc.span_of(&pointer),
-            format!("{} is shorter than {limit} character{}", show(instance), if *limit == 1 { "" } else { "s" }),
+            format!(
+                "{} is shorter than {limit} character{}",
+                show(instance),
+                if *limit == 1 { "" } else { "s" }
+            ),
             None,
         )),
         K::MaxLength { limit } => diags.push(mk(
@@ -571,6 +593,22 @@ fn schema_diagnostics(
             None,
         )),
     }
+}
+
+/// A pointer as people write paths: `spec.containerDefinitions[0]`.
+pub fn dotted(pointer: &str) -> String {
+    let mut out = String::new();
+    for t in crate::pointer::tokens(pointer) {
+        if t.parse::<usize>().is_ok() {
+            out.push_str(&format!("[{t}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(&t);
+        }
+    }
+    out
 }
 
 fn article(t: &str) -> String {

@@ -30,7 +30,12 @@ pub struct Finding {
 }
 
 impl Finding {
-    fn error(code: &'static str, entry: usize, pointer: impl Into<String>, message: String) -> Self {
+    fn error(
+        code: &'static str,
+        entry: usize,
+        pointer: impl Into<String>,
+        message: String,
+    ) -> Self {
         Finding {
             severity: Severity::Error,
             code,
@@ -43,7 +48,12 @@ impl Finding {
         }
     }
 
-    fn warning(code: &'static str, entry: usize, pointer: impl Into<String>, message: String) -> Self {
+    fn warning(
+        code: &'static str,
+        entry: usize,
+        pointer: impl Into<String>,
+        message: String,
+    ) -> Self {
         Finding {
             severity: Severity::Warning,
             ..Finding::error(code, entry, pointer, message)
@@ -116,8 +126,12 @@ pub fn check(entries: &[Entry]) -> Vec<Finding> {
                         ));
                     }
                 }
-                let attached: HashSet<&str> =
-                    c.spec.capacity_providers.iter().map(String::as_str).collect();
+                let attached: HashSet<&str> = c
+                    .spec
+                    .capacity_providers
+                    .iter()
+                    .map(String::as_str)
+                    .collect();
                 strategy(
                     i,
                     "/spec/defaultCapacityProviderStrategy",
@@ -230,7 +244,10 @@ fn strategy(
                 format!("{base}/{j}/base"),
                 "only one item of a capacity provider strategy may have a base".into(),
             )
-            .help(format!("`{}` already has a base", items[with_base[0]].capacity_provider)),
+            .help(format!(
+                "`{}` already has a base",
+                items[with_base[0]].capacity_provider
+            )),
         );
     }
     if items.iter().all(|it| it.weight == 0) {
@@ -324,11 +341,7 @@ fn constraints(
     }
 }
 
-fn task_definition(
-    i: usize,
-    spec: &crate::manifest::TaskDefinitionSpec,
-    out: &mut Vec<Finding>,
-) {
+fn task_definition(i: usize, spec: &crate::manifest::TaskDefinitionSpec, out: &mut Vec<Finding>) {
     let cds = &spec.container_definitions;
     let names: HashMap<&str, usize> = cds
         .iter()
@@ -376,7 +389,9 @@ fn task_definition(
                 "resources",
                 i,
                 "/spec/cpu",
-                format!("the containers reserve {cpu_sum} CPU units, more than the task's {task_cpu}"),
+                format!(
+                    "the containers reserve {cpu_sum} CPU units, more than the task's {task_cpu}"
+                ),
             ));
         }
     }
@@ -418,9 +433,16 @@ fn task_definition(
                     i,
                     format!(
                         "{base}/{}",
-                        if c.memory.is_some() { "memory" } else { "memoryReservation" }
+                        if c.memory.is_some() {
+                            "memory"
+                        } else {
+                            "memoryReservation"
+                        }
                     ),
-                    format!("container `{}` asks for {m} MiB, more than the task's {tm} MiB", c.name),
+                    format!(
+                        "container `{}` asks for {m} MiB, more than the task's {tm} MiB",
+                        c.name
+                    ),
                 ));
             }
         }
@@ -571,19 +593,29 @@ fn task_definition(
                     "volumes",
                     i,
                     format!("{base}/mountPoints/{k}/sourceVolume"),
-                    format!("no volume named `{}` in the task definition", m.source_volume),
+                    format!(
+                        "no volume named `{}` in the task definition",
+                        m.source_volume
+                    ),
                 );
-                f.help = Some(match suggest::closest(&m.source_volume, known.iter().copied()) {
-                    Some(s) => format!("did you mean `{s}`?"),
-                    None => "declare it under spec.volumes".into(),
-                });
+                f.help = Some(
+                    match suggest::closest(&m.source_volume, known.iter().copied()) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None => "declare it under spec.volumes".into(),
+                    },
+                );
                 out.push(f);
             }
         }
         for (k, vf) in c.volumes_from.iter().enumerate() {
             let p = format!("{base}/volumesFrom/{k}/sourceContainer");
             if vf.source_container == c.name {
-                out.push(Finding::error("volumes", i, p, "a container cannot mount its own volumes".into()));
+                out.push(Finding::error(
+                    "volumes",
+                    i,
+                    p,
+                    "a container cannot mount its own volumes".into(),
+                ));
             } else if !names.contains_key(vf.source_container.as_str()) {
                 out.push(Finding::error(
                     "volumes",
@@ -599,7 +631,10 @@ fn task_definition(
                     "container",
                     i,
                     format!("{base}/ulimits/{k}/softLimit"),
-                    format!("softLimit ({}) is above hardLimit ({})", u.soft_limit, u.hard_limit),
+                    format!(
+                        "softLimit ({}) is above hardLimit ({})",
+                        u.soft_limit, u.hard_limit
+                    ),
                 ));
             }
         }
@@ -666,7 +701,13 @@ fn task_definition(
             ));
         }
     }
-    constraints(i, "/spec/placementConstraints", &spec.placement_constraints, true, out);
+    constraints(
+        i,
+        "/spec/placementConstraints",
+        &spec.placement_constraints,
+        true,
+        out,
+    );
 }
 
 fn missing_dep(i: usize, p: &str, name: &str, names: &HashMap<&str, usize>) -> Finding {
@@ -716,8 +757,10 @@ fn dependency_cycles(
                     }
                     1 => {
                         let from = stack.iter().position(|(x, _)| *x == t).unwrap_or(0);
-                        let mut path: Vec<&str> =
-                            stack[from..].iter().map(|(x, _)| cds[*x].name.as_str()).collect();
+                        let mut path: Vec<&str> = stack[from..]
+                            .iter()
+                            .map(|(x, _)| cds[*x].name.as_str())
+                            .collect();
                         path.push(&cds[t].name);
                         out.push(
                             Finding::error(
@@ -812,7 +855,8 @@ fn service(
                         i,
                         "/spec/deploymentConfiguration",
                         format!(
-                            "a deployment can never make progress: with desiredCount {desired}, minimumHealthyPercent {min} keeps all {floor} tasks running and maximumPercent {max} allows no extra one"
+                            "a deployment can never make progress: with desiredCount {desired}, minimumHealthyPercent {min} forbids stopping any of the {floor} running {} and maximumPercent {max} forbids starting an extra one",
+                            if floor == 1 { "task" } else { "tasks" }
                         ),
                     )
                     .at_key()
@@ -827,7 +871,8 @@ fn service(
                         "scheduling",
                         i,
                         "/spec/desiredCount",
-                        "a DAEMON service runs one task per node; desiredCount is not allowed".into(),
+                        "a DAEMON service runs one task per node; desiredCount is not allowed"
+                            .into(),
                     )
                     .at_key(),
                 );
@@ -875,12 +920,15 @@ fn service(
         }
     }
     if d.deployment_circuit_breaker.rollback && !d.deployment_circuit_breaker.enable {
-        out.push(Finding::warning(
-            "deployment",
-            i,
-            "/spec/deploymentConfiguration/deploymentCircuitBreaker/rollback",
-            "rollback has no effect while the circuit breaker is not enabled".into(),
-        ).help("set `enable: true`"));
+        out.push(
+            Finding::warning(
+                "deployment",
+                i,
+                "/spec/deploymentConfiguration/deploymentCircuitBreaker/rollback",
+                "rollback has no effect while the circuit breaker is not enabled".into(),
+            )
+            .help("set `enable: true`"),
+        );
     }
     for (j, s) in spec.placement_strategy.iter().enumerate() {
         let p = format!("/spec/placementStrategy/{j}");
@@ -903,11 +951,21 @@ fn service(
             out.push(Finding::error("placement", i, p, msg.into()));
         }
     }
-    constraints(i, "/spec/placementConstraints", &spec.placement_constraints, false, out);
+    constraints(
+        i,
+        "/spec/placementConstraints",
+        &spec.placement_constraints,
+        false,
+        out,
+    );
     if let Some(c) = cluster {
         if let Manifest::Cluster(cm) = &entries[c].manifest {
-            let attached: HashSet<&str> =
-                cm.spec.capacity_providers.iter().map(String::as_str).collect();
+            let attached: HashSet<&str> = cm
+                .spec
+                .capacity_providers
+                .iter()
+                .map(String::as_str)
+                .collect();
             strategy(
                 i,
                 "/spec/capacityProviderStrategy",
@@ -920,7 +978,11 @@ fn service(
     }
 }
 
-fn capacity_provider(i: usize, spec: &crate::manifest::CapacityProviderSpec, out: &mut Vec<Finding>) {
+fn capacity_provider(
+    i: usize,
+    spec: &crate::manifest::CapacityProviderSpec,
+    out: &mut Vec<Finding>,
+) {
     let ms = &spec.managed_scaling;
     if ms.minimum_scaling_step_size > ms.maximum_scaling_step_size {
         out.push(Finding::error(
@@ -950,7 +1012,10 @@ fn capacity_provider(i: usize, spec: &crate::manifest::CapacityProviderSpec, out
                 "capacity-provider",
                 i,
                 "/spec/nodeTemplate/minimumSize",
-                format!("minimumSize ({}) is above maximumSize ({})", t.minimum_size, t.maximum_size),
+                format!(
+                    "minimumSize ({}) is above maximumSize ({})",
+                    t.minimum_size, t.maximum_size
+                ),
             ));
         }
         for (k, v) in &spec.node_selector {
