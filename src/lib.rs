@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod expression;
+pub mod import;
 pub mod manifest;
 pub mod pointer;
 pub mod schema;

@@ -2,6 +2,7 @@
 //! Everything below this module returns data and typed errors.
 
 mod diagnostics;
+mod import;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -32,6 +33,9 @@ enum Command {
     /// Write the JSON Schemas (draft-07) of the manifest kinds, plus a
     /// SchemaStore-style catalog, for editors and other validators.
     Schema(SchemaArgs),
+    /// Convert existing Amazon ECS task definitions and services (JSON)
+    /// into reconcile manifests.
+    Import(import::ImportArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -71,6 +75,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Validate(a) => validate_cmd(a),
         Command::Schema(a) => schema_cmd(a),
+        Command::Import(a) => import::run(a),
     }
 }
 
