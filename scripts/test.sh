@@ -9,6 +9,9 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 step "tools for the cross-tool checks (pinned Python and npm packages)"
 tests/external/setup.sh
 
+step "Docker engine and the locally built test images"
+scripts/docker-setup.sh
+
 step "format and lint"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -1,13 +1,20 @@
 //! `reconcile`: Amazon ECS semantics as a declarative, git-driven reconciler.
 //! See ARCHITECTURE.md for how the modules fit together.
 
+pub mod apply;
 pub mod cli;
 pub mod expression;
 pub mod import;
 pub mod manifest;
+pub mod model;
+pub mod plan;
 pub mod pointer;
+pub mod runtime;
+pub mod scheduler;
 pub mod schema;
+pub mod secrets;
 pub mod source;
+pub mod store;
 pub mod suggest;
 pub mod validate;
 pub mod yaml;

@@ -705,6 +705,40 @@ fn round_trip_import_then_validate_the_directory() {
         ])
     );
 
+    // The imported manifests plan as the expected creates: two clusters,
+    // task definitions registering web:1 and worker:1, two services.
+    let desired =
+        reconcile::model::DesiredState::from_manifests(v.entries.iter().map(|e| &e.manifest));
+    let observed = reconcile::model::ObservedState {
+        nodes: vec![reconcile::model::NodeInfo {
+            name: "node".into(),
+            cluster: "*".into(),
+            attributes: Default::default(),
+            cpu: 64 * 1024,
+            memory: 256 * 1024,
+        }],
+        ..Default::default()
+    };
+    let plan = reconcile::plan::plan(&desired, &observed, &reconcile::plan::Options::default());
+    assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+    let creates: BTreeSet<(Kind, String)> = plan
+        .changes()
+        .map(|c| {
+            assert_eq!(c.action, reconcile::plan::Action::Create, "{}", c.address);
+            (c.kind, c.name.clone())
+        })
+        .collect();
+    assert_eq!(creates, expected);
+    for c in plan.changes().filter(|c| c.kind == Kind::TaskDefinition) {
+        let r = c.revision.as_ref().unwrap();
+        assert_eq!(
+            (r.from, r.to, r.registers),
+            (None, 1, true),
+            "{}",
+            c.address
+        );
+    }
+    assert_eq!(plan.summary.add, expected.len());
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 mod diagnostics;
 mod import;
+mod standalone;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -36,10 +37,25 @@ enum Command {
     /// Convert existing Amazon ECS task definitions and services (JSON)
     /// into reconcile manifests.
     Import(import::ImportArgs),
+    /// Show what `apply` would change on the local Docker engine.
+    ///
+    /// Exit status: 0 success (with --detailed-exitcode: no changes), 1
+    /// error, 2 changes present (only with --detailed-exitcode).
+    Plan(standalone::PlanArgs),
+    /// Converge the local Docker engine to a source, or apply a saved plan
+    /// exactly (refused when stale). Prints the plan, asks for confirmation
+    /// on a terminal, and waits for steady state.
+    Apply(standalone::ApplyArgs),
+    /// Services, deployments and tasks applied from a source, with nodes,
+    /// ports, health, status and stop reasons.
+    Status(standalone::StatusArgs),
+    /// Remove everything a source applied: plans the deletions, asks, then
+    /// stops the tasks and forgets the resources.
+    Destroy(standalone::DestroyArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Format {
+pub(crate) enum Format {
     /// Human-readable, with source snippets.
     Text,
     /// One JSON object on stdout.
@@ -65,9 +81,9 @@ struct SchemaArgs {
 }
 
 /// Exit status for "the input is wrong" (invalid manifests, failed apply).
-const EXIT_FAILURE: u8 = 1;
+pub(crate) const EXIT_FAILURE: u8 = 1;
 /// Exit status for usage errors, as clap uses.
-const EXIT_USAGE: u8 = 2;
+pub(crate) const EXIT_USAGE: u8 = 2;
 
 /// Run the program; returns the process exit status.
 pub fn main() -> ExitCode {
@@ -76,6 +92,10 @@ pub fn main() -> ExitCode {
         Command::Validate(a) => validate_cmd(a),
         Command::Schema(a) => schema_cmd(a),
         Command::Import(a) => import::run(a),
+        Command::Plan(a) => standalone::plan_cmd(a),
+        Command::Apply(a) => standalone::apply_cmd(a),
+        Command::Status(a) => standalone::status_cmd(a),
+        Command::Destroy(a) => standalone::destroy_cmd(a),
     }
 }
 

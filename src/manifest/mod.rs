@@ -156,9 +156,9 @@ impl Manifest {
 
     /// Deserialise a document already known to be of `kind` and to pass its
     /// schema. Errors carry the JSON pointer of the offending value.
-    pub fn from_value(kind: Kind, value: serde_json::Value) -> Result<Manifest, (String, String)> {
+    pub fn from_value(kind: Kind, value: &serde_json::Value) -> Result<Manifest, (String, String)> {
         fn typed<T: serde::de::DeserializeOwned>(
-            v: serde_json::Value,
+            v: &serde_json::Value,
         ) -> Result<T, (String, String)> {
             serde_path_to_error::deserialize(v).map_err(|e| {
                 let pointer = path_to_pointer(e.path());

@@ -331,7 +331,6 @@ fn check_document(
         schema_diagnostics(file, doc, schema, kind, name.as_deref(), &e, diags);
     }
     let kind = kind?;
-    let mut value = doc.value.clone();
     if diags.len() > before {
         // A document whose only problems are unknown keys still takes part
         // in the cross-document checks, without those keys, so that fixing
@@ -341,6 +340,7 @@ fn check_document(
         if !unknown_only {
             return None;
         }
+        let mut value = doc.value.clone();
         for p in &unknown_keys {
             if let (Some(parent), Some(key)) =
                 (crate::pointer::parent(p), crate::pointer::tokens(p).last())
@@ -350,11 +350,11 @@ fn check_document(
                 }
             }
         }
-        return Manifest::from_value(kind, value)
+        return Manifest::from_value(kind, &value)
             .ok()
             .map(|m| (m, unknown_keys));
     }
-    match Manifest::from_value(kind, value) {
+    match Manifest::from_value(kind, &doc.value) {
         Ok(m) => Some((m, Vec::new())),
         Err((pointer, message)) => {
             // The schema and the types agree by construction; this is a

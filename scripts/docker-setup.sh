@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Make a local Docker engine usable for reconcile, on a fresh Debian
+# machine, idempotently:
+#   1. install Debian's docker.io (and busybox-static) when missing;
+#   2. start dockerd when no daemon answers;
+#   3. build the images the examples and tests use, locally: there is no
+#      registry to pull from, so `busybox:stable` is imported from a root
+#      filesystem holding Debian's static busybox.
+# Needs root (apt-get, dockerd). Honours DOCKER_HOST when it points at a
+# running daemon.
+set -euo pipefail
+
+log() { printf 'docker-setup: %s\n' "$*" >&2; }
+
+need_pkgs=()
+command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
+[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx httpd || need_pkgs+=(busybox-static)
+command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+    log "installing ${need_pkgs[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+
+if ! docker info >/dev/null 2>&1; then
+    if [ -n "${DOCKER_HOST:-}" ]; then
+        log "DOCKER_HOST=$DOCKER_HOST does not answer"; exit 1
+    fi
+    log "starting dockerd"
+    mkdir -p /var/log
+    # vfs needs no kernel support beyond what any container sandbox has;
+    # overlay2 is used when it works.
+    driver=overlay2
+    if ! (nohup dockerd --storage-driver=overlay2 >/var/log/reconcile-dockerd.log 2>&1 &); then :; fi
+    for _ in $(seq 1 60); do
+        docker info >/dev/null 2>&1 && break
+        if ! pgrep -x dockerd >/dev/null; then
+            if [ "$driver" = overlay2 ]; then
+                log "overlay2 unavailable, falling back to vfs"
+                driver=vfs
+                (nohup dockerd --storage-driver=vfs >/var/log/reconcile-dockerd.log 2>&1 &)
+            else
+                tail -20 /var/log/reconcile-dockerd.log >&2; exit 1
+            fi
+        fi
+        sleep 0.5
+    done
+    docker info >/dev/null 2>&1 || { tail -20 /var/log/reconcile-dockerd.log >&2; exit 1; }
+fi
+
+# busybox:stable from Debian's static busybox, with the applet links a
+# shell, httpd, wget and sleep need.
+if ! docker image inspect busybox:stable >/dev/null 2>&1; then
+    log "building busybox:stable from Debian's busybox-static"
+    root=$(mktemp -d)
+    trap 'rm -rf "$root"' EXIT
+    mkdir -p "$root/bin" "$root/tmp" "$root/etc" "$root/proc" "$root/sys" "$root/dev" "$root/srv" "$root/var/www"
+    cp /bin/busybox "$root/bin/busybox"
+    for applet in $(/bin/busybox --list); do
+        [ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
+    done
+    echo "root:x:0:0:root:/root:/bin/sh" > "$root/etc/passwd"
+    echo "root:x:0:" > "$root/etc/group"
+    tar -C "$root" -c . | docker import \
+        --change 'ENV PATH=/bin' \
+        --change 'CMD ["/bin/sh"]' \
+        - busybox:stable >/dev/null
+fi
+log "ready: $(docker version --format 'engine {{.Server.Version}}, API {{.Server.APIVersion}}'), storage $(docker info --format '{{.Driver}}')"

@@ -1,0 +1,272 @@
+//! Plain data shared by the planner, the runtimes and the state store:
+//! what the source asks for ([`DesiredState`]) and what exists
+//! ([`ObservedState`]). No I/O here.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::manifest::task_definition::Protocol;
+use crate::manifest::{
+    CapacityProviderSpec, ClusterSpec, Manifest, ServiceSpec, TaskDefinitionSpec,
+};
+
+/// A service is identified by its cluster and name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ServiceKey {
+    pub cluster: String,
+    pub name: String,
+}
+
+impl fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.cluster, self.name)
+    }
+}
+
+/// The state a source asks for, normalised (see [`crate::plan::normalize`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DesiredState {
+    pub clusters: BTreeMap<String, ClusterSpec>,
+    pub capacity_providers: BTreeMap<String, CapacityProviderSpec>,
+    pub task_definitions: BTreeMap<String, TaskDefinitionSpec>,
+    pub services: BTreeMap<String, DesiredService>,
+    /// Fingerprint of each secret reference's current value (`valueFrom` ->
+    /// `sha256:...`, or `unresolved`). Values themselves never enter the
+    /// model.
+    #[serde(default)]
+    pub secret_fingerprints: BTreeMap<String, String>,
+}
+
+/// A service as the source defines it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DesiredService {
+    pub key: ServiceKey,
+    pub spec: ServiceSpec,
+}
+
+impl DesiredState {
+    /// Collect the manifests of a valid source, normalised.
+    pub fn from_manifests<'a>(manifests: impl IntoIterator<Item = &'a Manifest>) -> Self {
+        let mut d = DesiredState::default();
+        for m in manifests {
+            match m {
+                Manifest::Cluster(c) => {
+                    d.clusters.insert(
+                        c.metadata.name.clone(),
+                        crate::plan::normalize::cluster(&c.spec),
+                    );
+                }
+                Manifest::CapacityProvider(c) => {
+                    d.capacity_providers
+                        .insert(c.metadata.name.clone(), c.spec.clone());
+                }
+                Manifest::TaskDefinition(t) => {
+                    d.task_definitions.insert(
+                        t.metadata.name.clone(),
+                        crate::plan::normalize::task_definition(&t.spec),
+                    );
+                }
+                Manifest::Service(s) => {
+                    let key = ServiceKey {
+                        cluster: s.spec.cluster.clone(),
+                        name: s.metadata.name.clone(),
+                    };
+                    d.services.insert(
+                        key.to_string(),
+                        DesiredService {
+                            key,
+                            spec: crate::plan::normalize::service(&s.spec),
+                        },
+                    );
+                }
+            }
+        }
+        d
+    }
+}
+
+/// One registered, immutable revision of a task definition family.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Revision {
+    pub number: u32,
+    /// Digest of the normalised spec: the same spec is the same revision.
+    pub digest: String,
+    pub spec: TaskDefinitionSpec,
+}
+
+/// Lifecycle of a task (ECS lastStatus, collapsed to what a Docker host
+/// shows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TaskStatus {
+    Pending,
+    Running,
+    Stopped,
+}
+
+/// Health of a task: UNHEALTHY if any essential container is, HEALTHY if all
+/// essential containers with checks are, else UNKNOWN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Health {
+    Healthy,
+    Unhealthy,
+    Unknown,
+}
+
+/// A published port as actually bound.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkBinding {
+    pub container_name: String,
+    pub container_port: u16,
+    pub host_port: u16,
+    pub protocol: Protocol,
+}
+
+/// A task as observed on a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Task {
+    pub id: String,
+    pub cluster: String,
+    /// The owning service, or None for a standalone task.
+    pub service: Option<String>,
+    pub family: String,
+    pub revision: u32,
+    /// Digest of the effective configuration the task was started with.
+    pub config_hash: String,
+    pub node: String,
+    pub last_status: TaskStatus,
+    pub health: Health,
+    /// Unix seconds.
+    pub started_at: Option<i64>,
+    pub stop_code: Option<String>,
+    pub stopped_reason: Option<String>,
+    #[serde(default)]
+    pub bindings: Vec<NetworkBinding>,
+}
+
+impl Task {
+    pub fn is_live(&self) -> bool {
+        self.last_status != TaskStatus::Stopped
+    }
+}
+
+/// A node (container instance) able to run tasks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeInfo {
+    pub name: String,
+    pub cluster: String,
+    pub attributes: BTreeMap<String, String>,
+    /// CPU units (cores x 1024) and MiB.
+    pub cpu: u32,
+    pub memory: u32,
+}
+
+/// A service as last applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedService {
+    pub key: ServiceKey,
+    pub spec: ServiceSpec,
+    /// Revision of the PRIMARY deployment.
+    pub revision: u32,
+    /// Configuration digest the PRIMARY deployment's tasks run with.
+    pub config_hash: String,
+    /// Fingerprints of the secrets the PRIMARY deployment's tasks got.
+    #[serde(default)]
+    pub secret_fingerprints: BTreeMap<String, String>,
+}
+
+/// What exists: applied resources from the state store, tasks and nodes
+/// from the runtime.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedState {
+    pub clusters: BTreeMap<String, ClusterSpec>,
+    pub capacity_providers: BTreeMap<String, CapacityProviderSpec>,
+    /// Registered revisions per family, oldest first.
+    pub revisions: BTreeMap<String, Vec<Revision>>,
+    /// Revision of each family the source last applied.
+    pub task_definitions: BTreeMap<String, u32>,
+    pub services: BTreeMap<String, ObservedService>,
+    pub tasks: Vec<Task>,
+    pub nodes: Vec<NodeInfo>,
+}
+
+/// Hex SHA-256 of a value's canonical JSON (object keys sorted by the
+/// model's BTreeMaps and struct order), shortened to 16 hex digits.
+pub fn digest<T: Serialize>(value: &T) -> String {
+    let json = serde_json::to_vec(value).expect("model values serialise");
+    let hash = Sha256::digest(&json);
+    hash.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Resources a task of `spec` reserves on a node: CPU units and MiB (ECS:
+/// the task-level value when set, else the sum over containers of cpu and
+/// of memoryReservation-or-memory), and its static host ports.
+pub fn reservation(spec: &TaskDefinitionSpec) -> (u32, u32, Vec<(u16, Protocol)>) {
+    use crate::manifest::task_definition::NetworkMode;
+    let cpu = spec
+        .cpu
+        .unwrap_or_else(|| spec.container_definitions.iter().map(|c| c.cpu).sum());
+    let memory = spec.memory.unwrap_or_else(|| {
+        spec.container_definitions
+            .iter()
+            .map(|c| c.memory_reservation.or(c.memory).unwrap_or(0))
+            .sum()
+    });
+    let mut ports = Vec::new();
+    for c in &spec.container_definitions {
+        for p in &c.port_mappings {
+            let host = match spec.network_mode {
+                NetworkMode::Host => Some(p.container_port),
+                NetworkMode::Bridge => p.host_port.filter(|h| *h != 0),
+                NetworkMode::None => None,
+            };
+            if let Some(h) = host {
+                ports.push((h, p.protocol));
+            }
+        }
+    }
+    (cpu, memory, ports)
+}
+
+/// Digest of everything a task's containers are started from: the
+/// revision's spec and the fingerprints of the secrets it reads. Two tasks
+/// with the same digest are interchangeable; a task whose digest differs
+/// from the desired one is replaced.
+pub fn task_config_hash(
+    family: &str,
+    spec: &TaskDefinitionSpec,
+    fingerprints: &BTreeMap<String, String>,
+) -> String {
+    let secrets = secret_fingerprints_of(spec, fingerprints);
+    digest(&(family, spec, secrets))
+}
+
+/// The fingerprints of the secrets `spec` reads.
+pub fn secret_fingerprints_of(
+    spec: &TaskDefinitionSpec,
+    fingerprints: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    spec.container_definitions
+        .iter()
+        .flat_map(|c| c.secrets.iter())
+        .map(|s| {
+            let fp = fingerprints
+                .get(&s.value_from)
+                .cloned()
+                .unwrap_or_else(|| "unresolved".to_string());
+            (s.value_from.clone(), fp)
+        })
+        .collect()
+}

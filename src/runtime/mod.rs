@@ -1,0 +1,88 @@
+//! Where tasks run. A [`Runtime`] observes the tasks it owns (rebuilt from
+//! the runtime alone, e.g. Docker labels) and starts and stops them.
+//!
+//! `docker` is what users run; `sim` is an in-process simulation used only
+//! by property tests and scale benchmarks, never instead of a Docker test.
+
+pub mod docker;
+pub mod sim;
+
+use std::collections::BTreeMap;
+
+use crate::manifest::TaskDefinitionSpec;
+use crate::model::{NodeInfo, Task};
+use crate::secrets::SecretValue;
+
+/// Everything needed to start one task.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub id: String,
+    pub cluster: String,
+    pub service: Option<String>,
+    pub family: String,
+    pub revision: u32,
+    pub config_hash: String,
+    pub node: String,
+    pub spec: TaskDefinitionSpec,
+    /// Secret values by reference (`valueFrom`). Debug prints placeholders.
+    pub secrets: BTreeMap<String, SecretValue>,
+}
+
+/// What a runtime sees.
+#[derive(Debug, Clone, Default)]
+pub struct Observation {
+    pub tasks: Vec<Task>,
+    pub nodes: Vec<NodeInfo>,
+}
+
+/// A failure of the runtime, with enough context to act on.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct RuntimeError {
+    pub message: String,
+    /// The task concerned, when there is one.
+    pub task: Option<String>,
+}
+
+impl RuntimeError {
+    pub fn new(message: impl Into<String>) -> Self {
+        RuntimeError {
+            message: message.into(),
+            task: None,
+        }
+    }
+}
+
+/// A place tasks run.
+/// Futures are Send so that apply can run service changes concurrently on
+/// a multi-threaded executor.
+pub trait Runtime {
+    /// Every task this runtime owns (live and stopped) and its nodes.
+    fn observe(
+        &self,
+    ) -> impl std::future::Future<Output = Result<Observation, RuntimeError>> + Send;
+    /// Start a task; returns once its containers are started (or it failed
+    /// to start, which `observe` then shows as a stopped task).
+    fn start(
+        &self,
+        launch: Launch,
+    ) -> impl std::future::Future<Output = Result<(), RuntimeError>> + Send;
+    /// Stop a task (SIGTERM, then SIGKILL after each container's
+    /// stopTimeout) and remove it.
+    fn stop(
+        &self,
+        task_id: &str,
+        reason: &str,
+    ) -> impl std::future::Future<Output = Result<(), RuntimeError>> + Send;
+    /// Remove what is left of a task that stopped by itself.
+    fn remove(
+        &self,
+        task_id: &str,
+    ) -> impl std::future::Future<Output = Result<(), RuntimeError>> + Send;
+    /// Stop every container of a task that failed, keeping them for their
+    /// logs and status until the task is removed.
+    fn halt(
+        &self,
+        task_id: &str,
+    ) -> impl std::future::Future<Output = Result<(), RuntimeError>> + Send;
+}

@@ -1,0 +1,130 @@
+//! The state that must outlive the program: registered task definition
+//! revisions and the resources as last applied. Tasks are not stored: they
+//! are observed from the runtime (Docker labels) every time.
+//!
+//! Standalone mode keeps it in one JSON file per source, written atomically
+//! (temporary file, fsync, rename) under an exclusive lock, so a kill at any
+//! moment leaves either the old or the new state.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::{CapacityProviderSpec, ClusterSpec};
+use crate::model::{ObservedService, ObservedState, Revision};
+
+/// What is persisted.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stored {
+    pub clusters: BTreeMap<String, ClusterSpec>,
+    pub capacity_providers: BTreeMap<String, CapacityProviderSpec>,
+    pub revisions: BTreeMap<String, Vec<Revision>>,
+    pub task_definitions: BTreeMap<String, u32>,
+    pub services: BTreeMap<String, ObservedService>,
+}
+
+impl Stored {
+    /// The stored part of an observed state.
+    pub fn from_observed(o: &ObservedState) -> Stored {
+        Stored {
+            clusters: o.clusters.clone(),
+            capacity_providers: o.capacity_providers.clone(),
+            revisions: o.revisions.clone(),
+            task_definitions: o.task_definitions.clone(),
+            services: o.services.clone(),
+        }
+    }
+
+    /// Merge into an observed state whose tasks and nodes came from a
+    /// runtime.
+    pub fn into_observed(self, o: &mut ObservedState) {
+        o.clusters = self.clusters;
+        o.capacity_providers = self.capacity_providers;
+        o.revisions = self.revisions;
+        o.task_definitions = self.task_definitions;
+        o.services = self.services;
+    }
+}
+
+/// Why the store cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state file `{path}`: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state file `{path}` is corrupt: {source}")]
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+/// A JSON file store with an exclusive lock held for the store's lifetime.
+pub struct FileStore {
+    path: PathBuf,
+    _lock: File,
+}
+
+impl FileStore {
+    /// Open (creating the directory) and lock the store at `path`. Blocks
+    /// while another process holds the lock.
+    pub fn open(path: &Path) -> Result<FileStore, StoreError> {
+        let io = |source| StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(io)?;
+        }
+        let lock_path = path.with_extension("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io)?;
+        lock.lock().map_err(io)?;
+        Ok(FileStore {
+            path: path.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn load(&self) -> Result<Stored, StoreError> {
+        match fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt {
+                path: self.path.clone(),
+                source,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Stored::default()),
+            Err(source) => Err(StoreError::Io {
+                path: self.path.clone(),
+                source,
+            }),
+        }
+    }
+
+    pub fn save(&self, state: &Stored) -> Result<(), StoreError> {
+        let io = |source| StoreError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let tmp = self.path.with_extension("tmp");
+        let mut f = File::create(&tmp).map_err(io)?;
+        let json = serde_json::to_vec_pretty(state).expect("state serialises");
+        f.write_all(&json).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        fs::rename(&tmp, &self.path).map_err(io)?;
+        Ok(())
+    }
+}

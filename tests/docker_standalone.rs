@@ -1,0 +1,767 @@
+//! Standalone mode on a real Docker engine: `reconcile plan|apply|status|
+//! destroy` as a user runs them. Needs a running daemon and the local
+//! `busybox:stable` image (scripts/docker-setup.sh provides both); a test
+//! fails, rather than skips, without them.
+//!
+//! Every test works on a source of its own in a temp dir, so its
+//! containers carry their own `reconcile.io/source` label; a guard destroys
+//! them (and force-removes anything left) even when the test fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Docker tests run one at a time: they measure behaviour, not the daemon
+/// under contention.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+struct Source {
+    dir: tempfile::TempDir,
+    state: tempfile::TempDir,
+    id: String,
+}
+
+impl Source {
+    fn new(files: &[(&str, &str)]) -> Source {
+        let out = Command::new("docker")
+            .args(["image", "inspect", "busybox:stable"])
+            .output();
+        assert!(
+            out.is_ok_and(|o| o.status.success()),
+            "Docker with the busybox:stable image is needed: run scripts/docker-setup.sh"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let canonical = std::fs::canonicalize(dir.path())
+            .unwrap()
+            .display()
+            .to_string();
+        let id = reconcile::model::digest(&canonical);
+        Source {
+            dir,
+            state: tempfile::tempdir().unwrap(),
+            id,
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.dir.path().join(name), text).unwrap();
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(assert_cmd::cargo::cargo_bin("reconcile"));
+        c.args(args)
+            .env("RECONCILE_STATE_DIR", self.state.path())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    /// `apply --auto-approve`, which must succeed.
+    fn apply(&self) -> String {
+        let src = self.path().display().to_string();
+        let out = self.run(&[
+            "apply",
+            &src,
+            "--auto-approve",
+            "--settle",
+            "1",
+            "--timeout",
+            "90",
+        ]);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "apply failed:\n{text}");
+        text
+    }
+
+    fn plan(&self) -> (i32, String) {
+        let src = self.path().display().to_string();
+        let out = self.run(&["plan", &src, "--detailed-exitcode"]);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    fn status(&self) -> Value {
+        let src = self.path().display().to_string();
+        let out = self.run(&["status", &src, "--format", "json"]);
+        assert!(out.status.success());
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Containers of this source: (name, state, labels as JSON).
+    fn containers(&self) -> Vec<(String, String, Value)> {
+        let out = Command::new("docker")
+            .args([
+                "ps",
+                "-a",
+                "--filter",
+                &format!("label=reconcile.io/source={}", self.id),
+                "--format",
+                "{{json .}}",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                (
+                    v["Names"].as_str().unwrap().to_string(),
+                    v["State"].as_str().unwrap().to_string(),
+                    v,
+                )
+            })
+            .collect()
+    }
+
+    fn running(&self, service: &str) -> Vec<String> {
+        self.containers()
+            .into_iter()
+            .filter(|(n, s, _)| s == "running" && n.contains(&format!("-{service}-")))
+            .map(|(n, _, _)| n)
+            .collect()
+    }
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        let src = self.path().display().to_string();
+        let _ = self.run(&["destroy", &src, "--auto-approve"]);
+        let out = Command::new("docker")
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=reconcile.io/source={}", self.id),
+            ])
+            .output();
+        if let Ok(o) = out {
+            for id in String::from_utf8_lossy(&o.stdout).lines() {
+                let _ = Command::new("docker").args(["rm", "-f", id]).output();
+            }
+        }
+        let _ = Command::new("docker")
+            .args([
+                "network",
+                "prune",
+                "-f",
+                "--filter",
+                &format!("label=reconcile.io/source={}", self.id),
+            ])
+            .output();
+        let _ = Command::new("docker")
+            .args([
+                "volume",
+                "prune",
+                "-f",
+                "--filter",
+                &format!("label=reconcile.io/source={}", self.id),
+            ])
+            .output();
+    }
+}
+
+fn cluster() -> &'static str {
+    "apiVersion: reconcile/v1alpha1\nkind: Cluster\nmetadata: {name: t}\nspec: {}\n"
+}
+
+fn sleeper(name: &str, count: u32, env: &str) -> String {
+    format!(
+        "apiVersion: reconcile/v1alpha1
+kind: TaskDefinition
+metadata: {{name: {name}}}
+spec:
+  memory: 32
+  containerDefinitions:
+    - name: main
+      image: busybox:stable
+      command: [sleep, \"3600\"]
+      environment: [{{name: V, value: \"{env}\"}}]
+      stopTimeout: 1
+---
+apiVersion: reconcile/v1alpha1
+kind: Service
+metadata: {{name: {name}}}
+spec:
+  cluster: t
+  taskDefinition: {name}
+  desiredCount: {count}
+  deploymentConfiguration: {{minimumHealthyPercent: 50, maximumPercent: 200}}
+"
+    )
+}
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/manifests")
+}
+
+#[test]
+fn examples_apply_then_plan_is_empty_and_ports_are_reported() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let files: Vec<(String, String)> = std::fs::read_dir(examples())
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read_to_string(&p).unwrap(),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let s = Source::new(&refs);
+    let out = s.apply();
+    assert!(out.contains("Apply complete"), "{out}");
+    let (code, text) = s.plan();
+    assert_eq!(code, 0, "a second plan shows no changes:\n{text}");
+    assert!(text.contains("No changes"), "{text}");
+
+    // Dynamic host ports are reported and actually serve.
+    let st = s.status();
+    let web = st["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "web")
+        .unwrap();
+    let tasks = web["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 2);
+    for t in tasks {
+        assert_eq!(t["lastStatus"], "RUNNING");
+        assert_eq!(t["health"], "HEALTHY");
+        let port = t["ports"][0]["hostPort"].as_u64().unwrap();
+        assert!(port > 1024, "dynamic port {port}");
+        let body = http_get(port as u16);
+        assert!(body.contains("hello from"), "{body}");
+    }
+    // The worker reached its sidecar by container name.
+    let worker = s.running("worker");
+    assert_eq!(worker.len(), 2, "{worker:?}");
+}
+
+fn http_get(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(stream, "GET / HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut body = String::new();
+    let _ = stream.read_to_string(&mut body);
+    body
+}
+
+#[test]
+fn drift_is_repaired_exactly() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s = Source::new(&[
+        ("c.yaml", cluster()),
+        ("a.yaml", &sleeper("a", 3, "1")),
+        ("b.yaml", &sleeper("b", 1, "1")),
+    ]);
+    s.apply();
+    let before = s.running("a");
+    assert_eq!(before.len(), 3);
+    // One removed by hand, one stopped by hand.
+    Command::new("docker")
+        .args(["rm", "-f", &before[0]])
+        .output()
+        .unwrap();
+    Command::new("docker")
+        .args(["stop", "-t", "1", &before[1]])
+        .output()
+        .unwrap();
+    let (code, text) = s.plan();
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("1 of 3 tasks running; replacing 2"), "{text}");
+    assert!(
+        !text.contains("Service t/b"),
+        "the other service is untouched:\n{text}"
+    );
+    let b_before = s.running("b");
+    s.apply();
+    let after = s.running("a");
+    assert_eq!(after.len(), 3);
+    assert!(
+        after.contains(&before[2]),
+        "the healthy task was not touched"
+    );
+    assert_eq!(s.running("b"), b_before);
+    assert_eq!(
+        s.containers().len(),
+        4,
+        "the stopped container was cleaned up: {:?}",
+        s.containers()
+    );
+    assert_eq!(s.plan().0, 0);
+}
+
+#[test]
+fn env_change_replaces_exactly_that_service_and_scaling_works() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s = Source::new(&[
+        ("c.yaml", cluster()),
+        ("a.yaml", &sleeper("a", 3, "1")),
+        ("b.yaml", &sleeper("b", 2, "1")),
+    ]);
+    s.apply();
+    let b_before = s.running("b");
+    s.write("a.yaml", &sleeper("a", 3, "2"));
+    let (_, text) = s.plan();
+    assert!(
+        text.contains("new deployment: task definition a:1 -> a:2"),
+        "{text}"
+    );
+    s.apply();
+    let st = s.status();
+    let a = st["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "a")
+        .unwrap();
+    assert_eq!(a["taskDefinition"], "a:2");
+    assert!(a["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["revision"] == 2));
+    assert_eq!(s.running("b"), b_before, "service b untouched");
+
+    // Scale 3 -> 5 -> 1.
+    for n in [5u32, 1] {
+        s.write("a.yaml", &sleeper("a", n, "2"));
+        s.apply();
+        assert_eq!(s.running("a").len(), n as usize);
+        assert_eq!(s.plan().0, 0);
+    }
+    // Reverting the spec reuses revision 1 rather than registering a third.
+    s.write("a.yaml", &sleeper("a", 1, "1"));
+    let (_, text) = s.plan();
+    assert!(text.contains("a:2 -> a:1"), "{text}");
+}
+
+#[test]
+fn essential_exit_stops_the_task_and_is_reported() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let td = "apiVersion: reconcile/v1alpha1
+kind: TaskDefinition
+metadata: {name: crash}
+spec:
+  memory: 64
+  containerDefinitions:
+    - {name: main, image: busybox:stable, command: [sh, -c, 'sleep 3; echo going down; exit 3'], stopTimeout: 1}
+    - {name: side, image: busybox:stable, essential: false, command: [sleep, '3600'], stopTimeout: 1}
+---
+apiVersion: reconcile/v1alpha1
+kind: Service
+metadata: {name: crash}
+spec: {cluster: t, taskDefinition: crash, desiredCount: 1, deploymentConfiguration: {minimumHealthyPercent: 0, maximumPercent: 100}}
+";
+    let s = Source::new(&[("c.yaml", cluster()), ("crash.yaml", td)]);
+    let src = s.path().display().to_string();
+    // The task starts; apply waits for it and sees the essential exit.
+    let out = s.run(&[
+        "apply",
+        &src,
+        "--auto-approve",
+        "--settle",
+        "5",
+        "--timeout",
+        "60",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("EssentialContainerExited") && err.contains("exit code 3"),
+        "{err}"
+    );
+    assert!(
+        err.contains("going down"),
+        "last log lines are shown:\n{err}"
+    );
+    let st = s.status();
+    let t = &st["services"][0]["tasks"][0];
+    assert_eq!(t["lastStatus"], "STOPPED");
+    assert_eq!(t["stopCode"], "EssentialContainerExited");
+}
+
+#[test]
+fn depends_on_healthy_orders_the_start() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let td = "apiVersion: reconcile/v1alpha1
+kind: TaskDefinition
+metadata: {name: dep}
+spec:
+  memory: 64
+  containerDefinitions:
+    - name: db
+      image: busybox:stable
+      command: [sh, -c, 'sleep 2; touch /tmp/ready; exec sleep 3600']
+      healthCheck: {command: [CMD, test, -f, /tmp/ready], interval: 5, timeout: 2, retries: 3}
+      stopTimeout: 1
+    - name: app
+      image: busybox:stable
+      command: [sleep, '3600']
+      dependsOn: [{containerName: db, condition: HEALTHY}]
+      stopTimeout: 1
+---
+apiVersion: reconcile/v1alpha1
+kind: Service
+metadata: {name: dep}
+spec: {cluster: t, taskDefinition: dep, desiredCount: 1}
+";
+    let s = Source::new(&[("c.yaml", cluster()), ("dep.yaml", td)]);
+    s.apply();
+    let names = s.running("dep");
+    assert_eq!(names.len(), 2);
+    let started = |suffix: &str| -> String {
+        let n = names.iter().find(|n| n.ends_with(suffix)).unwrap();
+        let out = Command::new("docker")
+            .args(["inspect", "-f", "{{.State.StartedAt}}", n])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let db = names.iter().find(|n| n.ends_with("-db")).unwrap();
+    let out = Command::new("docker")
+        .args([
+            "inspect",
+            "-f",
+            "{{range .State.Health.Log}}{{.End}} {{.ExitCode}}\n{{end}}",
+            db,
+        ])
+        .output()
+        .unwrap();
+    let first_healthy = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.ends_with(" 0"))
+        .map(|l| l.split(' ').next().unwrap().to_string())
+        .expect("db became healthy");
+    let app_started = started("-app");
+    // RFC 3339 timestamps of one daemon compare as text.
+    assert!(
+        app_started > first_healthy,
+        "app started {app_started}, db healthy {first_healthy}"
+    );
+    assert!(app_started > started("-db"));
+}
+
+#[test]
+fn killed_apply_continues_without_duplicates() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s = Source::new(&[("c.yaml", cluster()), ("a.yaml", &sleeper("a", 6, "1"))]);
+    let src = s.path().display().to_string();
+    let mut child = s
+        .cmd(&["apply", &src, "--auto-approve", "--settle", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it as soon as the first containers exist.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while s.containers().len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = s.apply();
+    eprintln!(
+        "{out}\n{:?}",
+        s.containers()
+            .iter()
+            .map(|c| (&c.0, &c.1))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(s.running("a").len(), 6);
+    assert_eq!(
+        s.containers().len(),
+        6,
+        "no duplicates, nothing left over: {:?}",
+        s.containers()
+    );
+    assert_eq!(s.plan().0, 0);
+}
+
+#[test]
+fn saved_plans_apply_exactly_and_stale_ones_are_refused() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s = Source::new(&[("c.yaml", cluster()), ("a.yaml", &sleeper("a", 2, "1"))]);
+    let src = s.path().display().to_string();
+    let plan_file = s.state.path().join("plan.json");
+    let pf = plan_file.display().to_string();
+    assert_eq!(s.run(&["plan", &src, "--out", &pf]).status.code(), Some(0));
+    assert!(s.run(&["apply", &pf]).status.success());
+    assert_eq!(s.running("a").len(), 2);
+
+    // A plan made, then the world moves: refused, naming the service.
+    s.write("a.yaml", &sleeper("a", 3, "1"));
+    assert!(s.run(&["plan", &src, "--out", &pf]).status.success());
+    let victim = s.running("a")[0].clone();
+    Command::new("docker")
+        .args(["rm", "-f", &victim])
+        .output()
+        .unwrap();
+    let out = s.run(&["apply", &pf]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains("stale") && err.contains("Service/t/a"),
+        "{err}"
+    );
+    assert_eq!(s.running("a").len(), 1, "nothing applied");
+}
+
+#[test]
+fn secrets_reach_the_container_but_never_the_output() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let td = "apiVersion: reconcile/v1alpha1
+kind: TaskDefinition
+metadata: {name: sec}
+spec:
+  memory: 32
+  containerDefinitions:
+    - name: main
+      image: busybox:stable
+      command: [sh, -c, 'test -n \"$DB_PASSWORD\" && exec sleep 3600; exit 9']
+      secrets: [{name: DB_PASSWORD, valueFrom: db}]
+      stopTimeout: 1
+---
+apiVersion: reconcile/v1alpha1
+kind: Service
+metadata: {name: sec}
+spec: {cluster: t, taskDefinition: sec, desiredCount: 1}
+";
+    let s = Source::new(&[("c.yaml", cluster()), ("sec.yaml", td)]);
+    std::fs::create_dir_all(s.path().join(".reconcile/secrets")).unwrap();
+    std::fs::write(s.path().join(".reconcile/secrets/db"), "s3cr3t-value\n").unwrap();
+    let src = s.path().display().to_string();
+    let pf = s.state.path().join("p.json").display().to_string();
+    let mut all = String::new();
+    for args in [
+        vec!["plan", &src, "--out", &pf],
+        vec!["plan", &src, "--format", "json"],
+    ] {
+        let o = s.run(&args);
+        all.push_str(&String::from_utf8_lossy(&o.stdout));
+        all.push_str(&String::from_utf8_lossy(&o.stderr));
+    }
+    all.push_str(&s.apply());
+    all.push_str(&std::fs::read_to_string(&pf).unwrap());
+    all.push_str(&serde_json::to_string(&s.status()).unwrap());
+    for f in std::fs::read_dir(s.state.path()).unwrap() {
+        all.push_str(&std::fs::read_to_string(f.unwrap().path()).unwrap_or_default());
+    }
+    let running = s.running("sec");
+    assert_eq!(running.len(), 1);
+    let env = Command::new("docker")
+        .args(["exec", &running[0], "sh", "-c", "echo \"$DB_PASSWORD\""])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&env.stdout).trim(),
+        "s3cr3t-value",
+        "the container got the value"
+    );
+    assert!(
+        !all.contains("s3cr3t-value"),
+        "a secret value leaked:\n{all}"
+    );
+    // Changing the value rolls the service, shown as a fingerprint change.
+    std::fs::write(s.path().join(".reconcile/secrets/db"), "other\n").unwrap();
+    let (code, text) = s.plan();
+    assert_eq!(code, 2);
+    assert!(
+        text.contains("secret value changed (db)") && text.contains("sha256:"),
+        "{text}"
+    );
+    assert!(!text.contains("other"));
+}
+
+#[test]
+fn failed_pull_is_reported_per_task_with_the_daemons_reason() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let td = "apiVersion: reconcile/v1alpha1
+kind: TaskDefinition
+metadata: {name: nope}
+spec:
+  memory: 32
+  containerDefinitions:
+    - {name: main, image: 'registry.invalid/nothing/here:1'}
+---
+apiVersion: reconcile/v1alpha1
+kind: Service
+metadata: {name: nope}
+spec: {cluster: t, taskDefinition: nope, desiredCount: 1}
+";
+    let s = Source::new(&[
+        ("c.yaml", cluster()),
+        ("nope.yaml", td),
+        ("a.yaml", &sleeper("a", 1, "1")),
+    ]);
+    let src = s.path().display().to_string();
+    let out = s.run(&[
+        "apply",
+        &src,
+        "--auto-approve",
+        "--settle",
+        "1",
+        "--timeout",
+        "60",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("Service/t/nope")
+            && err.contains("CannotPullContainerError")
+            && err.contains("registry.invalid"),
+        "{err}"
+    );
+    // The other service is applied regardless.
+    assert_eq!(s.running("a").len(), 1, "{err}");
+}
+
+#[test]
+fn container_settings_reach_docker() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let td = "apiVersion: reconcile/v1alpha1
+kind: TaskDefinition
+metadata: {name: full}
+spec:
+  memory: 256
+  volumes:
+    - {name: scratch}
+    - {name: shared, dockerVolumeConfiguration: {scope: shared, autoprovision: true, driver: local, labels: {owner: test}}}
+    - {name: hostdir, host: {sourcePath: /tmp}}
+  containerDefinitions:
+    - name: main
+      image: busybox:stable
+      cpu: 256
+      memory: 128
+      memoryReservation: 64
+      entryPoint: [/bin/sh, -c]
+      command: ['echo started > /data/out; exec sleep 3600']
+      workingDirectory: /data
+      user: '0'
+      environment: [{name: A, value: '1'}]
+      portMappings: [{containerPort: 8080, hostPort: 0}, {containerPort: 9090, hostPort: 0, protocol: udp}]
+      mountPoints:
+        - {sourceVolume: scratch, containerPath: /data}
+        - {sourceVolume: shared, containerPath: /shared}
+        - {sourceVolume: hostdir, containerPath: /host, readOnly: true}
+      ulimits: [{name: nofile, softLimit: 1024, hardLimit: 2048}]
+      readonlyRootFilesystem: true
+      dockerLabels: {team: web}
+      logConfiguration: {logDriver: json-file, options: {max-size: 1m}}
+      healthCheck: {command: [CMD, 'true'], interval: 5, timeout: 2, retries: 2}
+      stopTimeout: 7
+      hostname: fullhost
+      extraHosts: [{hostname: db.local, ipAddress: 10.1.2.3}]
+      linuxParameters: {initProcessEnabled: true, sharedMemorySize: 32, capabilities: {drop: [NET_RAW]}}
+---
+apiVersion: reconcile/v1alpha1
+kind: Service
+metadata: {name: full}
+spec: {cluster: t, taskDefinition: full, desiredCount: 1}
+";
+    let s = Source::new(&[("c.yaml", cluster()), ("full.yaml", td)]);
+    s.apply();
+    let name = s.running("full").pop().expect("running");
+    let out = Command::new("docker")
+        .args(["inspect", &name])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let c = &v[0];
+    let hc = &c["HostConfig"];
+    assert_eq!(hc["CpuShares"], 256);
+    assert_eq!(hc["Memory"], 128 * 1024 * 1024);
+    assert_eq!(hc["MemoryReservation"], 64 * 1024 * 1024);
+    assert_eq!(hc["ReadonlyRootfs"], true);
+    assert_eq!(hc["Ulimits"][0]["Name"], "nofile");
+    assert_eq!(hc["Ulimits"][0]["Hard"], 2048);
+    assert_eq!(hc["LogConfig"]["Type"], "json-file");
+    assert_eq!(hc["LogConfig"]["Config"]["max-size"], "1m");
+    assert_eq!(hc["Init"], true);
+    assert_eq!(hc["ShmSize"], 32 * 1024 * 1024);
+    assert_eq!(hc["CapDrop"][0], "NET_RAW");
+    assert_eq!(hc["ExtraHosts"][0], "db.local:10.1.2.3");
+    let cfg = &c["Config"];
+    assert_eq!(cfg["Entrypoint"][0], "/bin/sh");
+    assert_eq!(cfg["WorkingDir"], "/data");
+    assert_eq!(cfg["User"], "0");
+    assert_eq!(cfg["Hostname"], "fullhost");
+    assert_eq!(cfg["StopTimeout"], 7);
+    assert_eq!(cfg["Labels"]["team"], "web");
+    assert!(cfg["Env"].as_array().unwrap().iter().any(|e| e == "A=1"));
+    assert_eq!(cfg["Healthcheck"]["Test"][0], "CMD");
+    let mounts = c["Mounts"].as_array().unwrap();
+    let by_dest = |d: &str| {
+        mounts
+            .iter()
+            .find(|m| m["Destination"] == d)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(by_dest("/host")["RW"], false);
+    assert_eq!(by_dest("/shared")["Name"], "shared");
+    assert_eq!(by_dest("/data")["Type"], "volume");
+    let ports = &c["NetworkSettings"]["Ports"];
+    assert!(
+        ports["8080/tcp"][0]["HostPort"]
+            .as_str()
+            .unwrap()
+            .parse::<u16>()
+            .unwrap()
+            > 0
+    );
+    assert!(
+        ports["9090/udp"][0]["HostPort"]
+            .as_str()
+            .unwrap()
+            .parse::<u16>()
+            .unwrap()
+            > 0
+    );
+    // Task-scoped volume goes with the task; the shared one stays.
+    let src = s.path().display().to_string();
+    assert!(s.run(&["destroy", &src, "--auto-approve"]).status.success());
+    let vols = Command::new("docker")
+        .args([
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=reconcile.io/source={}", s.id),
+        ])
+        .output()
+        .unwrap();
+    let vols = String::from_utf8_lossy(&vols.stdout);
+    assert_eq!(vols.trim(), "shared", "{vols}");
+    Command::new("docker")
+        .args(["volume", "rm", "shared"])
+        .output()
+        .unwrap();
+}
