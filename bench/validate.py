@@ -35,8 +35,11 @@ def main():
     ap.add_argument("--runs", type=int, default=5)
     a = ap.parse_args()
 
-    if shutil.which("check-jsonschema") is None:
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", CHECK_JSONSCHEMA], check=True)
+    venv = os.path.join(ROOT, "bench", "out", "venv")
+    peer_bin = os.path.join(venv, "bin", "check-jsonschema")
+    if not os.path.exists(peer_bin):
+        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+        subprocess.run([os.path.join(venv, "bin", "pip"), "install", "-q", CHECK_JSONSCHEMA], check=True)
     subprocess.run(["cargo", "build", "--release", "-q"], cwd=ROOT, check=True)
     binary = os.path.join(ROOT, "target", "release", "reconcile")
     schema = os.path.join(ROOT, "schemas", "manifest.json")
@@ -56,7 +59,7 @@ def main():
             ours.append(dt)
 
         # One run of the peer: it is the slow side, and its time is stable.
-        peer, r = timed(["check-jsonschema", "--schemafile", schema, *files])
+        peer, r = timed([peer_bin, "--schemafile", schema, *files])
         assert b"ok -- validation done" in r.stdout, r.stdout[-500:]
 
         med = statistics.median(ours)
