@@ -103,6 +103,8 @@ struct Locator<'a> {
     /// The text starts with a byte-order mark the parser does not see:
     /// columns of line 1 are one character further right.
     bom: bool,
+    /// Pure ASCII: a character index is a byte offset, no line walk needed.
+    ascii: bool,
 }
 
 impl<'a> Locator<'a> {
@@ -113,6 +115,7 @@ impl<'a> Locator<'a> {
             text,
             line_starts,
             bom: text.starts_with('\u{feff}'),
+            ascii: text.is_ascii(),
         }
     }
 
@@ -137,6 +140,18 @@ impl<'a> Locator<'a> {
     }
 
     fn marker(&self, m: &Marker) -> Span {
+        if self.ascii {
+            // Line and column come from the offset, so they always agree
+            // with it (the parser also counts `\r` as a line break).
+            let offset = m.index().min(self.text.len());
+            let line = self.line_starts.partition_point(|&s| s <= offset).max(1);
+            return Span {
+                offset,
+                len: 0,
+                line,
+                column: offset - self.line_starts[line - 1] + 1,
+            };
+        }
         self.at(m.line(), m.col())
     }
 
@@ -178,6 +193,33 @@ pub fn locate_byte(bytes: &[u8], offset: usize) -> Span {
     }
 }
 
+/// Keys of one mapping with their spans.
+#[derive(Default)]
+struct Keys {
+    list: Vec<(String, Span)>,
+    index: Option<HashMap<String, Span>>,
+}
+
+impl Keys {
+    fn get(&self, k: &str) -> Option<Span> {
+        match &self.index {
+            Some(m) => m.get(k).copied(),
+            None => self.list.iter().find(|(x, _)| x == k).map(|(_, s)| *s),
+        }
+    }
+
+    fn insert(&mut self, k: String, span: Span) {
+        if let Some(m) = &mut self.index {
+            m.insert(k, span);
+            return;
+        }
+        self.list.push((k, span));
+        if self.list.len() > 32 {
+            self.index = Some(std::mem::take(&mut self.list).into_iter().collect());
+        }
+    }
+}
+
 enum Frame {
     Seq {
         items: Vec<Value>,
@@ -192,7 +234,9 @@ enum Frame {
         start: Span,
         /// Key waiting for its value, with the key's span.
         key: Option<(String, Span)>,
-        key_spans: HashMap<String, Span>,
+        /// Keys seen so far, for duplicate detection. Manifests' mappings
+        /// are small, so a list is searched; large ones get an index.
+        key_spans: Keys,
     },
 }
 
@@ -325,14 +369,13 @@ impl<'a> Builder<'a> {
         else {
             return;
         };
-        let entry_pointer = pointer::push(pointer, &text);
-        if let Some(first) = key_spans.get(&text).copied() {
+        if let Some(first) = key_spans.get(&text) {
             self.errors.push(YamlError {
                 message: format!("duplicate key `{text}`"),
                 span,
                 related: Some(("first defined here".into(), first)),
                 help: Some("remove one of the two entries".into()),
-                pointer: entry_pointer,
+                pointer: pointer::push(pointer, &text),
             });
             // Keep the first value; the second is read but dropped.
             *key = Some((format!("\u{0}dup:{text}"), span));
@@ -463,7 +506,7 @@ impl<'a> Builder<'a> {
                         anchor,
                         start: span,
                         key: None,
-                        key_spans: HashMap::new(),
+                        key_spans: Keys::default(),
                     }
                 } else {
                     Frame::Seq {
@@ -500,7 +543,8 @@ impl<'a> Builder<'a> {
                     len: span.offset.saturating_sub(start.offset).max(start.len),
                     ..start
                 };
-                let nodes = count_nodes(&value);
+                // Only anchored values need their size (for alias budgets).
+                let nodes = if anchor != 0 { count_nodes(&value) } else { 0 };
                 let key = self.spans.get(&pointer).and_then(|l| l.key);
                 self.spans.remove(&pointer);
                 self.attach(value, nodes, anchor, full);

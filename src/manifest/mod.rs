@@ -160,6 +160,11 @@ impl Manifest {
         fn typed<T: serde::de::DeserializeOwned>(
             v: &serde_json::Value,
         ) -> Result<T, (String, String)> {
+            // The plain pass is the common, fast one; the path-tracking pass
+            // only runs to locate an error.
+            if let Ok(t) = T::deserialize(v) {
+                return Ok(t);
+            }
             serde_path_to_error::deserialize(v).map_err(|e| {
                 let pointer = path_to_pointer(e.path());
                 (pointer, e.into_inner().to_string())
