@@ -43,6 +43,17 @@ pub enum Op {
     NotMatches,
 }
 
+/// A compiled `=~`/`!~` pattern, anchored to the whole value. Compiled
+/// once at parse time: the scheduler evaluates expressions per node.
+#[derive(Debug, Clone)]
+pub struct Pattern(regex::Regex);
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
 /// A parsed expression.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
@@ -50,6 +61,8 @@ pub enum Expr {
         subject: Subject,
         op: Op,
         args: Vec<String>,
+        /// The compiled pattern of `=~` and `!~`.
+        pattern: Option<Pattern>,
     },
     And(Box<Expr>, Box<Expr>),
     Or(Box<Expr>, Box<Expr>),
@@ -275,12 +288,20 @@ impl Parser {
             Op::In | Op::NotIn => self.list()?,
             _ => vec![self.value()?],
         };
-        if matches!(op, Op::Matches | Op::NotMatches) {
-            if let Err(e) = regex::Regex::new(&args[0]) {
-                return self.err(format!("invalid pattern `{}`: {e}", args[0]));
+        let pattern = if matches!(op, Op::Matches | Op::NotMatches) {
+            match regex::Regex::new(&format!("^(?:{})$", args[0])) {
+                Ok(r) => Some(Pattern(r)),
+                Err(e) => return self.err(format!("invalid pattern `{}`: {e}", args[0])),
             }
-        }
-        Ok(Expr::Clause { subject, op, args })
+        } else {
+            None
+        };
+        Ok(Expr::Clause {
+            subject,
+            op,
+            args,
+            pattern,
+        })
     }
 
     fn value(&mut self) -> Result<String, ParseError> {
@@ -374,10 +395,6 @@ fn compare(a: &str, b: &str) -> std::cmp::Ordering {
     }
 }
 
-fn full_match(pattern: &str, value: &str) -> bool {
-    regex::Regex::new(&format!("^(?:{pattern})$")).is_ok_and(|r| r.is_match(value))
-}
-
 impl Expr {
     /// Whether a node satisfies the expression.
     pub fn matches(&self, node: &dyn NodeFacts) -> bool {
@@ -385,7 +402,12 @@ impl Expr {
             Expr::And(a, b) => a.matches(node) && b.matches(node),
             Expr::Or(a, b) => a.matches(node) || b.matches(node),
             Expr::Not(a) => !a.matches(node),
-            Expr::Clause { subject, op, args } => {
+            Expr::Clause {
+                subject,
+                op,
+                args,
+                pattern,
+            } => {
                 if let Subject::TaskGroup = subject {
                     let any = args.iter().any(|g| node.has_task_group(g));
                     return match op {
@@ -426,8 +448,8 @@ impl Expr {
                     (Op::Le, Some(v)) => compare(v, &args[0]).is_le(),
                     (Op::In, Some(v)) => args.iter().any(|a| a == v),
                     (Op::NotIn, Some(v)) => !args.iter().any(|a| a == v),
-                    (Op::Matches, Some(v)) => full_match(&args[0], v),
-                    (Op::NotMatches, Some(v)) => !full_match(&args[0], v),
+                    (Op::Matches, Some(v)) => pattern.as_ref().is_some_and(|p| p.0.is_match(v)),
+                    (Op::NotMatches, Some(v)) => !pattern.as_ref().is_some_and(|p| p.0.is_match(v)),
                 }
             }
         }

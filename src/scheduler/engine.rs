@@ -28,7 +28,7 @@ use super::diagnose;
 use super::provider::Split;
 use super::rng::Rng;
 use super::{
-    Checks, Constraint, Node, NodeStatus, Placement, PlacementStrategy, TaskRequest,
+    Checks, Constraint, Node, NodeStatus, PlaceOptions, Placement, PlacementStrategy, TaskRequest,
     DEFAULT_SPREAD_ATTRIBUTE,
 };
 use crate::expression::Expr;
@@ -190,11 +190,108 @@ impl<'n> Interner<'n> {
     }
 }
 
+/// Below this many nodes the scan stays on the calling thread.
+const PARALLEL_MIN_NODES: usize = 2048;
+
+/// What the scan learned about a node that matters: it is a candidate, or
+/// it holds tasks of the group (which spread buckets count).
+struct Found<'n> {
+    idx: u32,
+    /// Its pool, when it is a candidate.
+    pool: Option<u32>,
+    /// Tasks of the group on it (looked up when spreading by attribute).
+    group: u32,
+    /// Same, for its own key and distinctInstance (looked up when needed).
+    own: u32,
+    /// Its value of each spread attribute.
+    values: [Option<&'n str>; MAX_ATTRS],
+}
+
+/// The per-call pass over the nodes: everything that reads node data
+/// (status, provider, resources, ports, the group's count, constraints,
+/// attribute values). Independent per node, so it may run on several
+/// threads; results come back in node order either way.
+struct Scan<'a> {
+    req: &'a TaskRequest<'a>,
+    checks: &'a Checks<'a>,
+    attrs: &'a [&'a str],
+    providers: &'a [CapacityProviderStrategyItem],
+    all_group: bool,
+    node_group: bool,
+}
+
+impl Scan<'_> {
+    fn run<'n>(&self, nodes: &'n [Node], threads: usize) -> Vec<Found<'n>> {
+        if threads <= 1 || nodes.len() < PARALLEL_MIN_NODES {
+            return self.part(nodes, 0);
+        }
+        let chunk = nodes.len().div_ceil(threads);
+        std::thread::scope(|s| {
+            let rest: Vec<_> = nodes
+                .chunks(chunk)
+                .enumerate()
+                .skip(1)
+                .map(|(k, part)| s.spawn(move || self.part(part, k * chunk)))
+                .collect();
+            let mut out = self.part(&nodes[..chunk], 0);
+            for h in rest {
+                out.extend(h.join().expect("scan thread panicked"));
+            }
+            out
+        })
+    }
+
+    fn part<'n>(&self, nodes: &'n [Node], offset: usize) -> Vec<Found<'n>> {
+        let (req, checks) = (self.req, self.checks);
+        let mut out = Vec::new();
+        for (i, n) in nodes.iter().enumerate() {
+            if n.status != NodeStatus::Active {
+                continue;
+            }
+            let group = if self.all_group {
+                n.group_count(&req.group)
+            } else {
+                0
+            };
+            // The node's own count (looked up only once cheap checks pass).
+            let mut own = group;
+            let pool = if self.providers.is_empty() {
+                Some(0)
+            } else {
+                n.capacity_provider.as_deref().and_then(|p| {
+                    self.providers
+                        .iter()
+                        .position(|it| it.capacity_provider == p)
+                })
+            };
+            let candidate =
+                pool.is_some() && n.free_cpu() >= req.cpu && n.free_memory() >= req.memory && {
+                    if self.node_group && !self.all_group {
+                        own = n.group_count(&req.group);
+                    }
+                    checks.fits_with(n, req, own) && checks.fixed_ok(n)
+                };
+            if !candidate && group == 0 {
+                continue;
+            }
+            let mut values = [None; MAX_ATTRS];
+            for (v, a) in values.iter_mut().zip(self.attrs) {
+                *v = n.attributes.get(*a).map(String::as_str);
+            }
+            out.push(Found {
+                idx: (offset + i) as u32,
+                pool: pool.filter(|_| candidate).map(|p| p as u32),
+                group,
+                own,
+                values,
+            });
+        }
+        out
+    }
+}
+
 struct Engine<'r> {
     rk: Ranking<'r>,
-    /// Whether a node's own count of the group matters (distinctInstance or
-    /// spread by instance); looked up once per node and task.
-    node_group: bool,
     /// `random` with no node-level key: cells keep plain bags.
     bag_mode: bool,
     /// Tasks of the group per spread attribute and bucket, over all ACTIVE
@@ -249,6 +346,7 @@ impl<'r> Engine<'r> {
         rk: Ranking<'r>,
         providers: &[CapacityProviderStrategyItem],
         seed: u64,
+        threads: usize,
     ) -> Engine<'r> {
         let n_attrs = rk.attrs.len();
         let bag_mode = rk.random && rk.comps.is_empty();
@@ -271,7 +369,6 @@ impl<'r> Engine<'r> {
         let npools = providers.len().max(1);
         let node_group = checks.distinct || rk.comps.contains(&Comp::GroupCount);
         let mut eng = Engine {
-            node_group,
             rk,
             bag_mode,
             counts: vec![Vec::new(); n_attrs],
@@ -287,7 +384,15 @@ impl<'r> Engine<'r> {
         };
         // The group's count on every ACTIVE node feeds the spread buckets;
         // without them only candidates need it, and only for some checks.
-        let all_group = n_attrs > 0;
+        let scan = Scan {
+            req,
+            checks,
+            attrs: &eng.rk.attrs,
+            providers,
+            all_group: n_attrs > 0,
+            node_group,
+        };
+        let found = scan.run(nodes, threads);
         let mut interners: Vec<Interner> = (0..n_attrs).map(|_| Interner::new()).collect();
         // Cell of each combination of bucket ids, per pool: a plain vector
         // indexed by the bucket id with at most one spread attribute.
@@ -296,49 +401,24 @@ impl<'r> Engine<'r> {
         let mut cell_by_bucket: Vec<Vec<u32>> = (0..npools).map(|_| Vec::new()).collect();
         let mut entries: Vec<Vec<Vec<Reverse<Entry>>>> = (0..npools).map(|_| Vec::new()).collect();
 
-        for (i, n) in nodes.iter().enumerate() {
-            if n.status != NodeStatus::Active {
-                continue;
-            }
-            let g = if all_group {
-                n.group_count(&req.group)
-            } else {
-                0
-            };
-            // The node's own count (looked up only once cheap checks pass).
-            let mut own = g;
-            let pool = if providers.is_empty() {
-                Some(0)
-            } else {
-                n.capacity_provider
-                    .as_deref()
-                    .and_then(|p| providers.iter().position(|it| it.capacity_provider == p))
-            };
-            let candidate =
-                pool.is_some() && n.free_cpu() >= req.cpu && n.free_memory() >= req.memory && {
-                    if node_group && !all_group {
-                        own = n.group_count(&req.group);
-                    }
-                    checks.fits_with(n, req, own) && checks.fixed_ok(n)
-                };
-            if !candidate && g == 0 {
-                continue;
-            }
+        for f in found {
+            let i = f.idx as usize;
             let mut buckets = [0u32; MAX_ATTRS];
             for a in 0..n_attrs {
-                let b = interners[a].id(n.attributes.get(eng.rk.attrs[a]).map(String::as_str));
+                let b = interners[a].id(f.values[a]);
                 buckets[a] = b;
-                if g > 0 {
+                if f.group > 0 {
                     let c = &mut eng.counts[a];
                     if c.len() <= b as usize {
                         c.resize(b as usize + 1, 0);
                     }
-                    c[b as usize] += g;
+                    c[b as usize] += f.group;
                 }
             }
-            let Some(p) = pool.filter(|_| candidate) else {
+            let Some(p) = f.pool else {
                 continue;
             };
+            let p = p as usize;
             let cells = &mut eng.pools[p];
             let mut new_cell = || {
                 cells.push(Cell {
@@ -367,7 +447,7 @@ impl<'r> Engine<'r> {
                 eng.pos[i] = bag.len() as u32;
                 bag.push(i as u32);
             } else {
-                let key = eng.key(n, i, own);
+                let key = eng.key(&nodes[i], i, f.own);
                 entries[p][ci].push(Reverse(Entry { key, idx: i as u32 }));
             }
         }
@@ -382,9 +462,10 @@ impl<'r> Engine<'r> {
         eng
     }
 
-    /// The node for the next task in pool `p`, and its cell; in heap mode the
-    /// node is taken out of its heap (see [`Engine::landed`]).
-    fn select(&mut self, p: usize) -> Option<(usize, usize)> {
+    /// The node for the next task in pool `p`: its cell, its index and its
+    /// key before the task (zeros in bag mode). In heap mode the node is
+    /// taken out of its heap (see [`Engine::landed`]).
+    fn select(&mut self, p: usize) -> Option<(usize, usize, [u32; KEY_LEN])> {
         let Engine {
             rk,
             bag_mode,
@@ -415,7 +496,7 @@ impl<'r> Engine<'r> {
         let (best_cell, best_key) = best?;
         if !rk.random {
             let Reverse(e) = cells[best_cell].heap.pop().expect("head exists");
-            return Some((best_cell, e.idx as usize));
+            return Some((best_cell, e.idx as usize, e.key));
         }
         if *bag_mode {
             let total: usize = cells
@@ -427,7 +508,7 @@ impl<'r> Engine<'r> {
             for (ci, cell) in cells.iter().enumerate() {
                 if head(cell) == Some(best_key) {
                     if r < cell.bag.len() {
-                        return Some((ci, cell.bag[r] as usize));
+                        return Some((ci, cell.bag[r] as usize, [0; KEY_LEN]));
                     }
                     r -= cell.bag.len();
                 }
@@ -456,17 +537,20 @@ impl<'r> Engine<'r> {
         for (c, e) in tied.drain(..) {
             cells[c].heap.push(Reverse(e));
         }
-        Some((ci, chosen.idx as usize))
+        Some((ci, chosen.idx as usize, chosen.key))
     }
 
     /// Account for a task that just landed on `nodes[idx]` (cell `ci` of
-    /// pool `p`): bucket counts, and the node's place in its cell.
+    /// pool `p`, key `before` until then): bucket counts, and the node's
+    /// place in its cell.
+    #[allow(clippy::too_many_arguments)]
     fn landed(
         &mut self,
         nodes: &[Node],
         p: usize,
         ci: usize,
         idx: usize,
+        before: [u32; KEY_LEN],
         req: &TaskRequest,
         checks: &Checks,
     ) {
@@ -475,10 +559,12 @@ impl<'r> Engine<'r> {
         for (a, counts) in self.counts.iter_mut().enumerate() {
             counts[cell.buckets[a] as usize] += 1;
         }
-        let g = if self.node_group {
-            n.group_count(&req.group)
-        } else {
-            0
+        // The node's count of the group now, without a lookup: one more than
+        // its key held when spreading by instance; otherwise at least 1,
+        // which is all distinctInstance reads (and nothing else reads it).
+        let g = match self.rk.comps.iter().position(|c| *c == Comp::GroupCount) {
+            Some(c) => before[c] + 1,
+            None => 1,
         };
         let fits = checks.fits_with(n, req, g);
         if self.bag_mode {
@@ -506,6 +592,7 @@ pub(crate) fn place(
     count: u32,
     already_placed: &BTreeMap<String, u32>,
     seed: u64,
+    options: PlaceOptions,
 ) -> Placement {
     let mut out = Placement {
         assignments: Vec::with_capacity(count as usize),
@@ -523,17 +610,18 @@ pub(crate) fn place(
         Ranking::new(req.strategy),
         providers,
         seed,
+        options.threads,
     );
     let mut split = Split::new(providers, already_placed);
     // (pool, unplaced tasks); `None` = beyond the bases with no weight.
     let mut failed: Vec<(Option<usize>, u32)> = Vec::new();
     for _ in 0..count {
         let pool = split.next();
-        let chosen = pool.and_then(|p| engine.select(p).map(|(ci, idx)| (p, ci, idx)));
+        let chosen = pool.and_then(|p| engine.select(p).map(|(ci, idx, key)| (p, ci, idx, key)));
         match chosen {
-            Some((p, ci, idx)) => {
+            Some((p, ci, idx, before)) => {
                 nodes[idx].add_task(req);
-                engine.landed(nodes, p, ci, idx, req, &checks);
+                engine.landed(nodes, p, ci, idx, before, req, &checks);
                 out.assignments.push(idx);
             }
             None => match failed.iter_mut().find(|(q, _)| *q == pool) {

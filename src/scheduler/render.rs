@@ -11,7 +11,9 @@ pub(crate) fn expression(e: &Expr) -> String {
 
 fn write(e: &Expr, out: &mut String, nested: bool) {
     match e {
-        Expr::Clause { subject, op, args } => {
+        Expr::Clause {
+            subject, op, args, ..
+        } => {
             out.push_str(&subject_text(subject));
             out.push(' ');
             out.push_str(op_text(*op));

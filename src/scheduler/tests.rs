@@ -872,3 +872,56 @@ fn a_node_short_of_room_is_closer_than_one_outside_the_constraints() {
         }]
     );
 }
+
+#[test]
+fn a_parallel_scan_changes_nothing() {
+    // Large enough for the scan to split; mixed attributes, tasks, status.
+    let build = || -> Vec<Node> {
+        (0..3000)
+            .map(|i| {
+                let mut n = Node::new(format!("n{:04}", (i * 7919) % 3000), 4096, 8192)
+                    .with_attribute("zone", ["a", "b", "c"][i % 3])
+                    .with_attribute("pool", if i % 5 == 0 { "spot" } else { "on-demand" });
+                if i % 11 == 0 {
+                    n.task_groups.insert(WEB.into(), 1);
+                }
+                if i % 13 == 0 {
+                    n.status = NodeStatus::Draining;
+                }
+                n.used_memory = (i as u32 * 37) % 8192;
+                n
+            })
+            .collect()
+    };
+    let c = [
+        Constraint::member_of("attribute:pool != spot").unwrap(),
+        Constraint::DistinctInstance,
+    ];
+    for s in [
+        vec![spread("attribute:zone"), spread("instanceId")],
+        vec![binpack("memory")],
+        vec![random()],
+    ] {
+        let r = request(64, 256, &c, &s);
+        let (mut one, mut two) = (build(), build());
+        let a = place_with(
+            &mut one,
+            &r,
+            2500,
+            &BTreeMap::new(),
+            5,
+            PlaceOptions { threads: 1 },
+        );
+        let b = place_with(
+            &mut two,
+            &r,
+            2500,
+            &BTreeMap::new(),
+            5,
+            PlaceOptions { threads: 2 },
+        );
+        assert_eq!(a, b);
+        assert_eq!(one, two);
+        assert!(a.assignments.len() > 1000);
+    }
+}
