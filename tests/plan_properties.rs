@@ -71,6 +71,32 @@ fn drift() -> impl Strategy<Value = Drift> {
     ]
 }
 
+/// A plan never says "changed" without saying what: every change has a
+/// reason, and an update or replace has field, revision or task changes
+/// (creating or deleting a resource is a change by itself).
+fn no_empty_changes(p: &reconcile::plan::Plan) -> Result<(), TestCaseError> {
+    use reconcile::plan::Action;
+    for c in p.changes() {
+        prop_assert!(!c.reasons.is_empty(), "{} has no reason", c.address);
+        let tasks = c.tasks.as_ref().is_some_and(|t| {
+            !t.start.is_empty()
+                || !t.stop.is_empty()
+                || !t.cleanup.is_empty()
+                || t.placement_failure.is_some()
+        });
+        prop_assert!(
+            matches!(c.action, Action::Create | Action::Delete)
+                || !c.fields.is_empty()
+                || tasks
+                || c.revision.as_ref().is_some_and(|r| r.from != Some(r.to)),
+            "{} is {:?} with an empty diff",
+            c.address,
+            c.action
+        );
+    }
+    Ok(())
+}
+
 fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
@@ -91,6 +117,7 @@ proptest! {
         let d1 = desired(&yaml(&first));
         let p = w.plan(&d1);
         prop_assert_eq!(&p, &w.plan(&d1), "same inputs, same plan");
+        no_empty_changes(&p)?;
         w.apply(&d1).unwrap();
         let after = w.plan(&d1);
         prop_assert!(!after.has_changes(), "after apply:\n{}", reconcile::plan::render::text(&after, Default::default()));
@@ -112,6 +139,7 @@ proptest! {
         // convergence, so allow it here.
         let opts = reconcile::plan::Options { allow_mass_delete: true, ..Default::default() };
         let p2 = reconcile::plan::plan(&d2, &w.observed(), &opts);
+        no_empty_changes(&p2)?;
         let (started_before, stopped_before) = w.sim.counters();
         let resolver = reconcile::secrets::Resolver { dir: std::env::temp_dir() };
         common::block(reconcile::apply::apply(&p2, &d2, &mut w.stored, &w.sim, &resolver,

@@ -740,22 +740,17 @@ fn plan_service(
         .collect();
     let mut to_stop: Vec<(&Task, String)> = Vec::new();
     let mut start = 0u32;
-    if !old.is_empty() || new_deployment {
-        for t in &old {
-            to_stop.push((
-                t,
-                if replace {
-                    "service recreated".into()
-                } else if t.revision != revision {
-                    format!("replaced by revision {revision} (rolling deployment)")
-                } else {
-                    "configuration changed (rolling deployment)".into()
-                },
-            ));
-        }
-        if !old.is_empty() && !live.iter().any(|t| t.config_hash == target_hash) {
-            // A classic rollout: every task is new.
-        }
+    for t in &old {
+        to_stop.push((
+            t,
+            if replace {
+                "service recreated".into()
+            } else if t.revision != revision {
+                format!("replaced by revision {revision} (rolling deployment)")
+            } else {
+                "configuration changed (rolling deployment)".into()
+            },
+        ));
     }
     let have = keep.len() as u32;
     if have < desired_count {
