@@ -32,6 +32,12 @@ for sample in manifest-invalid service-invalid; do
         --expect-message-substring "below the minimum of 0" \
         --hover-file "tests/external/lsp/$sample.yaml" --hover-line 9 --hover-col 3 \
         --expect-hover-substring "Number of tasks to keep running"
+    # A field whose type is a named enum shows the field's own description.
+    node tests/external/lsp_check.mjs \
+        --invalid "tests/external/lsp/$sample.yaml" --expect-line 9 \
+        --expect-message-substring "below the minimum of 0" \
+        --hover-file "tests/external/lsp/$sample.yaml" --hover-line 12 --hover-col 3 \
+        --expect-hover-substring "REPLICA keeps desiredCount tasks"
 done
 
 step "all checks passed"

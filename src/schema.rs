@@ -67,6 +67,8 @@ pub fn kind_schema(kind: Kind) -> Value {
         Kind::CapacityProvider => root_for::<CapacityProviderManifest>(),
     };
     pin_envelope(&mut root, kind);
+    tidy(&mut root);
+    inline_enums(&mut root);
     let obj = root.as_object_mut().expect("schema is an object");
     obj.insert("title".into(), json!(format!("reconcile {kind} manifest")));
     let mut v = reorder_root(root);
@@ -140,7 +142,56 @@ pub fn manifest_schema() -> Value {
         "definitions": Value::Object(definitions),
     });
     tidy(&mut v);
+    inline_enums(&mut v);
     v
+}
+
+/// Replace `allOf: [{$ref: <enum>}]` on a field by the enum itself. Editors
+/// (yaml-language-server) show the referenced definition's description on
+/// hover instead of the field's own; enums are small, so inlining keeps the
+/// field's description and loses nothing. Definitions no longer referenced
+/// are dropped.
+fn inline_enums(root: &mut Value) {
+    let Some(defs) = root.get("definitions").and_then(Value::as_object).cloned() else {
+        return;
+    };
+    fn walk(v: &mut Value, defs: &Map<String, Value>) {
+        match v {
+            Value::Object(m) => {
+                let target = match m.get("allOf").and_then(Value::as_array).map(Vec::as_slice) {
+                    Some([one]) => one
+                        .get("$ref")
+                        .and_then(Value::as_str)
+                        .and_then(|r| r.strip_prefix("#/definitions/"))
+                        .and_then(|n| defs.get(n))
+                        .filter(|d| d.get("enum").is_some()),
+                    _ => None,
+                };
+                if let Some(Value::Object(def)) = target.cloned() {
+                    m.remove("allOf");
+                    for (k, x) in def {
+                        if k != "description" {
+                            m.entry(k).or_insert(x);
+                        }
+                    }
+                }
+                for x in m.values_mut() {
+                    walk(x, defs);
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(|x| walk(x, defs)),
+            _ => {}
+        }
+    }
+    walk(root, &defs);
+    let text = serde_json::to_string(root.get("properties").unwrap_or(&Value::Null))
+        .unwrap_or_default()
+        + &serde_json::to_string(root.get("definitions").unwrap_or(&Value::Null))
+            .unwrap_or_default()
+        + &serde_json::to_string(root.get("allOf").unwrap_or(&Value::Null)).unwrap_or_default();
+    if let Some(Value::Object(d)) = root.get_mut("definitions") {
+        d.retain(|name, _| text.contains(&format!("\"#/definitions/{name}\"")));
+    }
 }
 
 /// Put `$schema`, `title` and `description` first, as people read them.
