@@ -765,3 +765,108 @@ spec: {cluster: t, taskDefinition: full, desiredCount: 1}
         .output()
         .unwrap();
 }
+
+#[test]
+fn plan_json_exit_codes_confirmation_and_mass_delete_guard() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s = Source::new(&[
+        ("c.yaml", cluster()),
+        ("a.yaml", &sleeper("a", 1, "1")),
+        ("b.yaml", &sleeper("b", 1, "1")),
+    ]);
+    let src = s.path().display().to_string();
+
+    // JSON plan: versioned, one object, actions per resource.
+    let out = s.run(&["plan", &src, "--format", "json"]);
+    assert!(out.status.success());
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(doc["format_version"], "1.0");
+    let actions: Vec<(String, String)> = doc["resource_changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["address"].as_str().unwrap().to_string(),
+                c["action"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        actions.contains(&("Service/t/a".into(), "create".into())),
+        "{actions:?}"
+    );
+    assert_eq!(doc["summary"]["add"], 5);
+    assert_eq!(s.plan().0, 2, "--detailed-exitcode: changes");
+
+    // No terminal and no --auto-approve: refused, nothing applied.
+    let out = s.run(&["apply", &src]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--auto-approve"));
+    assert!(s.containers().is_empty());
+
+    let text = s.apply();
+    assert!(!text.contains('\x1b'), "no colour when not on a terminal");
+    assert_eq!(s.plan().0, 0, "--detailed-exitcode: no changes");
+
+    // Removing both services is more than half of them: needs the flag.
+    std::fs::remove_file(s.path().join("a.yaml")).unwrap();
+    std::fs::remove_file(s.path().join("b.yaml")).unwrap();
+    let (code, text) = s.plan();
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("--allow-mass-delete"), "{text}");
+    let out = s.run(&["apply", &src, "--auto-approve"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(s.running("a").len(), 1, "nothing was deleted");
+    let out = s.run(&["apply", &src, "--auto-approve", "--allow-mass-delete"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(s.containers().is_empty());
+}
+
+#[test]
+fn start_timeout_gives_up_and_stops_the_task() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let td = "apiVersion: reconcile/v1alpha1
+kind: TaskDefinition
+metadata: {name: slow}
+spec:
+  memory: 64
+  containerDefinitions:
+    - name: db
+      image: busybox:stable
+      command: [sleep, '3600']
+      healthCheck: {command: [CMD, 'false'], interval: 5, timeout: 2, retries: 1}
+      stopTimeout: 1
+    - name: app
+      image: busybox:stable
+      command: [sleep, '3600']
+      dependsOn: [{containerName: db, condition: HEALTHY}]
+      startTimeout: 3
+      stopTimeout: 1
+---
+apiVersion: reconcile/v1alpha1
+kind: Service
+metadata: {name: slow}
+spec: {cluster: t, taskDefinition: slow, desiredCount: 1}
+";
+    let s = Source::new(&[("c.yaml", cluster()), ("slow.yaml", td)]);
+    let src = s.path().display().to_string();
+    let out = s.run(&["apply", &src, "--auto-approve", "--timeout", "60"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("TaskFailedToStart")
+            && err.contains("startTimeout 3s")
+            && err.contains("`db`"),
+        "{err}"
+    );
+    assert!(
+        s.running("slow").is_empty(),
+        "nothing of the task keeps running: {:?}",
+        s.containers()
+    );
+}
