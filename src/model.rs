@@ -250,7 +250,17 @@ pub fn task_config_hash(
     fingerprints: &BTreeMap<String, String>,
 ) -> String {
     let secrets = secret_fingerprints_of(spec, fingerprints);
-    digest(&(family, spec, secrets))
+    config_hash_of(family, &digest(spec), &secrets)
+}
+
+/// [`task_config_hash`] from the spec's digest, for callers that already
+/// have it (the planner digests each spec once).
+pub fn config_hash_of(
+    family: &str,
+    spec_digest: &str,
+    secrets: &BTreeMap<String, String>,
+) -> String {
+    digest(&(family, spec_digest, secrets))
 }
 
 /// The fingerprints of the secrets `spec` reads.

@@ -253,6 +253,7 @@ pub fn plan_cmd(a: PlanArgs) -> ExitCode {
             now: now(),
             seed: seed_of(&id),
             allow_mass_delete: a.allow_mass_delete,
+            record_observed: a.out.is_some(),
         };
         let mut p = plan::plan(&loaded.desired, &observed, &opts);
         p.errors.extend(loaded.secret_errors.iter().cloned());
@@ -526,6 +527,7 @@ pub fn apply_cmd(a: ApplyArgs) -> ExitCode {
                 .map(|s| s.seed)
                 .unwrap_or_else(|| seed_of(&id)),
             allow_mass_delete: a.allow_mass_delete,
+            record_observed: saved.is_some(),
         };
         let fresh = plan::plan(&desired, &observed, &popts);
         let p = match &saved {
@@ -793,6 +795,7 @@ pub fn destroy_cmd(a: DestroyArgs) -> ExitCode {
                 now: now(),
                 seed: 0,
                 allow_mass_delete: true,
+                record_observed: false,
             },
         );
         let p = Plan {

@@ -135,7 +135,8 @@ pub struct Plan {
     pub resource_changes: Vec<ResourceChange>,
     pub summary: Summary,
     /// What each resource looked like when planned, for refusing a stale
-    /// saved plan: address -> summary of its observed state.
+    /// saved plan: address -> summary of its observed state. Recorded only
+    /// with [`Options::record_observed`].
     pub observed: BTreeMap<String, Value>,
     /// Conditions that forbid applying the plan.
     pub errors: Vec<String>,
@@ -165,6 +166,9 @@ pub struct Options {
     pub seed: u64,
     /// Allow a plan that deletes more than half of the existing services.
     pub allow_mass_delete: bool,
+    /// Record each resource's observed state in the plan, so that a saved
+    /// plan can later be refused as stale (`plan --out`, `apply FILE`).
+    pub record_observed: bool,
 }
 
 fn to_value<T: Serialize>(v: &T) -> Value {
@@ -178,7 +182,11 @@ pub fn resolve_revision(
     family: &str,
     spec: &TaskDefinitionSpec,
 ) -> (u32, bool) {
-    let digest = model::digest(spec);
+    resolve_digest(observed, family, &model::digest(spec))
+}
+
+/// [`resolve_revision`] for a spec already digested.
+fn resolve_digest(observed: &ObservedState, family: &str, digest: &str) -> (u32, bool) {
     let revs = observed
         .revisions
         .get(family)
@@ -212,7 +220,12 @@ fn revision_spec<'a>(
 
 /// Summary of a resource's observed state, compared when a saved plan is
 /// applied.
-fn observed_summary(observed: &ObservedState, kind: Kind, key: &str) -> Value {
+fn observed_summary(
+    observed: &ObservedState,
+    by_service: &BTreeMap<String, Vec<&Task>>,
+    kind: Kind,
+    key: &str,
+) -> Value {
     match kind {
         Kind::Cluster => to_value(&observed.clusters.get(key)),
         Kind::CapacityProvider => to_value(&observed.capacity_providers.get(key)),
@@ -222,17 +235,26 @@ fn observed_summary(observed: &ObservedState, kind: Kind, key: &str) -> Value {
         }),
         Kind::Service => {
             let s = observed.services.get(key);
-            let mut tasks: Vec<Value> = observed
-                .tasks
+            let mut tasks: Vec<Value> = by_service
+                .get(key)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
                 .iter()
-                .filter(|t| t.is_live() && service_key_of(t).as_deref() == Some(key))
+                .filter(|t| t.is_live())
                 .map(|t| {
                     serde_json::json!({"id": t.id, "status": t.last_status, "health": t.health,
                         "revision": t.revision, "config": t.config_hash, "node": t.node})
                 })
                 .collect();
             tasks.sort_by_key(|t| t["id"].as_str().unwrap_or_default().to_string());
-            serde_json::json!({"service": s.map(|s| (to_value(&s.spec), s.revision, &s.config_hash)), "tasks": tasks})
+            serde_json::json!({
+                "service": s.map(|s| serde_json::json!({
+                    "spec": model::digest(&s.spec),
+                    "revision": s.revision,
+                    "config": s.config_hash,
+                })),
+                "tasks": tasks,
+            })
         }
     }
 }
@@ -270,8 +292,18 @@ pub fn plan(desired: &DesiredState, observed: &ObservedState, opts: &Options) ->
 
     // Task definitions: immutable revisions.
     let mut desired_revisions: BTreeMap<String, u32> = BTreeMap::new();
+    // Each spec is digested once; revisions and task configurations are
+    // identified by these digests.
+    let mut spec_digests: BTreeMap<(String, u32), String> = BTreeMap::new();
+    for (family, revs) in &observed.revisions {
+        for r in revs {
+            spec_digests.insert((family.clone(), r.number), r.digest.clone());
+        }
+    }
     for (family, spec) in &desired.task_definitions {
-        let (number, registers) = resolve_revision(observed, family, spec);
+        let digest = model::digest(spec);
+        let (number, registers) = resolve_digest(observed, family, &digest);
+        spec_digests.insert((family.clone(), number), digest);
         desired_revisions.insert(family.clone(), number);
         let current = observed.task_definitions.get(family).copied();
         let mut c = change(Kind::TaskDefinition, family, None);
@@ -333,30 +365,32 @@ pub fn plan(desired: &DesiredState, observed: &ObservedState, opts: &Options) ->
         .keys()
         .chain(observed.services.keys())
         .collect();
-    // Orphans: live service tasks whose service is neither desired nor
-    // recorded (e.g. the record was lost): they are stopped too.
-    let mut orphan_keys: BTreeSet<String> = BTreeSet::new();
-    for t in observed.tasks.iter().filter(|t| t.is_live()) {
+    // Tasks by service, indexed once: planning is linear in the number of
+    // services and tasks.
+    let mut by_service: BTreeMap<String, Vec<&Task>> = BTreeMap::new();
+    for t in &observed.tasks {
         if let Some(k) = service_key_of(t) {
-            if !keys.contains(&k) {
-                orphan_keys.insert(k);
-            }
+            by_service.entry(k).or_default().push(t);
         }
     }
+    // Orphans: live service tasks whose service is neither desired nor
+    // recorded (e.g. the record was lost): they are stopped too.
+    let orphan_keys: Vec<String> = by_service
+        .iter()
+        .filter(|(k, ts)| !keys.contains(k) && ts.iter().any(|t| t.is_live()))
+        .map(|(k, _)| k.clone())
+        .collect();
     for key in keys.into_iter().cloned().chain(orphan_keys) {
-        let tasks: Vec<&Task> = observed
-            .tasks
-            .iter()
-            .filter(|t| service_key_of(t).as_deref() == Some(key.as_str()))
-            .collect();
+        let tasks = by_service.get(&key).map(Vec::as_slice).unwrap_or_default();
         let c = plan_service(
             &key,
             desired.services.get(&key),
             observed.services.get(&key),
-            &tasks,
+            tasks,
             desired,
             observed,
             &desired_revisions,
+            &spec_digests,
             &mut nodes,
             opts,
             &mut errors,
@@ -366,11 +400,12 @@ pub fn plan(desired: &DesiredState, observed: &ObservedState, opts: &Options) ->
 
     // Apply order: creates and updates by kind, then deletes in reverse.
     changes.sort_by_key(order);
-    for c in &changes {
+    for c in changes.iter().filter(|_| opts.record_observed) {
         observed_summaries.insert(
             c.address.clone(),
             observed_summary(
                 observed,
+                &by_service,
                 c.kind,
                 &match &c.cluster {
                     Some(cl) => format!("{cl}/{}", c.name),
@@ -501,8 +536,13 @@ fn scheduler_nodes(
             node
         })
         .collect();
+    let index: std::collections::HashMap<String, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.clone(), i))
+        .collect();
     for t in observed.tasks.iter().filter(|t| t.is_live()) {
-        let Some(node) = nodes.iter_mut().find(|n| n.name == t.node) else {
+        let Some(node) = index.get(&t.node).map(|&i| &mut nodes[i]) else {
             continue;
         };
         if let Some(spec) = revision_spec(
@@ -546,6 +586,7 @@ fn plan_service(
     desired: &DesiredState,
     observed: &ObservedState,
     desired_revisions: &BTreeMap<String, u32>,
+    spec_digests: &BTreeMap<(String, u32), String>,
     nodes: &mut [scheduler::Node],
     opts: &Options,
     errors: &mut Vec<String>,
@@ -601,15 +642,18 @@ fn plan_service(
         ));
         return c;
     };
-    let target_hash = model::task_config_hash(family, td, &desired.secret_fingerprints);
     let fingerprints = model::secret_fingerprints_of(td, &desired.secret_fingerprints);
+    let target_hash = match spec_digests.get(&(family.to_string(), revision)) {
+        Some(d) => model::config_hash_of(family, d, &fingerprints),
+        None => model::task_config_hash(family, td, &desired.secret_fingerprints),
+    };
 
     // Field changes of the service spec itself.
-    let before_spec = observed_svc.map(|o| to_value(&o.spec));
-    let after_spec = to_value(spec);
-    let mut fields = match &before_spec {
-        Some(b) => diff::diff(b, &after_spec),
-        None => diff::diff(&serde_json::json!({}), &after_spec),
+    // Specs are normalised, so equal specs need no field-level diff.
+    let mut fields = match observed_svc {
+        Some(o) if o.spec == *spec => Vec::new(),
+        Some(o) => diff::diff(&to_value(&o.spec), &to_value(spec)),
+        None => diff::diff(&serde_json::json!({}), &to_value(spec)),
     };
     let prev_revision = observed_svc.map(|o| o.revision);
     if let Some(o) = observed_svc {
@@ -675,16 +719,14 @@ fn plan_service(
 
     let desired_count = match spec.scheduling_strategy {
         SchedulingStrategy::Replica => spec.desired_count.unwrap_or(0),
-        SchedulingStrategy::Daemon => {
-            let mut cluster_nodes: Vec<scheduler::Node> =
-                indices.iter().map(|&i| nodes[i].clone()).collect();
-            // A node that already runs a current task keeps it.
-            for n in &mut cluster_nodes {
-                n.task_groups.remove(&group);
-            }
-            let t = scheduler::daemon_targets(&cluster_nodes, &req);
-            t.place.len() as u32
-        }
+        SchedulingStrategy::Daemon => with_cluster_view(nodes, &indices, |view| {
+            // Nodes that keep their task plus nodes that get one.
+            let t = scheduler::daemon_targets(view, &req);
+            let keeping = (0..view.len())
+                .filter(|i| view[*i].group_count(&group) > 0 && !t.stop.contains(i))
+                .count();
+            (keeping + t.place.len()) as u32
+        }),
     };
 
     let (current, old): (Vec<&Task>, Vec<&Task>) = live
@@ -805,39 +847,42 @@ fn plan_service(
         }
     }
 
-    // Placement of the new tasks, on a copy of the node view that already
-    // has the stopped tasks' resources released only when they stop before
-    // the new ones start (0% minimum), else kept: the conservative choice.
+    // Placement of the new tasks. Placements are recorded on the nodes, so
+    // later services see them. When tasks stop before new ones start (0%
+    // minimum, or a recreate), their resources are released first;
+    // otherwise they are kept: the conservative choice.
     if start > 0 {
-        let mut view: Vec<scheduler::Node> = indices.iter().map(|&i| nodes[i].clone()).collect();
         let release_first =
             spec.deployment_configuration.minimum_healthy_percent == Some(0) || replace;
         if release_first {
             for (t, _) in &to_stop {
-                if let Some(n) = view.iter_mut().find(|n| n.name == t.node) {
+                if let Some(n) = nodes.iter_mut().find(|n| n.name == t.node) {
                     release(n, t, desired, observed, desired_revisions, &group);
                 }
             }
         }
-        let placement = if spec.scheduling_strategy == SchedulingStrategy::Daemon {
-            let mut p = scheduler::Placement {
-                assignments: Vec::new(),
-                failure: None,
-            };
-            let t = scheduler::daemon_targets(&view, &req);
-            for i in t.place {
-                p.assignments.push(i);
+        let daemon = spec.scheduling_strategy == SchedulingStrategy::Daemon;
+        let (names, failure) = with_cluster_view(nodes, &indices, |view| {
+            if daemon {
+                let t = scheduler::daemon_targets(view, &req);
+                let names: Vec<String> = t.place.iter().map(|&i| view[i].name.clone()).collect();
+                for &i in &t.place {
+                    view[i].add_task(&req);
+                }
+                (names, t.failures.into_iter().next().map(|(_, f)| f))
+            } else {
+                let p = scheduler::place(view, &req, start, &BTreeMap::new(), opts.seed);
+                let names = p
+                    .assignments
+                    .iter()
+                    .map(|&i| view[i].name.clone())
+                    .collect();
+                (names, p.failure)
             }
-            if let Some((_, f)) = t.failures.into_iter().next() {
-                p.failure = Some(f);
-            }
-            p
-        } else {
-            scheduler::place(&mut view, &req, start, &BTreeMap::new(), opts.seed)
-        };
+        });
         let mut by_node: BTreeMap<String, u32> = BTreeMap::new();
-        for i in &placement.assignments {
-            *by_node.entry(view[*i].name.clone()).or_default() += 1;
+        for n in names {
+            *by_node.entry(n).or_default() += 1;
         }
         tc.start = by_node
             .into_iter()
@@ -847,22 +892,11 @@ fn plan_service(
                 count,
             })
             .collect();
-        if let Some(f) = placement.failure {
+        if let Some(f) = failure {
             tc.placement_failure = Some(PlacementProblem {
                 unplaced: f.unplaced,
                 reason: f.reason,
             });
-        }
-        // Later services see these placements.
-        for &i in &placement.assignments {
-            let name = view[i].name.clone();
-            if let Some(n) = nodes.iter_mut().find(|n| n.name == name) {
-                n.used_cpu += req_cpu;
-                n.used_memory += req_mem;
-                n.used_ports.extend(req.host_ports.iter().copied());
-                *n.task_groups.entry(group.clone()).or_default() += 1;
-                n.running_tasks += 1;
-            }
         }
     }
     tc.cleanup = stopped.iter().map(|t| t.id.clone()).collect();
@@ -930,6 +964,25 @@ fn plan_service(
         c.tasks = Some(tc);
     }
     c
+}
+
+/// Run `f` on the nodes of a cluster: on the node list itself when the
+/// cluster spans every node (standalone mode, and most fleets), else on a
+/// copy of its nodes, written back afterwards.
+fn with_cluster_view<T>(
+    nodes: &mut [scheduler::Node],
+    indices: &[usize],
+    f: impl FnOnce(&mut [scheduler::Node]) -> T,
+) -> T {
+    if indices.len() == nodes.len() {
+        return f(nodes);
+    }
+    let mut view: Vec<scheduler::Node> = indices.iter().map(|&i| nodes[i].clone()).collect();
+    let out = f(&mut view);
+    for (node, &i) in view.into_iter().zip(indices) {
+        nodes[i] = node;
+    }
+    out
 }
 
 fn release(
