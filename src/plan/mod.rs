@@ -12,7 +12,7 @@ pub mod normalize;
 pub mod render;
 pub mod rollout;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -222,7 +222,7 @@ fn revision_spec<'a>(
 /// applied.
 fn observed_summary(
     observed: &ObservedState,
-    by_service: &BTreeMap<String, Vec<&Task>>,
+    by_service: &TasksByService,
     kind: Kind,
     key: &str,
 ) -> Value {
@@ -235,10 +235,7 @@ fn observed_summary(
         }),
         Kind::Service => {
             let s = observed.services.get(key);
-            let mut tasks: Vec<Value> = by_service
-                .get(key)
-                .map(Vec::as_slice)
-                .unwrap_or_default()
+            let mut tasks: Vec<Value> = tasks_of(by_service, key)
                 .iter()
                 .filter(|t| t.is_live())
                 .map(|t| {
@@ -259,14 +256,46 @@ fn observed_summary(
     }
 }
 
-fn service_key_of(t: &Task) -> Option<String> {
-    t.service.as_ref().map(|s| {
-        ServiceKey {
-            cluster: t.cluster.clone(),
-            name: s.clone(),
-        }
-        .to_string()
-    })
+/// The keys of two maps in order, each with its value in either map: a
+/// merge of the two sorted maps, cheaper than a lookup per key.
+fn join<'a, V, W>(
+    a: &'a BTreeMap<String, V>,
+    b: &'a BTreeMap<String, W>,
+) -> Vec<(&'a str, Option<&'a V>, Option<&'a W>)> {
+    let (mut a, mut b) = (a.iter().peekable(), b.iter().peekable());
+    let mut out = Vec::new();
+    loop {
+        let order = match (a.peek(), b.peek()) {
+            (Some((x, _)), Some((y, _))) => x.cmp(y),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => break,
+        };
+        out.push(
+            match order {
+                std::cmp::Ordering::Less => a.next().map(|(k, v)| (k.as_str(), Some(v), None)),
+                std::cmp::Ordering::Greater => b.next().map(|(k, w)| (k.as_str(), None, Some(w))),
+                std::cmp::Ordering::Equal => {
+                    let w = b.next().map(|(_, w)| w);
+                    a.next().map(|(k, v)| (k.as_str(), Some(v), w))
+                }
+            }
+            .expect("peeked"),
+        );
+    }
+    out
+}
+
+/// Observed tasks by (cluster, service name).
+type TasksByService<'a> = HashMap<(&'a str, &'a str), Vec<&'a Task>>;
+
+/// The tasks of the service with key `cluster/name`.
+fn tasks_of<'a>(by_service: &'a TasksByService<'a>, key: &'a str) -> &'a [&'a Task] {
+    let (cluster, name) = key.split_once('/').unwrap_or(("", key));
+    by_service
+        .get(&(cluster, name))
+        .map(Vec::as_slice)
+        .unwrap_or_default()
 }
 
 /// Plan the changes that take `observed` to `desired`.
@@ -291,21 +320,33 @@ pub fn plan(desired: &DesiredState, observed: &ObservedState, opts: &Options) ->
     );
 
     // Task definitions: immutable revisions.
-    let mut desired_revisions: BTreeMap<String, u32> = BTreeMap::new();
+    // Hash maps keyed by borrowed names: the planner runs over every
+    // resource on every pass, and these lookups are most of its own work.
+    let mut desired_revisions: HashMap<&str, u32> = HashMap::new();
     // Each spec is digested once; revisions and task configurations are
     // identified by these digests.
-    let mut spec_digests: BTreeMap<(String, u32), String> = BTreeMap::new();
+    let mut spec_digests: HashMap<(&str, u32), String> = HashMap::new();
     for (family, revs) in &observed.revisions {
         for r in revs {
-            spec_digests.insert((family.clone(), r.number), r.digest.clone());
+            spec_digests.insert((family, r.number), r.digest.clone());
         }
     }
-    for (family, spec) in &desired.task_definitions {
+    for (family, spec, current) in join(&desired.task_definitions, &observed.task_definitions) {
+        let current = current.copied();
+        let Some(spec) = spec else {
+            let mut c = change(Kind::TaskDefinition, family, None);
+            c.action = Action::Delete;
+            c.reasons.push(
+                "no longer in the source; its revisions stay registered for history and rollback"
+                    .into(),
+            );
+            changes.push(c);
+            continue;
+        };
         let digest = model::digest(spec);
         let (number, registers) = resolve_digest(observed, family, &digest);
-        spec_digests.insert((family.clone(), number), digest);
-        desired_revisions.insert(family.clone(), number);
-        let current = observed.task_definitions.get(family).copied();
+        spec_digests.insert((family, number), digest);
+        desired_revisions.insert(family, number);
         let mut c = change(Kind::TaskDefinition, family, None);
         c.revision = Some(RevisionChange {
             from: current,
@@ -346,46 +387,43 @@ pub fn plan(desired: &DesiredState, observed: &ObservedState, opts: &Options) ->
         }
         changes.push(c);
     }
-    for family in observed.task_definitions.keys() {
-        if !desired.task_definitions.contains_key(family) {
-            let mut c = change(Kind::TaskDefinition, family, None);
-            c.action = Action::Delete;
-            c.reasons.push(
-                "no longer in the source; its revisions stay registered for history and rollback"
-                    .into(),
-            );
-            changes.push(c);
-        }
-    }
 
     // Services: spec changes, deployments and tasks.
     let mut nodes = scheduler_nodes(desired, observed, &desired_revisions);
-    let keys: BTreeSet<&String> = desired
-        .services
-        .keys()
-        .chain(observed.services.keys())
-        .collect();
+    let services = join(&desired.services, &observed.services);
     // Tasks by service, indexed once: planning is linear in the number of
     // services and tasks.
-    let mut by_service: BTreeMap<String, Vec<&Task>> = BTreeMap::new();
+    let mut by_service: TasksByService = HashMap::new();
     for t in &observed.tasks {
-        if let Some(k) = service_key_of(t) {
-            by_service.entry(k).or_default().push(t);
+        if let Some(s) = &t.service {
+            by_service.entry((&t.cluster, s)).or_default().push(t);
         }
     }
     // Orphans: live service tasks whose service is neither desired nor
     // recorded (e.g. the record was lost): they are stopped too.
-    let orphan_keys: Vec<String> = by_service
+    let known: std::collections::HashSet<(&str, &str)> = services
         .iter()
-        .filter(|(k, ts)| !keys.contains(k) && ts.iter().any(|t| t.is_live()))
-        .map(|(k, _)| k.clone())
+        .map(|(k, _, _)| k.split_once('/').unwrap_or(("", k)))
         .collect();
-    for key in keys.into_iter().cloned().chain(orphan_keys) {
-        let tasks = by_service.get(&key).map(Vec::as_slice).unwrap_or_default();
+    let mut orphan_keys: Vec<String> = by_service
+        .iter()
+        .filter(|(k, ts)| !known.contains(*k) && ts.iter().any(|t| t.is_live()))
+        .map(|((cluster, name), _)| {
+            ServiceKey {
+                cluster: cluster.to_string(),
+                name: name.to_string(),
+            }
+            .to_string()
+        })
+        .collect();
+    orphan_keys.sort();
+    let orphans = orphan_keys.iter().map(|k| (k.as_str(), None, None));
+    for (key, desired_svc, observed_svc) in services.into_iter().chain(orphans) {
+        let tasks = tasks_of(&by_service, key);
         let c = plan_service(
-            &key,
-            desired.services.get(&key),
-            observed.services.get(&key),
+            key,
+            desired_svc,
+            observed_svc,
             tasks,
             desired,
             observed,
@@ -399,7 +437,7 @@ pub fn plan(desired: &DesiredState, observed: &ObservedState, opts: &Options) ->
     }
 
     // Apply order: creates and updates by kind, then deletes in reverse.
-    changes.sort_by_key(order);
+    changes.sort_by(|a, b| order(a).cmp(&order(b)));
     for c in changes.iter().filter(|_| opts.record_observed) {
         observed_summaries.insert(
             c.address.clone(),
@@ -461,11 +499,11 @@ pub fn plan(desired: &DesiredState, observed: &ObservedState, opts: &Options) ->
     }
 }
 
-fn order(c: &ResourceChange) -> (u8, u8, String) {
+fn order(c: &ResourceChange) -> (u8, u8, &str) {
     let k = Kind::ALL.iter().position(|k| *k == c.kind).unwrap_or(0) as u8;
     match c.action {
-        Action::Delete => (1, 4 - k, c.address.clone()),
-        _ => (0, k, c.address.clone()),
+        Action::Delete => (1, 4 - k, &c.address),
+        _ => (0, k, &c.address),
     }
 }
 
@@ -524,7 +562,7 @@ fn simple<T: Serialize + PartialEq>(
 fn scheduler_nodes(
     desired: &DesiredState,
     observed: &ObservedState,
-    desired_revisions: &BTreeMap<String, u32>,
+    desired_revisions: &HashMap<&str, u32>,
 ) -> Vec<scheduler::Node> {
     let mut nodes: Vec<scheduler::Node> = observed
         .nodes
@@ -541,25 +579,46 @@ fn scheduler_nodes(
         .enumerate()
         .map(|(i, n)| (n.name.clone(), i))
         .collect();
+    // Tasks share revisions: each revision's reservation is computed once.
+    type Reservation = (
+        u32,
+        u32,
+        Vec<(u16, crate::manifest::task_definition::Protocol)>,
+    );
+    let mut reservations: HashMap<(&str, u32), Option<Reservation>> = HashMap::new();
+    let mut group = String::new();
     for t in observed.tasks.iter().filter(|t| t.is_live()) {
         let Some(node) = index.get(&t.node).map(|&i| &mut nodes[i]) else {
             continue;
         };
-        if let Some(spec) = revision_spec(
-            desired,
-            observed,
-            &t.family,
-            t.revision,
-            desired_revisions.get(&t.family).copied(),
-        ) {
-            let (cpu, mem, ports) = model::reservation(spec);
-            node.used_cpu += cpu;
-            node.used_memory += mem;
-            node.used_ports.extend(ports);
+        let reservation = reservations
+            .entry((&t.family, t.revision))
+            .or_insert_with(|| {
+                revision_spec(
+                    desired,
+                    observed,
+                    &t.family,
+                    t.revision,
+                    desired_revisions.get(t.family.as_str()).copied(),
+                )
+                .map(model::reservation)
+            });
+        if let Some((cpu, mem, ports)) = reservation {
+            node.used_cpu += *cpu;
+            node.used_memory += *mem;
+            node.used_ports.extend(ports.iter().copied());
         }
         node.running_tasks += 1;
         if let Some(s) = &t.service {
-            *node.task_groups.entry(format!("service:{s}")).or_default() += 1;
+            group.clear();
+            group.push_str("service:");
+            group.push_str(s);
+            match node.task_groups.get_mut(&group) {
+                Some(n) => *n += 1,
+                None => {
+                    node.task_groups.insert(group.clone(), 1);
+                }
+            }
         }
     }
     nodes
@@ -585,8 +644,8 @@ fn plan_service(
     tasks: &[&Task],
     desired: &DesiredState,
     observed: &ObservedState,
-    desired_revisions: &BTreeMap<String, u32>,
-    spec_digests: &BTreeMap<(String, u32), String>,
+    desired_revisions: &HashMap<&str, u32>,
+    spec_digests: &HashMap<(&str, u32), String>,
     nodes: &mut [scheduler::Node],
     opts: &Options,
     errors: &mut Vec<String>,
@@ -643,7 +702,7 @@ fn plan_service(
         return c;
     };
     let fingerprints = model::secret_fingerprints_of(td, &desired.secret_fingerprints);
-    let target_hash = match spec_digests.get(&(family.to_string(), revision)) {
+    let target_hash = match spec_digests.get(&(family, revision)) {
         Some(d) => model::config_hash_of(family, d, &fingerprints),
         None => model::task_config_hash(family, td, &desired.secret_fingerprints),
     };
@@ -688,45 +747,24 @@ fn plan_service(
         observed_svc.is_some_and(|o| o.spec.scheduling_strategy != spec.scheduling_strategy);
     let new_deployment = observed_svc.is_none_or(|o| o.config_hash != target_hash) || replace;
 
-    // Task-level consequences.
-    let indices = cluster_node_indices(observed, cluster);
-    let (req_cpu, req_mem, ports) = model::reservation(td);
-    let constraints: Vec<scheduler::Constraint> = td
-        .placement_constraints
-        .iter()
-        .chain(spec.placement_constraints.iter())
-        .filter_map(|pc| match pc.kind {
-            PlacementConstraintType::DistinctInstance => {
-                Some(scheduler::Constraint::DistinctInstance)
-            }
-            PlacementConstraintType::MemberOf => pc
-                .expression
-                .as_deref()
-                .and_then(|e| crate::expression::parse(e).ok())
-                .map(scheduler::Constraint::MemberOf),
-        })
-        .collect();
-    let group = format!("service:{name}");
-    let req = scheduler::TaskRequest {
-        group: group.clone(),
-        cpu: req_cpu,
-        memory: req_mem,
-        host_ports: ports,
-        constraints: &constraints,
-        strategy: &spec.placement_strategy,
-        capacity_provider_strategy: &[],
-    };
-
+    // Task-level consequences. What placement needs is built only when
+    // something is placed: a converged service skips it.
+    let placement = || PlacementInputs::new(observed, cluster, name, td, spec);
+    let mut inputs: Option<PlacementInputs> = None;
     let desired_count = match spec.scheduling_strategy {
         SchedulingStrategy::Replica => spec.desired_count.unwrap_or(0),
-        SchedulingStrategy::Daemon => with_cluster_view(nodes, &indices, |view| {
-            // Nodes that keep their task plus nodes that get one.
-            let t = scheduler::daemon_targets(view, &req);
-            let keeping = (0..view.len())
-                .filter(|i| view[*i].group_count(&group) > 0 && !t.stop.contains(i))
-                .count();
-            (keeping + t.place.len()) as u32
-        }),
+        SchedulingStrategy::Daemon => {
+            let p = inputs.insert(placement());
+            let req = p.request(spec);
+            with_cluster_view(nodes, &p.indices, |view| {
+                // Nodes that keep their task plus nodes that get one.
+                let t = scheduler::daemon_targets(view, &req);
+                let keeping = (0..view.len())
+                    .filter(|i| view[*i].group_count(&p.group) > 0 && !t.stop.contains(i))
+                    .count();
+                (keeping + t.place.len()) as u32
+            })
+        }
     };
 
     let (current, old): (Vec<&Task>, Vec<&Task>) = live
@@ -852,17 +890,20 @@ fn plan_service(
     // minimum, or a recreate), their resources are released first;
     // otherwise they are kept: the conservative choice.
     if start > 0 {
+        let p = inputs.get_or_insert_with(placement);
+        let req = p.request(spec);
+        let group = &p.group;
         let release_first =
             spec.deployment_configuration.minimum_healthy_percent == Some(0) || replace;
         if release_first {
             for (t, _) in &to_stop {
                 if let Some(n) = nodes.iter_mut().find(|n| n.name == t.node) {
-                    release(n, t, desired, observed, desired_revisions, &group);
+                    release(n, t, desired, observed, desired_revisions, group);
                 }
             }
         }
         let daemon = spec.scheduling_strategy == SchedulingStrategy::Daemon;
-        let (names, failure) = with_cluster_view(nodes, &indices, |view| {
+        let (names, failure) = with_cluster_view(nodes, &p.indices, |view| {
             if daemon {
                 let t = scheduler::daemon_targets(view, &req);
                 let names: Vec<String> = t.place.iter().map(|&i| view[i].name.clone()).collect();
@@ -966,6 +1007,67 @@ fn plan_service(
     c
 }
 
+/// What placing a service's tasks needs: its cluster's nodes, its task
+/// group, constraints and reservation.
+struct PlacementInputs {
+    indices: Vec<usize>,
+    group: String,
+    constraints: Vec<scheduler::Constraint>,
+    cpu: u32,
+    memory: u32,
+    ports: Vec<(u16, crate::manifest::task_definition::Protocol)>,
+}
+
+impl PlacementInputs {
+    fn new(
+        observed: &ObservedState,
+        cluster: &str,
+        name: &str,
+        td: &TaskDefinitionSpec,
+        spec: &crate::manifest::service::ServiceSpec,
+    ) -> Self {
+        let (cpu, memory, ports) = model::reservation(td);
+        let constraints = td
+            .placement_constraints
+            .iter()
+            .chain(spec.placement_constraints.iter())
+            .filter_map(|pc| match pc.kind {
+                PlacementConstraintType::DistinctInstance => {
+                    Some(scheduler::Constraint::DistinctInstance)
+                }
+                PlacementConstraintType::MemberOf => pc
+                    .expression
+                    .as_deref()
+                    .and_then(|e| crate::expression::parse(e).ok())
+                    .map(scheduler::Constraint::MemberOf),
+            })
+            .collect();
+        PlacementInputs {
+            indices: cluster_node_indices(observed, cluster),
+            group: format!("service:{name}"),
+            constraints,
+            cpu,
+            memory,
+            ports,
+        }
+    }
+
+    fn request<'a>(
+        &'a self,
+        spec: &'a crate::manifest::service::ServiceSpec,
+    ) -> scheduler::TaskRequest<'a> {
+        scheduler::TaskRequest {
+            group: self.group.clone(),
+            cpu: self.cpu,
+            memory: self.memory,
+            host_ports: self.ports.clone(),
+            constraints: &self.constraints,
+            strategy: &spec.placement_strategy,
+            capacity_provider_strategy: &[],
+        }
+    }
+}
+
 /// Run `f` on the nodes of a cluster: on the node list itself when the
 /// cluster spans every node (standalone mode, and most fleets), else on a
 /// copy of its nodes, written back afterwards.
@@ -990,7 +1092,7 @@ fn release(
     t: &Task,
     desired: &DesiredState,
     observed: &ObservedState,
-    desired_revisions: &BTreeMap<String, u32>,
+    desired_revisions: &HashMap<&str, u32>,
     group: &str,
 ) {
     if let Some(spec) = revision_spec(
@@ -998,7 +1100,7 @@ fn release(
         observed,
         &t.family,
         t.revision,
-        desired_revisions.get(&t.family).copied(),
+        desired_revisions.get(t.family.as_str()).copied(),
     ) {
         let (cpu, mem, ports) = model::reservation(spec);
         n.used_cpu = n.used_cpu.saturating_sub(cpu);
