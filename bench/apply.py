@@ -127,19 +127,33 @@ def parallel(fn, items, workers=CONCURRENCY):
         return list(ex.map(fn, items))
 
 
-def remove_labelled(version, label_filter):
-    """Force-remove every container matching the filter (kills them)."""
-    cs = containers(version, label_filter)
+def remove_labelled(version, label_filter, attempts=5):
+    """Force-remove every container matching the filter (kills them), until
+    none is left: a removal the daemon refuses while the container is being
+    created or already being removed (409) is retried."""
+    removed = 0
+    for attempt in range(attempts):
+        cs = containers(version, label_filter)
+        if not cs:
+            return removed
 
-    def rm(c):
-        a = Api(version)
-        try:
-            a.call("DELETE", f"/containers/{c['Id']}?force=1&v=1", ok=(204, 404, 409))
-        finally:
-            a.close()
+        def rm(c):
+            a = Api(version)
+            try:
+                a.call("DELETE", f"/containers/{c['Id']}?force=1&v=1", ok=(204, 404, 409))
+            finally:
+                a.close()
 
-    parallel(rm, cs)
-    return len(cs)
+        # Fewer workers than the bench itself: cleanup must not be what
+        # overloads the daemon.
+        parallel(rm, cs, workers=4)
+        removed += len(cs)
+        time.sleep(0.5 * attempt)
+    left = containers(version, label_filter)
+    if left:
+        raise RuntimeError(f"{len(left)} containers could not be removed: "
+                           + ", ".join(c["Names"][0] for c in left[:5]))
+    return removed
 
 
 def remove_networks(version, label_filter):
@@ -184,9 +198,45 @@ def last_started(version, label_filter, expect):
 
 # --- helpers ---------------------------------------------------------------
 
+# Children run in sessions of their own so that an interrupted bench can stop
+# them (and whatever they started) before it cleans up: removing containers
+# while a `compose up` or an `apply` still creates them leaves the daemon with
+# half-created containers.
+CHILDREN = set()
+CHILDREN_LOCK = threading.Lock()
+
+
+def stop_children(grace=10):
+    with CHILDREN_LOCK:
+        procs = list(CHILDREN)
+    for p in procs:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace
+    for p in procs:
+        try:
+            p.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
+
+
 def run(cmd, env=None, check=True, capture=True):
-    r = subprocess.run(cmd, env=env, stdout=subprocess.PIPE if capture else None,
-                       stderr=subprocess.PIPE if capture else None)
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE if capture else None,
+                         stderr=subprocess.PIPE if capture else None, start_new_session=True)
+    with CHILDREN_LOCK:
+        CHILDREN.add(p)
+    try:
+        out, err = p.communicate()
+    finally:
+        with CHILDREN_LOCK:
+            CHILDREN.discard(p)
+    r = subprocess.CompletedProcess(cmd, p.returncode, out, err)
     if check and r.returncode != 0:
         out = (r.stdout or b"")[-3000:].decode(errors="replace")
         err = (r.stderr or b"")[-3000:].decode(errors="replace")
@@ -540,6 +590,7 @@ def main():
             print(f"no-op plan over {a.noop_services * a.noop_tasks} running tasks")
             result["noop"] = b.noop()
     finally:
+        stop_children()
         b.close()
         facts["load_after"] = open("/proc/loadavg").read().split()[:3]
         facts["containers_after"] = json.loads(subprocess.run(
