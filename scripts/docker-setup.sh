@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make a local Docker engine usable for reconcile, on a fresh Debian
 # machine, idempotently:
-#   1. install Debian's docker.io (and busybox-static) when missing;
+#   1. install Debian's docker.io, busybox-static and iproute2 (network
+#      namespaces of the multi-node tests) when missing;
 #   2. start dockerd when no daemon answers;
 #   3. build the images the examples and tests use, locally: there is no
 #      registry to pull from, so `busybox:stable` is imported from a root

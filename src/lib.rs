@@ -1,8 +1,10 @@
 //! `reconcile`: Amazon ECS semantics as a declarative, git-driven reconciler.
 //! See ARCHITECTURE.md for how the modules fit together.
 
+pub mod agent;
 pub mod apply;
 pub mod cli;
+pub mod controller;
 pub mod expression;
 pub mod import;
 pub mod manifest;
@@ -17,4 +19,5 @@ pub mod source;
 pub mod store;
 pub mod suggest;
 pub mod validate;
+pub mod wire;
 pub mod yaml;

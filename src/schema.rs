@@ -309,6 +309,12 @@ pub fn published() -> Vec<(String, String)> {
     }
     files.push(("manifest.json".into(), pretty(&manifest_schema())));
     files.push(("catalog.json".into(), pretty(&catalog())));
+    // The controller's HTTP API: OpenAPI, not a manifest schema, so it
+    // lives apart from the files editors and validators pick up.
+    files.push((
+        "api/openapi.json".into(),
+        pretty(&crate::controller::openapi::document()),
+    ));
     files
 }
 

@@ -14,6 +14,12 @@ use sha2::{Digest, Sha256};
 pub struct SecretValue(String);
 
 impl SecretValue {
+    /// Wrap a value received from where it was resolved (an agent gets its
+    /// tasks' secrets from the controller).
+    pub fn new(value: String) -> Self {
+        SecretValue(value)
+    }
+
     /// The value itself, for handing to the container runtime only.
     pub fn expose(&self) -> &str {
         &self.0

@@ -15,9 +15,24 @@ fn committed_schemas_match_the_generator() {
             Err(e) => stale.push(format!("{name}: {e}")),
         }
     }
-    let extra: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+    // Every file under schemas/ (one level of subdirectories: api/).
+    let mut present = Vec::new();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.file_type().unwrap().is_dir() {
+            for f in std::fs::read_dir(e.path()).unwrap() {
+                present.push(format!(
+                    "{name}/{}",
+                    f.unwrap().file_name().to_string_lossy()
+                ));
+            }
+        } else {
+            present.push(name);
+        }
+    }
+    let extra: Vec<String> = present
+        .into_iter()
         .filter(|n| !reconcile::schema::published().iter().any(|(p, _)| p == n))
         .collect();
     assert!(

@@ -2,6 +2,7 @@
 //! Everything below this module returns data and typed errors.
 
 mod diagnostics;
+mod fleet;
 mod import;
 mod standalone;
 
@@ -52,6 +53,16 @@ enum Command {
     /// Remove everything a source applied: plans the deletions, asks, then
     /// stops the tasks and forgets the resources.
     Destroy(standalone::DestroyArgs),
+    /// Serve the API agents and the CLI talk to, and converge the fleet to
+    /// a source: validate, plan, log the plan, apply it through the agents.
+    Controller(fleet::ControllerArgs),
+    /// Run this host's Docker engine as a node of a controller's cluster:
+    /// heartbeat, run the tasks assigned to it, stop anything else it owns.
+    Agent(fleet::AgentArgs),
+    /// List a controller's nodes with status, load and last heartbeat.
+    Nodes(fleet::NodesArgs),
+    /// Drain a node (its service tasks move to other nodes) or activate it.
+    Node(fleet::NodeArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -96,6 +107,10 @@ pub fn main() -> ExitCode {
         Command::Apply(a) => standalone::apply_cmd(a),
         Command::Status(a) => standalone::status_cmd(a),
         Command::Destroy(a) => standalone::destroy_cmd(a),
+        Command::Controller(a) => fleet::controller_cmd(a),
+        Command::Agent(a) => fleet::agent_cmd(a),
+        Command::Nodes(a) => fleet::nodes_cmd(a),
+        Command::Node(a) => fleet::node_cmd(a),
     }
 }
 
@@ -148,6 +163,11 @@ fn schema_cmd(a: SchemaArgs) -> ExitCode {
             }
             for (name, text) in &files {
                 let path = dir.join(name);
+                if let Some(parent) = path.parent() {
+                    if let Err(e) = std::fs::create_dir_all(parent) {
+                        return usage_error(format!("cannot create `{}`: {e}", parent.display()));
+                    }
+                }
                 if let Err(e) = std::fs::write(&path, text) {
                     eprintln!("error: cannot write `{}`: {e}", path.display());
                     return ExitCode::from(EXIT_FAILURE);

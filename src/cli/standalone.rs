@@ -51,6 +51,8 @@ pub struct PlanArgs {
     #[arg(long)]
     allow_mass_delete: bool,
     #[command(flatten)]
+    remote: super::fleet::RemoteArgs,
+    #[command(flatten)]
     state: StateArgs,
 }
 
@@ -79,6 +81,8 @@ pub struct ApplyArgs {
     #[arg(long)]
     detail: bool,
     #[command(flatten)]
+    remote: super::fleet::RemoteArgs,
+    #[command(flatten)]
     state: StateArgs,
 }
 
@@ -90,6 +94,8 @@ pub struct StatusArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    #[command(flatten)]
+    remote: super::fleet::RemoteArgs,
     #[command(flatten)]
     state: StateArgs,
 }
@@ -234,6 +240,12 @@ fn style(detail: bool) -> render::Style {
 }
 
 pub fn plan_cmd(a: PlanArgs) -> ExitCode {
+    if a.remote.controller.is_some() {
+        if a.out.is_some() {
+            return usage("--out is not available with --controller");
+        }
+        return super::fleet::plan_remote(&a.remote, a.format, a.detail, a.detailed_exitcode);
+    }
     let loaded = match load(&a.source) {
         Ok(l) => l,
         Err(code) => return code,
@@ -453,6 +465,9 @@ async fn report_failure(rt: &DockerRuntime, e: &ApplyError) {
 }
 
 pub fn apply_cmd(a: ApplyArgs) -> ExitCode {
+    if a.remote.controller.is_some() {
+        return super::fleet::apply_remote(&a.remote);
+    }
     // A saved plan, or a source?
     let saved = if a.source.is_file() && a.source.extension().is_some_and(|e| e == "json") {
         match std::fs::read(&a.source)
@@ -646,6 +661,9 @@ async fn steady_summary(rt: &DockerRuntime, stored: &Stored) -> String {
 }
 
 pub fn status_cmd(a: StatusArgs) -> ExitCode {
+    if a.remote.controller.is_some() {
+        return super::fleet::status_remote(&a.remote, a.format);
+    }
     let (id, _) = match source_id(&a.source) {
         Ok(x) => x,
         Err(e) => return usage(e),

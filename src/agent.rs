@@ -1,0 +1,248 @@
+//! `reconcile agent`: runs on a node, heartbeats to the controller with the
+//! tasks its Docker engine runs, and converges the engine to the tasks the
+//! controller assigns: starts the missing ones, stops and removes anything
+//! else it owns.
+//!
+//! Ownership is the Docker labels of standalone mode with this node as the
+//! owner, so a restarted agent finds its containers and keeps the ones
+//! still assigned: nothing is restarted.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::runtime::docker::DockerRuntime;
+use crate::runtime::{Launch, Runtime};
+use crate::secrets::SecretValue;
+use crate::wire::{Assignment, Heartbeat, HeartbeatReply};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Base URL of the controller, e.g. `http://10.0.0.1:7700`.
+    pub controller: String,
+    pub cluster: String,
+    pub name: String,
+    pub attributes: BTreeMap<String, String>,
+    pub token: String,
+    /// Override the CPU units / MiB the engine reports.
+    pub cpu: Option<u32>,
+    pub memory: Option<u32>,
+}
+
+fn log(message: &str) {
+    crate::controller::log(&format!("agent: {message}"));
+}
+
+/// The owner label of a node's containers.
+pub fn owner(cluster: &str, name: &str) -> String {
+    format!("node.{cluster}.{name}")
+}
+
+/// Tasks with an action under way (start, stop, remove): never two at
+/// once. The value says whether the action is a start.
+type InFlight = Arc<Mutex<std::collections::HashMap<String, bool>>>;
+
+fn claim(inflight: &InFlight, id: &str, starting: bool) -> bool {
+    let mut m = inflight.lock().unwrap_or_else(|p| p.into_inner());
+    if m.contains_key(id) {
+        return false;
+    }
+    m.insert(id.to_string(), starting);
+    true
+}
+
+/// A task whose start is under way shows as PENDING: its containers may be
+/// created and not yet running, which Docker alone cannot tell from a start
+/// that was interrupted.
+fn mark_starting(starting: &HashSet<String>, tasks: &mut [crate::model::Task]) {
+    for t in tasks {
+        if starting.contains(&t.id) && t.last_status == crate::model::TaskStatus::Stopped {
+            t.last_status = crate::model::TaskStatus::Pending;
+            t.stop_code = None;
+            t.stopped_reason = None;
+        }
+    }
+}
+
+fn release(inflight: &InFlight, id: &str) {
+    inflight
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(id);
+}
+
+fn launch_of(a: Assignment, node: &str) -> Launch {
+    Launch {
+        id: a.id,
+        cluster: a.cluster,
+        service: a.service,
+        family: a.family,
+        revision: a.revision,
+        config_hash: a.config_hash,
+        node: node.to_string(),
+        spec: a.spec,
+        secrets: a
+            .secrets
+            .into_iter()
+            .map(|(k, v)| (k, SecretValue::new(v)))
+            .collect(),
+    }
+}
+
+/// Run until the process ends; errors reaching the controller or Docker
+/// are logged and retried with backoff.
+pub async fn run(config: Config) -> Result<(), String> {
+    let rt = Arc::new(
+        DockerRuntime::connect(&owner(&config.cluster, &config.name), &config.name)
+            .await
+            .map_err(|e| e.message)?,
+    );
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| format!("HTTP client: {e}"))?;
+    let url = format!(
+        "{}/v1/nodes/{}/heartbeat",
+        config.controller.trim_end_matches('/'),
+        config.name
+    );
+    let inflight: InFlight = Arc::default();
+    let mut backoff = Duration::from_millis(500);
+    let mut connected = false;
+    log(&format!(
+        "node {} of cluster {} reporting to {}",
+        config.name, config.cluster, config.controller
+    ));
+    loop {
+        // Taken before observing: a start that ends in between still shows
+        // as PENDING, never as an interrupted start.
+        let starting: HashSet<String> = inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, s)| **s)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut obs = match rt.observe().await {
+            Ok(o) => o,
+            Err(e) => {
+                log(&format!("cannot observe Docker: {}", e.message));
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+        };
+        mark_starting(&starting, &mut obs.tasks);
+        let engine = obs.nodes.first().cloned();
+        let mut attributes = engine
+            .as_ref()
+            .map(|n| n.attributes.clone())
+            .unwrap_or_default();
+        attributes.extend(config.attributes.clone());
+        let hb = Heartbeat {
+            cluster: config.cluster.clone(),
+            attributes,
+            cpu: config
+                .cpu
+                .unwrap_or_else(|| engine.as_ref().map_or(0, |n| n.cpu)),
+            memory: config
+                .memory
+                .unwrap_or_else(|| engine.as_ref().map_or(0, |n| n.memory)),
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            tasks: obs.tasks.clone(),
+        };
+        let reply = client
+            .post(&url)
+            .bearer_auth(&config.token)
+            .json(&hb)
+            .send()
+            .await;
+        let reply: Result<HeartbeatReply, String> = match reply {
+            Ok(r) if r.status().is_success() => r.json().await.map_err(|e| e.to_string()),
+            Ok(r) => {
+                let status = r.status();
+                let body = r.text().await.unwrap_or_default();
+                Err(format!(
+                    "controller refused the heartbeat ({status}): {body}"
+                ))
+            }
+            Err(e) => Err(format!("cannot reach the controller: {e}")),
+        };
+        let reply = match reply {
+            Ok(r) => r,
+            Err(e) => {
+                if connected {
+                    log(&e);
+                    connected = false;
+                } else if backoff >= Duration::from_secs(4) {
+                    log(&e);
+                }
+                // Keep running what is there: the controller decides.
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        if !connected {
+            log(&format!(
+                "connected; {} task(s) assigned, {} owned",
+                reply.assignments.len(),
+                obs.tasks.len()
+            ));
+            connected = true;
+        }
+        backoff = Duration::from_millis(500);
+        let wait = Duration::from_millis(reply.heartbeat_millis.clamp(100, 60_000));
+        converge(&rt, &config.name, &inflight, &obs.tasks, reply.assignments);
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Start what is assigned and missing, stop what is owned and unassigned.
+/// Each action runs in its own task so heartbeats go on meanwhile.
+fn converge(
+    rt: &Arc<DockerRuntime>,
+    node: &str,
+    inflight: &InFlight,
+    local: &[crate::model::Task],
+    assignments: Vec<Assignment>,
+) {
+    let assigned: HashSet<&str> = assignments.iter().map(|a| a.id.as_str()).collect();
+    for t in local {
+        if assigned.contains(t.id.as_str()) || !claim(inflight, &t.id, false) {
+            continue;
+        }
+        let (rt, inflight, id, live) = (rt.clone(), inflight.clone(), t.id.clone(), t.is_live());
+        tokio::spawn(async move {
+            let r = if live {
+                log(&format!(
+                    "stopping task {id}: no longer assigned to this node"
+                ));
+                rt.stop(&id, "no longer assigned to this node").await
+            } else {
+                rt.remove(&id).await
+            };
+            if let Err(e) = r {
+                log(&format!("task {id}: {}", e.message));
+            }
+            release(&inflight, &id);
+        });
+    }
+    let present: HashSet<&str> = local.iter().map(|t| t.id.as_str()).collect();
+    for a in assignments {
+        if present.contains(a.id.as_str()) || !claim(inflight, &a.id, true) {
+            continue;
+        }
+        let (rt, inflight, id) = (rt.clone(), inflight.clone(), a.id.clone());
+        let launch = launch_of(a, node);
+        tokio::spawn(async move {
+            log(&format!(
+                "starting task {id} ({}:{})",
+                launch.family, launch.revision
+            ));
+            if let Err(e) = rt.start(launch).await {
+                log(&format!("task {id}: {}", e.message));
+            }
+            release(&inflight, &id);
+        });
+    }
+}

@@ -1,0 +1,485 @@
+//! Commands of fleet mode: `controller`, `agent`, `nodes`, `node`, and the
+//! `--controller` variants of `plan`, `apply` and `status`.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::{Format, EXIT_FAILURE, EXIT_USAGE};
+use crate::controller::{self, Controller};
+use crate::plan::{render, Plan};
+use crate::wire::{NodeView, StatusReply};
+
+fn usage(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+fn failure(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(EXIT_FAILURE)
+}
+
+fn tokio_block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime starts")
+        .block_on(f)
+}
+
+/// Tokens must be long enough not to be guessed.
+fn check_token(flag: &str, token: &str) -> Result<(), ExitCode> {
+    if token.len() < 16 {
+        return Err(usage(format!(
+            "{flag} must be at least 16 characters (got {})",
+            token.len()
+        )));
+    }
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ControllerArgs {
+    /// Directory of manifests to follow (read recursively).
+    #[arg(long, value_name = "DIR")]
+    source: PathBuf,
+    /// Address to serve the API on.
+    #[arg(long, default_value = "127.0.0.1:7700", value_name = "ADDR")]
+    listen: String,
+    /// Where the controller keeps its state (revisions, deployments,
+    /// events, nodes, assignments).
+    #[arg(long, value_name = "DIR")]
+    data_dir: PathBuf,
+    /// Token agents must present (at least 16 characters).
+    #[arg(
+        long,
+        env = "RECONCILE_JOIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    join_token: String,
+    /// Token the CLI must present (at least 16 characters).
+    #[arg(
+        long,
+        env = "RECONCILE_API_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    api_token: String,
+    /// Reconcile at least this often, in seconds (also at once when a node
+    /// joins or is lost, and on `POST /v1/sync`).
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    interval: u64,
+    /// How often agents heartbeat, in milliseconds.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    heartbeat_ms: u64,
+    /// A node without a heartbeat for this long is LOST and its tasks are
+    /// placed elsewhere.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    node_timeout: u64,
+    /// Tasks without a health check count as healthy after running this
+    /// many seconds.
+    #[arg(long, default_value_t = 3, value_name = "SECONDS")]
+    settle: u64,
+    /// Give up waiting for a rollout step after this many seconds.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    step_timeout: u64,
+}
+
+pub fn controller_cmd(a: ControllerArgs) -> ExitCode {
+    for (flag, t) in [
+        ("--join-token", &a.join_token),
+        ("--api-token", &a.api_token),
+    ] {
+        if let Err(c) = check_token(flag, t) {
+            return c;
+        }
+    }
+    if a.heartbeat_ms == 0 || a.node_timeout == 0 || a.interval == 0 {
+        return usage("--interval, --heartbeat-ms and --node-timeout must be positive");
+    }
+    if Duration::from_millis(a.heartbeat_ms) * 2 > Duration::from_secs(a.node_timeout) {
+        return usage("--node-timeout must be at least two heartbeats (--heartbeat-ms)");
+    }
+    if !a.source.is_dir() {
+        return usage(format!(
+            "--source `{}` is not a directory",
+            a.source.display()
+        ));
+    }
+    let config = controller::Config {
+        source: a.source,
+        data_dir: a.data_dir,
+        join_token: a.join_token,
+        api_token: a.api_token,
+        interval: Duration::from_secs(a.interval),
+        heartbeat: Duration::from_millis(a.heartbeat_ms),
+        node_timeout: Duration::from_secs(a.node_timeout),
+        settle: Duration::from_secs(a.settle),
+        step_timeout: Duration::from_secs(a.step_timeout),
+    };
+    let c = match Controller::open(config) {
+        Ok(c) => c,
+        Err(e) => return failure(e),
+    };
+    tokio_block(async move {
+        let listener = match tokio::net::TcpListener::bind(&a.listen).await {
+            Ok(l) => l,
+            Err(e) => return usage(format!("--listen {}: {e}", a.listen)),
+        };
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or(a.listen);
+        controller::log(&format!("controller listening on http://{addr}"));
+        // The loop runs on this task, not spawned: apply's future is not
+        // provably Send (a compiler limitation with higher-ranked closures).
+        tokio::select! {
+            r = controller::http::serve(c.clone(), listener) => match r {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => failure(e),
+            },
+            () = c.run_loop() => ExitCode::SUCCESS,
+            _ = tokio::signal::ctrl_c() => {
+                controller::log("interrupted; stopping (agents keep their tasks)");
+                ExitCode::SUCCESS
+            }
+        }
+    })
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// The controller's URL.
+    #[arg(long, env = "RECONCILE_CONTROLLER", value_name = "URL")]
+    controller: String,
+    /// The cluster this node joins.
+    #[arg(long, value_name = "NAME")]
+    cluster: String,
+    /// This node's name (default: the host name).
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// A node attribute for placement (`attribute:NAME` in constraints and
+    /// spread); repeatable.
+    #[arg(long = "attribute", value_name = "KEY=VALUE")]
+    attributes: Vec<String>,
+    /// The controller's join token.
+    #[arg(
+        long,
+        env = "RECONCILE_JOIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    token: String,
+    /// CPU units to offer (default: the engine's cores x 1024).
+    #[arg(long, value_name = "UNITS")]
+    cpu: Option<u32>,
+    /// Memory to offer in MiB (default: the engine's memory).
+    #[arg(long, value_name = "MIB")]
+    memory: Option<u32>,
+}
+
+pub fn agent_cmd(a: AgentArgs) -> ExitCode {
+    let mut attributes = BTreeMap::new();
+    for kv in &a.attributes {
+        match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                attributes.insert(k.to_string(), v.to_string());
+            }
+            _ => return usage(format!("--attribute `{kv}`: expected KEY=VALUE")),
+        }
+    }
+    let name = match a.name.or_else(|| {
+        std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    }) {
+        Some(n) => n,
+        None => return usage("--name is required (no host name found)"),
+    };
+    if !a.controller.starts_with("http://") && !a.controller.starts_with("https://") {
+        return usage(format!(
+            "--controller `{}`: expected an http:// or https:// URL",
+            a.controller
+        ));
+    }
+    let config = crate::agent::Config {
+        controller: a.controller,
+        cluster: a.cluster,
+        name,
+        attributes,
+        token: a.token,
+        cpu: a.cpu,
+        memory: a.memory,
+    };
+    tokio_block(async move {
+        tokio::select! {
+            r = crate::agent::run(config) => match r {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => failure(e),
+            },
+            _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
+        }
+    })
+}
+
+/// How the CLI reaches a controller.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RemoteArgs {
+    /// Run against the controller at URL instead of the local Docker engine.
+    #[arg(long, env = "RECONCILE_CONTROLLER", value_name = "URL")]
+    pub controller: Option<String>,
+    /// The controller's API token.
+    #[arg(
+        long,
+        env = "RECONCILE_API_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+}
+
+struct Client {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    fn new(r: &RemoteArgs) -> Result<Client, ExitCode> {
+        let base = r
+            .controller
+            .clone()
+            .ok_or_else(|| usage("--controller URL (or RECONCILE_CONTROLLER) is required"))?;
+        let token = r.token.clone().ok_or_else(|| {
+            usage("--token (or RECONCILE_API_TOKEN) is required with --controller")
+        })?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(failure)?;
+        Ok(Client {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http,
+        })
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> Result<T, String> {
+        let url = format!("{}{path}", self.base);
+        let r = self
+            .http
+            .request(method, &url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach the controller at {}: {e}", self.base))?;
+        let status = r.status();
+        let body = r.bytes().await.map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            let msg = serde_json::from_slice::<crate::wire::ApiError>(&body)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+            return Err(format!("the controller answered {status}: {msg}"));
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("unexpected reply from {url}: {e}"))
+    }
+}
+
+fn nodes_text(nodes: &[NodeView]) -> String {
+    let mut out = String::from("NODE            CLUSTER     STATUS    TASKS  CPU (used/total)  MEMORY MiB (used/total)  LAST HEARTBEAT\n");
+    for n in nodes {
+        out.push_str(&format!(
+            "{:<15} {:<11} {:<9} {:>5}  {:>16}  {:>23}  {}\n",
+            n.info.name,
+            n.info.cluster,
+            format!("{:?}", n.status).to_uppercase(),
+            n.tasks,
+            format!("{}/{}", n.reserved_cpu, n.info.cpu),
+            format!("{}/{}", n.reserved_memory, n.info.memory),
+            n.last_heartbeat_secs
+                .map(|s| format!("{s} s ago"))
+                .unwrap_or_else(|| "none since restart".into()),
+        ));
+    }
+    out
+}
+
+#[derive(Debug, clap::Args)]
+pub struct NodesArgs {
+    #[command(flatten)]
+    remote: RemoteArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+pub fn nodes_cmd(a: NodesArgs) -> ExitCode {
+    let client = match Client::new(&a.remote) {
+        Ok(c) => c,
+        Err(c) => return c,
+    };
+    match tokio_block(client.call::<Vec<NodeView>>(reqwest::Method::GET, "/v1/nodes")) {
+        Ok(nodes) => {
+            match a.format {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&nodes).unwrap_or_default()
+                ),
+                Format::Text => print!("{}", nodes_text(&nodes)),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => failure(e),
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct NodeArgs {
+    #[command(subcommand)]
+    action: NodeAction,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum NodeAction {
+    /// Stop placing tasks on NAME and move its service tasks to other nodes
+    /// (ECS DRAINING).
+    Drain { name: String },
+    /// Make NAME take tasks again.
+    Activate { name: String },
+}
+
+pub fn node_cmd(a: NodeArgs) -> ExitCode {
+    let client = match Client::new(&a.remote) {
+        Ok(c) => c,
+        Err(c) => return c,
+    };
+    let (verb, name) = match &a.action {
+        NodeAction::Drain { name } => ("drain", name),
+        NodeAction::Activate { name } => ("activate", name),
+    };
+    let path = format!("/v1/nodes/{name}/{verb}");
+    match tokio_block(client.call::<serde_json::Value>(reqwest::Method::POST, &path)) {
+        Ok(v) => {
+            println!("node {name}: {}", v["status"].as_str().unwrap_or("updated"));
+            ExitCode::SUCCESS
+        }
+        Err(e) => failure(e),
+    }
+}
+
+/// `reconcile plan --controller URL`: the plan the controller would apply
+/// next. Exit codes as for a local plan.
+pub fn plan_remote(remote: &RemoteArgs, format: Format, detail: bool, detailed: bool) -> ExitCode {
+    let client = match Client::new(remote) {
+        Ok(c) => c,
+        Err(c) => return c,
+    };
+    let p = match tokio_block(client.call::<Plan>(reqwest::Method::GET, "/v1/plan")) {
+        Ok(p) => p,
+        Err(e) => return failure(e),
+    };
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&p).unwrap_or_default()),
+        Format::Text => print!(
+            "{}",
+            render::text(
+                &p,
+                render::Style {
+                    colour: super::diagnostics::colour(std::io::stdout().is_terminal()),
+                    detail,
+                }
+            )
+        ),
+    }
+    if !p.errors.is_empty() {
+        ExitCode::from(EXIT_FAILURE)
+    } else if detailed && p.has_changes() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// `reconcile apply --controller URL`: the controller applies its own
+/// source; this asks it to reconcile now.
+pub fn apply_remote(remote: &RemoteArgs) -> ExitCode {
+    let client = match Client::new(remote) {
+        Ok(c) => c,
+        Err(c) => return c,
+    };
+    match tokio_block(client.call::<serde_json::Value>(reqwest::Method::POST, "/v1/sync")) {
+        Ok(_) => {
+            println!("Reconcile requested; follow it with `reconcile status --controller URL`.");
+            ExitCode::SUCCESS
+        }
+        Err(e) => failure(e),
+    }
+}
+
+pub fn status_remote(remote: &RemoteArgs, format: Format) -> ExitCode {
+    let client = match Client::new(remote) {
+        Ok(c) => c,
+        Err(c) => return c,
+    };
+    let s = match tokio_block(client.call::<StatusReply>(reqwest::Method::GET, "/v1/status")) {
+        Ok(s) => s,
+        Err(e) => return failure(e),
+    };
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+        return ExitCode::SUCCESS;
+    }
+    println!("Source: {}", s.source);
+    if let Some(e) = &s.last_error {
+        println!("Last reconcile failed: {e}");
+    }
+    println!("\nServices:");
+    for (k, v) in &s.services {
+        println!(
+            "  {k}  {}:{}  running {}/{}  pending {}",
+            v.task_definition.split(':').next().unwrap_or_default(),
+            v.revision,
+            v.running,
+            v.desired_count
+                .map(|d| d.to_string())
+                .unwrap_or_else(|| "daemon".into()),
+            v.pending
+        );
+    }
+    println!("\nTasks:");
+    for t in &s.tasks {
+        println!(
+            "  {}  {}  {}:{}  node {}  {:?}  {:?}{}",
+            crate::plan::short(&t.id),
+            t.service.as_deref().unwrap_or("-"),
+            t.family,
+            t.revision,
+            t.node,
+            t.last_status,
+            t.health,
+            t.stopped_reason
+                .as_ref()
+                .map(|r| format!("  ({r})"))
+                .unwrap_or_default()
+        );
+    }
+    println!("\nNodes:");
+    print!("{}", nodes_text(&s.nodes));
+    println!("\nEvents (newest first):");
+    for e in s.events.iter().take(20) {
+        println!("  {}  {}", e.at, e.message);
+    }
+    ExitCode::SUCCESS
+}

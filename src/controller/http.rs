@@ -1,0 +1,228 @@
+//! The controller's HTTP API (JSON over HTTP/1.1, axum).
+//!
+//! | method and path | who | what |
+//! |---|---|---|
+//! | `POST /v1/nodes/{name}/heartbeat` | agent (join token) | register or refresh a node; returns its assignments |
+//! | `GET /v1/nodes` | CLI (API token) | nodes, status, load |
+//! | `POST /v1/nodes/{name}/drain` | CLI | stop placing on a node and move its tasks |
+//! | `POST /v1/nodes/{name}/activate` | CLI | undo a drain |
+//! | `GET /v1/status` | CLI | nodes, services, tasks, events |
+//! | `GET /v1/plan` | CLI | the plan the next reconcile would apply (JSON plan document) |
+//! | `POST /v1/sync` | CLI | reconcile now |
+//! | `GET /v1/openapi.json` | anyone | this API, described |
+//! | `GET /healthz` | anyone | liveness |
+//!
+//! Every other request needs `Authorization: Bearer TOKEN`; a missing or
+//! wrong token is refused with 401 and logged (without the token).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use super::{log, Controller};
+use crate::wire::{token_matches, ApiError, Heartbeat, NodeStatus};
+
+type Shared = State<Arc<Controller>>;
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(ApiError {
+            error: message.into(),
+        }),
+    )
+        .into_response()
+}
+
+#[derive(Clone, Copy)]
+enum Role {
+    Agent,
+    Cli,
+}
+
+/// Check the bearer token of a request for `role`.
+fn authorize(
+    c: &Controller,
+    headers: &HeaderMap,
+    role: Role,
+    peer: SocketAddr,
+    what: &str,
+) -> Result<(), Box<Response>> {
+    let expected = match role {
+        Role::Agent => &c.config().join_token,
+        Role::Cli => &c.config().api_token,
+    };
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(t) if token_matches(t, expected) => Ok(()),
+        Some(_) => {
+            log(&format!("refused {what} from {peer}: wrong token"));
+            Err(Box::new(error(StatusCode::UNAUTHORIZED, "wrong token")))
+        }
+        None => {
+            log(&format!("refused {what} from {peer}: no token"));
+            Err(Box::new(error(
+                StatusCode::UNAUTHORIZED,
+                "missing `Authorization: Bearer TOKEN`",
+            )))
+        }
+    }
+}
+
+async fn heartbeat(
+    State(c): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    Json(hb): Json<Heartbeat>,
+) -> Response {
+    if let Err(r) = authorize(&c, &headers, Role::Agent, peer, "heartbeat") {
+        return *r;
+    }
+    if name.is_empty()
+        || name.len() > 255
+        || !name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("node name `{name}`: use letters, digits, `-`, `_` and `.`"),
+        );
+    }
+    match c.heartbeat(&name, hb) {
+        Ok(reply) => Json(reply).into_response(),
+        Err((code, message)) => {
+            log(&format!(
+                "refused heartbeat of node {name} from {peer}: {message}"
+            ));
+            error(
+                StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST),
+                message,
+            )
+        }
+    }
+}
+
+async fn nodes(
+    State(c): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorize(&c, &headers, Role::Cli, peer, "GET /v1/nodes") {
+        return *r;
+    }
+    Json(c.nodes()).into_response()
+}
+
+async fn set_status(
+    c: Arc<Controller>,
+    peer: SocketAddr,
+    headers: HeaderMap,
+    name: String,
+    status: NodeStatus,
+) -> Response {
+    if let Err(r) = authorize(&c, &headers, Role::Cli, peer, "node status change") {
+        return *r;
+    }
+    match c.set_node_status(&name, status) {
+        Ok(()) => Json(serde_json::json!({"node": name, "status": status})).into_response(),
+        Err(e) => error(StatusCode::NOT_FOUND, e),
+    }
+}
+
+async fn drain(
+    State(c): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    set_status(c, peer, headers, name, NodeStatus::Draining).await
+}
+
+async fn activate(
+    State(c): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    set_status(c, peer, headers, name, NodeStatus::Active).await
+}
+
+async fn status(
+    State(c): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorize(&c, &headers, Role::Cli, peer, "GET /v1/status") {
+        return *r;
+    }
+    Json(c.status()).into_response()
+}
+
+async fn plan(
+    State(c): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorize(&c, &headers, Role::Cli, peer, "GET /v1/plan") {
+        return *r;
+    }
+    match c.plan() {
+        Ok(p) => Json(p).into_response(),
+        Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
+    }
+}
+
+async fn sync(
+    State(c): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorize(&c, &headers, Role::Cli, peer, "POST /v1/sync") {
+        return *r;
+    }
+    c.sync();
+    (
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({"sync": "requested"})),
+    )
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    Json(super::openapi::document()).into_response()
+}
+
+pub fn router(c: Arc<Controller>) -> Router {
+    Router::new()
+        .route("/v1/nodes/{name}/heartbeat", post(heartbeat))
+        .route("/v1/nodes", get(nodes))
+        .route("/v1/nodes/{name}/drain", post(drain))
+        .route("/v1/nodes/{name}/activate", post(activate))
+        .route("/v1/status", get(status))
+        .route("/v1/plan", get(plan))
+        .route("/v1/sync", post(sync))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/healthz", get(|| async { "ok" }))
+        // Heartbeats carry every task of a node; 16 MiB bounds a request.
+        .layer(axum::extract::DefaultBodyLimit::max(16 << 20))
+        .with_state(c)
+}
+
+/// Serve the API on `listener` until the process ends.
+pub async fn serve(c: Arc<Controller>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(c).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
+}

@@ -1,0 +1,776 @@
+//! `reconcile controller`: follows a source and converges a fleet of nodes,
+//! each running `reconcile agent`.
+//!
+//! The controller is the standalone planner and apply executor with a
+//! different [`Runtime`]: [`Fleet`] observes the tasks agents report and
+//! "starts" a task by assigning it to the node the plan chose; the agent
+//! then runs it on its Docker engine and reports it. So what a controller
+//! does is what `plan` shows, exactly as in standalone mode.
+//!
+//! Invariants:
+//! - An agent runs exactly the tasks assigned to it and stops anything else
+//!   it owns. Assignments are stored before they are served, so a restarted
+//!   controller tells its agents to keep what they run.
+//! - The observed state holds assigned tasks only: a task reported by a node
+//!   but no longer assigned (being stopped, or left on a node that was lost
+//!   and came back) is never counted, so it is never duplicated.
+//! - A node that misses heartbeats for `node_timeout` is LOST: its
+//!   assignments are dropped, and the next plan places its service tasks
+//!   elsewhere.
+
+pub mod http;
+pub mod openapi;
+pub mod store;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::apply;
+use crate::model::{self, DesiredState, Health, NodeInfo, ObservedState, Task, TaskStatus};
+use crate::plan::{self, render};
+use crate::runtime::{Launch, Observation, Runtime, RuntimeError};
+use crate::secrets::{Resolver, SecretValue};
+use crate::source;
+use crate::store::Stored;
+use crate::validate;
+use crate::wire::{
+    Assignment, EventRecord, Heartbeat, HeartbeatReply, NodeStatus, NodeView, ServiceView,
+    StatusReply,
+};
+use store::{AssignmentRecord, Db, NodeRecord};
+
+/// How a controller runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: PathBuf,
+    pub data_dir: PathBuf,
+    /// Agents present this token.
+    pub join_token: String,
+    /// The CLI presents this token.
+    pub api_token: String,
+    /// Reconcile at least this often (also on every node change).
+    pub interval: Duration,
+    /// Agents heartbeat this often.
+    pub heartbeat: Duration,
+    /// A node silent this long is LOST.
+    pub node_timeout: Duration,
+    /// Tasks without a health check count as healthy after running this
+    /// long.
+    pub settle: Duration,
+    /// A rollout step gives up after this long.
+    pub step_timeout: Duration,
+}
+
+/// Live state of a node: its record plus what its agent last said.
+struct Node {
+    record: NodeRecord,
+    last_seen: Option<Instant>,
+    reported: Vec<Task>,
+}
+
+/// State shared by the HTTP handlers, the reconcile loop and the runtime.
+struct State {
+    nodes: BTreeMap<String, Node>,
+    /// Task id -> assignment (with secret values, in memory only).
+    assignments: BTreeMap<String, AssignmentRecord>,
+    events: VecDeque<(u64, EventRecord)>,
+    next_event: u64,
+    /// Clusters the source defines; agents of other clusters are refused.
+    clusters: BTreeSet<String>,
+    last_error: Option<String>,
+    stored: Stored,
+}
+
+pub struct Controller {
+    config: Config,
+    db: Db,
+    state: Mutex<State>,
+    started: Instant,
+    /// Wakes the reconcile loop early (node joined or lost, sync request).
+    wake: Notify,
+    resolver: Resolver,
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Write a log line. Messages never hold secret values or tokens: they are
+/// built from names, ids and the plan, which holds fingerprints only.
+pub fn log(message: &str) {
+    eprintln!("{} {message}", unix_now());
+}
+
+impl Controller {
+    pub fn open(config: Config) -> Result<Arc<Controller>, String> {
+        let db = Db::open(&config.data_dir).map_err(|e| e.to_string())?;
+        let loaded = db.load().map_err(|e| e.to_string())?;
+        let resolver = Resolver::for_source(&config.source);
+        let mut nodes = BTreeMap::new();
+        for r in loaded.nodes {
+            nodes.insert(
+                r.info.name.clone(),
+                Node {
+                    record: r,
+                    last_seen: None,
+                    reported: Vec::new(),
+                },
+            );
+        }
+        let mut assignments = BTreeMap::new();
+        for mut a in loaded.assignments {
+            // Secret values are not stored: resolve them again.
+            a.task.secrets = resolve_secrets(&resolver, &a.task.spec);
+            assignments.insert(a.task.id.clone(), a);
+        }
+        let next_event = loaded.events.last().map(|(k, _)| k + 1).unwrap_or(0);
+        Ok(Arc::new(Controller {
+            config,
+            db,
+            state: Mutex::new(State {
+                nodes,
+                assignments,
+                events: loaded.events.into_iter().collect(),
+                next_event,
+                clusters: BTreeSet::new(),
+                last_error: None,
+                stored: loaded.stored,
+            }),
+            started: Instant::now(),
+            wake: Notify::new(),
+            resolver,
+        }))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Record an event (kept in the store, shown by `status`) and log it.
+    pub fn event(&self, message: String) {
+        log(&message);
+        let mut s = self.lock();
+        let seq = s.next_event;
+        s.next_event += 1;
+        let e = EventRecord {
+            at: unix_now(),
+            message,
+        };
+        if let Err(err) = self.db.push_event(seq, &e) {
+            log(&format!("error: {err}"));
+        }
+        s.events.push_back((seq, e));
+        while s.events.len() as u64 > store::EVENTS_KEPT {
+            s.events.pop_front();
+        }
+    }
+
+    /// Ask the reconcile loop to run now.
+    pub fn sync(&self) {
+        self.wake.notify_one();
+    }
+
+    /// An agent's heartbeat: register or refresh the node, keep its report,
+    /// and answer with its assignments.
+    pub fn heartbeat(&self, name: &str, hb: Heartbeat) -> Result<HeartbeatReply, (u16, String)> {
+        let mut changed = None;
+        let reply = {
+            let mut s = self.lock();
+            if !s.clusters.is_empty() && !s.clusters.contains(&hb.cluster) {
+                return Err((
+                    403,
+                    format!(
+                        "node `{name}` asks to join cluster `{}`, which the source does not define",
+                        hb.cluster
+                    ),
+                ));
+            }
+            let info = NodeInfo {
+                name: name.to_string(),
+                cluster: hb.cluster.clone(),
+                attributes: hb.attributes.clone(),
+                cpu: hb.cpu,
+                memory: hb.memory,
+            };
+            match s.nodes.get_mut(name) {
+                Some(n) if n.record.info.cluster != hb.cluster => {
+                    return Err((
+                        409,
+                        format!(
+                            "node `{name}` is registered in cluster `{}`, not `{}`",
+                            n.record.info.cluster, hb.cluster
+                        ),
+                    ));
+                }
+                Some(n) => {
+                    let status = match n.record.status {
+                        NodeStatus::Lost => NodeStatus::Active,
+                        s => s,
+                    };
+                    if n.record.info != info
+                        || n.record.status != status
+                        || n.record.agent_version != hb.agent_version
+                    {
+                        if n.record.status == NodeStatus::Lost {
+                            changed =
+                                Some(format!("node {name} is back; its stale tasks are stopped"));
+                        } else {
+                            changed =
+                                Some(format!("node {name} updated its resources or attributes"));
+                        }
+                        n.record.info = info;
+                        n.record.status = status;
+                        n.record.agent_version = hb.agent_version.clone();
+                    }
+                    n.last_seen = Some(Instant::now());
+                    n.reported = hb.tasks;
+                }
+                None => {
+                    changed = Some(format!(
+                        "node {name} joined cluster {} ({} CPU units, {} MiB)",
+                        hb.cluster, hb.cpu, hb.memory
+                    ));
+                    s.nodes.insert(
+                        name.to_string(),
+                        Node {
+                            record: NodeRecord {
+                                info,
+                                status: NodeStatus::Active,
+                                agent_version: hb.agent_version.clone(),
+                            },
+                            last_seen: Some(Instant::now()),
+                            reported: hb.tasks,
+                        },
+                    );
+                }
+            }
+            let node = &s.nodes[name];
+            if changed.is_some() {
+                if let Err(e) = self.db.put_node(&node.record) {
+                    return Err((500, e.to_string()));
+                }
+            }
+            HeartbeatReply {
+                status: node.record.status,
+                assignments: s
+                    .assignments
+                    .values()
+                    .filter(|a| a.node == name)
+                    .map(|a| a.task.clone())
+                    .collect(),
+                heartbeat_millis: self.config.heartbeat.as_millis() as u64,
+            }
+        };
+        if let Some(m) = changed {
+            self.event(m);
+            self.sync();
+        }
+        Ok(reply)
+    }
+
+    /// Mark nodes LOST that have been silent longer than the timeout (since
+    /// the controller started, for nodes it has not heard from yet), and
+    /// drop their assignments so their tasks are placed elsewhere.
+    pub fn check_nodes(&self) {
+        let timeout = self.config.node_timeout;
+        let mut lost = Vec::new();
+        {
+            let mut s = self.lock();
+            let since_start = self.started.elapsed();
+            let names: Vec<String> = s
+                .nodes
+                .iter()
+                .filter(|(_, n)| n.record.status != NodeStatus::Lost)
+                .filter(|(_, n)| match n.last_seen {
+                    Some(t) => t.elapsed() > timeout,
+                    None => since_start > timeout,
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            for name in names {
+                let ids: Vec<String> = s
+                    .assignments
+                    .values()
+                    .filter(|a| a.node == name)
+                    .map(|a| a.task.id.clone())
+                    .collect();
+                let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+                if let Err(e) = self.db.assign(&[], &refs) {
+                    log(&format!("error: {e}"));
+                    continue;
+                }
+                for id in &ids {
+                    s.assignments.remove(id);
+                }
+                let n = s.nodes.get_mut(&name).expect("listed above");
+                n.record.status = NodeStatus::Lost;
+                n.reported.clear();
+                if let Err(e) = self.db.put_node(&n.record) {
+                    log(&format!("error: {e}"));
+                }
+                lost.push((name, ids.len()));
+            }
+        }
+        for (name, tasks) in &lost {
+            self.event(format!(
+                "node {name} is LOST (no heartbeat for {} s); its {tasks} task(s) are rescheduled",
+                timeout.as_secs()
+            ));
+        }
+        if !lost.is_empty() {
+            self.sync();
+        }
+    }
+
+    /// Set a node's status by hand (drain, activate).
+    pub fn set_node_status(&self, name: &str, status: NodeStatus) -> Result<(), String> {
+        {
+            let mut s = self.lock();
+            let n = s
+                .nodes
+                .get_mut(name)
+                .ok_or_else(|| format!("no node named `{name}`"))?;
+            n.record.status = status;
+            self.db.put_node(&n.record).map_err(|e| e.to_string())?;
+        }
+        self.event(format!("node {name} set to {status:?}"));
+        self.sync();
+        Ok(())
+    }
+
+    /// The observed state the planner sees: assigned tasks as their nodes
+    /// report them (PENDING until reported), and the nodes that take tasks.
+    fn observation(&self) -> Observation {
+        let s = self.lock();
+        let mut tasks = Vec::with_capacity(s.assignments.len());
+        for a in s.assignments.values() {
+            let reported = s
+                .nodes
+                .get(&a.node)
+                .and_then(|n| n.reported.iter().find(|t| t.id == a.task.id));
+            tasks.push(match reported {
+                Some(t) => t.clone(),
+                None => Task {
+                    id: a.task.id.clone(),
+                    cluster: a.task.cluster.clone(),
+                    service: a.task.service.clone(),
+                    family: a.task.family.clone(),
+                    revision: a.task.revision,
+                    config_hash: a.task.config_hash.clone(),
+                    node: a.node.clone(),
+                    last_status: TaskStatus::Pending,
+                    health: Health::Unknown,
+                    started_at: None,
+                    stop_code: None,
+                    stopped_reason: None,
+                    bindings: Vec::new(),
+                },
+            });
+        }
+        let nodes = s
+            .nodes
+            .values()
+            .filter(|n| n.record.status == NodeStatus::Active)
+            .map(|n| n.record.info.clone())
+            .collect();
+        Observation { tasks, nodes }
+    }
+
+    fn observed_state(&self) -> ObservedState {
+        let obs = self.observation();
+        let mut o = ObservedState {
+            tasks: obs.tasks,
+            nodes: obs.nodes,
+            ..ObservedState::default()
+        };
+        self.lock().stored.clone().into_observed(&mut o);
+        o
+    }
+
+    /// Read and validate the source. Invalid input is reported with
+    /// file:line:col and nothing is applied.
+    fn load(&self) -> Result<(DesiredState, Vec<String>), String> {
+        let files = source::read_dir(&self.config.source).map_err(|e| e.to_string())?;
+        let v = validate::validate(files);
+        if !v.is_valid() {
+            let lines: Vec<String> = v
+                .diagnostics
+                .iter()
+                .filter(|d| d.severity == validate::Severity::Error)
+                .map(|d| {
+                    format!(
+                        "{}:{}:{}: {}",
+                        d.file, d.span.line, d.span.column, d.message
+                    )
+                })
+                .collect();
+            return Err(format!(
+                "the source is invalid; nothing applied:\n  {}",
+                lines.join("\n  ")
+            ));
+        }
+        let mut desired = DesiredState::from_manifests(v.entries.iter().map(|e| &e.manifest));
+        let refs: Vec<&str> = desired
+            .task_definitions
+            .values()
+            .flat_map(|t| t.container_definitions.iter())
+            .flat_map(|c| c.secrets.iter())
+            .map(|s| s.value_from.as_str())
+            .collect();
+        let (fps, errors) = self.resolver.fingerprints(refs);
+        desired.secret_fingerprints = fps;
+        Ok((desired, errors.into_iter().map(|e| e.to_string()).collect()))
+    }
+
+    /// The plan the next reconcile would apply.
+    pub fn plan(&self) -> Result<plan::Plan, String> {
+        let (desired, secret_errors) = self.load()?;
+        let observed = self.observed_state();
+        let mut p = plan::plan(&desired, &observed, &self.plan_options());
+        p.errors.extend(secret_errors);
+        Ok(p)
+    }
+
+    fn plan_options(&self) -> plan::Options {
+        plan::Options {
+            now: unix_now(),
+            seed: u64::from_str_radix(&model::digest(&self.config.source)[..16], 16).unwrap_or(0),
+            allow_mass_delete: false,
+            record_observed: false,
+        }
+    }
+
+    /// One pass: load, plan, log the plan, apply it.
+    pub async fn reconcile_once(self: &Arc<Self>) -> Result<bool, String> {
+        let (desired, secret_errors) = self.load()?;
+        self.lock().clusters = desired.clusters.keys().cloned().collect();
+        let observed = self.observed_state();
+        let mut p = plan::plan(&desired, &observed, &self.plan_options());
+        p.errors.extend(secret_errors);
+        if !p.errors.is_empty() {
+            return Err(format!(
+                "the plan cannot be applied; nothing changed:\n  {}",
+                p.errors.join("\n  ")
+            ));
+        }
+        if !p.has_changes() {
+            return Ok(false);
+        }
+        // Nothing is applied that was not logged first.
+        let text = render::text(
+            &p,
+            render::Style {
+                colour: false,
+                detail: false,
+            },
+        );
+        log(&format!("applying:\n{text}"));
+        let mut stored = self.lock().stored.clone();
+        let fleet = Fleet {
+            controller: self.clone(),
+        };
+        let sink = ControllerSink {
+            controller: self.clone(),
+            start: Instant::now(),
+            counter: std::sync::atomic::AtomicU64::new(0),
+        };
+        let opts = apply::Options {
+            timeout: self.config.step_timeout,
+            settle: self.config.settle,
+            ..apply::Options::default()
+        };
+        let result = apply::apply(
+            &p,
+            &desired,
+            &mut stored,
+            &fleet,
+            &self.resolver,
+            &opts,
+            &sink,
+        )
+        .await;
+        self.lock().stored = stored;
+        match result {
+            Ok(()) => {
+                self.event(format!(
+                    "applied: {} to add, {} to change, {} to destroy",
+                    p.summary.add, p.summary.change, p.summary.destroy
+                ));
+                Ok(true)
+            }
+            Err(e) => Err(format!("apply failed: {e}")),
+        }
+    }
+
+    /// Run the reconcile loop and the node checker until the process ends.
+    pub async fn run_loop(self: Arc<Self>) {
+        let checker = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                checker.check_nodes();
+            }
+        });
+        loop {
+            let result = self.reconcile_once().await;
+            let error = result.as_ref().err().cloned();
+            let changed_error = {
+                let mut s = self.lock();
+                let changed = s.last_error != error;
+                s.last_error = error.clone();
+                changed
+            };
+            match (error, changed_error) {
+                (Some(e), true) => self.event(format!("reconcile failed: {e}")),
+                (None, true) => self.event("reconcile succeeded".into()),
+                _ => {}
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.interval) => {}
+                _ = self.wake.notified() => {}
+            }
+        }
+    }
+
+    /// Nodes with their assigned load.
+    pub fn nodes(&self) -> Vec<NodeView> {
+        let s = self.lock();
+        let specs = &s.assignments;
+        s.nodes
+            .values()
+            .map(|n| {
+                let mine: Vec<&AssignmentRecord> = specs
+                    .values()
+                    .filter(|a| a.node == n.record.info.name)
+                    .collect();
+                let (mut cpu, mut mem) = (0, 0);
+                for a in &mine {
+                    let (c, m, _) = model::reservation(&a.task.spec);
+                    cpu += c;
+                    mem += m;
+                }
+                NodeView {
+                    info: n.record.info.clone(),
+                    status: n.record.status,
+                    agent_version: n.record.agent_version.clone(),
+                    last_heartbeat_secs: n.last_seen.map(|t| t.elapsed().as_secs()),
+                    tasks: mine.len(),
+                    reserved_cpu: cpu,
+                    reserved_memory: mem,
+                }
+            })
+            .collect()
+    }
+
+    pub fn status(&self) -> StatusReply {
+        let nodes = self.nodes();
+        let tasks = self.observation().tasks;
+        let s = self.lock();
+        let services = s
+            .stored
+            .services
+            .iter()
+            .map(|(key, svc)| {
+                let mine = tasks.iter().filter(|t| {
+                    t.service
+                        .as_deref()
+                        .is_some_and(|n| key.split_once('/') == Some((t.cluster.as_str(), n)))
+                });
+                let (mut running, mut pending) = (0, 0);
+                for t in mine {
+                    match t.last_status {
+                        TaskStatus::Running => running += 1,
+                        TaskStatus::Pending => pending += 1,
+                        TaskStatus::Stopped => {}
+                    }
+                }
+                (
+                    key.clone(),
+                    ServiceView {
+                        task_definition: svc.spec.task_definition.clone(),
+                        revision: svc.revision,
+                        desired_count: svc.spec.desired_count,
+                        running,
+                        pending,
+                    },
+                )
+            })
+            .collect();
+        StatusReply {
+            source: self.config.source.display().to_string(),
+            nodes,
+            tasks,
+            services,
+            last_error: s.last_error.clone(),
+            events: s
+                .events
+                .iter()
+                .rev()
+                .take(50)
+                .map(|(_, e)| e.clone())
+                .collect(),
+        }
+    }
+}
+
+fn resolve_secrets(
+    resolver: &Resolver,
+    spec: &crate::manifest::TaskDefinitionSpec,
+) -> BTreeMap<String, String> {
+    spec.container_definitions
+        .iter()
+        .flat_map(|c| c.secrets.iter())
+        .filter_map(|s| {
+            resolver
+                .resolve(&s.value_from)
+                .ok()
+                .map(|v| (s.value_from.clone(), v.expose().to_string()))
+        })
+        .collect()
+}
+
+/// The fleet as a [`Runtime`]: starting a task assigns it to a node.
+struct Fleet {
+    controller: Arc<Controller>,
+}
+
+impl Fleet {
+    fn unassign(&self, task_id: &str) -> Result<(), RuntimeError> {
+        let c = &self.controller;
+        let mut s = c.lock();
+        if s.assignments.contains_key(task_id) {
+            c.db.assign(&[], &[task_id])
+                .map_err(|e| RuntimeError::new(e.to_string()))?;
+            s.assignments.remove(task_id);
+        }
+        Ok(())
+    }
+}
+
+impl Runtime for Fleet {
+    async fn observe(&self) -> Result<Observation, RuntimeError> {
+        Ok(self.controller.observation())
+    }
+
+    async fn start(&self, launch: Launch) -> Result<(), RuntimeError> {
+        let c = &self.controller;
+        let mut s = c.lock();
+        match s.nodes.get(&launch.node) {
+            Some(n) if n.record.status == NodeStatus::Active => {}
+            _ => {
+                return Err(RuntimeError {
+                    message: format!("node `{}` is not active", launch.node),
+                    task: Some(launch.id),
+                })
+            }
+        }
+        let record = AssignmentRecord {
+            node: launch.node.clone(),
+            task: Assignment {
+                id: launch.id.clone(),
+                cluster: launch.cluster,
+                service: launch.service,
+                family: launch.family,
+                revision: launch.revision,
+                config_hash: launch.config_hash,
+                spec: launch.spec,
+                secrets: launch
+                    .secrets
+                    .iter()
+                    .map(|(k, v): (&String, &SecretValue)| (k.clone(), v.expose().to_string()))
+                    .collect(),
+            },
+        };
+        c.db.assign(&[&record], &[])
+            .map_err(|e| RuntimeError::new(e.to_string()))?;
+        s.assignments.insert(launch.id, record);
+        Ok(())
+    }
+
+    async fn stop(&self, task_id: &str, _reason: &str) -> Result<(), RuntimeError> {
+        self.unassign(task_id)
+    }
+
+    async fn remove(&self, task_id: &str) -> Result<(), RuntimeError> {
+        self.unassign(task_id)
+    }
+
+    async fn halt(&self, task_id: &str) -> Result<(), RuntimeError> {
+        self.unassign(task_id)
+    }
+}
+
+struct ControllerSink {
+    controller: Arc<Controller>,
+    start: Instant,
+    counter: std::sync::atomic::AtomicU64,
+}
+
+impl apply::Sink for ControllerSink {
+    fn event(&self, e: apply::Event) {
+        use apply::Event::*;
+        let message = match e {
+            Resource { .. } | Step { .. } => return,
+            Registered { family, revision } => format!("registered {family}:{revision}"),
+            Started {
+                service,
+                task,
+                node,
+                revision,
+            } => format!(
+                "{service}: started task {} (revision {revision}) on {node}",
+                plan::short(&task)
+            ),
+            Stopped {
+                service,
+                task,
+                reason,
+            } => format!("{service}: stopped task {}: {reason}", plan::short(&task)),
+            Healthy { service, running } => {
+                format!("{service} has reached a steady state: {running} task(s) running")
+            }
+        };
+        self.controller.event(message);
+    }
+
+    fn save(&self, state: &Stored) -> Result<(), String> {
+        self.controller.lock().stored = state.clone();
+        self.controller
+            .db
+            .save_stored(state)
+            .map_err(|e| e.to_string())
+    }
+
+    async fn sleep(&self, d: Duration) {
+        tokio::time::sleep(d).await
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    fn new_task_id(&self) -> String {
+        let n = self
+            .counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let seed = format!(
+            "{:?}-{}-{n}",
+            std::time::SystemTime::now(),
+            std::process::id()
+        );
+        let mut id = model::digest(&seed);
+        id.push_str(&model::digest(&(seed, 1)));
+        id
+    }
+}

@@ -1,0 +1,88 @@
+//! The OpenAPI 3.1 document of the controller's API, built from the same
+//! Rust types the handlers use (schemas by schemars), so it cannot drift
+//! from them. Published as `schemas/openapi.json` (a test checks it is
+//! current) and served at `GET /v1/openapi.json`.
+
+use serde_json::{json, Map, Value};
+
+use crate::wire::{ApiError, Heartbeat, HeartbeatReply, NodeView, StatusReply};
+
+fn schema<T: schemars::JsonSchema>() -> Value {
+    let generator = schemars::generate::SchemaSettings::openapi3().into_generator();
+    let mut v = serde_json::to_value(generator.into_root_schema_for::<T>()).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut v {
+        m.remove("$schema");
+    }
+    v
+}
+
+fn reference(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn ok(description: &str, body: Value) -> Value {
+    json!({
+        "200": {"description": description, "content": {"application/json": {"schema": body}}},
+        "401": {"description": "missing or wrong token", "content": {"application/json": {"schema": reference("ApiError")}}}
+    })
+}
+
+pub fn document() -> Value {
+    let mut schemas = Map::new();
+    schemas.insert("Heartbeat".into(), schema::<Heartbeat>());
+    schemas.insert("HeartbeatReply".into(), schema::<HeartbeatReply>());
+    schemas.insert("NodeView".into(), schema::<NodeView>());
+    schemas.insert("StatusReply".into(), schema::<StatusReply>());
+    schemas.insert("ApiError".into(), schema::<ApiError>());
+    let name =
+        json!([{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}]);
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "reconcile controller API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Agents report their node and tasks and receive the tasks they must run; the CLI reads status and plans. Every operation except /healthz and this document needs `Authorization: Bearer TOKEN`: the join token for agents, the API token for the CLI."
+        },
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/v1/nodes/{name}/heartbeat": {"post": {
+                "summary": "Register or refresh a node (agent, join token)",
+                "parameters": name,
+                "requestBody": {"required": true, "content": {"application/json": {"schema": reference("Heartbeat")}}},
+                "responses": ok("the tasks the node must run; it stops anything else it owns", reference("HeartbeatReply"))
+            }},
+            "/v1/nodes": {"get": {
+                "summary": "Nodes with status and assigned load",
+                "responses": ok("nodes", json!({"type": "array", "items": reference("NodeView")}))
+            }},
+            "/v1/nodes/{name}/drain": {"post": {
+                "summary": "Stop placing tasks on a node (DRAINING)",
+                "parameters": name,
+                "responses": ok("new status", json!({"type": "object"}))
+            }},
+            "/v1/nodes/{name}/activate": {"post": {
+                "summary": "Make a node ACTIVE again",
+                "parameters": name,
+                "responses": ok("new status", json!({"type": "object"}))
+            }},
+            "/v1/status": {"get": {
+                "summary": "Nodes, services, tasks and recent events",
+                "responses": ok("status", reference("StatusReply"))
+            }},
+            "/v1/plan": {"get": {
+                "summary": "The plan the next reconcile would apply (the JSON plan document of `reconcile plan --format json`)",
+                "responses": ok("plan", json!({"type": "object"}))
+            }},
+            "/v1/sync": {"post": {
+                "summary": "Reconcile now",
+                "responses": {"202": {"description": "requested"}}
+            }},
+            "/v1/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI document"}}}},
+            "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}}
+        }
+    })
+}

@@ -1,0 +1,196 @@
+//! What the controller and its agents (and the CLI) say to each other over
+//! HTTP: plain JSON documents, versioned by the path prefix `/v1`.
+//!
+//! Secret values travel only in [`Assignment::secrets`], from the controller
+//! to the agent that starts the task; their Debug output is redacted.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::TaskDefinitionSpec;
+use crate::model::{NodeInfo, Task};
+
+/// Path prefix of every endpoint.
+pub const PREFIX: &str = "/v1";
+
+/// An agent's periodic report; the first one registers the node.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Heartbeat {
+    pub cluster: String,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    /// CPU units (cores x 1024) and MiB the node offers.
+    pub cpu: u32,
+    pub memory: u32,
+    pub agent_version: String,
+    /// Every task the agent's runtime owns, live or stopped.
+    #[schemars(with = "Vec<serde_json::Value>")]
+    pub tasks: Vec<Task>,
+}
+
+/// A node's lifecycle, with ECS container-instance meanings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum NodeStatus {
+    /// Takes new tasks.
+    Active,
+    /// Takes no new tasks; its service tasks are replaced elsewhere.
+    Draining,
+    /// Missed its heartbeats; its tasks were rescheduled elsewhere.
+    Lost,
+}
+
+/// The controller's answer to a heartbeat: the tasks the node must run.
+/// Anything else the agent owns it stops.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatReply {
+    pub status: NodeStatus,
+    pub assignments: Vec<Assignment>,
+    /// How long the agent should wait before its next heartbeat.
+    pub heartbeat_millis: u64,
+}
+
+/// One task a node must run.
+#[derive(Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Assignment {
+    pub id: String,
+    pub cluster: String,
+    pub service: Option<String>,
+    pub family: String,
+    pub revision: u32,
+    pub config_hash: String,
+    #[schemars(with = "serde_json::Value")]
+    pub spec: TaskDefinitionSpec,
+    /// Secret values by reference (`valueFrom`). Never stored by the
+    /// controller, never logged.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for Assignment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Assignment")
+            .field("id", &self.id)
+            .field("cluster", &self.cluster)
+            .field("service", &self.service)
+            .field("family", &self.family)
+            .field("revision", &self.revision)
+            .field("config_hash", &self.config_hash)
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A node as the controller sees it (`GET /v1/nodes`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeView {
+    #[serde(flatten)]
+    #[schemars(with = "serde_json::Value")]
+    pub info: NodeInfo,
+    pub status: NodeStatus,
+    pub agent_version: String,
+    /// Seconds since the last heartbeat (None: none since the controller
+    /// started).
+    pub last_heartbeat_secs: Option<u64>,
+    /// Tasks assigned to the node.
+    pub tasks: usize,
+    /// CPU units and MiB reserved by those tasks.
+    pub reserved_cpu: u32,
+    pub reserved_memory: u32,
+}
+
+/// Something that happened, for `status` (ECS service events).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventRecord {
+    /// Unix seconds.
+    pub at: i64,
+    pub message: String,
+}
+
+/// `GET /v1/status`: the controller's view of its source.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusReply {
+    pub source: String,
+    pub nodes: Vec<NodeView>,
+    #[schemars(with = "Vec<serde_json::Value>")]
+    pub tasks: Vec<Task>,
+    /// Services as last applied: key `cluster/name` -> desired count and
+    /// revision.
+    pub services: BTreeMap<String, ServiceView>,
+    /// Why the last reconcile did not apply, if it did not.
+    pub last_error: Option<String>,
+    pub events: Vec<EventRecord>,
+}
+
+/// A service in [`StatusReply`].
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceView {
+    pub task_definition: String,
+    pub revision: u32,
+    /// None for DAEMON services.
+    pub desired_count: Option<u32>,
+    pub running: usize,
+    pub pending: usize,
+}
+
+/// Body of every error reply.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ApiError {
+    pub error: String,
+}
+
+/// Compare a presented token with the expected one in time that does not
+/// depend on where they differ: both are hashed first, so even their
+/// lengths are not compared directly.
+pub fn token_matches(presented: &str, expected: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let a = Sha256::digest(presented.as_bytes());
+    let b = Sha256::digest(expected.as_bytes());
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_exactly() {
+        assert!(token_matches("s3cret", "s3cret"));
+        assert!(!token_matches("s3cret", "s3cre"));
+        assert!(!token_matches("", "s3cret"));
+        assert!(!token_matches("S3cret", "s3cret"));
+    }
+
+    #[test]
+    fn assignment_debug_hides_secret_values() {
+        let a = Assignment {
+            id: "t1".into(),
+            cluster: "c".into(),
+            service: None,
+            family: "f".into(),
+            revision: 1,
+            config_hash: "h".into(),
+            spec: serde_json::from_value(serde_json::json!({
+                "containerDefinitions": [{"name": "a", "image": "busybox:stable"}]
+            }))
+            .unwrap(),
+            secrets: BTreeMap::from([("DB".to_string(), "hunter2".to_string())]),
+        };
+        let shown = format!("{a:?}");
+        assert!(shown.contains("DB"));
+        assert!(!shown.contains("hunter2"));
+    }
+}

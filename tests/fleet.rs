@@ -1,0 +1,545 @@
+//! A controller and three agents, each agent in a network namespace of its
+//! own with its own address, talking real HTTP over a Linux bridge. The
+//! agents share the machine's Docker engine; each owns its containers by
+//! label, as it would on a host of its own.
+//!
+//! Needs root, `ip` and a running Docker engine with `busybox:stable`
+//! (`scripts/docker-setup.sh`). Tests run one at a time: they share the
+//! engine and measure container counts.
+
+#[path = "common/netns.rs"]
+mod netns;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const JOIN: &str = "join-token-for-tests-0123";
+const API: &str = "api-token-for-tests-45678";
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_reconcile"))
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Kills what it started and removes every container of its cluster.
+struct Fleet {
+    lab: netns::Lab,
+    cluster: String,
+    dir: tempfile::TempDir,
+    port: u16,
+    controller: Option<Child>,
+    agents: Vec<Option<Child>>,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for c in self
+            .agents
+            .iter_mut()
+            .flatten()
+            .chain(self.controller.as_mut())
+        {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let ids = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=reconcile.io/cluster={}", self.cluster),
+        ]);
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f", "-v"];
+            args.extend(ids);
+            docker(&args);
+        }
+    }
+}
+
+const ZONES: [&str; 3] = ["a", "b", "c"];
+
+impl Fleet {
+    /// A fleet whose source is `manifests` (with CLUSTER replaced by a
+    /// unique cluster name), with a running controller and three agents.
+    fn start(test: &str, manifests: &str) -> Option<Fleet> {
+        if !netns::available() {
+            return None;
+        }
+        let lab = netns::Lab::new(test, 3).expect("network lab");
+        let cluster = format!("t{}{}", std::process::id(), test);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("src")).unwrap();
+        // First the cluster alone: the service is committed once every node
+        // has joined, so that its placement sees all three.
+        let cluster_only = manifests.split("\n---\n").next().unwrap();
+        std::fs::write(
+            dir.path().join("src/fleet.yaml"),
+            cluster_only.replace("CLUSTER", &cluster),
+        )
+        .unwrap();
+        let port = {
+            let l = std::net::TcpListener::bind((lab.bridge_ip(), 0)).unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let mut f = Fleet {
+            lab,
+            cluster,
+            dir,
+            port,
+            controller: None,
+            agents: Vec::new(),
+        };
+        f.start_controller();
+        for i in 0..3 {
+            let agent = f.spawn_agent(i);
+            f.agents.push(Some(agent));
+        }
+        f.wait_for("three active nodes", Duration::from_secs(30), |f| {
+            let (_, out, _) = f.cli(&["nodes", "--format", "json"]);
+            serde_json::from_str::<Vec<Value>>(&out)
+                .is_ok_and(|n| n.iter().filter(|n| n["status"] == "ACTIVE").count() == 3)
+        });
+        std::fs::write(
+            f.dir.path().join("src/fleet.yaml"),
+            manifests.replace("CLUSTER", &f.cluster),
+        )
+        .unwrap();
+        let (code, out, err) = f.cli(&["apply"]);
+        assert_eq!(code, 0, "apply --controller: {out}{err}");
+        Some(f)
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}:{}", self.lab.bridge_ip(), self.port)
+    }
+
+    fn log(&self, name: &str) -> std::fs::File {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{name}.log")))
+            .unwrap()
+    }
+
+    fn start_controller(&mut self) {
+        let child = Command::new(bin())
+            .args(["controller", "--source"])
+            .arg(self.dir.path().join("src"))
+            .arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .args([
+                "--listen",
+                &format!("{}:{}", self.lab.bridge_ip(), self.port),
+            ])
+            .args([
+                "--interval",
+                "2",
+                "--heartbeat-ms",
+                "500",
+                "--node-timeout",
+                "3",
+            ])
+            .args(["--settle", "1", "--step-timeout", "60"])
+            .env("RECONCILE_JOIN_TOKEN", JOIN)
+            .env("RECONCILE_API_TOKEN", API)
+            .stdout(self.log("controller"))
+            .stderr(self.log("controller"))
+            .spawn()
+            .unwrap();
+        self.controller = Some(child);
+        self.wait_for("the controller to listen", Duration::from_secs(20), |f| {
+            std::net::TcpStream::connect((f.lab.bridge_ip(), f.port)).is_ok()
+        });
+    }
+
+    fn spawn_agent(&self, i: usize) -> Child {
+        let mut cmd = self.lab.command(i, bin().to_str().unwrap());
+        cmd.args([
+            "agent",
+            "--controller",
+            &self.url(),
+            "--cluster",
+            &self.cluster,
+        ])
+        .args(["--name", &format!("node{i}")])
+        .args(["--attribute", &format!("zone={}", ZONES[i])])
+        .args(["--cpu", "4096", "--memory", "4096"])
+        .env("RECONCILE_JOIN_TOKEN", JOIN)
+        .stdin(Stdio::null())
+        .stdout(self.log(&format!("agent{i}")))
+        .stderr(self.log(&format!("agent{i}")));
+        cmd.spawn().unwrap()
+    }
+
+    fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(bin())
+            .args(args)
+            .args(["--controller", &self.url()])
+            .env("RECONCILE_API_TOKEN", API)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn status(&self) -> Value {
+        let (code, out, err) = self.cli(&["status", "--format", "json"]);
+        assert_eq!(code, 0, "status failed: {err}");
+        serde_json::from_str(&out).unwrap()
+    }
+
+    /// Running containers of the cluster: (task id, node).
+    fn running(&self) -> Vec<(String, String)> {
+        let out = docker(&[
+            "ps",
+            "--filter",
+            &format!("label=reconcile.io/cluster={}", self.cluster),
+            "--format",
+            "{{.Label \"reconcile.io/task\"}} {{.Label \"reconcile.io/node\"}}",
+        ]);
+        let mut v: Vec<(String, String)> = out
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn per_node(&self) -> [usize; 3] {
+        let mut n = [0; 3];
+        for (_, node) in self.running() {
+            if let Some(i) = node
+                .strip_prefix("node")
+                .and_then(|d| d.parse::<usize>().ok())
+            {
+                n[i] += 1;
+            }
+        }
+        n
+    }
+
+    fn wait_for(&self, what: &str, limit: Duration, ok: impl Fn(&Fleet) -> bool) -> Duration {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if ok(self) {
+                return start.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        panic!(
+            "timed out after {limit:?} waiting for {what}; running: {:?}\ncontroller log:\n{}",
+            self.running(),
+            self.tail("controller")
+        );
+    }
+
+    fn tail(&self, name: &str) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join(format!("{name}.log")))
+            .unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+fn manifests(count: u32, extra_service: &str) -> String {
+    format!(
+        r#"apiVersion: reconcile/v1alpha1
+kind: Cluster
+metadata: {{name: CLUSTER}}
+spec: {{}}
+---
+apiVersion: reconcile/v1alpha1
+kind: TaskDefinition
+metadata: {{name: app}}
+spec:
+  networkMode: none
+  containerDefinitions:
+    - name: app
+      image: busybox:stable
+      command: [sleep, "3600"]
+      memory: 32
+      stopTimeout: 1
+---
+apiVersion: reconcile/v1alpha1
+kind: Service
+metadata: {{name: app}}
+spec:
+  cluster: CLUSTER
+  taskDefinition: app
+  desiredCount: {count}
+{extra_service}"#
+    )
+}
+
+fn spread_by_zone() -> String {
+    manifests(
+        6,
+        "  placementStrategy:\n    - {type: spread, field: \"attribute:zone\"}\n",
+    )
+}
+
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[test]
+fn six_tasks_spread_over_three_nodes_by_attribute() {
+    let _g = lock();
+    let Some(f) = Fleet::start("spread", &spread_by_zone()) else {
+        return;
+    };
+    f.wait_for("6 running tasks", Duration::from_secs(60), |f| {
+        f.running().len() == 6
+    });
+    assert_eq!(f.per_node(), [2, 2, 2], "running: {:?}", f.running());
+    let (code, out, _) = f.cli(&["nodes", "--format", "json"]);
+    assert_eq!(code, 0);
+    let nodes: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(nodes.len(), 3);
+    for n in &nodes {
+        assert_eq!(n["status"], "ACTIVE");
+        assert_eq!(n["tasks"], 2, "{}", f.tail("controller"));
+    }
+    // Converged: the controller's plan is empty.
+    let (code, out, err) = f.cli(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code, 0, "plan not empty:\n{out}\n{err}");
+}
+
+#[test]
+fn distinct_instance_refuses_a_fourth_task_on_three_nodes_and_says_why() {
+    let _g = lock();
+    let extra = "  placementConstraints:\n    - {type: distinctInstance}\n";
+    let Some(f) = Fleet::start("distinct", &manifests(4, extra)) else {
+        return;
+    };
+    f.wait_for("3 running tasks", Duration::from_secs(60), |f| {
+        f.running().len() == 3
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(f.per_node(), [1, 1, 1]);
+    let (code, out, err) = f.cli(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        out.contains("cannot be placed") && out.contains("distinctInstance"),
+        "the plan must say why the 4th task has no place:\n{out}"
+    );
+}
+
+#[test]
+fn tasks_of_a_stopped_node_come_back_on_the_others() {
+    let _g = lock();
+    let Some(mut f) = Fleet::start("stopnode", &spread_by_zone()) else {
+        return;
+    };
+    f.wait_for("6 running tasks", Duration::from_secs(60), |f| {
+        f.running().len() == 6
+    });
+    // The node goes away with its agent and its containers.
+    let mut agent = f.agents[2].take().unwrap();
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    let on_node2: Vec<String> = f
+        .running()
+        .into_iter()
+        .filter(|(_, n)| n == "node2")
+        .map(|(t, _)| t)
+        .collect();
+    for t in &on_node2 {
+        let ids = docker(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=reconcile.io/task={t}"),
+        ]);
+        for id in ids.split_whitespace() {
+            docker(&["rm", "-f", id]);
+        }
+    }
+    let took = f.wait_for(
+        "6 tasks running on the two remaining nodes",
+        Duration::from_secs(30),
+        |f| {
+            let n = f.per_node();
+            n[0] + n[1] == 6 && n[2] == 0
+        },
+    );
+    eprintln!("rescheduled in {took:?}");
+    let s = f.status();
+    let node2 = s["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "node2")
+        .unwrap();
+    assert_eq!(node2["status"], "LOST");
+}
+
+#[test]
+fn a_node_cut_off_and_reconnected_leaves_no_duplicates() {
+    let _g = lock();
+    let Some(f) = Fleet::start("partition", &spread_by_zone()) else {
+        return;
+    };
+    f.wait_for("6 running tasks", Duration::from_secs(60), |f| {
+        f.running().len() == 6
+    });
+    f.lab.disconnect(1);
+    // Lost, its tasks placed on the others; its own keep running meanwhile.
+    f.wait_for(
+        "replacements for node1's tasks",
+        Duration::from_secs(30),
+        |f| {
+            let n = f.per_node();
+            n[0] + n[2] == 6
+        },
+    );
+    assert_eq!(f.per_node()[1], 2, "a cut-off node keeps running its tasks");
+    f.lab.reconnect(1);
+    f.wait_for(
+        "node1's stale tasks to be stopped",
+        Duration::from_secs(30),
+        |f| f.per_node()[1] == 0,
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let running = f.running();
+    assert_eq!(running.len(), 6, "no duplicates: {running:?}");
+    let (code, out, err) = f.cli(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code, 0, "plan not empty:\n{out}\n{err}");
+}
+
+#[test]
+fn a_controller_restart_restarts_nothing() {
+    let _g = lock();
+    let Some(mut f) = Fleet::start("restart", &spread_by_zone()) else {
+        return;
+    };
+    f.wait_for("6 running tasks", Duration::from_secs(60), |f| {
+        f.running().len() == 6
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let before = f.started_at();
+    let mut c = f.controller.take().unwrap();
+    c.kill().unwrap();
+    c.wait().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    f.start_controller();
+    // Several reconcile intervals and heartbeats later, the same tasks run.
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(
+        f.started_at(),
+        before,
+        "controller log:\n{}",
+        f.tail("controller")
+    );
+    let (code, out, err) = f.cli(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code, 0, "plan not empty:\n{out}\n{err}");
+}
+
+#[test]
+fn requests_without_the_right_token_are_refused() {
+    let _g = lock();
+    let Some(f) = Fleet::start("auth", &manifests(1, "")) else {
+        return;
+    };
+    let out = Command::new(bin())
+        .args([
+            "nodes",
+            "--controller",
+            &f.url(),
+            "--token",
+            "not-the-api-token-at-all",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+    // An agent with the API token instead of the join token, and one of
+    // another cluster, are refused and logged.
+    // Raw HTTP, so the exact request is what the test says.
+    let post = |auth: Option<&str>, cluster: &str| -> u16 {
+        use std::io::{Read, Write};
+        let body = format!(
+            r#"{{"cluster":"{cluster}","cpu":1024,"memory":512,"agentVersion":"0","tasks":[]}}"#
+        );
+        let mut s = std::net::TcpStream::connect((f.lab.bridge_ip(), f.port)).unwrap();
+        let auth = auth
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        write!(
+            s,
+            "POST /v1/nodes/intruder/heartbeat HTTP/1.1\r\nHost: c\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        reply
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(post(None, &f.cluster), 401);
+    assert_eq!(
+        post(Some(API), &f.cluster),
+        401,
+        "the API token is not a join token"
+    );
+    f.wait_for("the source to be loaded", Duration::from_secs(20), |f| {
+        f.running().len() == 1
+    });
+    assert_eq!(
+        post(Some(JOIN), "elsewhere"),
+        403,
+        "a cluster the source does not define"
+    );
+    let log = f.tail("controller");
+    assert!(
+        log.contains("refused heartbeat from") || log.contains("refused heartbeat"),
+        "{log}"
+    );
+    assert!(
+        !log.contains(JOIN) && !log.contains(API),
+        "tokens must never be logged"
+    );
+}
+
+impl Fleet {
+    /// Every container of the cluster with the time it started: equal
+    /// before and after means nothing was restarted or replaced.
+    fn started_at(&self) -> Vec<String> {
+        let ids = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=reconcile.io/cluster={}", self.cluster),
+        ]);
+        let mut args = vec![
+            "inspect",
+            "--format",
+            "{{.Id}} {{.State.Status}} {{.State.StartedAt}}",
+        ];
+        args.extend(ids.split_whitespace());
+        let mut v: Vec<String> = docker(&args).lines().map(str::to_string).collect();
+        v.sort();
+        v
+    }
+}
