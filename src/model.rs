@@ -199,7 +199,12 @@ pub struct ObservedState {
     pub task_definitions: BTreeMap<String, u32>,
     pub services: BTreeMap<String, ObservedService>,
     pub tasks: Vec<Task>,
+    /// Nodes that take new tasks.
     pub nodes: Vec<NodeInfo>,
+    /// Nodes being drained (ECS DRAINING): they take no new tasks, and the
+    /// service tasks they run are replaced on other nodes.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub draining: std::collections::BTreeSet<String>,
 }
 
 /// Hex SHA-256 of a value's canonical JSON (object keys sorted by the

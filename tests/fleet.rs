@@ -543,3 +543,34 @@ impl Fleet {
         v
     }
 }
+
+#[test]
+fn a_drained_node_hands_its_tasks_to_the_others() {
+    let _g = lock();
+    let Some(f) = Fleet::start("drain", &spread_by_zone()) else {
+        return;
+    };
+    f.wait_for("6 running tasks", Duration::from_secs(60), |f| {
+        f.running().len() == 6
+    });
+    let (code, out, err) = f.cli(&["node", "drain", "node2"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("DRAINING"), "{out}");
+    // Replacements start before the drained tasks stop: never fewer than 6.
+    let start = Instant::now();
+    loop {
+        let n = f.per_node();
+        assert!(n.iter().sum::<usize>() >= 6, "dropped below 6 tasks: {n:?}");
+        if n == [3, 3, 0] {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "drain did not finish: {n:?}\n{}",
+            f.tail("controller")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (code, out, err) = f.cli(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code, 0, "plan not empty:\n{out}\n{err}");
+}

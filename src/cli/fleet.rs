@@ -232,7 +232,7 @@ pub fn agent_cmd(a: AgentArgs) -> ExitCode {
 #[derive(Debug, Clone, clap::Args)]
 pub struct RemoteArgs {
     /// Run against the controller at URL instead of the local Docker engine.
-    #[arg(long, env = "RECONCILE_CONTROLLER", value_name = "URL")]
+    #[arg(long, env = "RECONCILE_CONTROLLER", value_name = "URL", global = true)]
     pub controller: Option<String>,
     /// The controller's API token.
     #[arg(

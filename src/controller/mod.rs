@@ -394,7 +394,14 @@ impl Controller {
             nodes: obs.nodes,
             ..ObservedState::default()
         };
-        self.lock().stored.clone().into_observed(&mut o);
+        let s = self.lock();
+        o.draining = s
+            .nodes
+            .values()
+            .filter(|n| n.record.status == NodeStatus::Draining)
+            .map(|n| n.record.info.name.clone())
+            .collect();
+        s.stored.clone().into_observed(&mut o);
         o
     }
 

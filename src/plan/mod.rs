@@ -767,10 +767,14 @@ fn plan_service(
         }
     };
 
+    // Tasks on a draining node are replaced like tasks of an old
+    // configuration: new ones start elsewhere before they stop.
+    let on_draining = |t: &Task| observed.draining.contains(&t.node);
     let (current, old): (Vec<&Task>, Vec<&Task>) = live
         .iter()
         .copied()
-        .partition(|t| t.config_hash == target_hash && !replace);
+        .partition(|t| t.config_hash == target_hash && !replace && !on_draining(t));
+    let draining = old.iter().filter(|t| on_draining(t)).count();
     let grace = i64::from(spec.health_check_grace_period_seconds);
     let unhealthy: Vec<&Task> = current
         .iter()
@@ -790,6 +794,10 @@ fn plan_service(
         reasons.push(format!(
             "new deployment: task definition {family}:{} -> {family}:{revision}",
             prev_revision.unwrap_or(0)
+        ));
+    } else if !new_deployment && draining > 0 {
+        reasons.push(format!(
+            "{draining} task(s) on draining node(s) are replaced on other nodes"
         ));
     } else if new_deployment {
         let changed: Vec<&String> = fingerprints
@@ -825,6 +833,8 @@ fn plan_service(
             t,
             if replace {
                 "service recreated".into()
+            } else if on_draining(t) && t.config_hash == target_hash {
+                format!("node {} is draining", t.node)
             } else if t.revision != revision {
                 format!("replaced by revision {revision} (rolling deployment)")
             } else {
