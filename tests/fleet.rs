@@ -76,6 +76,15 @@ impl Fleet {
     /// A fleet whose source is `manifests` (with CLUSTER replaced by a
     /// unique cluster name), with a running controller and three agents.
     fn start(test: &str, manifests: &str) -> Option<Fleet> {
+        Fleet::start_with(test, manifests, |_| Vec::new())
+    }
+
+    /// Like [`Fleet::start`], with extra `--attribute`s for agent i.
+    fn start_with(
+        test: &str,
+        manifests: &str,
+        attributes: impl Fn(usize) -> Vec<String>,
+    ) -> Option<Fleet> {
         if !netns::available() {
             return None;
         }
@@ -85,7 +94,8 @@ impl Fleet {
         std::fs::create_dir_all(dir.path().join("src")).unwrap();
         // First the cluster alone: the service is committed once every node
         // has joined, so that its placement sees all three.
-        let cluster_only = manifests.split("\n---\n").next().unwrap();
+        let cluster_only =
+            "apiVersion: reconcile/v1alpha1\nkind: Cluster\nmetadata: {name: CLUSTER}\nspec: {}\n";
         std::fs::write(
             dir.path().join("src/fleet.yaml"),
             cluster_only.replace("CLUSTER", &cluster),
@@ -105,7 +115,7 @@ impl Fleet {
         };
         f.start_controller();
         for i in 0..3 {
-            let agent = f.spawn_agent(i);
+            let agent = f.spawn_agent(i, &attributes(i));
             f.agents.push(Some(agent));
         }
         f.wait_for("three active nodes", Duration::from_secs(30), |f| {
@@ -166,7 +176,7 @@ impl Fleet {
         });
     }
 
-    fn spawn_agent(&self, i: usize) -> Child {
+    fn spawn_agent(&self, i: usize, attributes: &[String]) -> Child {
         let mut cmd = self.lab.command(i, bin().to_str().unwrap());
         cmd.args([
             "agent",
@@ -174,14 +184,17 @@ impl Fleet {
             &self.url(),
             "--cluster",
             &self.cluster,
-        ])
-        .args(["--name", &format!("node{i}")])
-        .args(["--attribute", &format!("zone={}", ZONES[i])])
-        .args(["--cpu", "4096", "--memory", "4096"])
-        .env("RECONCILE_JOIN_TOKEN", JOIN)
-        .stdin(Stdio::null())
-        .stdout(self.log(&format!("agent{i}")))
-        .stderr(self.log(&format!("agent{i}")));
+        ]);
+        for a in attributes {
+            cmd.args(["--attribute", a]);
+        }
+        cmd.args(["--name", &format!("node{i}")])
+            .args(["--attribute", &format!("zone={}", ZONES[i])])
+            .args(["--cpu", "4096", "--memory", "4096"])
+            .env("RECONCILE_JOIN_TOKEN", JOIN)
+            .stdin(Stdio::null())
+            .stdout(self.log(&format!("agent{i}")))
+            .stderr(self.log(&format!("agent{i}")));
         cmd.spawn().unwrap()
     }
 
@@ -571,6 +584,74 @@ fn a_drained_node_hands_its_tasks_to_the_others() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    let (code, out, err) = f.cli(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code, 0, "plan not empty:\n{out}\n{err}");
+}
+
+#[test]
+fn capacity_provider_strategy_splits_tasks_by_base_and_weight() {
+    let _g = lock();
+    // node0 (zone a) is on-demand, node1 and node2 are spot. Base 1 on
+    // on-demand, then 1:2 by weight: 3 tasks on each provider.
+    let source = r#"apiVersion: reconcile/v1alpha1
+kind: Cluster
+metadata: {name: CLUSTER}
+spec:
+  capacityProviders: [on-demand, spot]
+---
+apiVersion: reconcile/v1alpha1
+kind: CapacityProvider
+metadata: {name: on-demand}
+spec:
+  nodeSelector: {zone: a}
+---
+apiVersion: reconcile/v1alpha1
+kind: CapacityProvider
+metadata: {name: spot}
+spec:
+  nodeSelector: {lifecycle: spot}
+---
+apiVersion: reconcile/v1alpha1
+kind: TaskDefinition
+metadata: {name: app}
+spec:
+  networkMode: none
+  containerDefinitions:
+    - name: app
+      image: busybox:stable
+      command: [sleep, "3600"]
+      memory: 32
+      stopTimeout: 1
+---
+apiVersion: reconcile/v1alpha1
+kind: Service
+metadata: {name: app}
+spec:
+  cluster: CLUSTER
+  taskDefinition: app
+  desiredCount: 6
+  capacityProviderStrategy:
+    - {capacityProvider: on-demand, base: 1, weight: 1}
+    - {capacityProvider: spot, weight: 2}
+"#;
+    let Some(f) = Fleet::start_with("cpstrat", source, |i| {
+        if i == 0 {
+            vec![]
+        } else {
+            vec!["lifecycle=spot".to_string()]
+        }
+    }) else {
+        return;
+    };
+    f.wait_for("6 running tasks", Duration::from_secs(60), |f| {
+        f.running().len() == 6
+    });
+    let n = f.per_node();
+    assert_eq!(
+        n[0], 3,
+        "on-demand: base 1 plus a third of the other 5: {n:?}"
+    );
+    assert_eq!(n[1] + n[2], 3, "spot: {n:?}");
     let (code, out, err) = f.cli(&["plan", "--detailed-exitcode"]);
     assert_eq!(code, 0, "plan not empty:\n{out}\n{err}");
 }

@@ -569,6 +569,7 @@ fn scheduler_nodes(
         .iter()
         .map(|n| {
             let mut node = scheduler::Node::new(n.name.clone(), n.cpu, n.memory);
+            node.capacity_provider = provider_of(desired, n);
             node.attributes = n.attributes.clone();
             node.agent_version = env!("CARGO_PKG_VERSION").to_string();
             node
@@ -622,6 +623,23 @@ fn scheduler_nodes(
         }
     }
     nodes
+}
+
+/// The capacity provider a node belongs to: the first provider attached to
+/// its cluster whose nodeSelector its attributes match.
+fn provider_of(desired: &DesiredState, n: &crate::model::NodeInfo) -> Option<String> {
+    let cluster = desired.clusters.get(&n.cluster)?;
+    cluster
+        .capacity_providers
+        .iter()
+        .find(|p| {
+            desired.capacity_providers.get(*p).is_some_and(|cp| {
+                cp.node_selector
+                    .iter()
+                    .all(|(k, v)| n.attributes.get(k) == Some(v))
+            })
+        })
+        .cloned()
 }
 
 /// Nodes of a cluster (a node whose cluster is `*` serves every cluster:
@@ -749,7 +767,7 @@ fn plan_service(
 
     // Task-level consequences. What placement needs is built only when
     // something is placed: a converged service skips it.
-    let placement = || PlacementInputs::new(observed, cluster, name, td, spec);
+    let placement = || PlacementInputs::new(desired, observed, cluster, name, td, spec);
     let mut inputs: Option<PlacementInputs> = None;
     let desired_count = match spec.scheduling_strategy {
         SchedulingStrategy::Replica => spec.desired_count.unwrap_or(0),
@@ -913,6 +931,20 @@ fn plan_service(
             }
         }
         let daemon = spec.scheduling_strategy == SchedulingStrategy::Daemon;
+        // The strategy's bases count the service's tasks already running on
+        // each provider.
+        let mut already: BTreeMap<String, u32> = BTreeMap::new();
+        if !p.providers.is_empty() {
+            for t in &keep {
+                if let Some(pr) = nodes
+                    .iter()
+                    .find(|n| n.name == t.node)
+                    .and_then(|n| n.capacity_provider.clone())
+                {
+                    *already.entry(pr).or_default() += 1;
+                }
+            }
+        }
         let (names, failure) = with_cluster_view(nodes, &p.indices, |view| {
             if daemon {
                 let t = scheduler::daemon_targets(view, &req);
@@ -922,7 +954,7 @@ fn plan_service(
                 }
                 (names, t.failures.into_iter().next().map(|(_, f)| f))
             } else {
-                let p = scheduler::place(view, &req, start, &BTreeMap::new(), opts.seed);
+                let p = scheduler::place(view, &req, start, &already, opts.seed);
                 let names = p
                     .assignments
                     .iter()
@@ -1021,6 +1053,9 @@ fn plan_service(
 /// group, constraints and reservation.
 struct PlacementInputs {
     indices: Vec<usize>,
+    /// The service's capacity provider strategy, else its cluster's default;
+    /// empty on a standalone host (one node serving every cluster).
+    providers: Vec<crate::manifest::CapacityProviderStrategyItem>,
     group: String,
     constraints: Vec<scheduler::Constraint>,
     cpu: u32,
@@ -1030,6 +1065,7 @@ struct PlacementInputs {
 
 impl PlacementInputs {
     fn new(
+        desired: &DesiredState,
         observed: &ObservedState,
         cluster: &str,
         name: &str,
@@ -1053,6 +1089,17 @@ impl PlacementInputs {
             })
             .collect();
         PlacementInputs {
+            providers: if observed.nodes.iter().any(|n| n.cluster == "*") {
+                Vec::new()
+            } else if spec.capacity_provider_strategy.is_empty() {
+                desired
+                    .clusters
+                    .get(cluster)
+                    .map(|c| c.default_capacity_provider_strategy.clone())
+                    .unwrap_or_default()
+            } else {
+                spec.capacity_provider_strategy.clone()
+            },
             indices: cluster_node_indices(observed, cluster),
             group: format!("service:{name}"),
             constraints,
@@ -1073,7 +1120,7 @@ impl PlacementInputs {
             host_ports: self.ports.clone(),
             constraints: &self.constraints,
             strategy: &spec.placement_strategy,
-            capacity_provider_strategy: &[],
+            capacity_provider_strategy: &self.providers,
         }
     }
 }
