@@ -27,6 +27,8 @@ pub struct Config {
     /// Override the CPU units / MiB the engine reports.
     pub cpu: Option<u32>,
     pub memory: Option<u32>,
+    /// Trust only this CA for an https:// controller.
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 fn log(message: &str) {
@@ -97,10 +99,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             .await
             .map_err(|e| e.message)?,
     );
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| format!("HTTP client: {e}"))?;
+    let client = crate::tls::client(config.ca_cert.as_deref(), Duration::from_secs(10))?;
     let url = format!(
         "{}/v1/nodes/{}/heartbeat",
         config.controller.trim_end_matches('/'),

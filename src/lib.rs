@@ -18,6 +18,7 @@ pub mod secrets;
 pub mod source;
 pub mod store;
 pub mod suggest;
+pub mod tls;
 pub mod validate;
 pub mod wire;
 pub mod yaml;

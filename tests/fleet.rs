@@ -42,6 +42,8 @@ struct Fleet {
     port: u16,
     controller: Option<Child>,
     agents: Vec<Option<Child>>,
+    /// With TLS: the CA that signed the controller's certificate.
+    ca: Option<PathBuf>,
 }
 
 impl Drop for Fleet {
@@ -79,11 +81,25 @@ impl Fleet {
         Fleet::start_with(test, manifests, |_| Vec::new())
     }
 
+    /// Like [`Fleet::start`] with the controller serving HTTPS.
+    fn start_tls(test: &str, manifests: &str) -> Option<Fleet> {
+        Fleet::start_full(test, manifests, |_| Vec::new(), true)
+    }
+
     /// Like [`Fleet::start`], with extra `--attribute`s for agent i.
     fn start_with(
         test: &str,
         manifests: &str,
         attributes: impl Fn(usize) -> Vec<String>,
+    ) -> Option<Fleet> {
+        Fleet::start_full(test, manifests, attributes, false)
+    }
+
+    fn start_full(
+        test: &str,
+        manifests: &str,
+        attributes: impl Fn(usize) -> Vec<String>,
+        tls: bool,
     ) -> Option<Fleet> {
         if !netns::available() {
             return None;
@@ -112,7 +128,11 @@ impl Fleet {
             port,
             controller: None,
             agents: Vec::new(),
+            ca: None,
         };
+        if tls {
+            f.ca = Some(f.make_certificates());
+        }
         f.start_controller();
         for i in 0..3 {
             let agent = f.spawn_agent(i, &attributes(i));
@@ -134,7 +154,29 @@ impl Fleet {
     }
 
     fn url(&self) -> String {
-        format!("http://{}:{}", self.lab.bridge_ip(), self.port)
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}:{}", self.lab.bridge_ip(), self.port)
+    }
+
+    /// A CA and a certificate for the controller's address, signed by it;
+    /// returns the CA's path.
+    fn make_certificates(&self) -> PathBuf {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec![self.lab.bridge_ip().to_string()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let d = self.dir.path();
+        std::fs::write(d.join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(d.join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(d.join("key.pem"), key.serialize_pem()).unwrap();
+        d.join("ca.pem")
     }
 
     fn log(&self, name: &str) -> std::fs::File {
@@ -164,6 +206,15 @@ impl Fleet {
                 "3",
             ])
             .args(["--settle", "1", "--step-timeout", "60"])
+            .args(match &self.ca {
+                Some(_) => vec![
+                    "--tls-cert".to_string(),
+                    self.dir.path().join("cert.pem").display().to_string(),
+                    "--tls-key".to_string(),
+                    self.dir.path().join("key.pem").display().to_string(),
+                ],
+                None => vec![],
+            })
             .env("RECONCILE_JOIN_TOKEN", JOIN)
             .env("RECONCILE_API_TOKEN", API)
             .stdout(self.log("controller"))
@@ -188,6 +239,9 @@ impl Fleet {
         for a in attributes {
             cmd.args(["--attribute", a]);
         }
+        if let Some(ca) = &self.ca {
+            cmd.arg("--ca-cert").arg(ca);
+        }
         cmd.args(["--name", &format!("node{i}")])
             .args(["--attribute", &format!("zone={}", ZONES[i])])
             .args(["--cpu", "4096", "--memory", "4096"])
@@ -202,6 +256,11 @@ impl Fleet {
         let out = Command::new(bin())
             .args(args)
             .args(["--controller", &self.url()])
+            .args(
+                self.ca
+                    .iter()
+                    .flat_map(|ca| ["--ca-cert".into(), ca.display().to_string()]),
+            )
             .env("RECONCILE_API_TOKEN", API)
             .output()
             .unwrap();
@@ -654,4 +713,36 @@ spec:
     assert_eq!(n[1] + n[2], 3, "spot: {n:?}");
     let (code, out, err) = f.cli(&["plan", "--detailed-exitcode"]);
     assert_eq!(code, 0, "plan not empty:\n{out}\n{err}");
+}
+
+#[test]
+fn agents_and_cli_talk_to_the_controller_over_tls() {
+    let _g = lock();
+    let Some(f) = Fleet::start_tls("tls", &manifests(3, "")) else {
+        return;
+    };
+    f.wait_for("3 running tasks", Duration::from_secs(60), |f| {
+        f.running().len() == 3
+    });
+    let (code, out, err) = f.cli(&["nodes"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.matches("ACTIVE").count(), 3, "{out}");
+    // Without the CA the controller's certificate is not trusted.
+    let out = Command::new(bin())
+        .args(["nodes", "--controller", &f.url()])
+        .env("RECONCILE_API_TOKEN", API)
+        .env_remove("RECONCILE_CA_CERT")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot reach the controller"), "{err}");
+    // Plain HTTP to the TLS port gets no API answer.
+    let plain = f.url().replace("https://", "http://");
+    let out = Command::new(bin())
+        .args(["nodes", "--controller", &plain])
+        .env("RECONCILE_API_TOKEN", API)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
 }

@@ -88,6 +88,12 @@ pub struct ControllerArgs {
     /// Give up waiting for a rollout step after this many seconds.
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     step_timeout: u64,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 pub fn controller_cmd(a: ControllerArgs) -> ExitCode {
@@ -122,6 +128,13 @@ pub fn controller_cmd(a: ControllerArgs) -> ExitCode {
         settle: Duration::from_secs(a.settle),
         step_timeout: Duration::from_secs(a.step_timeout),
     };
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(cert), Some(key)) => match crate::tls::server_config(cert, key) {
+            Ok(t) => Some(t),
+            Err(e) => return usage(e),
+        },
+        _ => None,
+    };
     let c = match Controller::open(config) {
         Ok(c) => c,
         Err(e) => return failure(e),
@@ -135,11 +148,19 @@ pub fn controller_cmd(a: ControllerArgs) -> ExitCode {
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or(a.listen);
-        controller::log(&format!("controller listening on http://{addr}"));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        controller::log(&format!("controller listening on {scheme}://{addr}"));
+        let served = c.clone();
+        let server = async move {
+            match tls {
+                Some(t) => controller::http::serve_tls(served, listener, t).await,
+                None => controller::http::serve(served, listener).await,
+            }
+        };
         // The loop runs on this task, not spawned: apply's future is not
         // provably Send (a compiler limitation with higher-ranked closures).
         tokio::select! {
-            r = controller::http::serve(c.clone(), listener) => match r {
+            r = server => match r {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => failure(e),
             },
@@ -181,6 +202,9 @@ pub struct AgentArgs {
     /// Memory to offer in MiB (default: the engine's memory).
     #[arg(long, value_name = "MIB")]
     memory: Option<u32>,
+    /// Trust only this CA (PEM) for an https:// controller.
+    #[arg(long, env = "RECONCILE_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
 }
 
 pub fn agent_cmd(a: AgentArgs) -> ExitCode {
@@ -216,6 +240,7 @@ pub fn agent_cmd(a: AgentArgs) -> ExitCode {
         token: a.token,
         cpu: a.cpu,
         memory: a.memory,
+        ca_cert: a.ca_cert,
     };
     tokio_block(async move {
         tokio::select! {
@@ -239,9 +264,13 @@ pub struct RemoteArgs {
         long,
         env = "RECONCILE_API_TOKEN",
         hide_env_values = true,
-        value_name = "TOKEN"
+        value_name = "TOKEN",
+        global = true
     )]
     pub token: Option<String>,
+    /// Trust only this CA (PEM) for an https:// controller.
+    #[arg(long, env = "RECONCILE_CA_CERT", value_name = "FILE", global = true)]
+    pub ca_cert: Option<PathBuf>,
 }
 
 struct Client {
@@ -259,10 +288,8 @@ impl Client {
         let token = r.token.clone().ok_or_else(|| {
             usage("--token (or RECONCILE_API_TOKEN) is required with --controller")
         })?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(failure)?;
+        let http =
+            crate::tls::client(r.ca_cert.as_deref(), Duration::from_secs(30)).map_err(usage)?;
         Ok(Client {
             base: base.trim_end_matches('/').to_string(),
             token,

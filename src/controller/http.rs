@@ -226,3 +226,58 @@ pub async fn serve(c: Arc<Controller>, listener: tokio::net::TcpListener) -> std
     )
     .await
 }
+
+/// Serve the API over TLS on `listener` until the process ends. Each
+/// connection is handshaken on its own task, with a time limit, so a slow
+/// or broken client holds up nobody else.
+pub async fn serve_tls(
+    c: Arc<Controller>,
+    listener: tokio::net::TcpListener,
+    config: Arc<rustls::ServerConfig>,
+) -> std::io::Result<()> {
+    use tower::ServiceExt;
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let app = router(c);
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                log(&format!("accept failed: {e}"));
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                acceptor.accept(tcp),
+            )
+            .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    log(&format!("TLS handshake with {peer} failed: {e}"));
+                    return;
+                }
+                Err(_) => {
+                    log(&format!("TLS handshake with {peer} timed out"));
+                    return;
+                }
+            };
+            let svc = app.map_request(
+                move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    req
+                },
+            );
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(
+                        hyper_util::rt::TokioIo::new(tls),
+                        hyper_util::service::TowerToHyperService::new(svc),
+                    )
+                    .await;
+        });
+    }
+}
