@@ -45,18 +45,31 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
 /// trusted.
 pub fn client(ca: Option<&Path>, timeout: std::time::Duration) -> Result<reqwest::Client, String> {
     install_provider();
-    let mut b = reqwest::Client::builder().timeout(timeout);
-    if let Some(ca) = ca {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in certificates(ca, "--ca-cert")? {
-            roots
-                .add(c)
-                .map_err(|e| format!("--ca-cert `{}`: {e}", ca.display()))?;
-        }
+    let with_roots = |roots: rustls::RootCertStore| {
         let config = rustls::ClientConfig::builder()
             .with_root_certificates(roots)
             .with_no_client_auth();
-        b = b.tls_backend_preconfigured(config);
+        reqwest::Client::builder()
+            .timeout(timeout)
+            .tls_backend_preconfigured(config)
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))
+    };
+    match ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in certificates(ca, "--ca-cert")? {
+                roots
+                    .add(c)
+                    .map_err(|e| format!("--ca-cert `{}`: {e}", ca.display()))?;
+            }
+            with_roots(roots)
+        }
+        // The system's roots; where there are none (a minimal container),
+        // plain HTTP still works and HTTPS needs --ca-cert.
+        None => reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .or_else(|_| with_roots(rustls::RootCertStore::empty())),
     }
-    b.build().map_err(|e| format!("HTTP client: {e}"))
 }

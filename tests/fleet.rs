@@ -69,6 +69,16 @@ impl Drop for Fleet {
             args.extend(ids);
             docker(&args);
         }
+        // Agent images the controller built for managed scaling (an image
+        // still used by another run's container is kept).
+        let images = docker(&["images", "-q", "reconcile-agent"]);
+        for image in images.split_whitespace() {
+            let _ = Command::new("docker")
+                .args(["rmi", image])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 
@@ -745,4 +755,116 @@ fn agents_and_cli_talk_to_the_controller_over_tls() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
+}
+
+/// Nodes launched by managed scaling, as `docker ps` shows them.
+fn launched_nodes(cluster: &str) -> Vec<String> {
+    let out = docker(&[
+        "ps",
+        "--filter",
+        &format!("label=reconcile.io/cluster={cluster}"),
+        "--filter",
+        "label=reconcile.io/launched-by",
+        "--format",
+        "{{.Label \"reconcile.io/node\"}}",
+    ]);
+    let mut v: Vec<String> = out.lines().map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn managed_scaling_launches_nodes_for_unplaced_tasks_and_retires_idle_ones() {
+    let _g = lock();
+    // The three static nodes are not in provider `auto`: its tasks need
+    // nodes the controller launches (agent containers on this engine).
+    let source = |count: u32| {
+        format!(
+            r#"apiVersion: reconcile/v1alpha1
+kind: Cluster
+metadata: {{name: CLUSTER}}
+spec:
+  capacityProviders: [auto]
+---
+apiVersion: reconcile/v1alpha1
+kind: CapacityProvider
+metadata: {{name: auto}}
+spec:
+  nodeSelector: {{pool: auto}}
+  managedScaling:
+    status: ENABLED
+    targetCapacity: 100
+    instanceWarmupPeriod: 0
+  managedTerminationProtection: ENABLED
+  nodeTemplate:
+    attributes: {{pool: auto}}
+    minimumSize: 0
+    maximumSize: 3
+---
+apiVersion: reconcile/v1alpha1
+kind: TaskDefinition
+metadata: {{name: app}}
+spec:
+  networkMode: none
+  containerDefinitions:
+    - name: app
+      image: busybox:stable
+      command: [sleep, "3600"]
+      memory: 32
+      stopTimeout: 1
+---
+apiVersion: reconcile/v1alpha1
+kind: Service
+metadata: {{name: app}}
+spec:
+  cluster: CLUSTER
+  taskDefinition: app
+  desiredCount: {count}
+  placementConstraints:
+    - {{type: distinctInstance}}
+  capacityProviderStrategy:
+    - {{capacityProvider: auto, weight: 1}}
+"#
+        )
+    };
+    let Some(f) = Fleet::start("scale", &source(2)) else {
+        return;
+    };
+    f.wait_for(
+        "2 tasks on 2 launched nodes",
+        Duration::from_secs(120),
+        |f| {
+            let r = f.running();
+            let tasks: Vec<_> = r.iter().filter(|(t, _)| !t.is_empty()).collect();
+            tasks.len() == 2 && tasks.iter().all(|(_, n)| n.starts_with("auto-"))
+        },
+    );
+    let nodes = launched_nodes(&f.cluster);
+    assert_eq!(nodes.len(), 2, "{nodes:?}");
+    let busy_before: Vec<String> = f.running().into_iter().map(|(_, n)| n).collect();
+    // Scale in: one node goes idle and is removed; the busy one stays
+    // (termination protection).
+    std::fs::write(
+        f.dir.path().join("src/fleet.yaml"),
+        source(1).replace("CLUSTER", &f.cluster),
+    )
+    .unwrap();
+    let (code, out, err) = f.cli(&["apply"]);
+    assert_eq!(code, 0, "{out}{err}");
+    f.wait_for("one launched node left", Duration::from_secs(60), |f| {
+        launched_nodes(&f.cluster).len() == 1
+    });
+    let left = launched_nodes(&f.cluster);
+    let running: Vec<(String, String)> = f
+        .running()
+        .into_iter()
+        .filter(|(t, _)| !t.is_empty())
+        .collect();
+    assert_eq!(running.len(), 1, "{running:?}");
+    assert_eq!(running[0].1, left[0], "the node that runs the task is kept");
+    assert!(busy_before.contains(&left[0]));
+    let s = f.status();
+    let events = s["events"].to_string();
+    assert!(events.contains("launching 2 node(s)"), "{events}");
+    assert!(events.contains("removing idle node"), "{events}");
 }

@@ -94,6 +94,14 @@ pub struct ControllerArgs {
     /// Private key of --tls-cert (PEM).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// The URL nodes launched by managed scaling use to reach the
+    /// controller (they run on this host's network). Default: the --listen
+    /// address, with 0.0.0.0 read as 127.0.0.1.
+    #[arg(long, value_name = "URL")]
+    advertise_url: Option<String>,
+    /// The CA nodes launched by managed scaling trust (with TLS).
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
 }
 
 pub fn controller_cmd(a: ControllerArgs) -> ExitCode {
@@ -117,7 +125,18 @@ pub fn controller_cmd(a: ControllerArgs) -> ExitCode {
             a.source.display()
         ));
     }
+    let scheme = if a.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let advertise_url = a
+        .advertise_url
+        .clone()
+        .unwrap_or_else(|| format!("{scheme}://{}", a.listen.replace("0.0.0.0", "127.0.0.1")));
     let config = controller::Config {
+        advertise_url,
+        ca_cert: a.ca_cert.clone(),
         source: a.source,
         data_dir: a.data_dir,
         join_token: a.join_token,

@@ -19,7 +19,9 @@
 //!   elsewhere.
 
 pub mod http;
+pub mod launcher;
 pub mod openapi;
+pub mod scaling;
 pub mod store;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -63,6 +65,10 @@ pub struct Config {
     pub settle: Duration,
     /// A rollout step gives up after this long.
     pub step_timeout: Duration,
+    /// The URL nodes launched by managed scaling reach the controller at.
+    pub advertise_url: String,
+    /// The CA those nodes trust (with TLS).
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// Live state of a node: its record plus what its agent last said.
@@ -83,6 +89,12 @@ struct State {
     clusters: BTreeSet<String>,
     last_error: Option<String>,
     stored: Stored,
+    /// The desired state of the last valid source.
+    desired: Option<DesiredState>,
+    /// Tasks the last plan could not place, by service key.
+    unplaced: BTreeMap<String, u32>,
+    /// Nodes launched by managed scaling that have not joined yet.
+    joining: BTreeMap<String, (String, Instant)>,
 }
 
 pub struct Controller {
@@ -93,6 +105,8 @@ pub struct Controller {
     /// Wakes the reconcile loop early (node joined or lost, sync request).
     wake: Notify,
     resolver: Resolver,
+    /// Launches nodes for managed scaling; connected on first need.
+    launcher: tokio::sync::OnceCell<Result<launcher::Launcher, String>>,
 }
 
 fn unix_now() -> i64 {
@@ -142,10 +156,14 @@ impl Controller {
                 clusters: BTreeSet::new(),
                 last_error: None,
                 stored: loaded.stored,
+                desired: None,
+                unplaced: BTreeMap::new(),
+                joining: BTreeMap::new(),
             }),
             started: Instant::now(),
             wake: Notify::new(),
             resolver,
+            launcher: tokio::sync::OnceCell::new(),
         }))
     }
 
@@ -237,6 +255,7 @@ impl Controller {
                     n.reported = hb.tasks;
                 }
                 None => {
+                    s.joining.remove(name);
                     changed = Some(format!(
                         "node {name} joined cluster {} ({} CPU units, {} MiB)",
                         hb.cluster, hb.cpu, hb.memory
@@ -465,6 +484,18 @@ impl Controller {
         let observed = self.observed_state();
         let mut p = plan::plan(&desired, &observed, &self.plan_options());
         p.errors.extend(secret_errors);
+        {
+            let mut s = self.lock();
+            s.desired = Some(desired.clone());
+            s.unplaced = p
+                .resource_changes
+                .iter()
+                .filter_map(|c| {
+                    let f = c.tasks.as_ref()?.placement_failure.as_ref()?;
+                    Some((format!("{}/{}", c.cluster.as_deref()?, c.name), f.unplaced))
+                })
+                .collect();
+        }
         if !p.errors.is_empty() {
             return Err(format!(
                 "the plan cannot be applied; nothing changed:\n  {}",
@@ -543,6 +574,7 @@ impl Controller {
                 (None, true) => self.event("reconcile succeeded".into()),
                 _ => {}
             }
+            self.autoscale().await;
             tokio::select! {
                 _ = tokio::time::sleep(self.config.interval) => {}
                 _ = self.wake.notified() => {}
@@ -779,5 +811,262 @@ impl apply::Sink for ControllerSink {
         let mut id = model::digest(&seed);
         id.push_str(&model::digest(&(seed, 1)));
         id
+    }
+}
+
+/// How long a launched node may take to join before it is given up.
+const JOIN_DEADLINE: Duration = Duration::from_secs(120);
+
+impl Controller {
+    async fn launcher(&self) -> Result<&launcher::Launcher, String> {
+        let owner = model::digest(&self.config.data_dir.display().to_string());
+        let r = self
+            .launcher
+            .get_or_init(|| {
+                launcher::Launcher::connect(
+                    owner,
+                    self.config.advertise_url.clone(),
+                    self.config.join_token.clone(),
+                    self.config.ca_cert.clone(),
+                )
+            })
+            .await;
+        r.as_ref().map_err(Clone::clone)
+    }
+
+    /// One pass of managed scaling over every provider that has it.
+    async fn autoscale(&self) {
+        let Some(desired) = self.lock().desired.clone() else {
+            return;
+        };
+        let managed: Vec<(&String, &crate::manifest::CapacityProviderSpec)> = desired
+            .capacity_providers
+            .iter()
+            .filter(|(_, p)| p.managed_scaling.status == crate::manifest::Toggle::Enabled)
+            .collect();
+        if managed.is_empty() {
+            return;
+        }
+        let l = match self.launcher().await {
+            Ok(l) => l,
+            Err(e) => {
+                log(&format!("managed scaling: {e}"));
+                return;
+            }
+        };
+        let launched = match l.launched().await {
+            Ok(v) => v,
+            Err(e) => {
+                log(&format!("managed scaling: {e}"));
+                return;
+            }
+        };
+        let now = unix_now();
+        for (name, spec) in managed {
+            let Some(cluster) = desired
+                .clusters
+                .iter()
+                .find(|(_, c)| c.capacity_providers.contains(name))
+                .map(|(k, _)| k.clone())
+            else {
+                continue;
+            };
+            let template = spec.node_template.clone().unwrap_or_default();
+            let view = {
+                // Launched nodes that never joined are given up.
+                let stale: Vec<String> = {
+                    let mut s = self.lock();
+                    let stale: Vec<String> = s
+                        .joining
+                        .iter()
+                        .filter(|(_, (p, t))| p == name && t.elapsed() > JOIN_DEADLINE)
+                        .map(|(n, _)| n.clone())
+                        .collect();
+                    for n in &stale {
+                        s.joining.remove(n);
+                    }
+                    stale
+                };
+                for n in &stale {
+                    self.event(format!(
+                        "capacity provider {name}: node {n} did not join within {} s; removing it",
+                        JOIN_DEADLINE.as_secs()
+                    ));
+                    let _ = l.retire(n).await;
+                }
+                let s = self.lock();
+                let nodes: Vec<scaling::ScalingNode> = s
+                    .nodes
+                    .values()
+                    .filter(|n| n.record.status != NodeStatus::Lost)
+                    .filter(|n| {
+                        plan::provider_of(&desired, &n.record.info).as_deref() == Some(name)
+                    })
+                    .map(|n| {
+                        let me = launched.iter().find(|x| x.name == n.record.info.name);
+                        scaling::ScalingNode {
+                            name: n.record.info.name.clone(),
+                            busy: s.assignments.values().any(|a| a.node == n.record.info.name)
+                                || n.reported.iter().any(|t| t.is_live()),
+                            launched: me.is_some(),
+                            age: Duration::from_secs(
+                                me.map_or(u64::MAX, |x| (now - x.created).max(0) as u64),
+                            ),
+                        }
+                    })
+                    .collect();
+                let joining = s.joining.values().filter(|(p, _)| p == name).count() as u32;
+                let needed_extra =
+                    self.needed_nodes(&desired, &cluster, name, &s.unplaced, l.engine);
+                scaling::ProviderView {
+                    target_capacity: spec.managed_scaling.target_capacity,
+                    min_step: spec.managed_scaling.minimum_scaling_step_size,
+                    max_step: spec.managed_scaling.maximum_scaling_step_size,
+                    min_size: template.minimum_size,
+                    max_size: template.maximum_size,
+                    warmup: Duration::from_secs(u64::from(
+                        spec.managed_scaling.instance_warmup_period,
+                    )),
+                    protection: spec.managed_termination_protection
+                        == crate::manifest::Toggle::Enabled,
+                    nodes,
+                    joining,
+                    needed_extra,
+                }
+            };
+            let (reservation, decision) = scaling::decide(&view);
+            match decision {
+                scaling::Decision::Hold => {}
+                scaling::Decision::Launch(k) => {
+                    self.event(format!(
+                        "capacity provider {name}: reservation {reservation}% (target {}%), launching {k} node(s)",
+                        spec.managed_scaling.target_capacity
+                    ));
+                    for _ in 0..k {
+                        let node = format!(
+                            "{name}-{}",
+                            &model::digest(&(now, name, std::time::SystemTime::now()))[..8]
+                        );
+                        match l.launch(&cluster, name, &node, &template.attributes).await {
+                            Ok(()) => {
+                                self.lock()
+                                    .joining
+                                    .insert(node.clone(), (name.clone(), Instant::now()));
+                            }
+                            Err(e) => {
+                                self.event(format!("capacity provider {name}: {e}"));
+                                break;
+                            }
+                        }
+                    }
+                }
+                scaling::Decision::Retire(names) => {
+                    for node in names {
+                        let busy = view.nodes.iter().any(|n| n.name == node && n.busy);
+                        if busy {
+                            // Without termination protection a busy node is
+                            // drained first; it is removed once empty.
+                            let draining = self
+                                .lock()
+                                .nodes
+                                .get(&node)
+                                .is_some_and(|n| n.record.status == NodeStatus::Draining);
+                            if !draining {
+                                let _ = self.set_node_status(&node, NodeStatus::Draining);
+                            }
+                            continue;
+                        }
+                        self.event(format!(
+                            "capacity provider {name}: reservation {reservation}% (target {}%), removing idle node {node}",
+                            spec.managed_scaling.target_capacity
+                        ));
+                        if let Err(e) = l.retire(&node).await {
+                            self.event(format!("capacity provider {name}: {e}"));
+                            continue;
+                        }
+                        self.forget_node(&node);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Nodes the unplaced tasks of services that use `provider` need: one
+    /// per task under distinctInstance, else their reservations over what a
+    /// launched node offers.
+    fn needed_nodes(
+        &self,
+        desired: &DesiredState,
+        cluster: &str,
+        provider: &str,
+        unplaced: &BTreeMap<String, u32>,
+        engine: (u32, u32),
+    ) -> u32 {
+        let mut total = 0;
+        for (key, k) in unplaced {
+            let Some(svc) = desired.services.get(key) else {
+                continue;
+            };
+            if key.split_once('/').map(|(c, _)| c) != Some(cluster) {
+                continue;
+            }
+            let strategy = if svc.spec.capacity_provider_strategy.is_empty() {
+                desired
+                    .clusters
+                    .get(cluster)
+                    .map(|c| c.default_capacity_provider_strategy.clone())
+                    .unwrap_or_default()
+            } else {
+                svc.spec.capacity_provider_strategy.clone()
+            };
+            // The provider that gets these tasks: the first of the strategy
+            // with a base or weight, or with no strategy any of the cluster.
+            let first = strategy
+                .iter()
+                .find(|i| i.base > 0 || i.weight > 0)
+                .map(|i| i.capacity_provider.as_str());
+            if strategy.is_empty() || first == Some(provider) {
+                let family = svc
+                    .spec
+                    .task_definition
+                    .split(':')
+                    .next()
+                    .unwrap_or_default();
+                let Some(td) = desired.task_definitions.get(family) else {
+                    continue;
+                };
+                let distinct = td
+                    .placement_constraints
+                    .iter()
+                    .chain(svc.spec.placement_constraints.iter())
+                    .any(|c| c.kind == crate::manifest::PlacementConstraintType::DistinctInstance);
+                let (cpu, mem, _) = model::reservation(td);
+                total += if distinct {
+                    *k
+                } else {
+                    let by_cpu = (k * cpu).div_ceil(engine.0.max(1));
+                    let by_mem = (k * mem).div_ceil(engine.1.max(1));
+                    by_cpu.max(by_mem).max(1)
+                };
+            }
+        }
+        total
+    }
+
+    /// Remove a retired node from the registry.
+    fn forget_node(&self, name: &str) {
+        let removed = {
+            let mut s = self.lock();
+            let had = s.nodes.remove(name).is_some();
+            if had {
+                if let Err(e) = self.db.delete_node(name) {
+                    log(&format!("error: {e}"));
+                }
+            }
+            had
+        };
+        if removed {
+            self.sync();
+        }
     }
 }

@@ -152,6 +152,14 @@ impl Db {
         })
     }
 
+    /// Forget a node (a retired one).
+    pub fn delete_node(&self, name: &str) -> Result<(), DbError> {
+        self.write(|tx| {
+            tx.open_table(NODES)?.remove(name)?;
+            Ok(())
+        })
+    }
+
     /// Record assignments and removals in one transaction.
     pub fn assign(&self, put: &[&AssignmentRecord], remove: &[&str]) -> Result<(), DbError> {
         let mut rows = Vec::with_capacity(put.len());

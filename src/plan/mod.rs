@@ -627,7 +627,7 @@ fn scheduler_nodes(
 
 /// The capacity provider a node belongs to: the first provider attached to
 /// its cluster whose nodeSelector its attributes match.
-fn provider_of(desired: &DesiredState, n: &crate::model::NodeInfo) -> Option<String> {
+pub fn provider_of(desired: &DesiredState, n: &crate::model::NodeInfo) -> Option<String> {
     let cluster = desired.clusters.get(&n.cluster)?;
     cluster
         .capacity_providers
