@@ -868,3 +868,26 @@ spec:
     assert!(events.contains("launching 2 node(s)"), "{events}");
     assert!(events.contains("removing idle node"), "{events}");
 }
+
+#[test]
+fn an_agent_restart_readopts_its_containers_without_restarting_them() {
+    let _g = lock();
+    let Some(mut f) = Fleet::start("agentrestart", &spread_by_zone()) else {
+        return;
+    };
+    f.wait_for("6 running tasks", Duration::from_secs(60), |f| {
+        f.running().len() == 6
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let before = f.started_at();
+    let mut agent = f.agents[1].take().unwrap();
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    f.agents[1] = Some(f.spawn_agent(1, &[]));
+    // Well within the node timeout (3 s): the node is never lost.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(f.started_at(), before, "agent log:\n{}", f.tail("agent1"));
+    let (code, out, err) = f.cli(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code, 0, "plan not empty:\n{out}\n{err}");
+}
