@@ -6,6 +6,7 @@ pub mod apply;
 pub mod cli;
 pub mod controller;
 pub mod expression;
+pub mod git;
 pub mod import;
 pub mod manifest;
 pub mod model;

@@ -120,6 +120,12 @@ pub struct EventRecord {
 #[serde(rename_all = "camelCase")]
 pub struct StatusReply {
     pub source: String,
+    /// The commit last fetched and the one last applied in full (git
+    /// sources).
+    pub fetched_commit: Option<String>,
+    pub applied_commit: Option<String>,
+    /// Suspended: nothing is applied until resumed.
+    pub suspended: bool,
     pub nodes: Vec<NodeView>,
     #[schemars(with = "Vec<serde_json::Value>")]
     pub tasks: Vec<Task>,
@@ -141,6 +147,8 @@ pub struct ServiceView {
     pub desired_count: Option<u32>,
     pub running: usize,
     pub pending: usize,
+    /// The commit the service was last changed from (git sources).
+    pub commit: Option<String>,
 }
 
 /// Body of every error reply.

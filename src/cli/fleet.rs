@@ -44,9 +44,25 @@ fn check_token(flag: &str, token: &str) -> Result<(), ExitCode> {
 
 #[derive(Debug, clap::Args)]
 pub struct ControllerArgs {
-    /// Directory of manifests to follow (read recursively).
-    #[arg(long, value_name = "DIR")]
-    source: PathBuf,
+    /// What to follow: a directory of manifests (watched), or `git+URL`
+    /// (a local path, file://, https:// or ssh:// repository).
+    #[arg(long, value_name = "DIR|git+URL")]
+    source: String,
+    /// Branch of a git source.
+    #[arg(long = "ref", value_name = "BRANCH", default_value = "main")]
+    reference: String,
+    /// Directory inside a git source's repository.
+    #[arg(long, value_name = "SUBDIR")]
+    path: Option<String>,
+    /// Secret shared with the git host's webhook (`POST /v1/webhook`,
+    /// `X-Hub-Signature-256`).
+    #[arg(
+        long,
+        env = "RECONCILE_WEBHOOK_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    webhook_secret: Option<String>,
     /// Address to serve the API on.
     #[arg(long, default_value = "127.0.0.1:7700", value_name = "ADDR")]
     listen: String,
@@ -119,12 +135,23 @@ pub fn controller_cmd(a: ControllerArgs) -> ExitCode {
     if Duration::from_millis(a.heartbeat_ms) * 2 > Duration::from_secs(a.node_timeout) {
         return usage("--node-timeout must be at least two heartbeats (--heartbeat-ms)");
     }
-    if !a.source.is_dir() {
-        return usage(format!(
-            "--source `{}` is not a directory",
-            a.source.display()
-        ));
-    }
+    let source =
+        match crate::git::GitSource::parse(&a.source, Some(&a.reference), a.path.as_deref()) {
+            Some(g) => controller::Source::Git(g),
+            None => {
+                if a.path.is_some() {
+                    return usage("--path applies to a git+URL source only");
+                }
+                let dir = PathBuf::from(&a.source);
+                if !dir.is_dir() {
+                    return usage(format!(
+                        "--source `{}` is neither a directory nor git+URL",
+                        a.source
+                    ));
+                }
+                controller::Source::Dir(dir)
+            }
+        };
     let scheme = if a.tls_cert.is_some() {
         "https"
     } else {
@@ -137,7 +164,8 @@ pub fn controller_cmd(a: ControllerArgs) -> ExitCode {
     let config = controller::Config {
         advertise_url,
         ca_cert: a.ca_cert.clone(),
-        source: a.source,
+        source,
+        webhook_secret: a.webhook_secret.clone(),
         data_dir: a.data_dir,
         join_token: a.join_token,
         api_token: a.api_token,
@@ -458,6 +486,35 @@ pub fn plan_remote(remote: &RemoteArgs, format: Format, detail: bool, detailed: 
     }
 }
 
+#[derive(Debug, clap::Args)]
+pub struct RemoteOnlyArgs {
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+/// `reconcile sync|suspend|resume --controller URL`.
+pub fn control_cmd(verb: &str, a: RemoteOnlyArgs) -> ExitCode {
+    let client = match Client::new(&a.remote) {
+        Ok(c) => c,
+        Err(c) => return c,
+    };
+    let path = format!("/v1/{verb}");
+    match tokio_block(client.call::<serde_json::Value>(reqwest::Method::POST, &path)) {
+        Ok(_) => {
+            println!(
+                "{}",
+                match verb {
+                    "sync" => "Reconcile requested; `reconcile status --controller URL` shows its outcome.",
+                    "suspend" => "Suspended: changes are planned and reported, not applied.",
+                    _ => "Resumed.",
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => failure(e),
+    }
+}
+
 /// `reconcile apply --controller URL`: the controller applies its own
 /// source; this asks it to reconcile now.
 pub fn apply_remote(remote: &RemoteArgs) -> ExitCode {
@@ -488,20 +545,36 @@ pub fn status_remote(remote: &RemoteArgs, format: Format) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     println!("Source: {}", s.source);
+    if let Some(c) = &s.applied_commit {
+        println!("Applied commit: {c}");
+    }
+    if s.fetched_commit.is_some() && s.fetched_commit != s.applied_commit {
+        println!(
+            "Fetched commit: {} (not applied)",
+            s.fetched_commit.as_deref().unwrap_or_default()
+        );
+    }
+    if s.suspended {
+        println!("SUSPENDED: nothing is applied until `reconcile resume`.");
+    }
     if let Some(e) = &s.last_error {
         println!("Last reconcile failed: {e}");
     }
     println!("\nServices:");
     for (k, v) in &s.services {
         println!(
-            "  {k}  {}:{}  running {}/{}  pending {}",
+            "  {k}  {}:{}  running {}/{}  pending {}{}",
             v.task_definition.split(':').next().unwrap_or_default(),
             v.revision,
             v.running,
             v.desired_count
                 .map(|d| d.to_string())
                 .unwrap_or_else(|| "daemon".into()),
-            v.pending
+            v.pending,
+            v.commit
+                .as_ref()
+                .map(|c| format!("  from commit {}", &c[..12.min(c.len())]))
+                .unwrap_or_default()
         );
     }
     println!("\nTasks:");

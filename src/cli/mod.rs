@@ -63,6 +63,13 @@ enum Command {
     Nodes(fleet::NodesArgs),
     /// Drain a node (its service tasks move to other nodes) or activate it.
     Node(fleet::NodeArgs),
+    /// Ask a controller to reconcile now (fetching a git source first).
+    Sync(fleet::RemoteOnlyArgs),
+    /// Stop a controller from applying: it still reads, validates and plans
+    /// its source and reports the plan.
+    Suspend(fleet::RemoteOnlyArgs),
+    /// Let a suspended controller apply again.
+    Resume(fleet::RemoteOnlyArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -111,6 +118,9 @@ pub fn main() -> ExitCode {
         Command::Agent(a) => fleet::agent_cmd(a),
         Command::Nodes(a) => fleet::nodes_cmd(a),
         Command::Node(a) => fleet::node_cmd(a),
+        Command::Sync(a) => fleet::control_cmd("sync", a),
+        Command::Suspend(a) => fleet::control_cmd("suspend", a),
+        Command::Resume(a) => fleet::control_cmd("resume", a),
     }
 }
 

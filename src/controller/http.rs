@@ -8,7 +8,9 @@
 //! | `POST /v1/nodes/{name}/activate` | CLI | undo a drain |
 //! | `GET /v1/status` | CLI | nodes, services, tasks, events |
 //! | `GET /v1/plan` | CLI | the plan the next reconcile would apply (JSON plan document) |
-//! | `POST /v1/sync` | CLI | reconcile now |
+//! | `POST /v1/sync` | CLI | reconcile now (fetching a git source first) |
+//! | `POST /v1/webhook` | git host (`X-Hub-Signature-256` with the webhook secret) or CLI | same as sync |
+//! | `POST /v1/suspend`, `POST /v1/resume` | CLI | stop and restart applying |
 //! | `GET /v1/openapi.json` | anyone | this API, described |
 //! | `GET /healthz` | anyone | liveness |
 //!
@@ -198,6 +200,88 @@ async fn sync(
         .into_response()
 }
 
+async fn suspend(
+    State(c): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    set_suspended(c, peer, headers, true)
+}
+
+async fn resume(
+    State(c): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    set_suspended(c, peer, headers, false)
+}
+
+fn set_suspended(c: Arc<Controller>, peer: SocketAddr, headers: HeaderMap, on: bool) -> Response {
+    if let Err(r) = authorize(&c, &headers, Role::Cli, peer, "suspend/resume") {
+        return *r;
+    }
+    match c.set_suspended(on) {
+        Ok(()) => Json(serde_json::json!({"suspended": on})).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// HMAC-SHA256 (RFC 2104), for webhook signatures.
+fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let pad = |b: u8| k.iter().map(|x| x ^ b).collect::<Vec<u8>>();
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(message)
+        .finalize();
+    Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
+/// A push notification from a git host: signed with the webhook secret
+/// (`X-Hub-Signature-256: sha256=HEX`, as GitHub and Gitea send it) or
+/// carrying the API token. The body is not trusted for anything else: the
+/// controller fetches the branch itself.
+async fn webhook(
+    State(c): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let signature = headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("sha256="));
+    let signed = match (signature, &c.config().webhook_secret) {
+        (Some(sig), Some(secret)) => {
+            let mac = hmac_sha256(secret.as_bytes(), &body);
+            let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+            token_matches(&sig.to_ascii_lowercase(), &hex)
+        }
+        _ => false,
+    };
+    if !signed {
+        if let Err(r) = authorize(&c, &headers, Role::Cli, peer, "POST /v1/webhook") {
+            return *r;
+        }
+    }
+    c.sync();
+    (
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({"sync": "requested"})),
+    )
+        .into_response()
+}
+
 async fn openapi() -> Response {
     Json(super::openapi::document()).into_response()
 }
@@ -211,6 +295,9 @@ pub fn router(c: Arc<Controller>) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/plan", get(plan))
         .route("/v1/sync", post(sync))
+        .route("/v1/webhook", post(webhook))
+        .route("/v1/suspend", post(suspend))
+        .route("/v1/resume", post(resume))
         .route("/v1/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok" }))
         // Heartbeats carry every task of a node; 16 MiB bounds a request.
@@ -279,5 +366,18 @@ pub async fn serve_tls(
                     )
                     .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hmac_matches_rfc_4231_case_2() {
+        let mac = super::hmac_sha256(b"Jefe", b"what do ya want for nothing?");
+        let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
     }
 }

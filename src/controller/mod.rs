@@ -45,10 +45,44 @@ use crate::wire::{
 };
 use store::{AssignmentRecord, Db, NodeRecord};
 
+/// Where the controller reads its desired state.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A directory, watched for changes.
+    Dir(PathBuf),
+    /// A git branch, fetched every interval and on webhook or sync.
+    Git(crate::git::GitSource),
+}
+
+impl Source {
+    pub fn display(&self) -> String {
+        match self {
+            Source::Dir(p) => p.display().to_string(),
+            Source::Git(g) => format!("git+{}", g.display()),
+        }
+    }
+}
+
+/// The commit a desired state was read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commit {
+    pub id: String,
+    pub summary: String,
+}
+
+impl Commit {
+    fn short(&self) -> &str {
+        &self.id[..12.min(self.id.len())]
+    }
+}
+
 /// How a controller runs.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub source: PathBuf,
+    pub source: Source,
+    /// Secret shared with the git host for `POST /v1/webhook`
+    /// (`X-Hub-Signature-256`); the API token is accepted too.
+    pub webhook_secret: Option<String>,
     pub data_dir: PathBuf,
     /// Agents present this token.
     pub join_token: String,
@@ -95,6 +129,13 @@ struct State {
     unplaced: BTreeMap<String, u32>,
     /// Nodes launched by managed scaling that have not joined yet.
     joining: BTreeMap<String, (String, Instant)>,
+    /// The commit last fetched, and the one last applied in full.
+    fetched: Option<Commit>,
+    applied: Option<Commit>,
+    /// Commit each service was last changed from.
+    commits: BTreeMap<String, String>,
+    /// Suspended: the source is still read and reported, nothing applied.
+    suspended: bool,
 }
 
 pub struct Controller {
@@ -126,7 +167,11 @@ impl Controller {
     pub fn open(config: Config) -> Result<Arc<Controller>, String> {
         let db = Db::open(&config.data_dir).map_err(|e| e.to_string())?;
         let loaded = db.load().map_err(|e| e.to_string())?;
-        let resolver = Resolver::for_source(&config.source);
+        let resolver = match &config.source {
+            Source::Dir(p) => Resolver::for_source(p),
+            // A repository holds no secrets: they live next to the data.
+            Source::Git(_) => Resolver::for_source(&config.data_dir),
+        };
         let mut nodes = BTreeMap::new();
         for r in loaded.nodes {
             nodes.insert(
@@ -159,6 +204,10 @@ impl Controller {
                 desired: None,
                 unplaced: BTreeMap::new(),
                 joining: BTreeMap::new(),
+                fetched: None,
+                applied: None,
+                commits: loaded.commits,
+                suspended: loaded.suspended,
             }),
             started: Instant::now(),
             wake: Notify::new(),
@@ -352,6 +401,25 @@ impl Controller {
         }
     }
 
+    /// Suspend or resume applying. While suspended the source is still read,
+    /// validated and planned, and the plan is reported; nothing is applied.
+    pub fn set_suspended(&self, suspended: bool) -> Result<(), String> {
+        {
+            let mut s = self.lock();
+            self.db
+                .save_suspended(suspended)
+                .map_err(|e| e.to_string())?;
+            s.suspended = suspended;
+        }
+        self.event(if suspended {
+            "suspended: changes are planned and reported, not applied".into()
+        } else {
+            "resumed".into()
+        });
+        self.sync();
+        Ok(())
+    }
+
     /// Set a node's status by hand (drain, activate).
     pub fn set_node_status(&self, name: &str, status: NodeStatus) -> Result<(), String> {
         {
@@ -424,10 +492,59 @@ impl Controller {
         o
     }
 
-    /// Read and validate the source. Invalid input is reported with
-    /// file:line:col and nothing is applied.
-    fn load(&self) -> Result<(DesiredState, Vec<String>), String> {
-        let files = source::read_dir(&self.config.source).map_err(|e| e.to_string())?;
+    /// Read the source: a directory as it is now; a git branch at the
+    /// commit just fetched (`fetch`) or last fetched.
+    fn read_source(&self, fetch: bool) -> Result<(Vec<source::RawFile>, Option<Commit>), String> {
+        match &self.config.source {
+            Source::Dir(p) => Ok((source::read_dir(p).map_err(|e| e.to_string())?, None)),
+            Source::Git(g) => {
+                let cache = self.config.data_dir.join("git");
+                let last = self.lock().fetched.clone();
+                let id = match (fetch, last) {
+                    (false, Some(c)) => c.id,
+                    _ => match g.fetch(&cache) {
+                        Ok(id) => id,
+                        Err(e) => {
+                            let running = self.lock().applied.clone();
+                            return Err(format!(
+                                "{e}; still running {}; retrying every {} s",
+                                running
+                                    .map(|c| format!("commit {}", c.short()))
+                                    .unwrap_or_else(|| "what was applied before".into()),
+                                self.config.interval.as_secs()
+                            ));
+                        }
+                    },
+                };
+                let snap = g.read(&cache, &id)?;
+                let commit = Commit {
+                    id: snap.commit,
+                    summary: snap.summary,
+                };
+                let mut s = self.lock();
+                if s.fetched.as_ref() != Some(&commit) {
+                    drop(s);
+                    self.event(format!(
+                        "fetched commit {} ({})",
+                        commit.short(),
+                        commit.summary
+                    ));
+                    s = self.lock();
+                }
+                s.fetched = Some(commit.clone());
+                Ok((snap.files, Some(commit)))
+            }
+        }
+    }
+
+    /// Read and validate the source as one unit. Invalid input is reported
+    /// with the commit and file:line:col, and nothing of it is applied.
+    fn load(&self, fetch: bool) -> Result<(DesiredState, Vec<String>, Option<Commit>), String> {
+        let (files, commit) = self.read_source(fetch)?;
+        let at = commit
+            .as_ref()
+            .map(|c| format!("commit {}: ", c.short()))
+            .unwrap_or_default();
         let v = validate::validate(files);
         if !v.is_valid() {
             let lines: Vec<String> = v
@@ -442,7 +559,7 @@ impl Controller {
                 })
                 .collect();
             return Err(format!(
-                "the source is invalid; nothing applied:\n  {}",
+                "{at}the source is invalid; nothing of it is applied:\n  {}",
                 lines.join("\n  ")
             ));
         }
@@ -456,12 +573,16 @@ impl Controller {
             .collect();
         let (fps, errors) = self.resolver.fingerprints(refs);
         desired.secret_fingerprints = fps;
-        Ok((desired, errors.into_iter().map(|e| e.to_string()).collect()))
+        Ok((
+            desired,
+            errors.into_iter().map(|e| e.to_string()).collect(),
+            commit,
+        ))
     }
 
     /// The plan the next reconcile would apply.
     pub fn plan(&self) -> Result<plan::Plan, String> {
-        let (desired, secret_errors) = self.load()?;
+        let (desired, secret_errors, _) = self.load(false)?;
         let observed = self.observed_state();
         let mut p = plan::plan(&desired, &observed, &self.plan_options());
         p.errors.extend(secret_errors);
@@ -471,7 +592,8 @@ impl Controller {
     fn plan_options(&self) -> plan::Options {
         plan::Options {
             now: unix_now(),
-            seed: u64::from_str_radix(&model::digest(&self.config.source)[..16], 16).unwrap_or(0),
+            seed: u64::from_str_radix(&model::digest(&self.config.source.display())[..16], 16)
+                .unwrap_or(0),
             allow_mass_delete: false,
             record_observed: false,
         }
@@ -479,7 +601,11 @@ impl Controller {
 
     /// One pass: load, plan, log the plan, apply it.
     pub async fn reconcile_once(self: &Arc<Self>) -> Result<bool, String> {
-        let (desired, secret_errors) = self.load()?;
+        let (desired, secret_errors, commit) = self.load(true)?;
+        let at = commit
+            .as_ref()
+            .map(|c| format!("commit {}: ", c.short()))
+            .unwrap_or_default();
         self.lock().clusters = desired.clusters.keys().cloned().collect();
         let observed = self.observed_state();
         let mut p = plan::plan(&desired, &observed, &self.plan_options());
@@ -498,12 +624,22 @@ impl Controller {
         }
         if !p.errors.is_empty() {
             return Err(format!(
-                "the plan cannot be applied; nothing changed:\n  {}",
+                "{at}the plan cannot be applied; nothing changed:\n  {}",
                 p.errors.join("\n  ")
             ));
         }
         if !p.has_changes() {
+            self.lock().applied = commit;
             return Ok(false);
+        }
+        if self.lock().suspended {
+            return Err(format!(
+                "{at}suspended: {} change(s) wait for `reconcile resume`",
+                p.resource_changes
+                    .iter()
+                    .filter(|c| c.action != plan::Action::NoOp)
+                    .count()
+            ));
         }
         // Nothing is applied that was not logged first.
         let text = render::text(
@@ -513,7 +649,13 @@ impl Controller {
                 detail: false,
             },
         );
-        log(&format!("applying:\n{text}"));
+        log(&format!(
+            "applying {}:\n{text}",
+            commit
+                .as_ref()
+                .map(|c| format!("commit {} ({})", c.short(), c.summary))
+                .unwrap_or_else(|| self.config.source.display())
+        ));
         let mut stored = self.lock().stored.clone();
         let fleet = Fleet {
             controller: self.clone(),
@@ -539,20 +681,72 @@ impl Controller {
         )
         .await;
         self.lock().stored = stored;
+        // The commit each changed service was applied from, even when
+        // another service failed: what did change came from this commit.
+        if let Some(c) = &commit {
+            let mut s = self.lock();
+            for ch in p
+                .changes()
+                .filter(|ch| ch.kind == crate::manifest::Kind::Service)
+            {
+                let key = format!("{}/{}", ch.cluster.as_deref().unwrap_or_default(), ch.name);
+                if ch.action == plan::Action::Delete {
+                    s.commits.remove(&key);
+                } else {
+                    s.commits.insert(key, c.id.clone());
+                }
+            }
+            if let Err(e) = self.db.save_commits(&s.commits) {
+                log(&format!("error: {e}"));
+            }
+        }
         match result {
             Ok(()) => {
                 self.event(format!(
-                    "applied: {} to add, {} to change, {} to destroy",
+                    "{at}applied: {} to add, {} to change, {} to destroy",
                     p.summary.add, p.summary.change, p.summary.destroy
                 ));
+                self.lock().applied = commit;
                 Ok(true)
             }
-            Err(e) => Err(format!("apply failed: {e}")),
+            Err(e) => Err(format!("{at}apply failed: {e}")),
         }
+    }
+
+    /// Watch a directory source: any change wakes the loop once the tree
+    /// has been quiet for the debounce time, so an editor's burst of
+    /// writes is one reconcile, of the tree as a whole.
+    fn watch(self: &Arc<Self>, dir: &std::path::Path) -> Result<(), String> {
+        use notify::Watcher;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let mut watcher = notify::recommended_watcher(move |r: notify::Result<notify::Event>| {
+            if r.is_ok_and(|e| !e.kind.is_access()) {
+                let _ = tx.send(());
+            }
+        })
+        .map_err(|e| format!("watching `{}`: {e}", dir.display()))?;
+        watcher
+            .watch(dir, notify::RecursiveMode::Recursive)
+            .map_err(|e| format!("watching `{}`: {e}", dir.display()))?;
+        let c = self.clone();
+        tokio::spawn(async move {
+            let _watcher = watcher;
+            while rx.recv().await.is_some() {
+                while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+                log("the source directory changed");
+                c.sync();
+            }
+        });
+        Ok(())
     }
 
     /// Run the reconcile loop and the node checker until the process ends.
     pub async fn run_loop(self: Arc<Self>) {
+        if let Source::Dir(dir) = &self.config.source {
+            if let Err(e) = self.watch(dir) {
+                self.event(format!("{e}; changes are picked up every interval instead"));
+            }
+        }
         let checker = self.clone();
         tokio::spawn(async move {
             loop {
@@ -642,12 +836,16 @@ impl Controller {
                         desired_count: svc.spec.desired_count,
                         running,
                         pending,
+                        commit: s.commits.get(key).cloned(),
                     },
                 )
             })
             .collect();
         StatusReply {
-            source: self.config.source.display().to_string(),
+            source: self.config.source.display(),
+            fetched_commit: s.fetched.as_ref().map(|c| c.id.clone()),
+            applied_commit: s.applied.as_ref().map(|c| c.id.clone()),
+            suspended: s.suspended,
             nodes,
             tasks,
             services,
@@ -813,6 +1011,10 @@ impl apply::Sink for ControllerSink {
         id
     }
 }
+
+/// Quiet time after the last change of a directory source before it is
+/// read.
+const DEBOUNCE: Duration = Duration::from_millis(300);
 
 /// How long a launched node may take to join before it is given up.
 const JOIN_DEADLINE: Duration = Duration::from_secs(120);

@@ -78,8 +78,21 @@ pub fn document() -> Value {
                 "responses": ok("plan", json!({"type": "object"}))
             }},
             "/v1/sync": {"post": {
-                "summary": "Reconcile now",
+                "summary": "Reconcile now (a git source is fetched first)",
                 "responses": {"202": {"description": "requested"}}
+            }},
+            "/v1/webhook": {"post": {
+                "summary": "Push notification from a git host: signed with the webhook secret (X-Hub-Signature-256: sha256=HEX of HMAC-SHA256 over the body) or carrying the API token; same as /v1/sync",
+                "security": [{"bearer": []}, {}],
+                "responses": {"202": {"description": "requested"}, "401": {"description": "neither a valid signature nor the API token"}}
+            }},
+            "/v1/suspend": {"post": {
+                "summary": "Stop applying: the source is still read, validated and planned, and the plan reported",
+                "responses": ok("suspended", json!({"type": "object"}))
+            }},
+            "/v1/resume": {"post": {
+                "summary": "Apply again",
+                "responses": ok("resumed", json!({"type": "object"}))
             }},
             "/v1/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI document"}}}},
             "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}}

@@ -49,6 +49,9 @@ pub struct Loaded {
     pub nodes: Vec<NodeRecord>,
     pub assignments: Vec<AssignmentRecord>,
     pub events: Vec<(u64, EventRecord)>,
+    /// Commit each service was last changed from.
+    pub commits: std::collections::BTreeMap<String, String>,
+    pub suspended: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +118,12 @@ impl Db {
         if let Some(v) = state.get("stored").map_err(|e| self.err(e))? {
             out.stored = typed(self, decode("state", v.value())?)?;
         }
+        if let Some(v) = state.get("commits").map_err(|e| self.err(e))? {
+            out.commits = typed(self, decode("commits", v.value())?)?;
+        }
+        if let Some(v) = state.get("suspended").map_err(|e| self.err(e))? {
+            out.suspended = typed(self, decode("suspended", v.value())?)?;
+        }
         let nodes = tx.open_table(NODES).map_err(|e| self.err(e))?;
         for row in nodes.iter().map_err(|e| self.err(e))? {
             let (_, v) = row.map_err(|e| self.err(e))?;
@@ -141,6 +150,25 @@ impl Db {
             tx.open_table(STATE)?.insert("stored", bytes.as_slice())?;
             Ok(())
         })
+    }
+
+    fn put_state<T: Serialize>(&self, key: &str, value: &T) -> Result<(), DbError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| self.err(e))?;
+        self.write(|tx| {
+            tx.open_table(STATE)?.insert(key, bytes.as_slice())?;
+            Ok(())
+        })
+    }
+
+    pub fn save_commits(
+        &self,
+        commits: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), DbError> {
+        self.put_state("commits", commits)
+    }
+
+    pub fn save_suspended(&self, suspended: bool) -> Result<(), DbError> {
+        self.put_state("suspended", &suspended)
     }
 
     pub fn put_node(&self, node: &NodeRecord) -> Result<(), DbError> {

@@ -1,0 +1,512 @@
+//! The controller following a git branch (a bare remote and a clone made
+//! in a temp dir) and a watched directory, with one agent on the local
+//! Docker engine. Needs Docker and `busybox:stable`
+//! (`scripts/docker-setup.sh`) and `git`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const JOIN: &str = "join-token-for-gitops-tests";
+const API: &str = "api-token-for-gitops-tests";
+const HOOK: &str = "webhook-secret-for-tests";
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_reconcile"))
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn docker_ok() -> bool {
+    Command::new("docker")
+        .args(["image", "inspect", "busybox:stable"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=test",
+            "-c",
+            "user.email=test@example.invalid",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn manifests(cluster: &str, count: u32, mode: &str) -> String {
+    format!(
+        r#"apiVersion: reconcile/v1alpha1
+kind: Cluster
+metadata: {{name: {cluster}}}
+spec: {{}}
+---
+apiVersion: reconcile/v1alpha1
+kind: TaskDefinition
+metadata: {{name: app}}
+spec:
+  networkMode: none
+  containerDefinitions:
+    - name: app
+      image: busybox:stable
+      command: [sleep, "3600"]
+      memory: 32
+      stopTimeout: 1
+      environment:
+        - {{name: MODE, value: "{mode}"}}
+---
+apiVersion: reconcile/v1alpha1
+kind: Service
+metadata: {{name: app}}
+spec:
+  cluster: {cluster}
+  taskDefinition: app
+  desiredCount: {count}
+"#
+    )
+}
+
+/// A controller and one agent; removes everything of its cluster on drop.
+struct Rig {
+    dir: tempfile::TempDir,
+    cluster: String,
+    port: u16,
+    controller: Option<Child>,
+    agent: Option<Child>,
+    /// The clone commits are made in (git sources).
+    work: PathBuf,
+    remote: PathBuf,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        for c in self.agent.iter_mut().chain(self.controller.as_mut()) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let ids = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=reconcile.io/cluster={}", self.cluster),
+        ]);
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f", "-v"];
+            args.extend(ids);
+            docker(&args);
+        }
+    }
+}
+
+impl Rig {
+    fn new(test: &str) -> Option<Rig> {
+        if !docker_ok() {
+            eprintln!(
+                "skipped: Docker with busybox:stable is not available (scripts/docker-setup.sh)"
+            );
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Some(Rig {
+            cluster: format!("g{}{test}", std::process::id()),
+            remote: dir.path().join("remote.git"),
+            work: dir.path().join("work"),
+            dir,
+            port,
+            controller: None,
+            agent: None,
+        })
+    }
+
+    /// A bare remote with a first commit of `count` tasks, and a clone.
+    fn git_source(&self, count: u32) {
+        std::fs::create_dir_all(&self.remote).unwrap();
+        git(&self.remote, &["init", "-q", "--bare", "-b", "main"]);
+        git(
+            self.dir.path(),
+            &["clone", "-q", self.remote.to_str().unwrap(), "work"],
+        );
+        git(&self.work, &["checkout", "-q", "-b", "main"]);
+        std::fs::create_dir_all(self.work.join("deploy")).unwrap();
+        self.commit(count, "one", "first");
+    }
+
+    fn commit(&self, count: u32, mode: &str, message: &str) -> String {
+        self.commit_text(&manifests(&self.cluster, count, mode), message)
+    }
+
+    fn commit_text(&self, text: &str, message: &str) -> String {
+        std::fs::write(self.work.join("deploy/app.yaml"), text).unwrap();
+        git(&self.work, &["add", "-A"]);
+        git(&self.work, &["commit", "-q", "-m", message]);
+        git(&self.work, &["push", "-q", "-f", "origin", "main"]);
+        git(&self.work, &["rev-parse", "HEAD"])
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn log(&self, name: &str) -> std::fs::File {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{name}.log")))
+            .unwrap()
+    }
+
+    fn start(&mut self, source: &[&str], interval: &str) {
+        let child = Command::new(bin())
+            .args(["controller", "--source"])
+            .args(source)
+            .arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .args([
+                "--interval",
+                interval,
+                "--heartbeat-ms",
+                "500",
+                "--node-timeout",
+                "5",
+            ])
+            .args(["--settle", "1", "--step-timeout", "60"])
+            .env("RECONCILE_JOIN_TOKEN", JOIN)
+            .env("RECONCILE_API_TOKEN", API)
+            .env("RECONCILE_WEBHOOK_SECRET", HOOK)
+            .stdout(self.log("controller"))
+            .stderr(self.log("controller"))
+            .spawn()
+            .unwrap();
+        self.controller = Some(child);
+        let agent = Command::new(bin())
+            .args([
+                "agent",
+                "--controller",
+                &self.url(),
+                "--cluster",
+                &self.cluster,
+            ])
+            .args(["--name", "node0", "--cpu", "4096", "--memory", "4096"])
+            .env("RECONCILE_JOIN_TOKEN", JOIN)
+            .stdout(self.log("agent"))
+            .stderr(self.log("agent"))
+            .spawn()
+            .unwrap();
+        self.agent = Some(agent);
+    }
+
+    fn status(&self) -> Value {
+        let out = Command::new(bin())
+            .args(["status", "--format", "json", "--controller", &self.url()])
+            .env("RECONCILE_API_TOKEN", API)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    fn cli(&self, args: &[&str]) -> (i32, String) {
+        let out = Command::new(bin())
+            .args(args)
+            .args(["--controller", &self.url()])
+            .env("RECONCILE_API_TOKEN", API)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    /// Running task containers: their MODE environment value.
+    fn modes(&self) -> Vec<String> {
+        let ids = docker(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=reconcile.io/cluster={}", self.cluster),
+        ]);
+        let mut v: Vec<String> = ids
+            .split_whitespace()
+            .map(|id| {
+                docker(&[
+                    "inspect",
+                    "--format",
+                    "{{range .Config.Env}}{{println .}}{{end}}",
+                    id,
+                ])
+                .lines()
+                .find_map(|l| l.strip_prefix("MODE=").map(str::to_string))
+                .unwrap_or_default()
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn wait_for(&self, what: &str, limit: Duration, ok: impl Fn(&Rig) -> bool) -> Duration {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if ok(self) {
+                return start.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let log =
+            std::fs::read_to_string(self.dir.path().join("controller.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().collect();
+        panic!(
+            "timed out after {limit:?} waiting for {what}; modes {:?}\ncontroller log:\n{}",
+            self.modes(),
+            tail[tail.len().saturating_sub(40)..].join("\n")
+        );
+    }
+}
+
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn modes(mode: &str, n: usize) -> Vec<String> {
+    vec![mode.to_string(); n]
+}
+
+#[test]
+fn commits_are_applied_broken_ones_never_and_force_pushes_followed() {
+    let _g = lock();
+    let Some(mut r) = Rig::new("commits") else {
+        return;
+    };
+    r.git_source(2);
+    let source = format!("git+{}", r.remote.display());
+    r.start(&[&source, "--ref", "main", "--path", "deploy"], "1");
+    r.wait_for("the first commit", Duration::from_secs(60), |r| {
+        r.modes() == modes("one", 2)
+    });
+    let first = git(&r.work, &["rev-parse", "HEAD"]);
+
+    // A change is applied, and status names the commit.
+    let second = r.commit(2, "two", "mode two");
+    r.wait_for("the second commit", Duration::from_secs(60), |r| {
+        r.modes() == modes("two", 2)
+    });
+    r.wait_for("status to name the commit", Duration::from_secs(10), |r| {
+        let s = r.status();
+        s["appliedCommit"] == second.as_str()
+            && s["services"][format!("{}/app", r.cluster)]["commit"] == second.as_str()
+    });
+
+    // A broken commit: nothing of it is applied, the error names the commit
+    // and the place.
+    let mut broken = manifests(&r.cluster, 3, "three");
+    broken = broken.replace("desiredCount: 3", "desiredCount: many");
+    let bad = r.commit_text(&broken, "broken");
+    r.wait_for(
+        "the error of the broken commit",
+        Duration::from_secs(30),
+        |r| {
+            r.status()["lastError"]
+                .as_str()
+                .is_some_and(|e| e.contains(&bad[..12]) && e.contains("app.yaml:"))
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        r.modes(),
+        modes("two", 2),
+        "nothing of a broken commit is applied"
+    );
+    assert_eq!(r.status()["appliedCommit"], second.as_str());
+
+    // The next good commit supersedes it at once.
+    r.commit(3, "four", "fixed");
+    r.wait_for("the fixing commit", Duration::from_secs(60), |r| {
+        r.modes() == modes("four", 3)
+    });
+
+    // A force-push back to the first commit converges to it.
+    git(&r.work, &["reset", "-q", "--hard", &first]);
+    git(&r.work, &["push", "-q", "-f", "origin", "main"]);
+    r.wait_for("the force-pushed commit", Duration::from_secs(60), |r| {
+        r.modes() == modes("one", 2)
+    });
+    let (code, out) = r.cli(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn an_unreachable_remote_keeps_what_runs_and_recovers() {
+    let _g = lock();
+    let Some(mut r) = Rig::new("remote") else {
+        return;
+    };
+    r.git_source(1);
+    let source = format!("git+{}", r.remote.display());
+    r.start(&[&source, "--path", "deploy"], "1");
+    r.wait_for("the first commit", Duration::from_secs(60), |r| {
+        r.modes() == modes("one", 1)
+    });
+    let moved = r.dir.path().join("moved.git");
+    std::fs::rename(&r.remote, &moved).unwrap();
+    r.wait_for("the fetch error", Duration::from_secs(20), |r| {
+        r.status()["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("still running commit"))
+    });
+    assert_eq!(r.modes(), modes("one", 1), "what runs keeps running");
+    std::fs::rename(&moved, &r.remote).unwrap();
+    r.commit(1, "two", "after the outage");
+    r.wait_for(
+        "the commit after the outage",
+        Duration::from_secs(60),
+        |r| r.modes() == modes("two", 1),
+    );
+}
+
+#[test]
+fn webhook_sync_and_suspend() {
+    let _g = lock();
+    let Some(mut r) = Rig::new("hook") else {
+        return;
+    };
+    r.git_source(1);
+    let source = format!("git+{}", r.remote.display());
+    // A long interval: only the webhook or a sync makes it fetch.
+    r.start(&[&source, "--path", "deploy"], "300");
+    r.wait_for("the first commit", Duration::from_secs(60), |r| {
+        r.modes() == modes("one", 1)
+    });
+    r.commit(1, "two", "second");
+    // A signed webhook.
+    let body = br#"{"ref":"refs/heads/main"}"#;
+    let sig = "sha256=0000";
+    let post = |headers: &str| -> u16 {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", r.port)).unwrap();
+        write!(
+            s,
+            "POST /v1/webhook HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        s.write_all(body).unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        reply
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(post(&format!("X-Hub-Signature-256: {sig}\r\n")), 401);
+    let good = hmac_hex(HOOK.as_bytes(), body);
+    let took = Instant::now();
+    assert_eq!(
+        post(&format!("X-Hub-Signature-256: sha256={good}\r\n")),
+        202
+    );
+    r.wait_for("the webhook's commit", Duration::from_secs(30), |r| {
+        r.modes() == modes("two", 1)
+    });
+    eprintln!(
+        "push to converged through the webhook: {:?}",
+        took.elapsed()
+    );
+
+    // Suspended: the next commit is fetched and planned, not applied.
+    let (code, out) = r.cli(&["suspend"]);
+    assert_eq!(code, 0, "{out}");
+    let third = r.commit(1, "three", "third");
+    let (code, out) = r.cli(&["sync"]);
+    assert_eq!(code, 0, "{out}");
+    r.wait_for(
+        "the suspended commit to be fetched",
+        Duration::from_secs(20),
+        |r| {
+            let s = r.status();
+            s["fetchedCommit"] == third.as_str() && s["suspended"] == true
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(r.modes(), modes("two", 1));
+    let (code, out) = r.cli(&["resume"]);
+    assert_eq!(code, 0, "{out}");
+    r.wait_for("the commit after resume", Duration::from_secs(60), |r| {
+        r.modes() == modes("three", 1)
+    });
+}
+
+#[test]
+fn a_watched_directory_is_applied_after_an_edit() {
+    let _g = lock();
+    let Some(mut r) = Rig::new("dir") else {
+        return;
+    };
+    let src = r.dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("app.yaml"), manifests(&r.cluster, 1, "one")).unwrap();
+    // A long interval: only the watcher picks up the edit.
+    r.start(&[src.to_str().unwrap()], "300");
+    r.wait_for("the first state", Duration::from_secs(60), |r| {
+        r.modes() == modes("one", 1)
+    });
+    std::fs::write(src.join("app.yaml"), manifests(&r.cluster, 2, "two")).unwrap();
+    let took = r.wait_for("the edit", Duration::from_secs(30), |r| {
+        r.modes() == modes("two", 2)
+    });
+    eprintln!("edit to converged: {took:?}");
+}
+
+/// HMAC-SHA256 as a git host computes it for the webhook signature.
+fn hmac_hex(key: &[u8], message: &[u8]) -> String {
+    // Through openssl's command line: an independent implementation.
+    use std::io::Write;
+    let mut child = Command::new("openssl")
+        .args(["dgst", "-sha256", "-hmac"])
+        .arg(std::str::from_utf8(key).unwrap())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("openssl runs");
+    child.stdin.take().unwrap().write_all(message).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_string()
+}
