@@ -228,7 +228,9 @@ fn converge(
     }
     let present: HashSet<&str> = local.iter().map(|t| t.id.as_str()).collect();
     for a in assignments {
-        if present.contains(a.id.as_str()) || !claim(inflight, &a.id, true) {
+        // A task the controller has seen running is never started again
+        // here: if it is gone, the controller decides what replaces it.
+        if a.reported || present.contains(a.id.as_str()) || !claim(inflight, &a.id, true) {
             continue;
         }
         let (rt, inflight, id) = (rt.clone(), inflight.clone(), a.id.clone());

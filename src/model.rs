@@ -47,6 +47,15 @@ pub struct DesiredState {
 pub struct DesiredService {
     pub key: ServiceKey,
     pub spec: ServiceSpec,
+    /// Repair drift (tasks stopped or removed by hand); off with the
+    /// annotation `reconcile.io/self-heal: "false"`, then drift is only
+    /// reported.
+    #[serde(default = "yes", skip_serializing_if = "Clone::clone")]
+    pub self_heal: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl DesiredState {
@@ -81,6 +90,11 @@ impl DesiredState {
                         DesiredService {
                             key,
                             spec: crate::plan::normalize::service(&s.spec),
+                            self_heal: s
+                                .metadata
+                                .annotations
+                                .get(crate::validate::semantic::SELF_HEAL)
+                                .is_none_or(|v| v != "false"),
                         },
                     );
                 }

@@ -67,6 +67,11 @@ pub struct Assignment {
     pub config_hash: String,
     #[schemars(with = "serde_json::Value")]
     pub spec: TaskDefinitionSpec,
+    /// The node has reported the task: if its containers disappear the
+    /// agent does not start it again; the controller decides (replace it,
+    /// or with self-heal off only report it).
+    #[serde(default)]
+    pub reported: bool,
     /// Secret values by reference (`valueFrom`). Never stored by the
     /// controller, never logged.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -195,6 +200,7 @@ mod tests {
                 "containerDefinitions": [{"name": "a", "image": "busybox:stable"}]
             }))
             .unwrap(),
+            reported: false,
             secrets: BTreeMap::from([("DB".to_string(), "hunter2".to_string())]),
         };
         let shown = format!("{a:?}");

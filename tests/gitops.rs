@@ -510,3 +510,54 @@ fn hmac_hex(key: &[u8], message: &[u8]) -> String {
         .unwrap()
         .to_string()
 }
+
+#[test]
+fn drift_is_repaired_unless_self_heal_is_off_then_only_reported() {
+    let _g = lock();
+    let Some(mut r) = Rig::new("drift") else {
+        return;
+    };
+    let src = r.dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("app.yaml"), manifests(&r.cluster, 2, "one")).unwrap();
+    r.start(&[src.to_str().unwrap()], "1");
+    r.wait_for("2 tasks", Duration::from_secs(60), |r| {
+        r.modes() == modes("one", 2)
+    });
+    let remove_one = |r: &Rig| {
+        let ids = docker(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=reconcile.io/cluster={}", r.cluster),
+        ]);
+        let id = ids.split_whitespace().next().unwrap().to_string();
+        docker(&["rm", "-f", &id]);
+    };
+    // Self-heal (the default): a container removed by hand comes back.
+    remove_one(&r);
+    r.wait_for("the drift to be repaired", Duration::from_secs(30), |r| {
+        r.modes() == modes("one", 2)
+    });
+    // Off: reported, not repaired.
+    let text = manifests(&r.cluster, 2, "one").replace(
+        "metadata: {name: app}\nspec:\n  cluster",
+        "metadata:\n  name: app\n  annotations: {reconcile.io/self-heal: \"false\"}\nspec:\n  cluster",
+    );
+    assert!(text.contains("self-heal"));
+    std::fs::write(src.join("app.yaml"), text).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    remove_one(&r);
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        r.modes(),
+        modes("one", 1),
+        "self-heal off: nothing restarted"
+    );
+    let (code, out) = r.cli(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("drift: 1 of 2 tasks running") && out.contains("self-heal is off"),
+        "{out}"
+    );
+}

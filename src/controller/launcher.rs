@@ -236,32 +236,42 @@ fn sha_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// A root filesystem (tar) holding the executable at `/reconcile` and every
-/// shared library this process has mapped, at the same paths, with the
-/// dynamic loader also at its usual interpreter paths.
+/// A root filesystem (tar) holding the executable at `/reconcile` and the
+/// shared libraries it needs at the paths the dynamic loader looks for
+/// them, as `ldd` resolves them on this host (the loader included).
 fn agent_rootfs(exe: Vec<u8>) -> Result<Vec<u8>, String> {
-    let maps = std::fs::read_to_string("/proc/self/maps")
-        .map_err(|e| err("reading /proc/self/maps", e))?;
-    let mut libs: Vec<String> = maps
+    // The executable's own path: `/proc/self/exe` would name ldd's.
+    let me = std::env::current_exe().map_err(|e| err("finding the executable", e))?;
+    let out = std::process::Command::new("ldd")
+        .arg(&me)
+        .output()
+        .map_err(|e| err("running ldd to find the agent's libraries", e))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut libs: Vec<String> = text
         .lines()
-        .filter_map(|l| l.split_whitespace().nth(5))
-        .filter(|p| p.starts_with('/') && (p.ends_with(".so") || p.contains(".so.")))
-        .map(str::to_string)
+        .filter_map(|l| {
+            let l = l.trim();
+            match l.split_once("=>") {
+                // `libz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x...)`
+                Some((_, rest)) => rest.split_whitespace().next().map(str::to_string),
+                // `/lib64/ld-linux-x86-64.so.2 (0x...)`
+                None => l.split_whitespace().next().map(str::to_string),
+            }
+        })
+        .filter(|p| p.starts_with('/'))
         .collect();
     libs.sort();
     libs.dedup();
+    if libs.is_empty() {
+        return Err(format!("ldd found no libraries for the agent: {text}"));
+    }
     let mut tar = Tar::default();
     tar.file("reconcile", &exe, 0o755);
     tar.dir("tmp", 0o1777);
     for lib in &libs {
+        // Read through symlinks: the file lands under the name looked up.
         let data = std::fs::read(lib).map_err(|e| err(&format!("reading `{lib}`"), e))?;
-        let path = lib.trim_start_matches('/');
-        tar.file(path, &data, 0o755);
-        let file = path.rsplit('/').next().unwrap_or(path);
-        if file.starts_with("ld-linux") {
-            tar.file(&format!("lib64/{file}"), &data, 0o755);
-            tar.file(&format!("lib/{file}"), &data, 0o755);
-        }
+        tar.file(lib.trim_start_matches('/'), &data, 0o755);
     }
     Ok(tar.finish())
 }

@@ -323,6 +323,33 @@ impl Controller {
                     );
                 }
             }
+            // Assignments reported for the first time: from now on their
+            // disappearance is drift, not a start still to come.
+            let ids: std::collections::HashSet<String> = s.nodes[name]
+                .reported
+                .iter()
+                .map(|t| t.id.clone())
+                .collect();
+            let newly: Vec<String> = s
+                .assignments
+                .values()
+                .filter(|a| a.node == name && !a.task.reported && ids.contains(&a.task.id))
+                .map(|a| a.task.id.clone())
+                .collect();
+            if !newly.is_empty() {
+                for id in &newly {
+                    if let Some(a) = s.assignments.get_mut(id) {
+                        a.task.reported = true;
+                    }
+                }
+                let recs: Vec<&AssignmentRecord> = newly
+                    .iter()
+                    .filter_map(|id| s.assignments.get(id))
+                    .collect();
+                if let Err(e) = self.db.assign(&recs, &[]) {
+                    return Err((500, e.to_string()));
+                }
+            }
             let node = &s.nodes[name];
             if changed.is_some() {
                 if let Err(e) = self.db.put_node(&node.record) {
@@ -442,12 +469,31 @@ impl Controller {
         let s = self.lock();
         let mut tasks = Vec::with_capacity(s.assignments.len());
         for a in s.assignments.values() {
-            let reported = s
-                .nodes
-                .get(&a.node)
-                .and_then(|n| n.reported.iter().find(|t| t.id == a.task.id));
+            let node = s.nodes.get(&a.node);
+            let reported = node.and_then(|n| n.reported.iter().find(|t| t.id == a.task.id));
+            // Only a node that has reported since this controller started can
+            // say a task is gone; before that it is PENDING, never replaced.
+            let heard = node.is_some_and(|n| n.last_seen.is_some());
             tasks.push(match reported {
                 Some(t) => t.clone(),
+                // Reported before and gone now: its containers were removed
+                // from the node. The planner replaces it (or, with self-heal
+                // off, reports it).
+                None if a.task.reported && heard => Task {
+                    id: a.task.id.clone(),
+                    cluster: a.task.cluster.clone(),
+                    service: a.task.service.clone(),
+                    family: a.task.family.clone(),
+                    revision: a.task.revision,
+                    config_hash: a.task.config_hash.clone(),
+                    node: a.node.clone(),
+                    last_status: TaskStatus::Stopped,
+                    health: Health::Unknown,
+                    started_at: None,
+                    stop_code: Some("TaskGone".into()),
+                    stopped_reason: Some("its containers were removed from the node".into()),
+                    bindings: Vec::new(),
+                },
                 None => Task {
                     id: a.task.id.clone(),
                     cluster: a.task.cluster.clone(),
@@ -922,6 +968,7 @@ impl Runtime for Fleet {
                 revision: launch.revision,
                 config_hash: launch.config_hash,
                 spec: launch.spec,
+                reported: false,
                 secrets: launch
                     .secrets
                     .iter()

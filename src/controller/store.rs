@@ -243,6 +243,7 @@ mod tests {
                     "containerDefinitions": [{"name": "a", "image": "busybox:stable"}]
                 }))
                 .unwrap(),
+                reported: false,
                 secrets: BTreeMap::from([("DB".to_string(), "hunter2".to_string())]),
             },
         }

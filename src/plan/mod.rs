@@ -469,6 +469,13 @@ pub fn plan(desired: &DesiredState, observed: &ObservedState, opts: &Options) ->
         }
     }
     for c in &changes {
+        // Something noticed and deliberately left alone (drift without
+        // self-heal) is a warning, so it is never silent.
+        if c.action == Action::NoOp {
+            for r in &c.reasons {
+                warnings.push(format!("{}: {r}", c.address));
+            }
+        }
         if let Some(p) = c.tasks.as_ref().and_then(|t| t.placement_failure.as_ref()) {
             warnings.push(format!(
                 "{}: {} task(s) cannot be placed: {}",
@@ -846,6 +853,7 @@ fn plan_service(
         .collect();
     let mut to_stop: Vec<(&Task, String)> = Vec::new();
     let mut start = 0u32;
+    let mut drift_only = false;
     for t in &old {
         to_stop.push((
             t,
@@ -903,10 +911,20 @@ fn plan_service(
                 if missing > 0 {
                     causes.push(format!("{missing} task(s) gone from the runtime"));
                 }
-                reasons.push(format!(
-                    "{have} of {desired_count} tasks running; replacing {replacing} ({})",
-                    causes.join("; ")
-                ));
+                if ds.self_heal {
+                    reasons.push(format!(
+                        "{have} of {desired_count} tasks running; replacing {replacing} ({})",
+                        causes.join("; ")
+                    ));
+                } else {
+                    // Reported, not repaired: nothing is started or cleaned up.
+                    start -= replacing;
+                    drift_only = true;
+                    reasons.push(format!(
+                        "drift: {have} of {desired_count} tasks running ({}); not repaired: self-heal is off (reconcile.io/self-heal: \"false\")",
+                        causes.join("; ")
+                    ));
+                }
             }
         } else {
             reasons.push(format!("scale out: {have} -> {desired_count} tasks"));
@@ -982,7 +1000,9 @@ fn plan_service(
             });
         }
     }
-    tc.cleanup = stopped.iter().map(|t| t.id.clone()).collect();
+    if !drift_only {
+        tc.cleanup = stopped.iter().map(|t| t.id.clone()).collect();
+    }
     let started: u32 = tc.start.iter().map(|s| s.count).sum();
     tc.stop = to_stop.iter().map(|(t, why)| stop(t, why)).collect();
     tc.running_after = have + started

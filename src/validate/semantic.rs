@@ -110,6 +110,7 @@ pub fn check(entries: &[Entry]) -> Vec<Finding> {
     let index = Index::new(entries);
     duplicate_names(entries, &mut out);
     for (i, e) in entries.iter().enumerate() {
+        annotations(i, &e.manifest, &mut out);
         match &e.manifest {
             Manifest::TaskDefinition(td) => task_definition(i, &td.spec, &mut out),
             Manifest::Service(s) => service(i, &s.spec, &index, entries, &mut out),
@@ -145,6 +146,53 @@ pub fn check(entries: &[Entry]) -> Vec<Finding> {
         }
     }
     out
+}
+
+/// Annotations under `reconcile.io/` the program reads: known keys with
+/// valid values only, so a typo never silently changes nothing.
+pub const SELF_HEAL: &str = "reconcile.io/self-heal";
+
+fn annotations(i: usize, m: &Manifest, out: &mut Vec<Finding>) {
+    for (k, v) in &m.metadata().annotations {
+        let Some(_) = k.strip_prefix("reconcile.io/") else {
+            continue;
+        };
+        let pointer = format!(
+            "/metadata/annotations/{}",
+            k.replace('~', "~0").replace('/', "~1")
+        );
+        if k == SELF_HEAL {
+            if m.kind() != Kind::Service {
+                out.push(Finding::error(
+                    "annotation",
+                    i,
+                    pointer,
+                    format!("`{SELF_HEAL}` applies to a Service only"),
+                ));
+            } else if v != "true" && v != "false" {
+                out.push(
+                    Finding::error(
+                        "annotation",
+                        i,
+                        pointer,
+                        format!("`{SELF_HEAL}` is `{v}`; expected \"true\" or \"false\""),
+                    )
+                    .help("\"false\" reports drift without repairing it"),
+                );
+            }
+        } else {
+            out.push(
+                Finding::error(
+                    "annotation",
+                    i,
+                    pointer,
+                    format!("unknown annotation `{k}`: the `reconcile.io/` prefix is reserved"),
+                )
+                .help(format!("known: `{SELF_HEAL}`"))
+                .at_key(),
+            );
+        }
+    }
 }
 
 struct Index<'a> {
