@@ -19,6 +19,8 @@ command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
 command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 # The webhook test signs its request with an independent HMAC.
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
+# Commit signature verification runs ssh-keygen -Y.
+command -v ssh-keygen >/dev/null 2>&1 || need_pkgs+=(openssh-client)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     log "installing ${need_pkgs[*]}"
     export DEBIAN_FRONTEND=noninteractive

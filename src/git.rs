@@ -187,6 +187,99 @@ impl GitSource {
     }
 }
 
+/// Check that every commit after `since` up to `head` (all of them, not
+/// only the head; only the head when `since` is None or unknown) carries a
+/// valid SSH signature by a key of the allowed signers file (the format of
+/// git's `gpg.ssh.allowedSignersFile`), with `ssh-keygen -Y`.
+pub fn verify_range(
+    repo_dir: &Path,
+    head: &str,
+    since: Option<&str>,
+    allowed_signers: &Path,
+) -> Result<usize, String> {
+    let repo = Repository::open_bare(repo_dir).map_err(|e| err("opening the git cache", e))?;
+    let head_oid = Oid::from_str(head).map_err(|e| err("commit id", e))?;
+    let mut commits = vec![head_oid];
+    if let Some(since) = since.and_then(|s| Oid::from_str(s).ok()) {
+        if repo.find_commit(since).is_ok() && since != head_oid {
+            let mut walk = repo.revwalk().map_err(|e| err("walking commits", e))?;
+            walk.push(head_oid).map_err(|e| err("walking commits", e))?;
+            walk.hide(since).map_err(|e| err("walking commits", e))?;
+            commits = walk
+                .take(10_000)
+                .collect::<Result<_, _>>()
+                .map_err(|e| err("walking commits", e))?;
+        }
+    }
+    for oid in &commits {
+        verify_commit(&repo, *oid, allowed_signers)?;
+    }
+    Ok(commits.len())
+}
+
+fn verify_commit(repo: &Repository, oid: Oid, allowed: &Path) -> Result<(), String> {
+    let short = &oid.to_string()[..12];
+    let (sig, data) = repo
+        .extract_signature(&oid, None)
+        .map_err(|_| format!("commit {short} is not signed"))?;
+    let sig = sig.as_str().unwrap_or_default();
+    if !sig.starts_with("-----BEGIN SSH SIGNATURE-----") {
+        return Err(format!(
+            "commit {short} has a signature that is not an SSH signature; only SSH signatures are verified"
+        ));
+    }
+    let dir = tempfile::tempdir().map_err(|e| err("temporary directory", e))?;
+    let sig_file = dir.path().join("commit.sig");
+    std::fs::write(&sig_file, sig).map_err(|e| err("writing the signature", e))?;
+    let found = std::process::Command::new("ssh-keygen")
+        .args(["-Y", "find-principals", "-f"])
+        .arg(allowed)
+        .arg("-s")
+        .arg(&sig_file)
+        .output()
+        .map_err(|e| err("running ssh-keygen", e))?;
+    let principals = String::from_utf8_lossy(&found.stdout);
+    let Some(principal) = principals.lines().next().filter(|_| found.status.success()) else {
+        return Err(format!(
+            "commit {short} is signed by a key that is not in the allowed signers file"
+        ));
+    };
+    let mut verify = std::process::Command::new("ssh-keygen")
+        .args(["-Y", "verify", "-n", "git", "-f"])
+        .arg(allowed)
+        .args(["-I", principal, "-s"])
+        .arg(&sig_file)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| err("running ssh-keygen", e))?;
+    {
+        use std::io::Write;
+        let mut stdin = verify.stdin.take().expect("piped");
+        stdin
+            .write_all(&data)
+            .map_err(|e| err("verifying a signature", e))?;
+    }
+    let out = verify
+        .wait_with_output()
+        .map_err(|e| err("verifying a signature", e))?;
+    if !out.status.success() {
+        return Err(format!(
+            "commit {short}: its signature does not verify ({})",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+impl GitSource {
+    /// The bare cache repository of this source, for [`verify_range`].
+    pub fn cache_dir(&self, cache_root: &Path) -> PathBuf {
+        self.cache(cache_root)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -131,6 +131,9 @@ pub struct StatusReply {
     pub applied_commit: Option<String>,
     /// Suspended: nothing is applied until resumed.
     pub suspended: bool,
+    /// The commit each resource (by plan address, e.g.
+    /// `TaskDefinition/web`) was last changed from.
+    pub commits: BTreeMap<String, String>,
     pub nodes: Vec<NodeView>,
     #[schemars(with = "Vec<serde_json::Value>")]
     pub tasks: Vec<Task>,

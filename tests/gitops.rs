@@ -561,3 +561,80 @@ fn drift_is_repaired_unless_self_heal_is_off_then_only_reported() {
         "{out}"
     );
 }
+
+#[test]
+fn under_verification_only_commits_signed_by_allowed_keys_are_applied() {
+    let _g = lock();
+    let Some(mut r) = Rig::new("signed") else {
+        return;
+    };
+    let keys = r.dir.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    for name in ["allowed", "other"] {
+        let ok = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+            .arg(keys.join(name))
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+    let public = std::fs::read_to_string(keys.join("allowed.pub")).unwrap();
+    let signers = keys.join("allowed_signers");
+    std::fs::write(&signers, format!("ops@example.invalid {public}")).unwrap();
+    let work = r.work.clone();
+    let sign_with = |key: &str| {
+        let k = keys.join(key);
+        git(&work, &["config", "gpg.format", "ssh"]);
+        git(&work, &["config", "user.signingkey", k.to_str().unwrap()]);
+        git(&work, &["config", "commit.gpgsign", "true"]);
+    };
+    r.git_source(1);
+    sign_with("allowed");
+    let signed = r.commit(1, "two", "signed");
+    let source = format!("git+{}", r.remote.display());
+    r.start(
+        &[
+            &source,
+            "--path",
+            "deploy",
+            "--verify-signatures",
+            "--allowed-signers",
+            signers.to_str().unwrap(),
+        ],
+        "1",
+    );
+    r.wait_for("the signed head", Duration::from_secs(60), |r| {
+        r.modes() == modes("two", 1)
+    });
+    // An unsigned commit followed by a signed one: the range fails, so
+    // nothing of either is applied, and the unsigned one is named.
+    git(&r.work, &["config", "commit.gpgsign", "false"]);
+    let unsigned = r.commit(1, "three", "unsigned");
+    sign_with("allowed");
+    r.commit(1, "four", "signed on top");
+    r.wait_for("the refusal", Duration::from_secs(30), |r| {
+        r.status()["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains(&format!("commit {} is not signed", &unsigned[..12])))
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(r.modes(), modes("two", 1));
+    // A key that is not allowed is refused too.
+    git(&r.work, &["reset", "-q", "--hard", &signed]);
+    sign_with("other");
+    let foreign = r.commit(1, "five", "foreign key");
+    r.wait_for("the foreign key refusal", Duration::from_secs(30), |r| {
+        r.status()["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains(&foreign[..12]) && e.contains("not in the allowed signers"))
+    });
+    assert_eq!(r.modes(), modes("two", 1));
+    // Force-pushing a properly signed history is applied.
+    git(&r.work, &["reset", "-q", "--hard", &signed]);
+    sign_with("allowed");
+    r.commit(1, "six", "signed again");
+    r.wait_for("the signed commit", Duration::from_secs(60), |r| {
+        r.modes() == modes("six", 1)
+    });
+}

@@ -63,6 +63,13 @@ pub struct ControllerArgs {
         value_name = "SECRET"
     )]
     webhook_secret: Option<String>,
+    /// Apply only commits signed (SSH signatures) by a key of
+    /// --allowed-signers; every new commit is checked, not only the head.
+    #[arg(long, requires = "allowed_signers")]
+    verify_signatures: bool,
+    /// Allowed signers file (git's `gpg.ssh.allowedSignersFile` format).
+    #[arg(long, value_name = "FILE", requires = "verify_signatures")]
+    allowed_signers: Option<PathBuf>,
     /// Address to serve the API on.
     #[arg(long, default_value = "127.0.0.1:7700", value_name = "ADDR")]
     listen: String,
@@ -139,8 +146,8 @@ pub fn controller_cmd(a: ControllerArgs) -> ExitCode {
         match crate::git::GitSource::parse(&a.source, Some(&a.reference), a.path.as_deref()) {
             Some(g) => controller::Source::Git(g),
             None => {
-                if a.path.is_some() {
-                    return usage("--path applies to a git+URL source only");
+                if a.path.is_some() || a.verify_signatures {
+                    return usage("--path and --verify-signatures apply to a git+URL source only");
                 }
                 let dir = PathBuf::from(&a.source);
                 if !dir.is_dir() {
@@ -166,6 +173,7 @@ pub fn controller_cmd(a: ControllerArgs) -> ExitCode {
         ca_cert: a.ca_cert.clone(),
         source,
         webhook_secret: a.webhook_secret.clone(),
+        allowed_signers: a.allowed_signers.clone(),
         data_dir: a.data_dir,
         join_token: a.join_token,
         api_token: a.api_token,

@@ -83,6 +83,9 @@ pub struct Config {
     /// Secret shared with the git host for `POST /v1/webhook`
     /// (`X-Hub-Signature-256`); the API token is accepted too.
     pub webhook_secret: Option<String>,
+    /// With a git source: every new commit must carry an SSH signature by a
+    /// key of this allowed signers file.
+    pub allowed_signers: Option<PathBuf>,
     pub data_dir: PathBuf,
     /// Agents present this token.
     pub join_token: String,
@@ -132,10 +135,12 @@ struct State {
     /// The commit last fetched, and the one last applied in full.
     fetched: Option<Commit>,
     applied: Option<Commit>,
-    /// Commit each service was last changed from.
+    /// Commit each resource (by plan address) was last changed from.
     commits: BTreeMap<String, String>,
     /// Suspended: the source is still read and reported, nothing applied.
     suspended: bool,
+    /// The last commit whose range passed signature verification.
+    verified: Option<String>,
 }
 
 pub struct Controller {
@@ -208,6 +213,7 @@ impl Controller {
                 applied: None,
                 commits: loaded.commits,
                 suspended: loaded.suspended,
+                verified: None,
             }),
             started: Instant::now(),
             wake: Notify::new(),
@@ -549,7 +555,10 @@ impl Controller {
                 let id = match (fetch, last) {
                     (false, Some(c)) => c.id,
                     _ => match g.fetch(&cache) {
-                        Ok(id) => id,
+                        Ok(id) => {
+                            self.verify(g, &cache, &id)?;
+                            id
+                        }
                         Err(e) => {
                             let running = self.lock().applied.clone();
                             return Err(format!(
@@ -579,6 +588,44 @@ impl Controller {
                 }
                 s.fetched = Some(commit.clone());
                 Ok((snap.files, Some(commit)))
+            }
+        }
+    }
+
+    /// With --verify-signatures: every commit since the last verified one
+    /// must be signed by an allowed key, else nothing from it is read.
+    fn verify(
+        &self,
+        g: &crate::git::GitSource,
+        cache: &std::path::Path,
+        id: &str,
+    ) -> Result<(), String> {
+        let Some(allowed) = &self.config.allowed_signers else {
+            return Ok(());
+        };
+        let since = {
+            let s = self.lock();
+            s.verified
+                .clone()
+                .or_else(|| s.applied.as_ref().map(|c| c.id.clone()))
+        };
+        if since.as_deref() == Some(id) {
+            return Ok(());
+        }
+        match crate::git::verify_range(&g.cache_dir(cache), id, since.as_deref(), allowed) {
+            Ok(_) => {
+                self.lock().verified = Some(id.to_string());
+                Ok(())
+            }
+            Err(e) => {
+                let running = self.lock().applied.clone();
+                Err(format!(
+                    "signature verification failed: {e}; nothing from commit {} is applied; still running {}",
+                    &id[..12.min(id.len())],
+                    running
+                        .map(|c| format!("commit {}", c.short()))
+                        .unwrap_or_else(|| "what was applied before".into())
+                ))
             }
         }
     }
@@ -727,19 +774,15 @@ impl Controller {
         )
         .await;
         self.lock().stored = stored;
-        // The commit each changed service was applied from, even when
-        // another service failed: what did change came from this commit.
+        // The commit each changed resource was applied from (by address),
+        // even when another resource failed: what did change came from it.
         if let Some(c) = &commit {
             let mut s = self.lock();
-            for ch in p
-                .changes()
-                .filter(|ch| ch.kind == crate::manifest::Kind::Service)
-            {
-                let key = format!("{}/{}", ch.cluster.as_deref().unwrap_or_default(), ch.name);
+            for ch in p.changes() {
                 if ch.action == plan::Action::Delete {
-                    s.commits.remove(&key);
+                    s.commits.remove(&ch.address);
                 } else {
-                    s.commits.insert(key, c.id.clone());
+                    s.commits.insert(ch.address.clone(), c.id.clone());
                 }
             }
             if let Err(e) = self.db.save_commits(&s.commits) {
@@ -882,7 +925,7 @@ impl Controller {
                         desired_count: svc.spec.desired_count,
                         running,
                         pending,
-                        commit: s.commits.get(key).cloned(),
+                        commit: s.commits.get(&format!("Service/{key}")).cloned(),
                     },
                 )
             })
@@ -892,6 +935,7 @@ impl Controller {
             fetched_commit: s.fetched.as_ref().map(|c| c.id.clone()),
             applied_commit: s.applied.as_ref().map(|c| c.id.clone()),
             suspended: s.suspended,
+            commits: s.commits.clone(),
             nodes,
             tasks,
             services,
