@@ -106,6 +106,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         config.name
     );
     let inflight: InFlight = Arc::default();
+    let permits = Arc::new(tokio::sync::Semaphore::new(ACTIONS));
     let mut backoff = Duration::from_millis(500);
     let mut connected = false;
     log(&format!(
@@ -191,10 +192,21 @@ pub async fn run(config: Config) -> Result<(), String> {
         }
         backoff = Duration::from_millis(500);
         let wait = Duration::from_millis(reply.heartbeat_millis.clamp(100, 60_000));
-        converge(&rt, &config.name, &inflight, &obs.tasks, reply.assignments);
+        converge(
+            &rt,
+            &config.name,
+            &inflight,
+            &permits,
+            &obs.tasks,
+            reply.assignments,
+        );
         tokio::time::sleep(wait).await;
     }
 }
+
+/// Docker actions under way at once: a node assigned a thousand tasks
+/// starts them sixteen at a time instead of flooding its engine.
+const ACTIONS: usize = 16;
 
 /// Start what is assigned and missing, stop what is owned and unassigned.
 /// Each action runs in its own task so heartbeats go on meanwhile.
@@ -202,6 +214,7 @@ fn converge(
     rt: &Arc<DockerRuntime>,
     node: &str,
     inflight: &InFlight,
+    permits: &Arc<tokio::sync::Semaphore>,
     local: &[crate::model::Task],
     assignments: Vec<Assignment>,
 ) {
@@ -211,7 +224,9 @@ fn converge(
             continue;
         }
         let (rt, inflight, id, live) = (rt.clone(), inflight.clone(), t.id.clone(), t.is_live());
+        let permits = permits.clone();
         tokio::spawn(async move {
+            let _permit = permits.acquire_owned().await;
             let r = if live {
                 log(&format!(
                     "stopping task {id}: no longer assigned to this node"
@@ -235,7 +250,9 @@ fn converge(
         }
         let (rt, inflight, id) = (rt.clone(), inflight.clone(), a.id.clone());
         let launch = launch_of(a, node);
+        let permits = permits.clone();
         tokio::spawn(async move {
+            let _permit = permits.acquire_owned().await;
             log(&format!(
                 "starting task {id} ({}:{})",
                 launch.family, launch.revision
