@@ -638,3 +638,55 @@ fn under_verification_only_commits_signed_by_allowed_keys_are_applied() {
         r.modes() == modes("six", 1)
     });
 }
+
+#[test]
+fn validate_plan_apply_and_destroy_take_a_git_source_too() {
+    let _g = lock();
+    let Some(r) = Rig::new("standalone") else {
+        return;
+    };
+    r.git_source(1);
+    let source = format!("git+file://{}", r.remote.display());
+    let state = r.dir.path().join("state");
+    let run = |args: &[&str]| {
+        let out = Command::new(bin())
+            .args(args)
+            .env("RECONCILE_STATE_DIR", &state)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (code, out) = run(&["validate", &source, "--ref", "main", "--path", "deploy"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run(&["plan", &source, "--path", "deploy", "--detailed-exitcode"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("+ Service"), "{out}");
+    let (code, out) = run(&["apply", &source, "--path", "deploy", "--auto-approve"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(r.modes(), modes("one", 1));
+    let (code, out) = run(&["plan", &source, "--path", "deploy", "--detailed-exitcode"]);
+    assert_eq!(code, 0, "after apply the plan is empty: {out}");
+    // A broken commit is reported with file, line and column.
+    let broken = manifests(&r.cluster, 1, "x").replace("desiredCount: 1", "desiredCount: one");
+    r.commit_text(&broken, "broken");
+    let (code, out) = run(&["validate", &source, "--path", "deploy"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("app.yaml"), "{out}");
+    let (code, out) = run(&["destroy", &source, "--path", "deploy", "--auto-approve"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(r.modes().is_empty());
+    // --path on a directory is a usage error naming the flag.
+    let (code, out) = run(&["validate", ".", "--path", "deploy"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("--ref and --path apply to a git+URL source only"),
+        "{out}"
+    );
+}

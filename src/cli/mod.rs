@@ -80,11 +80,65 @@ pub(crate) enum Format {
     Json,
 }
 
+/// A git source's branch and directory (`SOURCE` = `git+URL`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub(crate) struct GitArgs {
+    /// Branch of a `git+URL` source (default: main).
+    #[arg(long = "ref", value_name = "BRANCH")]
+    pub reference: Option<String>,
+    /// Directory inside a `git+URL` source's repository.
+    #[arg(long = "path", value_name = "SUBDIR")]
+    pub subdir: Option<String>,
+}
+
+impl GitArgs {
+    /// The git source `source` names, if it is `git+URL`.
+    pub(crate) fn source(
+        &self,
+        source: &std::path::Path,
+    ) -> Result<Option<crate::git::GitSource>, String> {
+        let text = source.to_string_lossy();
+        match crate::git::GitSource::parse(&text, self.reference.as_deref(), self.subdir.as_deref())
+        {
+            Some(g) => Ok(Some(g)),
+            None if self.reference.is_some() || self.subdir.is_some() => {
+                Err("--ref and --path apply to a git+URL source only".into())
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Read a source: a directory or file as it is, or the head commit of a
+    /// git branch (fetched into `cache`).
+    pub(crate) fn read(
+        &self,
+        source: &std::path::Path,
+        cache: &std::path::Path,
+    ) -> Result<Vec<source::RawFile>, String> {
+        match self.source(source)? {
+            Some(g) => {
+                let commit = g.fetch(cache)?;
+                let snap = g.read(cache, &commit)?;
+                eprintln!(
+                    "{}: commit {} ({})",
+                    g.display(),
+                    &snap.commit[..12],
+                    snap.summary
+                );
+                Ok(snap.files)
+            }
+            None => source::read_dir(source).map_err(|e| e.to_string()),
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 struct ValidateArgs {
-    /// Directory (read recursively) or manifest file.
+    /// Directory (read recursively), manifest file, or `git+URL`.
     #[arg(default_value = ".")]
     source: PathBuf,
+    #[command(flatten)]
+    git: GitArgs,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -130,7 +184,11 @@ fn usage_error(message: impl std::fmt::Display) -> ExitCode {
 }
 
 fn validate_cmd(a: ValidateArgs) -> ExitCode {
-    let files = match source::read_dir(&a.source) {
+    let cache = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => return usage_error(format!("temporary directory: {e}")),
+    };
+    let files = match a.git.read(&a.source, cache.path()) {
         Ok(f) => f,
         Err(e) => return usage_error(e),
     };

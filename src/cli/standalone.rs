@@ -18,7 +18,7 @@ use crate::runtime::docker::DockerRuntime;
 use crate::runtime::Runtime;
 use crate::secrets::Resolver;
 use crate::store::{FileStore, Stored};
-use crate::{source, validate};
+use crate::validate;
 
 /// Options shared by the commands that read a source and the local state.
 #[derive(Debug, Clone, clap::Args)]
@@ -53,6 +53,8 @@ pub struct PlanArgs {
     #[command(flatten)]
     remote: super::fleet::RemoteArgs,
     #[command(flatten)]
+    git: super::GitArgs,
+    #[command(flatten)]
     state: StateArgs,
 }
 
@@ -83,6 +85,8 @@ pub struct ApplyArgs {
     #[command(flatten)]
     remote: super::fleet::RemoteArgs,
     #[command(flatten)]
+    git: super::GitArgs,
+    #[command(flatten)]
     state: StateArgs,
 }
 
@@ -97,6 +101,8 @@ pub struct StatusArgs {
     #[command(flatten)]
     remote: super::fleet::RemoteArgs,
     #[command(flatten)]
+    git: super::GitArgs,
+    #[command(flatten)]
     state: StateArgs,
 }
 
@@ -109,6 +115,8 @@ pub struct DestroyArgs {
     /// a terminal).
     #[arg(long)]
     auto_approve: bool,
+    #[command(flatten)]
+    git: super::GitArgs,
     #[command(flatten)]
     state: StateArgs,
 }
@@ -146,11 +154,26 @@ fn state_dir(args: &StateArgs) -> PathBuf {
 
 /// A source's identity: its canonical path, digested. Resources are owned
 /// by the source that applied them.
-fn source_id(path: &Path) -> Result<(String, String), String> {
+fn source_id(path: &Path, git: &super::GitArgs) -> Result<(String, String), String> {
+    if let Some(g) = git.source(path)? {
+        let shown = format!("git+{}", g.display());
+        return Ok((model::digest(&shown), shown));
+    }
     let canonical =
         std::fs::canonicalize(path).map_err(|e| format!("`{}`: {e}", path.display()))?;
     let shown = canonical.display().to_string();
     Ok((model::digest(&shown), shown))
+}
+
+/// Where a source's bare secret names are read: next to a directory source;
+/// for a git source (a repository holds no secrets) in the current
+/// directory's `.reconcile/secrets`, or `RECONCILE_SECRETS_DIR`.
+fn resolver_for(path: &Path) -> Resolver {
+    if path.to_string_lossy().starts_with("git+") {
+        Resolver::for_source(Path::new("."))
+    } else {
+        Resolver::for_source(path)
+    }
 }
 
 /// Everything a command needs about its source.
@@ -161,8 +184,8 @@ struct Loaded {
 
 /// Read and validate a source; on invalid input print the diagnostics and
 /// return the exit status.
-fn load(path: &Path) -> Result<Loaded, ExitCode> {
-    let files = match source::read_dir(path) {
+fn load(path: &Path, git: &super::GitArgs, state: &StateArgs) -> Result<Loaded, ExitCode> {
+    let files = match git.read(path, &state_dir(state).join("git")) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("error: {e}");
@@ -184,7 +207,7 @@ fn load(path: &Path) -> Result<Loaded, ExitCode> {
         return Err(ExitCode::from(EXIT_FAILURE));
     }
     let mut desired = DesiredState::from_manifests(v.entries.iter().map(|e| &e.manifest));
-    let resolver = Resolver::for_source(path);
+    let resolver = resolver_for(path);
     let refs: Vec<&str> = desired
         .task_definitions
         .values()
@@ -246,11 +269,11 @@ pub fn plan_cmd(a: PlanArgs) -> ExitCode {
         }
         return super::fleet::plan_remote(&a.remote, a.format, a.detail, a.detailed_exitcode);
     }
-    let loaded = match load(&a.source) {
+    let loaded = match load(&a.source, &a.git, &a.state) {
         Ok(l) => l,
         Err(code) => return code,
     };
-    let (id, shown) = match source_id(&a.source) {
+    let (id, shown) = match source_id(&a.source, &a.git) {
         Ok(x) => x,
         Err(e) => return usage(e),
     };
@@ -489,11 +512,11 @@ pub fn apply_cmd(a: ApplyArgs) -> ExitCode {
             PathBuf::from(&s.source),
         ),
         None => {
-            let loaded = match load(&a.source) {
+            let loaded = match load(&a.source, &a.git, &a.state) {
                 Ok(l) => l,
                 Err(code) => return code,
             };
-            let (id, _) = match source_id(&a.source) {
+            let (id, _) = match source_id(&a.source, &a.git) {
                 Ok(x) => x,
                 Err(e) => return usage(e),
             };
@@ -578,7 +601,7 @@ pub fn apply_cmd(a: ApplyArgs) -> ExitCode {
             }
         }
         let progress = Progress::new(store, std::io::stderr().is_terminal());
-        let resolver = Resolver::for_source(&source_path);
+        let resolver = resolver_for(&source_path);
         let result =
             apply::apply(&p, &desired, &mut stored, &rt, &resolver, &opts, &progress).await;
         progress.finish();
@@ -664,7 +687,7 @@ pub fn status_cmd(a: StatusArgs) -> ExitCode {
     if a.remote.controller.is_some() {
         return super::fleet::status_remote(&a.remote, a.format);
     }
-    let (id, _) = match source_id(&a.source) {
+    let (id, _) = match source_id(&a.source, &a.git) {
         Ok(x) => x,
         Err(e) => return usage(e),
     };
@@ -778,7 +801,7 @@ fn status_text(r: &Value) -> String {
 }
 
 pub fn destroy_cmd(a: DestroyArgs) -> ExitCode {
-    let (id, _) = match source_id(&a.source) {
+    let (id, _) = match source_id(&a.source, &a.git) {
         Ok(x) => x,
         Err(e) => return usage(e),
     };
@@ -828,7 +851,7 @@ pub fn destroy_cmd(a: DestroyArgs) -> ExitCode {
             return code;
         }
         let progress = Progress::new(store, false);
-        let resolver = Resolver::for_source(&a.source);
+        let resolver = resolver_for(&a.source);
         match apply::apply(
             &p,
             &DesiredState::default(),
