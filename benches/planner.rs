@@ -139,6 +139,7 @@ fn nodes(n: usize) -> Vec<NodeInfo> {
             attributes: BTreeMap::from([("zone".to_string(), format!("z{}", i % 3))]),
             cpu: (POOL_CPU / n as u64) as u32,
             memory: (POOL_MEMORY / n as u64) as u32,
+            reserved_ports: Vec::new(),
         })
         .collect()
 }
@@ -352,9 +353,12 @@ fn main() {
         profile(&args[i + 1..]);
         return;
     }
-    let services = env("PLAN_SERVICES", 10_000);
-    let changed = env("PLAN_CHANGED", 1_000);
-    let iters = env("PLAN_ITERS", 20);
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this
+    // binary without it, as a quick check that the benchmark still works.
+    let smoke = !args.iter().any(|a| a == "--bench");
+    let services = env("PLAN_SERVICES", if smoke { 300 } else { 10_000 });
+    let changed = env("PLAN_CHANGED", if smoke { 30 } else { 1_000 });
+    let iters = env("PLAN_ITERS", if smoke { 2 } else { 20 });
     let shapes: Vec<usize> = std::env::var("PLAN_NODES")
         .unwrap_or_else(|_| "1,100".into())
         .split(',')

@@ -48,11 +48,18 @@ struct Shape {
 }
 
 impl Shape {
-    fn from_env() -> Shape {
+    /// The C1M shape, or a small one for a smoke run (`cargo test
+    /// --all-targets` runs benchmarks without `--bench`).
+    fn from_env(smoke: bool) -> Shape {
+        let (n, s, t) = if smoke {
+            (300, 20, 50)
+        } else {
+            (10_000, 1_000, 1_000)
+        };
         Shape {
-            nodes: env("SCHED_NODES", 10_000),
-            services: env("SCHED_SERVICES", 1_000),
-            tasks: env("SCHED_TASKS", 1_000) as u32,
+            nodes: env("SCHED_NODES", n),
+            services: env("SCHED_SERVICES", s),
+            tasks: env("SCHED_TASKS", t) as u32,
         }
     }
 }
@@ -185,8 +192,8 @@ fn round_robin(
 }
 
 /// Run one scenario in this process and print one result line.
-fn child(name: &str) {
-    let shape = Shape::from_env();
+fn child(name: &str, smoke: bool) {
+    let shape = Shape::from_env(smoke);
     let t = Instant::now();
     let mut nodes = cluster(shape.nodes);
     let services = services(shape.services);
@@ -294,10 +301,11 @@ fn parse(line: &str) -> Option<Row> {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--scenario") {
-        child(&args[i + 1]);
+        child(&args[i + 1], args.iter().any(|a| a == "--smoke"));
         return;
     }
-    let shape = Shape::from_env();
+    let smoke = !args.iter().any(|a| a == "--bench");
+    let shape = Shape::from_env(smoke);
     let exe = std::env::current_exe().expect("own path");
     println!(
         "scheduler bench: {} services x {} tasks onto {} nodes (16 vCPU, 64 GiB each)",
@@ -307,6 +315,7 @@ fn main() {
     for (name, what) in SCENARIOS {
         let out = Command::new(&exe)
             .args(["--scenario", name])
+            .args(smoke.then_some("--smoke"))
             .output()
             .expect("child runs");
         let text = String::from_utf8_lossy(&out.stdout);
