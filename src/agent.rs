@@ -27,6 +27,8 @@ pub struct Config {
     /// Override the CPU units / MiB the engine reports.
     pub cpu: Option<u32>,
     pub memory: Option<u32>,
+    /// Host ports reserved besides the standard ones.
+    pub reserved_ports: Vec<u16>,
     /// Trust only this CA for an https:// controller.
     pub ca_cert: Option<std::path::PathBuf>,
 }
@@ -147,6 +149,11 @@ pub async fn run(config: Config) -> Result<(), String> {
             memory: config
                 .memory
                 .unwrap_or_else(|| engine.as_ref().map_or(0, |n| n.memory)),
+            reserved_ports: crate::scheduler::RESERVED_PORTS
+                .iter()
+                .chain(config.reserved_ports.iter())
+                .copied()
+                .collect(),
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             tasks: obs.tasks.clone(),
         };

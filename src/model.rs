@@ -183,6 +183,10 @@ pub struct NodeInfo {
     /// CPU units (cores x 1024) and MiB.
     pub cpu: u32,
     pub memory: u32,
+    /// Host ports the node keeps for itself besides the agent's standard
+    /// ones ([`crate::scheduler::RESERVED_PORTS`]); never given to tasks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reserved_ports: Vec<u16>,
 }
 
 /// A service as last applied.

@@ -26,6 +26,10 @@ pub struct Heartbeat {
     /// CPU units (cores x 1024) and MiB the node offers.
     pub cpu: u32,
     pub memory: u32,
+    /// Host ports the node keeps for itself (tasks never get them): the
+    /// agent's standard ones and any added with `--reserved-port`.
+    #[serde(default)]
+    pub reserved_ports: Vec<u16>,
     pub agent_version: String,
     /// Every task the agent's runtime owns, live or stopped.
     #[schemars(with = "Vec<serde_json::Value>")]

@@ -96,19 +96,19 @@ impl Fleet {
         Fleet::start_full(test, manifests, |_| Vec::new(), true)
     }
 
-    /// Like [`Fleet::start`], with extra `--attribute`s for agent i.
+    /// Like [`Fleet::start`], with extra arguments for agent i.
     fn start_with(
         test: &str,
         manifests: &str,
-        attributes: impl Fn(usize) -> Vec<String>,
+        extra: impl Fn(usize) -> Vec<String>,
     ) -> Option<Fleet> {
-        Fleet::start_full(test, manifests, attributes, false)
+        Fleet::start_full(test, manifests, extra, false)
     }
 
     fn start_full(
         test: &str,
         manifests: &str,
-        attributes: impl Fn(usize) -> Vec<String>,
+        extra: impl Fn(usize) -> Vec<String>,
         tls: bool,
     ) -> Option<Fleet> {
         if !netns::available() {
@@ -145,7 +145,7 @@ impl Fleet {
         }
         f.start_controller();
         for i in 0..3 {
-            let agent = f.spawn_agent(i, &attributes(i));
+            let agent = f.spawn_agent(i, &extra(i));
             f.agents.push(Some(agent));
         }
         f.wait_for("three active nodes", Duration::from_secs(30), |f| {
@@ -237,7 +237,7 @@ impl Fleet {
         });
     }
 
-    fn spawn_agent(&self, i: usize, attributes: &[String]) -> Child {
+    fn spawn_agent(&self, i: usize, extra: &[String]) -> Child {
         let mut cmd = self.lab.command(i, bin().to_str().unwrap());
         cmd.args([
             "agent",
@@ -246,9 +246,7 @@ impl Fleet {
             "--cluster",
             &self.cluster,
         ]);
-        for a in attributes {
-            cmd.args(["--attribute", a]);
-        }
+        cmd.args(extra);
         if let Some(ca) = &self.ca {
             cmd.arg("--ca-cert").arg(ca);
         }
@@ -707,7 +705,7 @@ spec:
         if i == 0 {
             vec![]
         } else {
-            vec!["lifecycle=spot".to_string()]
+            vec!["--attribute".to_string(), "lifecycle=spot".to_string()]
         }
     }) else {
         return;
@@ -890,4 +888,53 @@ fn an_agent_restart_readopts_its_containers_without_restarting_them() {
     assert_eq!(f.started_at(), before, "agent log:\n{}", f.tail("agent1"));
     let (code, out, err) = f.cli(&["plan", "--detailed-exitcode"]);
     assert_eq!(code, 0, "plan not empty:\n{out}\n{err}");
+}
+
+#[test]
+fn a_reserved_port_is_never_given_to_a_task() {
+    let _g = lock();
+    // Every node keeps port 18080 for itself; a task asking for it as its
+    // host port has nowhere to go, and the plan says so.
+    let source = r#"apiVersion: reconcile/v1alpha1
+kind: Cluster
+metadata: {name: CLUSTER}
+spec: {}
+---
+apiVersion: reconcile/v1alpha1
+kind: TaskDefinition
+metadata: {name: app}
+spec:
+  networkMode: bridge
+  containerDefinitions:
+    - name: app
+      image: busybox:stable
+      command: [sleep, "3600"]
+      memory: 32
+      portMappings:
+        - {containerPort: 80, hostPort: 18080}
+---
+apiVersion: reconcile/v1alpha1
+kind: Service
+metadata: {name: app}
+spec:
+  cluster: CLUSTER
+  taskDefinition: app
+  desiredCount: 1
+"#;
+    let Some(f) = Fleet::start_with("resport", source, |_| {
+        vec!["--reserved-port".to_string(), "18080".to_string()]
+    }) else {
+        return;
+    };
+    f.wait_for("the refusal", Duration::from_secs(30), |f| {
+        let (code, out, _) = f.cli(&["plan", "--detailed-exitcode"]);
+        code == 2 && out.contains("cannot be placed") && out.contains("18080")
+    });
+    let (_, out, _) = f.cli(&["nodes", "--format", "json"]);
+    let nodes: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert!(nodes[0]["reservedPorts"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from(18080)));
+    assert!(f.running().is_empty());
 }

@@ -716,6 +716,7 @@ fn round_trip_import_then_validate_the_directory() {
             attributes: Default::default(),
             cpu: 64 * 1024,
             memory: 256 * 1024,
+            reserved_ports: Vec::new(),
         }],
         ..Default::default()
     };

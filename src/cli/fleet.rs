@@ -260,6 +260,10 @@ pub struct AgentArgs {
     /// Trust only this CA (PEM) for an https:// controller.
     #[arg(long, env = "RECONCILE_CA_CERT", value_name = "FILE")]
     ca_cert: Option<PathBuf>,
+    /// A host port tasks must never get, besides the standard reserved
+    /// ones (22, 2375, 2376, 51678, 51679); repeatable.
+    #[arg(long = "reserved-port", value_name = "PORT")]
+    reserved_ports: Vec<u16>,
 }
 
 pub fn agent_cmd(a: AgentArgs) -> ExitCode {
@@ -296,6 +300,7 @@ pub fn agent_cmd(a: AgentArgs) -> ExitCode {
         cpu: a.cpu,
         memory: a.memory,
         ca_cert: a.ca_cert,
+        reserved_ports: a.reserved_ports,
     };
     tokio_block(async move {
         tokio::select! {

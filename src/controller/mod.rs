@@ -275,6 +275,7 @@ impl Controller {
                 attributes: hb.attributes.clone(),
                 cpu: hb.cpu,
                 memory: hb.memory,
+                reserved_ports: hb.reserved_ports.clone(),
             };
             match s.nodes.get_mut(name) {
                 Some(n) if n.record.info.cluster != hb.cluster => {

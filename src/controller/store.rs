@@ -264,6 +264,7 @@ mod tests {
                     attributes: BTreeMap::new(),
                     cpu: 1024,
                     memory: 512,
+                    reserved_ports: Vec::new(),
                 },
                 status: NodeStatus::Active,
                 agent_version: "0".into(),

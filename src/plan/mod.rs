@@ -577,6 +577,11 @@ fn scheduler_nodes(
         .map(|n| {
             let mut node = scheduler::Node::new(n.name.clone(), n.cpu, n.memory);
             node.capacity_provider = provider_of(desired, n);
+            node.used_ports.extend(
+                n.reserved_ports
+                    .iter()
+                    .map(|&p| (p, crate::manifest::task_definition::Protocol::Tcp)),
+            );
             node.attributes = n.attributes.clone();
             node.agent_version = env!("CARGO_PKG_VERSION").to_string();
             node

@@ -92,6 +92,7 @@ impl DockerRuntime {
                 attributes,
                 cpu,
                 memory,
+                reserved_ports: Vec::new(),
             },
         })
     }

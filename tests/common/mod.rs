@@ -66,6 +66,7 @@ pub fn nodes(n: usize, cpu: u32, memory: u32) -> Vec<NodeInfo> {
             attributes: BTreeMap::from([("zone".to_string(), format!("z{}", i % 3))]),
             cpu,
             memory,
+            reserved_ports: Vec::new(),
         })
         .collect()
 }
