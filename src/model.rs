@@ -251,6 +251,20 @@ pub fn digest<T: Serialize>(value: &T) -> String {
     out
 }
 
+/// A new task id: 32 hex digits from the clock, the process and a counter
+/// the caller keeps, so ids never repeat across runs or processes.
+pub fn new_task_id(counter: &std::sync::atomic::AtomicU64) -> String {
+    let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let seed = format!(
+        "{:?}-{}-{n}",
+        std::time::SystemTime::now(),
+        std::process::id()
+    );
+    let mut id = digest(&seed);
+    id.push_str(&digest(&(seed, 1)));
+    id
+}
+
 /// Resources a task of `spec` reserves on a node: CPU units and MiB (ECS:
 /// the task-level value when set, else the sum over containers of cpu and
 /// of memoryReservation-or-memory), and its static host ports.

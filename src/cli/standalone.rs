@@ -454,17 +454,7 @@ impl Sink for Progress {
         self.started.elapsed()
     }
     fn new_task_id(&self) -> String {
-        let n = self
-            .counter
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let seed = format!(
-            "{:?}-{}-{n}",
-            std::time::SystemTime::now(),
-            std::process::id()
-        );
-        let mut id = model::digest(&seed);
-        id.push_str(&model::digest(&(seed, 1)));
-        id
+        model::new_task_id(&self.counter)
     }
 }
 

@@ -57,19 +57,10 @@ impl Launcher {
         join_token: String,
         ca_cert: Option<PathBuf>,
     ) -> Result<Launcher, String> {
-        let docker = Docker::connect_with_defaults()
-            .map_err(|e| err("cannot connect to Docker to launch nodes", e))?
-            .negotiate_version()
+        let (docker, info) = crate::runtime::docker::engine()
             .await
-            .map_err(|e| err("cannot reach the Docker daemon to launch nodes", e))?;
-        let info = docker
-            .info()
-            .await
-            .map_err(|e| err("reading the Docker daemon's info", e))?;
-        let engine = (
-            info.ncpu.unwrap_or(1).max(1) as u32 * 1024,
-            (info.mem_total.unwrap_or(0) / (1024 * 1024)) as u32,
-        );
+            .map_err(|e| err("launching nodes", e.message))?;
+        let engine = crate::runtime::docker::resources(&info);
         Ok(Launcher {
             docker,
             owner,

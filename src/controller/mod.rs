@@ -486,36 +486,13 @@ impl Controller {
                 // Reported before and gone now: its containers were removed
                 // from the node. The planner replaces it (or, with self-heal
                 // off, reports it).
-                None if a.task.reported && heard => Task {
-                    id: a.task.id.clone(),
-                    cluster: a.task.cluster.clone(),
-                    service: a.task.service.clone(),
-                    family: a.task.family.clone(),
-                    revision: a.task.revision,
-                    config_hash: a.task.config_hash.clone(),
-                    node: a.node.clone(),
-                    last_status: TaskStatus::Stopped,
-                    health: Health::Unknown,
-                    started_at: None,
-                    stop_code: Some("TaskGone".into()),
-                    stopped_reason: Some("its containers were removed from the node".into()),
-                    bindings: Vec::new(),
-                },
-                None => Task {
-                    id: a.task.id.clone(),
-                    cluster: a.task.cluster.clone(),
-                    service: a.task.service.clone(),
-                    family: a.task.family.clone(),
-                    revision: a.task.revision,
-                    config_hash: a.task.config_hash.clone(),
-                    node: a.node.clone(),
-                    last_status: TaskStatus::Pending,
-                    health: Health::Unknown,
-                    started_at: None,
-                    stop_code: None,
-                    stopped_reason: None,
-                    bindings: Vec::new(),
-                },
+                None if a.task.reported && heard => {
+                    let mut t = unreported(a, TaskStatus::Stopped);
+                    t.stop_code = Some("TaskGone".into());
+                    t.stopped_reason = Some("its containers were removed from the node".into());
+                    t
+                }
+                None => unreported(a, TaskStatus::Pending),
             });
         }
         let nodes = s
@@ -952,6 +929,25 @@ impl Controller {
     }
 }
 
+/// An assigned task its node does not report, as the planner sees it.
+fn unreported(a: &AssignmentRecord, status: TaskStatus) -> Task {
+    Task {
+        id: a.task.id.clone(),
+        cluster: a.task.cluster.clone(),
+        service: a.task.service.clone(),
+        family: a.task.family.clone(),
+        revision: a.task.revision,
+        config_hash: a.task.config_hash.clone(),
+        node: a.node.clone(),
+        last_status: status,
+        health: Health::Unknown,
+        started_at: None,
+        stop_code: None,
+        stopped_reason: None,
+        bindings: Vec::new(),
+    }
+}
+
 fn resolve_secrets(
     resolver: &Resolver,
     spec: &crate::manifest::TaskDefinitionSpec,
@@ -1090,17 +1086,7 @@ impl apply::Sink for ControllerSink {
     }
 
     fn new_task_id(&self) -> String {
-        let n = self
-            .counter
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let seed = format!(
-            "{:?}-{}-{n}",
-            std::time::SystemTime::now(),
-            std::process::id()
-        );
-        let mut id = model::digest(&seed);
-        id.push_str(&model::digest(&(seed, 1)));
-        id
+        model::new_task_id(&self.counter)
     }
 }
 
@@ -1304,15 +1290,7 @@ impl Controller {
             if key.split_once('/').map(|(c, _)| c) != Some(cluster) {
                 continue;
             }
-            let strategy = if svc.spec.capacity_provider_strategy.is_empty() {
-                desired
-                    .clusters
-                    .get(cluster)
-                    .map(|c| c.default_capacity_provider_strategy.clone())
-                    .unwrap_or_default()
-            } else {
-                svc.spec.capacity_provider_strategy.clone()
-            };
+            let strategy = plan::strategy_of(desired, cluster, &svc.spec);
             // The provider that gets these tasks: the first of the strategy
             // with a base or weight, or with no strategy any of the cluster.
             let first = strategy

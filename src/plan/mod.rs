@@ -637,6 +637,24 @@ fn scheduler_nodes(
     nodes
 }
 
+/// A service's capacity provider strategy: its own, else its cluster's
+/// default.
+pub fn strategy_of<'a>(
+    desired: &'a DesiredState,
+    cluster: &str,
+    spec: &'a crate::manifest::service::ServiceSpec,
+) -> &'a [crate::manifest::CapacityProviderStrategyItem] {
+    if spec.capacity_provider_strategy.is_empty() {
+        desired
+            .clusters
+            .get(cluster)
+            .map(|c| c.default_capacity_provider_strategy.as_slice())
+            .unwrap_or_default()
+    } else {
+        &spec.capacity_provider_strategy
+    }
+}
+
 /// The capacity provider a node belongs to: the first provider attached to
 /// its cluster whose nodeSelector its attributes match.
 pub fn provider_of(desired: &DesiredState, n: &crate::model::NodeInfo) -> Option<String> {
@@ -1116,14 +1134,8 @@ impl PlacementInputs {
         PlacementInputs {
             providers: if observed.nodes.iter().any(|n| n.cluster == "*") {
                 Vec::new()
-            } else if spec.capacity_provider_strategy.is_empty() {
-                desired
-                    .clusters
-                    .get(cluster)
-                    .map(|c| c.default_capacity_provider_strategy.clone())
-                    .unwrap_or_default()
             } else {
-                spec.capacity_provider_strategy.clone()
+                strategy_of(desired, cluster, spec).to_vec()
             },
             indices: cluster_node_indices(observed, cluster),
             group: format!("service:{name}"),

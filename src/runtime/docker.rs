@@ -47,6 +47,29 @@ pub mod label {
     pub const NODE: &str = "reconcile.io/node";
 }
 
+/// Connect to the engine (honouring DOCKER_HOST), negotiate the API
+/// version, and read its info.
+pub async fn engine() -> Result<(Docker, bollard::models::SystemInfo), RuntimeError> {
+    let docker = Docker::connect_with_defaults()
+        .map_err(|e| err("cannot connect to Docker (is DOCKER_HOST right?)", e))?
+        .negotiate_version()
+        .await
+        .map_err(|e| err("cannot reach the Docker daemon", e))?;
+    let info = docker
+        .info()
+        .await
+        .map_err(|e| err("cannot read the Docker daemon's info", e))?;
+    Ok((docker, info))
+}
+
+/// What an engine offers: CPU units (cores x 1024) and MiB.
+pub fn resources(info: &bollard::models::SystemInfo) -> (u32, u32) {
+    (
+        info.ncpu.unwrap_or(1).max(1) as u32 * 1024,
+        (info.mem_total.unwrap_or(0) / (1024 * 1024)) as u32,
+    )
+}
+
 /// The local Docker engine as one node.
 pub struct DockerRuntime {
     docker: Docker,
@@ -63,17 +86,8 @@ impl DockerRuntime {
     /// Connect (honouring DOCKER_HOST), negotiate the API version and read
     /// the engine's resources. The node serves every cluster.
     pub async fn connect(source: &str, node_name: &str) -> Result<DockerRuntime, RuntimeError> {
-        let docker = Docker::connect_with_defaults()
-            .map_err(|e| err("cannot connect to Docker (is DOCKER_HOST right?)", e))?
-            .negotiate_version()
-            .await
-            .map_err(|e| err("cannot reach the Docker daemon", e))?;
-        let info = docker
-            .info()
-            .await
-            .map_err(|e| err("cannot read the Docker daemon's info", e))?;
-        let cpu = info.ncpu.unwrap_or(1).max(1) as u32 * 1024;
-        let memory = (info.mem_total.unwrap_or(0) / (1024 * 1024)) as u32;
+        let (docker, info) = engine().await?;
+        let (cpu, memory) = resources(&info);
         let mut attributes = BTreeMap::new();
         attributes.insert(
             "ecs.os-type".to_string(),
