@@ -38,17 +38,20 @@ enum Command {
     /// Convert existing Amazon ECS task definitions and services (JSON)
     /// into reconcile manifests.
     Import(import::ImportArgs),
-    /// Show what `apply` would change on the local Docker engine.
+    /// Show what `apply` would change on the local Docker engine, or with
+    /// --controller what a controller applies next.
     ///
     /// Exit status: 0 success (with --detailed-exitcode: no changes), 1
     /// error, 2 changes present (only with --detailed-exitcode).
     Plan(standalone::PlanArgs),
     /// Converge the local Docker engine to a source, or apply a saved plan
     /// exactly (refused when stale). Prints the plan, asks for confirmation
-    /// on a terminal, and waits for steady state.
+    /// on a terminal, and waits for steady state. With --controller, asks
+    /// the controller to reconcile its own source now.
     Apply(standalone::ApplyArgs),
     /// Services, deployments and tasks applied from a source, with nodes,
-    /// ports, health, status and stop reasons.
+    /// ports, health, status and stop reasons (a controller's with
+    /// --controller, with its nodes, commits and events).
     Status(standalone::StatusArgs),
     /// Remove everything a source applied: plans the deletions, asks, then
     /// stops the tasks and forgets the resources.
