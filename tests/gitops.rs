@@ -690,3 +690,34 @@ fn validate_plan_apply_and_destroy_take_a_git_source_too() {
         "{out}"
     );
 }
+
+#[test]
+fn the_controller_keeps_its_state_in_the_state_directory_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut c = Command::new(bin())
+        .args(["controller", "--source"])
+        .arg(&src)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("RECONCILE_STATE_DIR", dir.path().join("state"))
+        .env("RECONCILE_JOIN_TOKEN", JOIN)
+        .env("RECONCILE_API_TOKEN", API)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let db = dir.path().join("state/controller/controller.redb");
+    let start = Instant::now();
+    while !db.exists() && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+    assert!(db.exists(), "no store at {}", db.display());
+}

@@ -74,9 +74,10 @@ pub struct ControllerArgs {
     #[arg(long, default_value = "127.0.0.1:7700", value_name = "ADDR")]
     listen: String,
     /// Where the controller keeps its state (revisions, deployments,
-    /// events, nodes, assignments).
+    /// events, nodes, assignments). Default: `controller` in the state
+    /// directory ($RECONCILE_STATE_DIR, else ~/.local/state/reconcile).
     #[arg(long, value_name = "DIR")]
-    data_dir: PathBuf,
+    data_dir: Option<PathBuf>,
     /// Token agents must present (at least 16 characters).
     #[arg(
         long,
@@ -174,7 +175,10 @@ pub fn controller_cmd(a: ControllerArgs) -> ExitCode {
         source,
         webhook_secret: a.webhook_secret.clone(),
         allowed_signers: a.allowed_signers.clone(),
-        data_dir: a.data_dir,
+        data_dir: a.data_dir.clone().unwrap_or_else(|| {
+            super::standalone::state_dir(&super::standalone::StateArgs::default())
+                .join("controller")
+        }),
         join_token: a.join_token,
         api_token: a.api_token,
         interval: Duration::from_secs(a.interval),

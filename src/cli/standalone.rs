@@ -21,7 +21,7 @@ use crate::store::{FileStore, Stored};
 use crate::validate;
 
 /// Options shared by the commands that read a source and the local state.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct StateArgs {
     /// Where standalone state (task definition revisions, applied
     /// resources) is kept. Default: $RECONCILE_STATE_DIR, else
@@ -136,7 +136,7 @@ struct SavedPlan {
 
 const SAVED_KIND: &str = "reconcile-saved-plan";
 
-fn state_dir(args: &StateArgs) -> PathBuf {
+pub(crate) fn state_dir(args: &StateArgs) -> PathBuf {
     if let Some(d) = &args.state_dir {
         return d.clone();
     }
