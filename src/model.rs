@@ -59,6 +59,25 @@ fn yes() -> bool {
 }
 
 impl DesiredState {
+    /// Resolve every secret reference the task definitions make and keep
+    /// its fingerprint (never the value); returns the references that
+    /// cannot be resolved.
+    pub fn fingerprint_secrets(
+        &mut self,
+        resolver: &crate::secrets::Resolver,
+    ) -> Vec<crate::secrets::SecretError> {
+        let refs: Vec<&str> = self
+            .task_definitions
+            .values()
+            .flat_map(|t| t.container_definitions.iter())
+            .flat_map(|c| c.secrets.iter())
+            .map(|s| s.value_from.as_str())
+            .collect();
+        let (fps, errors) = resolver.fingerprints(refs);
+        self.secret_fingerprints = fps;
+        errors
+    }
+
     /// Collect the manifests of a valid source, normalised.
     pub fn from_manifests<'a>(manifests: impl IntoIterator<Item = &'a Manifest>) -> Self {
         let mut d = DesiredState::default();

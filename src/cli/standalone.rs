@@ -207,16 +207,7 @@ fn load(path: &Path, git: &super::GitArgs, state: &StateArgs) -> Result<Loaded, 
         return Err(ExitCode::from(EXIT_FAILURE));
     }
     let mut desired = DesiredState::from_manifests(v.entries.iter().map(|e| &e.manifest));
-    let resolver = resolver_for(path);
-    let refs: Vec<&str> = desired
-        .task_definitions
-        .values()
-        .flat_map(|t| t.container_definitions.iter())
-        .flat_map(|c| c.secrets.iter())
-        .map(|s| s.value_from.as_str())
-        .collect();
-    let (fps, errors) = resolver.fingerprints(refs);
-    desired.secret_fingerprints = fps;
+    let errors = desired.fingerprint_secrets(&resolver_for(path));
     Ok(Loaded {
         desired,
         secret_errors: errors.into_iter().map(|e| e.to_string()).collect(),

@@ -635,15 +635,7 @@ impl Controller {
             ));
         }
         let mut desired = DesiredState::from_manifests(v.entries.iter().map(|e| &e.manifest));
-        let refs: Vec<&str> = desired
-            .task_definitions
-            .values()
-            .flat_map(|t| t.container_definitions.iter())
-            .flat_map(|c| c.secrets.iter())
-            .map(|s| s.value_from.as_str())
-            .collect();
-        let (fps, errors) = self.resolver.fingerprints(refs);
-        desired.secret_fingerprints = fps;
+        let errors = desired.fingerprint_secrets(&self.resolver);
         Ok((
             desired,
             errors.into_iter().map(|e| e.to_string()).collect(),
