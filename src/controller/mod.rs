@@ -474,10 +474,21 @@ impl Controller {
     /// report them (PENDING until reported), and the nodes that take tasks.
     fn observation(&self) -> Observation {
         let s = self.lock();
+        // Indexed once: apply polls this several times a second, and a
+        // lookup per assignment in its node's list was quadratic.
+        let by_id: std::collections::HashMap<(&str, &str), &Task> = s
+            .nodes
+            .iter()
+            .flat_map(|(name, n)| {
+                n.reported
+                    .iter()
+                    .map(move |t| ((name.as_str(), t.id.as_str()), t))
+            })
+            .collect();
         let mut tasks = Vec::with_capacity(s.assignments.len());
         for a in s.assignments.values() {
             let node = s.nodes.get(&a.node);
-            let reported = node.and_then(|n| n.reported.iter().find(|t| t.id == a.task.id));
+            let reported = by_id.get(&(a.node.as_str(), a.task.id.as_str())).copied();
             // Only a node that has reported since this controller started can
             // say a task is gone; before that it is PENDING, never replaced.
             let heard = node.is_some_and(|n| n.last_seen.is_some());
@@ -838,16 +849,19 @@ impl Controller {
     /// Nodes with their assigned load.
     pub fn nodes(&self) -> Vec<NodeView> {
         let s = self.lock();
-        let specs = &s.assignments;
+        let mut by_node: BTreeMap<&str, Vec<&AssignmentRecord>> = BTreeMap::new();
+        for a in s.assignments.values() {
+            by_node.entry(a.node.as_str()).or_default().push(a);
+        }
         s.nodes
             .values()
             .map(|n| {
-                let mine: Vec<&AssignmentRecord> = specs
-                    .values()
-                    .filter(|a| a.node == n.record.info.name)
-                    .collect();
+                let mine = by_node
+                    .get(n.record.info.name.as_str())
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
                 let (mut cpu, mut mem) = (0, 0);
-                for a in &mine {
+                for a in mine {
                     let (c, m, _) = model::reservation(&a.task.spec);
                     cpu += c;
                     mem += m;
