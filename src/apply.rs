@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
 
+use crate::deployment::{EventKind, History, Verdict};
 use crate::manifest::Kind;
 use crate::model::{self, DesiredState, Health, ObservedService, Revision, Task, TaskStatus};
 use crate::plan::{Action, Plan, ResourceChange, TaskChanges, TaskStop};
@@ -79,6 +80,18 @@ pub enum Event {
         service: String,
         running: usize,
     },
+    /// A task failed: stopped before it was healthy, or failed its health
+    /// checks.
+    TaskFailed {
+        service: String,
+        task: String,
+        reason: String,
+    },
+    /// A deployment started, resumed, completed, failed or rolled back.
+    Deployment {
+        service: String,
+        message: String,
+    },
 }
 
 /// Why apply stopped before the end.
@@ -121,6 +134,18 @@ pub trait Sink: Sync {
     /// Time since apply started, for timeouts and settle periods.
     fn elapsed(&self) -> Duration;
     fn new_task_id(&self) -> String;
+    /// Unix seconds, for deployment records and events.
+    fn now(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    }
+    /// Whether the user asked to abort the rollout of service `key`
+    /// (`reconcile deployment abort`). Asking consumes the request.
+    fn aborted(&self, _key: &str) -> bool {
+        false
+    }
 }
 
 /// Apply `plan` (made from `desired`) through `runtime`, recording what was
@@ -246,14 +271,296 @@ fn task_definition<S: Sink>(
 }
 
 /// Update the shared state and save it, holding the lock only for that.
-fn update<S: Sink>(
+fn update<S: Sink, T>(
     shared: &Mutex<Stored>,
     sink: &S,
-    f: impl FnOnce(&mut Stored),
-) -> Result<(), ApplyError> {
+    f: impl FnOnce(&mut Stored) -> T,
+) -> Result<T, ApplyError> {
     let mut st = shared.lock().unwrap_or_else(|e| e.into_inner());
-    f(&mut st);
-    sink.save(&st).map_err(ApplyError::Store)
+    let out = f(&mut st);
+    sink.save(&st).map_err(ApplyError::Store)?;
+    Ok(out)
+}
+
+/// What a service's tasks are launched as.
+struct Target {
+    cluster: String,
+    service: String,
+    family: String,
+    revision: u32,
+    config_hash: String,
+    td: crate::manifest::TaskDefinitionSpec,
+    secrets: BTreeMap<String, crate::secrets::SecretValue>,
+}
+
+impl Target {
+    fn launch(&self, id: String, node: String) -> Launch {
+        Launch {
+            id,
+            cluster: self.cluster.clone(),
+            service: Some(self.service.clone()),
+            family: self.family.clone(),
+            revision: self.revision,
+            config_hash: self.config_hash.clone(),
+            node,
+            spec: self.td.clone(),
+            secrets: self.secrets.clone(),
+        }
+    }
+
+    fn has_checks(&self) -> bool {
+        self.td
+            .container_definitions
+            .iter()
+            .any(|c| c.essential && c.health_check.is_some())
+    }
+}
+
+/// What one service's change works with.
+struct Ctx<'a, R, S> {
+    shared: &'a Mutex<Stored>,
+    key: String,
+    address: String,
+    runtime: &'a R,
+    opts: &'a Options,
+    sink: &'a S,
+    /// healthCheckGracePeriodSeconds.
+    grace: Duration,
+}
+
+/// Why watching a step's tasks ended early.
+enum Halt {
+    /// The circuit breaker tripped (the deployment is already FAILED).
+    Tripped {
+        reason: String,
+        task: Option<String>,
+    },
+    /// `reconcile deployment abort`.
+    Aborted,
+    /// Steady state not reached in time.
+    TimedOut {
+        reason: String,
+        task: Option<String>,
+    },
+    Error(ApplyError),
+}
+
+impl<R: Runtime + Sync, S: Sink> Ctx<'_, R, S> {
+    /// Update the service's deployment history and save.
+    fn history<T>(&self, f: impl FnOnce(&mut History) -> T) -> Result<T, ApplyError> {
+        let mut st = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let out = f(st.deployments.entry(self.key.clone()).or_default());
+        self.sink.save(&st).map_err(ApplyError::Store)?;
+        Ok(out)
+    }
+
+    fn say(&self, message: String) {
+        self.sink.event(Event::Deployment {
+            service: self.key.clone(),
+            message,
+        });
+    }
+
+    /// Launch a task on each of `nodes` and watch them until all are
+    /// healthy. A task that stops, or fails its health checks after the
+    /// grace period, counts against deployment `dep` and is halted (its
+    /// containers kept for their logs) and relaunched on its node after the
+    /// throttling delay; the breaker or the timeout ends it.
+    async fn run_tasks(
+        &self,
+        target: &Target,
+        nodes: Vec<String>,
+        dep: Option<u32>,
+        abortable: bool,
+    ) -> Result<(), Halt> {
+        struct Watched {
+            id: String,
+            node: String,
+            since: Duration,
+            healthy: bool,
+        }
+        if nodes.is_empty() {
+            return Ok(());
+        }
+        let begun = self.sink.elapsed();
+        let has_checks = target.has_checks();
+        let mut watched: Vec<Watched> = Vec::new();
+        let mut relaunch: Vec<(String, Duration)> = nodes.into_iter().map(|n| (n, begun)).collect();
+        let mut last: Option<(String, String)> = None;
+        let mut healthy_count = 0usize;
+        loop {
+            if abortable && self.sink.aborted(&self.key) {
+                return Err(Halt::Aborted);
+            }
+            // Launch what is due, together.
+            let now = self.sink.elapsed();
+            let (due, later): (Vec<_>, Vec<_>) =
+                relaunch.into_iter().partition(|(_, at)| *at <= now);
+            relaunch = later;
+            let launches: Vec<Launch> = due
+                .into_iter()
+                .map(|(node, _)| target.launch(self.sink.new_task_id(), node))
+                .collect();
+            let meta: Vec<(String, String)> = launches
+                .iter()
+                .map(|l| (l.id.clone(), l.node.clone()))
+                .collect();
+            let started =
+                futures_util::future::join_all(launches.into_iter().map(|l| self.runtime.start(l)))
+                    .await;
+            let mut failures: Vec<(String, String, String)> = Vec::new();
+            for ((id, node), r) in meta.into_iter().zip(started) {
+                match r {
+                    Ok(()) => {
+                        self.sink.event(Event::Started {
+                            service: self.key.clone(),
+                            task: id.clone(),
+                            node: node.clone(),
+                            revision: target.revision,
+                        });
+                        watched.push(Watched {
+                            id,
+                            node,
+                            since: now,
+                            healthy: false,
+                        });
+                    }
+                    Err(e) => {
+                        let why = format!(
+                            "task {} failed to start: {}",
+                            crate::plan::short(&id),
+                            e.message
+                        );
+                        failures.push((id, node, why));
+                    }
+                }
+            }
+
+            let obs = self
+                .runtime
+                .observe()
+                .await
+                .map_err(|e| Halt::Error(e.into()))?;
+            let ran_at = self.sink.elapsed();
+            let by_id: std::collections::HashMap<&str, &Task> =
+                obs.tasks.iter().map(|t| (t.id.as_str(), t)).collect();
+            watched.retain_mut(|w| {
+                if w.healthy {
+                    return true;
+                }
+                let short = crate::plan::short(&w.id);
+                let why = match by_id.get(w.id.as_str()) {
+                    None => Some(format!("task {short} disappeared")),
+                    Some(t) if t.last_status == TaskStatus::Stopped => Some(format!(
+                        "task {short} stopped: {}{}",
+                        t.stop_code.clone().unwrap_or_else(|| "stopped".into()),
+                        t.stopped_reason
+                            .as_ref()
+                            .map(|r| format!(": {r}"))
+                            .unwrap_or_default()
+                    )),
+                    Some(t)
+                        if t.health == Health::Unhealthy
+                            && ran_at.saturating_sub(w.since) >= self.grace =>
+                    {
+                        Some(format!(
+                            "task {short} failed container health checks (after RUNNING)"
+                        ))
+                    }
+                    Some(t) => {
+                        w.healthy = healthy(
+                            t,
+                            has_checks,
+                            ran_at.saturating_sub(w.since),
+                            self.opts.settle,
+                        );
+                        None
+                    }
+                };
+                match why {
+                    Some(why) => {
+                        failures.push((w.id.clone(), w.node.clone(), why));
+                        false
+                    }
+                    None => true,
+                }
+            });
+            for (id, node, why) in failures {
+                // The failed task's containers stay for its logs and status;
+                // none of them runs on.
+                let _ = self.runtime.halt(&id).await;
+                self.sink.event(Event::TaskFailed {
+                    service: self.key.clone(),
+                    task: id.clone(),
+                    reason: why.clone(),
+                });
+                let now_s = self.sink.now();
+                let verdict = match dep {
+                    Some(d) => self
+                        .history(|h| h.task_failed(d, &why, now_s))
+                        .map_err(Halt::Error)?,
+                    None => Verdict::Relaunch(crate::deployment::backoff(1)),
+                };
+                last = Some((id.clone(), why.clone()));
+                match verdict {
+                    Verdict::Tripped => {
+                        let reason = self
+                            .shared
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .deployments
+                            .get(&self.key)
+                            .and_then(|h| h.get(dep.unwrap_or_default()))
+                            .map(|d| d.reason.clone())
+                            .unwrap_or_else(|| "circuit breaker tripped".into());
+                        return Err(Halt::Tripped {
+                            reason: format!("{reason}; last: {why}"),
+                            task: Some(id),
+                        });
+                    }
+                    Verdict::Relaunch(delay) => {
+                        if !delay.is_zero() {
+                            self.say(format!(
+                                "relaunching on {node} in {}s (restart throttling)",
+                                delay.as_secs()
+                            ));
+                        }
+                        relaunch.push((node, self.sink.elapsed() + delay));
+                    }
+                }
+            }
+            let newly = watched.iter().filter(|w| w.healthy).count();
+            if newly > healthy_count {
+                healthy_count = newly;
+            }
+            if relaunch.is_empty() && watched.iter().all(|w| w.healthy) {
+                if let Some(d) = dep {
+                    self.history(|h| h.launched_healthy(d))
+                        .map_err(Halt::Error)?;
+                }
+                self.sink.event(Event::Healthy {
+                    service: self.key.clone(),
+                    running: watched.len(),
+                });
+                return Ok(());
+            }
+            if ran_at.saturating_sub(begun) >= self.opts.timeout {
+                let pending = watched.iter().find(|w| !w.healthy).map(|w| w.id.clone());
+                let task = pending
+                    .clone()
+                    .or_else(|| last.as_ref().map(|l| l.0.clone()));
+                let mut reason = format!(
+                    "tasks did not become healthy within {}s (steady state not reached)",
+                    self.opts.timeout.as_secs()
+                );
+                if let Some((_, why)) = &last {
+                    reason.push_str(&format!("; last failure: {why}"));
+                }
+                return Err(Halt::TimedOut { reason, task });
+            }
+            self.sink.sleep(self.opts.poll).await;
+        }
+    }
 }
 
 async fn service<R: Runtime + Sync, S: Sink>(
@@ -282,6 +589,7 @@ async fn service<R: Runtime + Sync, S: Sink>(
         }
         return update(shared, sink, |st| {
             st.services.remove(&key);
+            st.deployments.remove(&key);
         });
     }
     let ds = desired
@@ -295,48 +603,65 @@ async fn service<R: Runtime + Sync, S: Sink>(
         .next()
         .unwrap_or_default()
         .to_string();
-    let (revision, td) = {
+    let revision = {
         let st = shared.lock().unwrap_or_else(|e| e.into_inner());
-        let revision = tc
-            .deployment
+        tc.deployment
             .as_ref()
             .map(|d| d.to_revision)
             .or_else(|| tc.start.first().map(|s| s.revision))
             .or_else(|| st.services.get(&key).map(|s| s.revision))
-            .ok_or_else(|| fail("no revision to run".into()))?;
-        let td = st
-            .revisions
-            .get(&family)
-            .and_then(|r| r.iter().find(|r| r.number == revision))
-            .map(|r| r.spec.clone())
-            .ok_or_else(|| fail(format!("revision {family}:{revision} is not registered")))?;
-        (revision, td)
+            .ok_or_else(|| fail("no revision to run".into()))?
     };
-    let config_hash = model::task_config_hash(&family, &td, &desired.secret_fingerprints);
-    let fingerprints = model::secret_fingerprints_of(&td, &desired.secret_fingerprints);
-
-    // Secrets are resolved now, for the launch only.
-    let mut secrets = BTreeMap::new();
-    for r in fingerprints.keys() {
-        let v = resolver.resolve(r).map_err(|e| fail(e.to_string()))?;
-        secrets.insert(r.clone(), v);
-    }
+    let target = target(
+        shared, desired, resolver, &cluster, &c.name, &family, revision,
+    )
+    .map_err(fail)?;
+    let ctx = Ctx {
+        shared,
+        key: key.clone(),
+        address: c.address.clone(),
+        runtime,
+        opts,
+        sink,
+        grace: Duration::from_secs(u64::from(spec.health_check_grace_period_seconds)),
+    };
 
     // The service (and the deployment it starts) is recorded before its
     // tasks start: a failed or interrupted rollout is then continued, not
     // forgotten, and status shows the service's tasks.
-    update(shared, sink, |st| {
+    let now = sink.now();
+    let dep = update(shared, sink, |st| {
+        // A rollout already kept by a hold (the planner kept what runs)
+        // keeps its recorded spec's revision.
         st.services.insert(
             key.clone(),
             ObservedService {
                 key: ds.key.clone(),
                 spec: spec.clone(),
                 revision,
-                config_hash: config_hash.clone(),
-                secret_fingerprints: fingerprints.clone(),
+                config_hash: target.config_hash.clone(),
+                secret_fingerprints: model::secret_fingerprints_of(
+                    &target.td,
+                    &desired.secret_fingerprints,
+                ),
             },
         );
+        let h = st.deployments.entry(key.clone()).or_default();
+        match &tc.deployment {
+            Some(_) => Some(h.begin(
+                revision,
+                &target.config_hash,
+                tc.running_after,
+                &spec.deployment_configuration.deployment_circuit_breaker,
+                None,
+                now,
+            )),
+            None => h.primary().map(|d| d.id),
+        }
     })?;
+    if let (Some(d), Some(_)) = (dep, &tc.deployment) {
+        ctx.say(format!("deployment {d} (revision {revision}) in progress"));
+    }
 
     // Node slots in plan order.
     let mut slots: Vec<String> = Vec::new();
@@ -353,6 +678,8 @@ async fn service<R: Runtime + Sync, S: Sink>(
     };
     let mut stops: std::collections::VecDeque<TaskStop> = tc.stop.iter().cloned().collect();
     let mut slots: std::collections::VecDeque<String> = slots.into();
+    // Where tasks of this service ran, for a rollback.
+    let mut vacated: Vec<String> = Vec::new();
     let total = steps.len();
     for (i, (stop_n, start_n)) in steps.into_iter().enumerate() {
         if total > 1 {
@@ -362,57 +689,26 @@ async fn service<R: Runtime + Sync, S: Sink>(
                 steps: total,
             });
         }
+        if sink.aborted(&key) {
+            return deployment_failed(
+                &ctx,
+                desired,
+                resolver,
+                &target,
+                dep,
+                Halt::Aborted,
+                vacated,
+            )
+            .await;
+        }
         let n = (stop_n as usize).min(stops.len());
         let batch: Vec<TaskStop> = stops.drain(..n).collect();
         stop_all(runtime, &key, &batch, sink).await?;
-        let launches: Vec<Launch> = (0..start_n)
-            .map_while(|_| slots.pop_front())
-            .map(|node| Launch {
-                id: sink.new_task_id(),
-                cluster: cluster.clone(),
-                service: Some(c.name.clone()),
-                family: family.clone(),
-                revision,
-                config_hash: config_hash.clone(),
-                node,
-                spec: td.clone(),
-                secrets: secrets.clone(),
-            })
-            .collect();
-        let ids: Vec<String> = launches.iter().map(|l| l.id.clone()).collect();
-        let nodes: Vec<String> = launches.iter().map(|l| l.node.clone()).collect();
-        let started =
-            futures_util::future::join_all(launches.into_iter().map(|l| runtime.start(l))).await;
-        for ((id, node), r) in ids.iter().zip(nodes).zip(started) {
-            if let Err(e) = r {
-                return Err(ApplyError::Failed {
-                    address: c.address.clone(),
-                    message: format!(
-                        "task {} failed to start: {}",
-                        crate::plan::short(id),
-                        e.message
-                    ),
-                    task: Some(id.clone()),
-                });
-            }
-            sink.event(Event::Started {
-                service: key.clone(),
-                task: id.clone(),
-                node,
-                revision,
-            });
-        }
-        if let Err((task, message)) = wait_healthy(runtime, &key, &ids, &td, opts, sink).await {
-            // A task that stopped keeps its containers (for logs and
-            // status) but none of them runs on.
-            if let Some(t) = &task {
-                let _ = runtime.halt(t).await;
-            }
-            return Err(ApplyError::Failed {
-                address: c.address.clone(),
-                message,
-                task,
-            });
+        vacated.extend(batch.iter().map(|s| s.node.clone()));
+        let nodes: Vec<String> = (0..start_n).map_while(|_| slots.pop_front()).collect();
+        vacated.extend(nodes.iter().cloned());
+        if let Err(h) = ctx.run_tasks(&target, nodes, dep, true).await {
+            return deployment_failed(&ctx, desired, resolver, &target, dep, h, vacated).await;
         }
     }
     // Stops the steps did not cover (e.g. unhealthy tasks replaced).
@@ -423,12 +719,244 @@ async fn service<R: Runtime + Sync, S: Sink>(
         runtime.remove(id).await?;
     }
     if let Some(p) = &tc.placement_failure {
-        return Err(fail(format!(
-            "{} task(s) could not be placed: {}",
-            p.unplaced, p.reason
-        )));
+        let msg = format!("{} task(s) could not be placed: {}", p.unplaced, p.reason);
+        let now = sink.now();
+        ctx.history(|h| h.event(now, EventKind::ServiceTaskPlacementFailure, msg.clone()))?;
+        return Err(fail(msg));
+    }
+    if let (Some(d), Some(_)) = (dep, &tc.deployment) {
+        let now = sink.now();
+        ctx.history(|h| h.complete(d, tc.running_after, now))?;
+        ctx.say(format!("deployment {d} (revision {revision}) completed"));
     }
     Ok(())
+}
+
+/// The launch target of `family:revision` for a service: its registered
+/// spec, configuration digest and resolved secrets.
+fn target(
+    shared: &Mutex<Stored>,
+    desired: &DesiredState,
+    resolver: &Resolver,
+    cluster: &str,
+    service: &str,
+    family: &str,
+    revision: u32,
+) -> Result<Target, String> {
+    let td = shared
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .revisions
+        .get(family)
+        .and_then(|r| r.iter().find(|r| r.number == revision))
+        .map(|r| r.spec.clone())
+        .ok_or_else(|| format!("revision {family}:{revision} is not registered"))?;
+    let config_hash = model::task_config_hash(family, &td, &desired.secret_fingerprints);
+    // Secrets are resolved now, for the launch only.
+    let mut secrets = BTreeMap::new();
+    for r in model::secret_fingerprints_of(&td, &desired.secret_fingerprints).keys() {
+        let v = resolver.resolve(r).map_err(|e| e.to_string())?;
+        secrets.insert(r.clone(), v);
+    }
+    Ok(Target {
+        cluster: cluster.to_string(),
+        service: service.to_string(),
+        family: family.to_string(),
+        revision,
+        config_hash,
+        td,
+        secrets,
+    })
+}
+
+/// A rollout stopped: mark its deployment FAILED and, when its breaker
+/// says so or the user aborted, restore the last COMPLETED deployment. The
+/// result is always an error: a rolled-back apply never reports success.
+async fn deployment_failed<R: Runtime + Sync, S: Sink>(
+    ctx: &Ctx<'_, R, S>,
+    desired: &DesiredState,
+    resolver: &Resolver,
+    failed: &Target,
+    dep: Option<u32>,
+    halt: Halt,
+    vacated: Vec<String>,
+) -> Result<(), ApplyError> {
+    let (reason, task, aborted) = match halt {
+        Halt::Error(e) => return Err(e),
+        Halt::Aborted => ("aborted by the user".to_string(), None, true),
+        Halt::Tripped { reason, task } | Halt::TimedOut { reason, task } => (reason, task, false),
+    };
+    let failed_err = |message: String| ApplyError::Failed {
+        address: ctx.address.clone(),
+        message,
+        task: task.clone(),
+    };
+    let Some(id) = dep else {
+        return Err(failed_err(reason));
+    };
+    let now = ctx.sink.now();
+    let (rollback, restore) = ctx.history(|h| {
+        h.fail(id, &reason, now);
+        let d = h.get(id);
+        // An abort always rolls back; a failure does when the breaker is
+        // enabled with rollback.
+        let rollback = aborted || d.is_some_and(|d| d.rollback && d.threshold.is_some());
+        let restore = h
+            .last_completed(&failed.config_hash)
+            .map(|d| (d.id, d.revision));
+        (rollback, restore)
+    })?;
+    let head = format!(
+        "deployment {id} (revision {}) failed: {reason}",
+        failed.revision
+    );
+    ctx.say(head.clone());
+    if !rollback {
+        return Err(failed_err(head));
+    }
+    let Some((restore_id, to)) = restore else {
+        return Err(failed_err(format!(
+            "{head}; no COMPLETED deployment to roll back to"
+        )));
+    };
+    match roll_back(ctx, desired, resolver, failed, id, to, vacated).await {
+        Ok(()) => Err(failed_err(format!(
+            "{head}; rolled back to revision {to} (deployment {restore_id})"
+        ))),
+        Err(e) => Err(failed_err(format!(
+            "{head}; rollback to revision {to} failed: {e}"
+        ))),
+    }
+}
+
+/// Restore revision `to`: a new deployment that stops the failed
+/// configuration's tasks and brings the old one back to the desired count
+/// on the nodes the service used. The failed configuration is held, so the
+/// next plan keeps what runs instead of deploying it again.
+async fn roll_back<R: Runtime + Sync, S: Sink>(
+    ctx: &Ctx<'_, R, S>,
+    desired: &DesiredState,
+    resolver: &Resolver,
+    failed: &Target,
+    failed_id: u32,
+    to: u32,
+    vacated: Vec<String>,
+) -> Result<(), String> {
+    let old = target(
+        ctx.shared,
+        desired,
+        resolver,
+        &failed.cluster,
+        &failed.service,
+        &failed.family,
+        to,
+    )?;
+    let now = ctx.sink.now();
+    let (count, breaker, spec) = {
+        let st = ctx.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let svc = st
+            .services
+            .get(&ctx.key)
+            .ok_or_else(|| "the service is not recorded".to_string())?;
+        let count = st
+            .deployments
+            .get(&ctx.key)
+            .and_then(|h| h.get(failed_id))
+            .map(|d| d.desired)
+            .unwrap_or(0);
+        let mut breaker = svc
+            .spec
+            .deployment_configuration
+            .deployment_circuit_breaker
+            .clone();
+        // A rollback that fails is reported, not rolled back again.
+        breaker.rollback = false;
+        (count, breaker, svc.spec.clone())
+    };
+    let rb = ctx
+        .history(|h| {
+            h.hold(
+                &failed.config_hash,
+                failed.revision,
+                format!("deployment {failed_id} was rolled back"),
+            );
+            h.begin(to, &old.config_hash, count, &breaker, Some(failed_id), now)
+        })
+        .map_err(|e| e.to_string())?;
+    ctx.say(format!("rolling back to revision {to} (deployment {rb})"));
+    update(ctx.shared, ctx.sink, |st| {
+        st.services.insert(
+            ctx.key.clone(),
+            ObservedService {
+                key: model::ServiceKey {
+                    cluster: failed.cluster.clone(),
+                    name: failed.service.clone(),
+                },
+                spec,
+                revision: to,
+                config_hash: old.config_hash.clone(),
+                secret_fingerprints: model::secret_fingerprints_of(
+                    &old.td,
+                    &desired.secret_fingerprints,
+                ),
+            },
+        );
+    })
+    .map_err(|e| e.to_string())?;
+    let obs = ctx.runtime.observe().await.map_err(|e| e.message)?;
+    let mine = |t: &&Task| {
+        t.is_live() && t.cluster == failed.cluster && t.service.as_deref() == Some(&failed.service)
+    };
+    let stops: Vec<TaskStop> = obs
+        .tasks
+        .iter()
+        .filter(mine)
+        .filter(|t| t.config_hash != old.config_hash)
+        .map(|t| TaskStop {
+            task: t.id.clone(),
+            revision: t.revision,
+            node: t.node.clone(),
+            reason: format!("rolled back to revision {to}"),
+        })
+        .collect();
+    let have = obs
+        .tasks
+        .iter()
+        .filter(mine)
+        .filter(|t| t.config_hash == old.config_hash)
+        .count() as u32;
+    let need = count.saturating_sub(have) as usize;
+    let mut pool: Vec<String> = vacated;
+    pool.extend(stops.iter().map(|s| s.node.clone()));
+    if pool.is_empty() {
+        pool = obs.nodes.iter().map(|n| n.name.clone()).collect();
+    }
+    if need > 0 && pool.is_empty() {
+        return Err("no node to run the restored tasks on".into());
+    }
+    let nodes: Vec<String> = (0..need).map(|i| pool[i % pool.len()].clone()).collect();
+    stop_all(ctx.runtime, &ctx.key, &stops, ctx.sink)
+        .await
+        .map_err(|e| e.to_string())?;
+    let result = ctx.run_tasks(&old, nodes, Some(rb), false).await;
+    let now = ctx.sink.now();
+    match result {
+        Ok(()) => {
+            ctx.history(|h| h.complete(rb, count, now))
+                .map_err(|e| e.to_string())?;
+            ctx.say(format!("rollback to revision {to} completed"));
+            Ok(())
+        }
+        Err(h) => {
+            let why = match h {
+                Halt::Tripped { reason, .. } | Halt::TimedOut { reason, .. } => reason,
+                Halt::Aborted => "aborted".into(),
+                Halt::Error(e) => e.to_string(),
+            };
+            let _ = ctx.history(|h| h.fail(rb, &why, now));
+            Err(why)
+        }
+    }
 }
 
 async fn stop_all<R: Runtime, S: Sink>(
@@ -460,69 +988,4 @@ fn healthy(t: &Task, has_checks: bool, ran: Duration, settle: Duration) -> bool 
             Health::Unknown => !has_checks && ran >= settle,
             Health::Unhealthy => false,
         }
-}
-
-async fn wait_healthy<R: Runtime, S: Sink>(
-    runtime: &R,
-    key: &str,
-    ids: &[String],
-    td: &crate::manifest::TaskDefinitionSpec,
-    opts: &Options,
-    sink: &S,
-) -> Result<(), (Option<String>, String)> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let has_checks = td
-        .container_definitions
-        .iter()
-        .any(|c| c.essential && c.health_check.is_some());
-    let start = sink.elapsed();
-    loop {
-        let obs = runtime.observe().await.map_err(|e| (None, e.message))?;
-        let ran = sink.elapsed().saturating_sub(start);
-        let mut all = true;
-        for id in ids {
-            let Some(t) = obs.tasks.iter().find(|t| &t.id == id) else {
-                return Err((None, format!("task {} disappeared", crate::plan::short(id))));
-            };
-            if t.last_status == TaskStatus::Stopped {
-                return Err((
-                    Some(id.clone()),
-                    format!(
-                        "task {} stopped: {}{}",
-                        crate::plan::short(id),
-                        t.stop_code.clone().unwrap_or_else(|| "stopped".into()),
-                        t.stopped_reason
-                            .as_ref()
-                            .map(|r| format!(": {r}"))
-                            .unwrap_or_default()
-                    ),
-                ));
-            }
-            all &= healthy(t, has_checks, ran, opts.settle);
-        }
-        if all {
-            sink.event(Event::Healthy {
-                service: key.to_string(),
-                running: ids.len(),
-            });
-            return Ok(());
-        }
-        if ran >= opts.timeout {
-            let pending = obs
-                .tasks
-                .iter()
-                .find(|t| ids.contains(&t.id) && !healthy(t, has_checks, ran, opts.settle))
-                .map(|t| t.id.clone());
-            return Err((
-                pending,
-                format!(
-                    "tasks did not become healthy within {}s (steady state not reached)",
-                    opts.timeout.as_secs()
-                ),
-            ));
-        }
-        sink.sleep(opts.poll).await;
-    }
 }

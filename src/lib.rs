@@ -5,6 +5,7 @@ pub mod agent;
 pub mod apply;
 pub mod cli;
 pub mod controller;
+pub mod deployment;
 pub mod expression;
 pub mod git;
 pub mod import;

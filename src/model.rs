@@ -235,6 +235,9 @@ pub struct ObservedState {
     /// Revision of each family the source last applied.
     pub task_definitions: BTreeMap<String, u32>,
     pub services: BTreeMap<String, ObservedService>,
+    /// Deployments and events by service key.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub deployments: BTreeMap<String, crate::deployment::History>,
     pub tasks: Vec<Task>,
     /// Nodes that take new tasks.
     pub nodes: Vec<NodeInfo>,

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::deployment::History;
 use crate::manifest::{CapacityProviderSpec, ClusterSpec};
 use crate::model::{ObservedService, ObservedState, Revision};
 
@@ -25,6 +26,9 @@ pub struct Stored {
     pub revisions: BTreeMap<String, Vec<Revision>>,
     pub task_definitions: BTreeMap<String, u32>,
     pub services: BTreeMap<String, ObservedService>,
+    /// Deployments and events by service key.
+    #[serde(default)]
+    pub deployments: BTreeMap<String, History>,
 }
 
 impl Stored {
@@ -36,6 +40,7 @@ impl Stored {
             revisions: o.revisions.clone(),
             task_definitions: o.task_definitions.clone(),
             services: o.services.clone(),
+            deployments: o.deployments.clone(),
         }
     }
 
@@ -47,6 +52,7 @@ impl Stored {
         o.revisions = self.revisions;
         o.task_definitions = self.task_definitions;
         o.services = self.services;
+        o.deployments = self.deployments;
     }
 }
 

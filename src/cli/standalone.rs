@@ -429,6 +429,12 @@ impl Sink for Progress {
             Event::Healthy { service, running } => {
                 format!("{service}: {running} new task(s) healthy")
             }
+            Event::TaskFailed {
+                service,
+                task: _,
+                reason,
+            } => format!("{service}: {reason}"),
+            Event::Deployment { service, message } => format!("{service}: {message}"),
         };
         if let Some(b) = &self.bar {
             b.set_message(text.clone());

@@ -1071,6 +1071,10 @@ impl apply::Sink for ControllerSink {
             Healthy { service, running } => {
                 format!("{service} has reached a steady state: {running} task(s) running")
             }
+            TaskFailed {
+                service, reason, ..
+            } => format!("{service}: {reason}"),
+            Deployment { service, message } => format!("{service}: {message}"),
         };
         self.controller.event(message);
     }

@@ -726,7 +726,7 @@ fn plan_service(
         Some((f, r)) => (f, r.parse::<u32>().ok()),
         None => (spec.task_definition.as_str(), None),
     };
-    let revision = match pinned.or_else(|| desired_revisions.get(family).copied()) {
+    let mut revision = match pinned.or_else(|| desired_revisions.get(family).copied()) {
         Some(r) => r,
         None => {
             errors.push(format!(
@@ -736,7 +736,7 @@ fn plan_service(
             return c;
         }
     };
-    let Some(td) = revision_spec(
+    let Some(mut td) = revision_spec(
         desired,
         observed,
         family,
@@ -749,11 +749,39 @@ fn plan_service(
         ));
         return c;
     };
-    let fingerprints = model::secret_fingerprints_of(td, &desired.secret_fingerprints);
-    let target_hash = match spec_digests.get(&(family, revision)) {
+    let mut fingerprints = model::secret_fingerprints_of(td, &desired.secret_fingerprints);
+    let mut target_hash = match spec_digests.get(&(family, revision)) {
         Some(d) => model::config_hash_of(family, d, &fingerprints),
         None => model::task_config_hash(family, td, &desired.secret_fingerprints),
     };
+    // A configuration that was rolled back is not deployed again until the
+    // desired state changes: what runs is kept, and the plan says why.
+    let mut held_note = None;
+    if let (Some(h), Some(o)) = (
+        observed.deployments.get(key).and_then(|h| h.held.as_ref()),
+        observed_svc,
+    ) {
+        let kept = revision_spec(
+            desired,
+            observed,
+            family,
+            o.revision,
+            desired_revisions.get(family).copied(),
+        );
+        if let (true, Some(kept)) = (
+            h.config_hash == target_hash && o.config_hash != target_hash,
+            kept,
+        ) {
+            held_note = Some(format!(
+                "revision {} is not deployed again ({}); revision {} keeps running. Change the service or its task definition to deploy again",
+                h.revision, h.reason, o.revision
+            ));
+            revision = o.revision;
+            td = kept;
+            target_hash = o.config_hash.clone();
+            fingerprints = o.secret_fingerprints.clone();
+        }
+    }
 
     // Field changes of the service spec itself.
     // Specs are normalised, so equal specs need no field-level diff.
@@ -833,7 +861,7 @@ fn plan_service(
         .collect();
 
     let mut tc = TaskChanges::default();
-    let mut reasons = Vec::new();
+    let mut reasons: Vec<String> = held_note.into_iter().collect();
     if observed_svc.is_none() {
         reasons.push("new in the source".to_string());
     } else if replace {
@@ -1048,7 +1076,14 @@ fn plan_service(
                 start_new: desired_count,
             }]
         } else {
-            match rollout::plan(desired_count, old.len() as u32, bounds) {
+            // Tasks of the new configuration already running (an
+            // interrupted rollout) count: the steps continue from them.
+            match rollout::plan(
+                desired_count,
+                have.min(desired_count),
+                old.len() as u32,
+                bounds,
+            ) {
                 Ok(s) => s,
                 Err(e) => {
                     errors.push(format!("{}: {e}", c.address));

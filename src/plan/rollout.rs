@@ -49,12 +49,12 @@ pub fn next_step(desired: u32, new_healthy: u32, old: u32, b: Bounds) -> Option<
     })
 }
 
-/// Every step of a rollout from `old` tasks of the previous revision to
-/// `desired` tasks of the new one, or Err with the step count reached when
-/// the bounds forbid progress.
-pub fn plan(desired: u32, old: u32, b: Bounds) -> Result<Vec<Step>, String> {
+/// Every step of a rollout from `new` tasks of the new revision and `old`
+/// ones of the previous revisions to `desired` tasks of the new one, or Err
+/// with the step count reached when the bounds forbid progress.
+pub fn plan(desired: u32, new: u32, old: u32, b: Bounds) -> Result<Vec<Step>, String> {
     let mut steps = Vec::new();
-    let (mut new, mut old) = (0u32, old);
+    let (mut new, mut old) = (new, old);
     while new < desired || old > 0 {
         match next_step(desired, new, old, b) {
             Some(s) => {
@@ -91,27 +91,41 @@ mod tests {
     fn ecs_examples() {
         // D=4, 100/200: 4 new, then 4 old stopped.
         assert_eq!(
-            plan(4, 4, Bounds::new(4, 100, 200)).unwrap(),
+            plan(4, 0, 4, Bounds::new(4, 100, 200)).unwrap(),
             vec![s(0, 4), s(4, 0)]
         );
         // D=4, 50/100: stop 2, start 2, repeat.
         assert_eq!(
-            plan(4, 4, Bounds::new(4, 50, 100)).unwrap(),
+            plan(4, 0, 4, Bounds::new(4, 50, 100)).unwrap(),
             vec![s(2, 2), s(2, 2)]
         );
         // 100/100 can never progress.
-        assert!(plan(4, 4, Bounds::new(4, 100, 100)).is_err());
+        assert!(plan(4, 0, 4, Bounds::new(4, 100, 100)).is_err());
         // Fresh service: everything starts at once within max.
-        assert_eq!(plan(3, 0, Bounds::new(3, 100, 200)).unwrap(), vec![s(0, 3)]);
+        assert_eq!(
+            plan(3, 0, 0, Bounds::new(3, 100, 200)).unwrap(),
+            vec![s(0, 3)]
+        );
         // Scale down while rolling: 4 old, 2 desired, 100/200.
         assert_eq!(
-            plan(2, 4, Bounds::new(2, 100, 200)).unwrap(),
+            plan(2, 0, 4, Bounds::new(2, 100, 200)).unwrap(),
             vec![s(2, 2), s(2, 0)]
         );
         // 0/100 stops everything first.
-        assert_eq!(plan(3, 3, Bounds::new(3, 0, 100)).unwrap(), vec![s(3, 3)]);
+        assert_eq!(
+            plan(3, 0, 3, Bounds::new(3, 0, 100)).unwrap(),
+            vec![s(3, 3)]
+        );
+        // Resuming 50/100 after the first step: 2 new already run.
+        assert_eq!(
+            plan(4, 2, 2, Bounds::new(4, 50, 100)).unwrap(),
+            vec![s(2, 2)]
+        );
         // Removing a service: desired 0.
-        assert_eq!(plan(0, 3, Bounds::new(0, 100, 200)).unwrap(), vec![s(3, 0)]);
+        assert_eq!(
+            plan(0, 0, 3, Bounds::new(0, 100, 200)).unwrap(),
+            vec![s(3, 0)]
+        );
     }
 
     #[test]
@@ -121,7 +135,9 @@ mod tests {
                 for min in [0u32, 25, 50, 75, 100] {
                     for max in [100u32, 125, 150, 200, 300] {
                         let b = Bounds::new(d, min, max);
-                        let Ok(steps) = plan(d, old, b) else { continue };
+                        let Ok(steps) = plan(d, 0, old, b) else {
+                            continue;
+                        };
                         let (mut new, mut o) = (0, old);
                         for st in steps {
                             let healthy = new + o;

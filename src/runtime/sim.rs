@@ -129,7 +129,15 @@ impl Runtime for Sim {
         Ok(())
     }
 
-    async fn halt(&self, _task_id: &str) -> Result<(), RuntimeError> {
+    async fn halt(&self, task_id: &str) -> Result<(), RuntimeError> {
+        let mut s = self.state.lock().unwrap();
+        if let Some(t) = s.tasks.iter_mut().find(|t| t.id == task_id) {
+            if t.last_status != TaskStatus::Stopped {
+                t.last_status = TaskStatus::Stopped;
+                t.stop_code = Some("TaskFailedHealthChecks".into());
+                t.stopped_reason = Some("Task failed container health checks".into());
+            }
+        }
         Ok(())
     }
 }
