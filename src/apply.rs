@@ -326,6 +326,18 @@ struct Ctx<'a, R, S> {
     sink: &'a S,
     /// healthCheckGracePeriodSeconds.
     grace: Duration,
+    /// Tasks that failed and were halted: their remains are removed once
+    /// the service is steady, kept (for their logs) when apply fails.
+    failed: Mutex<Vec<String>>,
+}
+
+/// A task a rollout started and watches.
+struct Watched {
+    id: String,
+    node: String,
+    /// When it was launched (apply's clock).
+    since: Duration,
+    healthy: bool,
 }
 
 /// Why watching a step's tasks ended early.
@@ -366,25 +378,24 @@ impl<R: Runtime + Sync, S: Sink> Ctx<'_, R, S> {
     /// grace period, counts against deployment `dep` and is halted (its
     /// containers kept for their logs) and relaunched on its node after the
     /// throttling delay; the breaker or the timeout ends it.
+    ///
+    /// `watched` holds the tasks this rollout started in earlier steps:
+    /// they are watched too, so a task that crashes or turns unhealthy
+    /// after it was healthy still counts, and is replaced before the
+    /// rollout goes on.
     async fn run_tasks(
         &self,
         target: &Target,
         nodes: Vec<String>,
         dep: Option<u32>,
         abortable: bool,
+        watched: &mut Vec<Watched>,
     ) -> Result<(), Halt> {
-        struct Watched {
-            id: String,
-            node: String,
-            since: Duration,
-            healthy: bool,
-        }
-        if nodes.is_empty() {
+        if nodes.is_empty() && watched.is_empty() {
             return Ok(());
         }
         let begun = self.sink.elapsed();
         let has_checks = target.has_checks();
-        let mut watched: Vec<Watched> = Vec::new();
         let mut relaunch: Vec<(String, Duration)> = nodes.into_iter().map(|n| (n, begun)).collect();
         let mut last: Option<(String, String)> = None;
         let mut healthy_count = 0usize;
@@ -445,9 +456,6 @@ impl<R: Runtime + Sync, S: Sink> Ctx<'_, R, S> {
             let by_id: std::collections::HashMap<&str, &Task> =
                 obs.tasks.iter().map(|t| (t.id.as_str(), t)).collect();
             watched.retain_mut(|w| {
-                if w.healthy {
-                    return true;
-                }
                 let short = crate::plan::short(&w.id);
                 let why = match by_id.get(w.id.as_str()) {
                     None => Some(format!("task {short} disappeared")),
@@ -468,12 +476,15 @@ impl<R: Runtime + Sync, S: Sink> Ctx<'_, R, S> {
                         ))
                     }
                     Some(t) => {
-                        w.healthy = healthy(
-                            t,
-                            has_checks,
-                            ran_at.saturating_sub(w.since),
-                            self.opts.settle,
-                        );
+                        // Once healthy, a task stays counted as healthy
+                        // until it stops or fails its checks.
+                        w.healthy = w.healthy
+                            || healthy(
+                                t,
+                                has_checks,
+                                ran_at.saturating_sub(w.since),
+                                self.opts.settle,
+                            );
                         None
                     }
                 };
@@ -489,6 +500,10 @@ impl<R: Runtime + Sync, S: Sink> Ctx<'_, R, S> {
                 // The failed task's containers stay for its logs and status;
                 // none of them runs on.
                 let _ = self.runtime.halt(&id).await;
+                self.failed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(id.clone());
                 self.sink.event(Event::TaskFailed {
                     service: self.key.clone(),
                     task: id.clone(),
@@ -624,6 +639,7 @@ async fn service<R: Runtime + Sync, S: Sink>(
         opts,
         sink,
         grace: Duration::from_secs(u64::from(spec.health_check_grace_period_seconds)),
+        failed: Mutex::new(Vec::new()),
     };
 
     // The service (and the deployment it starts) is recorded before its
@@ -680,6 +696,7 @@ async fn service<R: Runtime + Sync, S: Sink>(
     let mut slots: std::collections::VecDeque<String> = slots.into();
     // Where tasks of this service ran, for a rollback.
     let mut vacated: Vec<String> = Vec::new();
+    let mut watched: Vec<Watched> = Vec::new();
     let total = steps.len();
     for (i, (stop_n, start_n)) in steps.into_iter().enumerate() {
         if total > 1 {
@@ -707,15 +724,17 @@ async fn service<R: Runtime + Sync, S: Sink>(
         vacated.extend(batch.iter().map(|s| s.node.clone()));
         let nodes: Vec<String> = (0..start_n).map_while(|_| slots.pop_front()).collect();
         vacated.extend(nodes.iter().cloned());
-        if let Err(h) = ctx.run_tasks(&target, nodes, dep, true).await {
+        if let Err(h) = ctx.run_tasks(&target, nodes, dep, true, &mut watched).await {
             return deployment_failed(&ctx, desired, resolver, &target, dep, h, vacated).await;
         }
     }
     // Stops the steps did not cover (e.g. unhealthy tasks replaced).
     let rest: Vec<TaskStop> = stops.into_iter().collect();
     stop_all(runtime, &key, &rest, sink).await?;
-    // What is left of tasks that had stopped when the plan was made.
-    for id in &tc.cleanup {
+    // What is left of tasks that had stopped when the plan was made, and of
+    // the ones that failed and were replaced.
+    let failed = std::mem::take(&mut *ctx.failed.lock().unwrap_or_else(|e| e.into_inner()));
+    for id in tc.cleanup.iter().chain(&failed) {
         runtime.remove(id).await?;
     }
     if let Some(p) = &tc.placement_failure {
@@ -892,7 +911,7 @@ async fn roll_back<R: Runtime + Sync, S: Sink>(
                     cluster: failed.cluster.clone(),
                     name: failed.service.clone(),
                 },
-                spec,
+                spec: spec.clone(),
                 revision: to,
                 config_hash: old.config_hash.clone(),
                 secret_fingerprints: model::secret_fingerprints_of(
@@ -903,42 +922,90 @@ async fn roll_back<R: Runtime + Sync, S: Sink>(
         );
     })
     .map_err(|e| e.to_string())?;
-    let obs = ctx.runtime.observe().await.map_err(|e| e.message)?;
-    let mine = |t: &&Task| {
-        t.is_live() && t.cluster == failed.cluster && t.service.as_deref() == Some(&failed.service)
-    };
-    let stops: Vec<TaskStop> = obs
-        .tasks
-        .iter()
-        .filter(mine)
-        .filter(|t| t.config_hash != old.config_hash)
-        .map(|t| TaskStop {
+    // The rollback is a rolling deployment of its own, within the same
+    // bounds: tasks of the failed configuration that are not healthy go at
+    // once (they hold up nothing), healthy ones only while the floor holds.
+    let bounds = crate::plan::rollout::Bounds::new(
+        count,
+        spec.deployment_configuration
+            .min_healthy(spec.scheduling_strategy),
+        spec.deployment_configuration
+            .max_percent(spec.scheduling_strategy),
+    );
+    let has_checks = failed.has_checks();
+    let mut pool: Vec<String> = vacated;
+    let mut watched: Vec<Watched> = Vec::new();
+    let result = loop {
+        let obs = ctx.runtime.observe().await.map_err(|e| e.message)?;
+        let now = ctx.sink.now();
+        let mine: Vec<&Task> = obs
+            .tasks
+            .iter()
+            .filter(|t| {
+                t.is_live()
+                    && t.cluster == failed.cluster
+                    && t.service.as_deref() == Some(&failed.service)
+            })
+            .collect();
+        let (restored, leaving): (Vec<&Task>, Vec<&Task>) = mine
+            .into_iter()
+            .partition(|t| t.config_hash == old.config_hash);
+        let ran = |t: &Task| {
+            Duration::from_secs(now.saturating_sub(t.started_at.unwrap_or(now)).max(0) as u64)
+        };
+        let (steady, unsteady): (Vec<&Task>, Vec<&Task>) = leaving
+            .into_iter()
+            .partition(|t| healthy(t, has_checks, ran(t), ctx.opts.settle));
+        let stop = |t: &&Task| TaskStop {
             task: t.id.clone(),
             revision: t.revision,
             node: t.node.clone(),
             reason: format!("rolled back to revision {to}"),
-        })
-        .collect();
-    let have = obs
-        .tasks
-        .iter()
-        .filter(mine)
-        .filter(|t| t.config_hash == old.config_hash)
-        .count() as u32;
-    let need = count.saturating_sub(have) as usize;
-    let mut pool: Vec<String> = vacated;
-    pool.extend(stops.iter().map(|s| s.node.clone()));
-    if pool.is_empty() {
-        pool = obs.nodes.iter().map(|n| n.name.clone()).collect();
-    }
-    if need > 0 && pool.is_empty() {
-        return Err("no node to run the restored tasks on".into());
-    }
-    let nodes: Vec<String> = (0..need).map(|i| pool[i % pool.len()].clone()).collect();
-    stop_all(ctx.runtime, &ctx.key, &stops, ctx.sink)
-        .await
-        .map_err(|e| e.to_string())?;
-    let result = ctx.run_tasks(&old, nodes, Some(rb), false).await;
+        };
+        pool.extend(steady.iter().chain(&unsteady).map(|t| t.node.clone()));
+        if pool.is_empty() {
+            pool = obs.nodes.iter().map(|n| n.name.clone()).collect();
+        }
+        let unsteady: Vec<TaskStop> = unsteady.iter().map(stop).collect();
+        stop_all(ctx.runtime, &ctx.key, &unsteady, ctx.sink)
+            .await
+            .map_err(|e| e.to_string())?;
+        let have = restored.len() as u32;
+        if steady.is_empty() && have >= count {
+            break Ok(());
+        }
+        let Some(step) =
+            crate::plan::rollout::next_step(count, have.min(count), steady.len() as u32, bounds)
+        else {
+            break Err(Halt::TimedOut {
+                reason: format!(
+                    "the rollback cannot progress: minimumHealthyPercent keeps {} healthy and maximumPercent allows {} running",
+                    bounds.min_healthy, bounds.max_running
+                ),
+                task: None,
+            });
+        };
+        let stops: Vec<TaskStop> = steady
+            .iter()
+            .take(step.stop_old as usize)
+            .map(stop)
+            .collect();
+        stop_all(ctx.runtime, &ctx.key, &stops, ctx.sink)
+            .await
+            .map_err(|e| e.to_string())?;
+        if step.start_new > 0 && pool.is_empty() {
+            return Err("no node to run the restored tasks on".into());
+        }
+        let nodes: Vec<String> = (0..step.start_new as usize)
+            .map(|i| pool[i % pool.len()].clone())
+            .collect();
+        if let Err(h) = ctx
+            .run_tasks(&old, nodes, Some(rb), false, &mut watched)
+            .await
+        {
+            break Err(h);
+        }
+    };
     let now = ctx.sink.now();
     match result {
         Ok(()) => {

@@ -17,6 +17,22 @@ pub enum Behaviour {
     FailsToStart,
     /// Runs, then fails its health checks.
     Unhealthy,
+    /// Every `n`-th start of the configuration fails to start; the others
+    /// become healthy.
+    Flaky(u32),
+    /// Runs without a health check, then its essential container exits
+    /// this many observations after the start.
+    CrashesAfter(i64),
+}
+
+/// Live and healthy task counts of one service, at their extremes since
+/// [`Sim::watch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extremes {
+    /// Most tasks running or pending at once.
+    pub max_live: usize,
+    /// Fewest tasks running and healthy at once.
+    pub min_healthy: usize,
 }
 
 /// The simulation.
@@ -33,6 +49,38 @@ struct SimState {
     behaviour: BTreeMap<String, Behaviour>,
     started: u64,
     stopped: u64,
+    /// Observations a started task stays PENDING for.
+    pending_for: i64,
+    /// Starts per configuration, for [`Behaviour::Flaky`].
+    starts: BTreeMap<String, u32>,
+    /// When tasks that crash do, by task id.
+    crash_at: BTreeMap<String, i64>,
+    /// Service watched for extremes, and the extremes so far.
+    watched: Option<(String, Extremes)>,
+}
+
+impl SimState {
+    /// Record the watched service's counts after every change.
+    fn sample(&mut self) {
+        let Some((svc, ex)) = &mut self.watched else {
+            return;
+        };
+        let mine = self
+            .tasks
+            .iter()
+            .filter(|t| t.service.as_deref() == Some(svc.as_str()));
+        let (mut live, mut healthy) = (0, 0);
+        for t in mine {
+            if t.last_status != TaskStatus::Stopped {
+                live += 1;
+            }
+            if t.last_status == TaskStatus::Running && t.health == Health::Healthy {
+                healthy += 1;
+            }
+        }
+        ex.max_live = ex.max_live.max(live);
+        ex.min_healthy = ex.min_healthy.min(healthy);
+    }
 }
 
 impl Sim {
@@ -56,6 +104,28 @@ impl Sim {
         self.state.lock().unwrap().tasks = tasks;
     }
 
+    /// Started tasks stay PENDING for this many observations.
+    pub fn set_pending_for(&self, observations: i64) {
+        self.state.lock().unwrap().pending_for = observations;
+    }
+
+    /// Track the extremes of service `name`'s task counts from now on.
+    pub fn watch(&self, name: &str) {
+        let mut s = self.state.lock().unwrap();
+        s.watched = Some((
+            name.to_string(),
+            Extremes {
+                max_live: 0,
+                min_healthy: usize::MAX,
+            },
+        ));
+        s.sample();
+    }
+
+    pub fn extremes(&self) -> Option<Extremes> {
+        self.state.lock().unwrap().watched.as_ref().map(|w| w.1)
+    }
+
     pub fn tasks(&self) -> Vec<Task> {
         self.state.lock().unwrap().tasks.clone()
     }
@@ -71,6 +141,24 @@ impl Runtime for Sim {
     async fn observe(&self) -> Result<Observation, RuntimeError> {
         let mut s = self.state.lock().unwrap();
         s.clock += 1;
+        // Pending tasks whose time has come run, as their behaviour says.
+        let clock = s.clock;
+        let pending_for = s.pending_for;
+        let crash_at = std::mem::take(&mut s.crash_at);
+        for t in &mut s.tasks {
+            if t.is_live() && crash_at.get(&t.id).is_some_and(|at| *at <= clock) {
+                t.last_status = TaskStatus::Stopped;
+                t.stop_code = Some("EssentialContainerExited".into());
+                t.stopped_reason = Some("Essential container in task exited".into());
+            }
+            if t.last_status == TaskStatus::Pending
+                && t.started_at.is_some_and(|at| at + pending_for <= clock)
+            {
+                t.last_status = TaskStatus::Running;
+            }
+        }
+        s.crash_at = crash_at;
+        s.sample();
         Ok(Observation {
             tasks: s.tasks.clone(),
             nodes: s.nodes.clone(),
@@ -85,15 +173,37 @@ impl Runtime for Sim {
             .copied()
             .unwrap_or(Behaviour::Healthy);
         s.started += 1;
+        let n = {
+            let n = s.starts.entry(l.config_hash.clone()).or_default();
+            *n += 1;
+            *n
+        };
         let now = s.clock;
+        let up = if s.pending_for > 0 {
+            TaskStatus::Pending
+        } else {
+            TaskStatus::Running
+        };
         let (status, health, code) = match b {
-            Behaviour::Healthy => (TaskStatus::Running, Health::Healthy, None),
+            Behaviour::Healthy => (up, Health::Healthy, None),
+            Behaviour::Flaky(every) if every > 0 && n % every != 0 => (up, Health::Healthy, None),
+            Behaviour::Flaky(_) => (
+                TaskStatus::Stopped,
+                Health::Unknown,
+                Some("TaskFailedToStart".to_string()),
+            ),
             Behaviour::FailsToStart => (
                 TaskStatus::Stopped,
                 Health::Unknown,
                 Some("TaskFailedToStart".to_string()),
             ),
-            Behaviour::Unhealthy => (TaskStatus::Running, Health::Unhealthy, None),
+            Behaviour::Unhealthy => (up, Health::Unhealthy, None),
+            Behaviour::CrashesAfter(after) => {
+                let at = now + s.pending_for + after;
+                s.crash_at.insert(l.id.clone(), at);
+                // No health check: only the settle period tells.
+                (up, Health::Unknown, None)
+            }
         };
         s.tasks.push(Task {
             id: l.id,
@@ -110,6 +220,7 @@ impl Runtime for Sim {
             stop_code: code,
             bindings: Vec::new(),
         });
+        s.sample();
         Ok(())
     }
 
@@ -121,6 +232,7 @@ impl Runtime for Sim {
             return Err(RuntimeError::new(format!("no task {task_id}")));
         }
         s.stopped += 1;
+        s.sample();
         Ok(())
     }
 
@@ -138,6 +250,7 @@ impl Runtime for Sim {
                 t.stopped_reason = Some("Task failed container health checks".into());
             }
         }
+        s.sample();
         Ok(())
     }
 }
