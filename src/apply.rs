@@ -396,6 +396,7 @@ impl<R: Runtime + Sync, S: Sink> Ctx<'_, R, S> {
         }
         let begun = self.sink.elapsed();
         let has_checks = target.has_checks();
+        let launched = !nodes.is_empty();
         let mut relaunch: Vec<(String, Duration)> = nodes.into_iter().map(|n| (n, begun)).collect();
         let mut last: Option<(String, String)> = None;
         let mut healthy_count = 0usize;
@@ -553,10 +554,12 @@ impl<R: Runtime + Sync, S: Sink> Ctx<'_, R, S> {
                     self.history(|h| h.launched_healthy(d))
                         .map_err(Halt::Error)?;
                 }
-                self.sink.event(Event::Healthy {
-                    service: self.key.clone(),
-                    running: watched.len(),
-                });
+                if launched {
+                    self.sink.event(Event::Healthy {
+                        service: self.key.clone(),
+                        running: watched.len(),
+                    });
+                }
                 return Ok(());
             }
             if ran_at.saturating_sub(begun) >= self.opts.timeout {
@@ -897,6 +900,7 @@ async fn roll_back<R: Runtime + Sync, S: Sink>(
             h.hold(
                 &failed.config_hash,
                 failed.revision,
+                to,
                 format!("deployment {failed_id} was rolled back"),
             );
             h.begin(to, &old.config_hash, count, &breaker, Some(failed_id), now)
@@ -1055,4 +1059,121 @@ fn healthy(t: &Task, has_checks: bool, ran: Duration, settle: Duration) -> bool 
             Health::Unknown => !has_checks && ran >= settle,
             Health::Unhealthy => false,
         }
+}
+
+/// The stored service a user names: `cluster/name`, or `name` when only
+/// one cluster has it.
+pub fn find_service(stored: &Stored, name: &str) -> Result<String, String> {
+    if stored.services.contains_key(name) {
+        return Ok(name.to_string());
+    }
+    let matches: Vec<&String> = stored
+        .services
+        .keys()
+        .filter(|k| k.rsplit_once('/').is_some_and(|(_, n)| n == name))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => {
+            let names: Vec<&str> = stored.services.keys().map(String::as_str).collect();
+            let hint = crate::suggest::closest(name, names.iter().copied())
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            Err(format!(
+                "no service `{name}` has been applied{hint}; applied: {}",
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ))
+        }
+        many => Err(format!(
+            "`{name}` is in several clusters; name one of: {}",
+            many.iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// Prepare a rollback of service `key` to revision `to` (default: the
+/// newest COMPLETED deployment of another configuration than the one
+/// running): the desired configuration is held, so the next plan deploys
+/// `to` instead, as a rolling deployment, and keeps it until the desired
+/// state changes. `reason` says who asked. Returns the revision rolled
+/// back to.
+pub fn request_rollback(
+    stored: &mut Stored,
+    desired: &DesiredState,
+    key: &str,
+    to: Option<u32>,
+    reason: &str,
+) -> Result<u32, String> {
+    let ds = desired
+        .services
+        .get(key)
+        .ok_or_else(|| format!("service `{key}` is not in the source"))?;
+    let running = stored
+        .services
+        .get(key)
+        .ok_or_else(|| format!("service `{key}` has not been applied"))?;
+    let (family, pinned) = match ds.spec.task_definition.split_once(':') {
+        Some((f, r)) => (f.to_string(), r.parse::<u32>().ok()),
+        None => (ds.spec.task_definition.clone(), None),
+    };
+    let registered = stored.revisions.get(&family).cloned().unwrap_or_default();
+    // The revision and configuration the source asks for.
+    let (want, want_spec) = match pinned {
+        Some(n) => (
+            n,
+            registered
+                .iter()
+                .find(|r| r.number == n)
+                .map(|r| r.spec.clone())
+                .ok_or_else(|| format!("revision {family}:{n} is not registered"))?,
+        ),
+        None => {
+            let spec = desired
+                .task_definitions
+                .get(&family)
+                .ok_or_else(|| format!("task definition family `{family}` is not in the source"))?;
+            let digest = model::digest(spec);
+            let n = registered
+                .iter()
+                .find(|r| r.digest == digest)
+                .map(|r| r.number)
+                .unwrap_or_else(|| registered.iter().map(|r| r.number).max().unwrap_or(0) + 1);
+            (n, spec.clone())
+        }
+    };
+    let want_hash = model::task_config_hash(&family, &want_spec, &desired.secret_fingerprints);
+    let history = stored.deployments.entry(key.to_string()).or_default();
+    let to = match to {
+        Some(n) => n,
+        None => history
+            .last_completed(&running.config_hash)
+            .map(|d| d.revision)
+            .ok_or_else(|| {
+                format!("`{key}` has no earlier COMPLETED deployment to roll back to; name a revision with --to")
+            })?,
+    };
+    if !registered.iter().any(|r| r.number == to) {
+        return Err(format!(
+            "revision {family}:{to} is not registered; registered: {}",
+            registered
+                .iter()
+                .map(|r| r.number.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if to == want {
+        return Err(format!(
+            "the source already asks for revision {family}:{to}; apply it instead"
+        ));
+    }
+    history.hold(&want_hash, want, to, format!("{reason}, to revision {to}"));
+    Ok(to)
 }

@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use schemars::JsonSchema;
+
 use crate::manifest::service::DeploymentCircuitBreaker;
+use crate::model::{Task, TaskStatus};
 
 /// Deployments kept per service (the oldest go first).
 pub const KEEP_DEPLOYMENTS: usize = 25;
@@ -87,7 +90,7 @@ pub struct Deployment {
 }
 
 /// Kinds of service events (ECS event names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum EventKind {
     ServiceDeploymentInProgress,
@@ -100,7 +103,7 @@ pub enum EventKind {
 }
 
 /// Something that happened to a service, with its reason.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceEvent {
     /// Unix seconds.
@@ -112,12 +115,15 @@ pub struct ServiceEvent {
 /// A desired configuration that is not deployed again: it was rolled back
 /// (by the circuit breaker, an abort or `reconcile rollback`). Changing the
 /// service or its task definition releases it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Held {
     pub config_hash: String,
     pub revision: u32,
     pub reason: String,
+    /// The revision the service runs instead.
+    #[serde(default)]
+    pub to: u32,
 }
 
 /// A service's deployments (oldest first) and events.
@@ -246,12 +252,13 @@ impl History {
             let excess = self.deployments.len() - KEEP_DEPLOYMENTS;
             self.deployments.drain(..excess);
         }
-        // A different configuration deployed on purpose releases a held one.
+        // Deploying something other than the held configuration or the
+        // revision that replaces it means the desired state moved on: the
+        // hold is released.
         if self
             .held
             .as_ref()
-            .is_some_and(|h| h.config_hash != config_hash)
-            && rollback_of.is_none()
+            .is_some_and(|h| h.config_hash != config_hash && h.to != revision)
         {
             self.held = None;
         }
@@ -381,13 +388,136 @@ impl History {
 
     /// Record that `config_hash` was rolled back and is not deployed again
     /// until the desired state changes.
-    pub fn hold(&mut self, config_hash: &str, revision: u32, reason: String) {
+    pub fn hold(&mut self, config_hash: &str, revision: u32, to: u32, reason: String) {
         self.held = Some(Held {
             config_hash: config_hash.to_string(),
             revision,
             reason,
+            to,
         });
     }
+
+    /// What `status` shows: the deployments that are not INACTIVE, plus
+    /// the newest one whatever its state, newest first, with their tasks
+    /// counted by configuration.
+    pub fn views(&self, tasks: &[&Task]) -> Vec<DeploymentView> {
+        let newest = self.deployments.last().map(|d| d.id);
+        self.deployments
+            .iter()
+            .rev()
+            .filter(|d| d.status != Status::Inactive || Some(d.id) == newest)
+            .map(|d| DeploymentView::of(d, tasks))
+            .collect()
+    }
+}
+
+/// A deployment as `status` and `history` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentView {
+    pub id: u32,
+    pub revision: u32,
+    /// PRIMARY, ACTIVE or INACTIVE.
+    pub status: String,
+    /// IN_PROGRESS, COMPLETED or FAILED.
+    pub rollout_state: String,
+    pub reason: String,
+    pub desired: u32,
+    pub running: u32,
+    pub pending: u32,
+    pub failed_tasks: u32,
+    /// DISABLED, MONITORING, TRIGGERED or MONITORING_COMPLETE.
+    pub circuit_breaker: String,
+    pub threshold: Option<u32>,
+    pub rollback_of: Option<u32>,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+fn upper<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+impl DeploymentView {
+    pub fn of(d: &Deployment, tasks: &[&Task]) -> DeploymentView {
+        let mine = tasks.iter().filter(|t| t.config_hash == d.config_hash);
+        let (mut running, mut pending) = (0, 0);
+        for t in mine {
+            match t.last_status {
+                TaskStatus::Running => running += 1,
+                TaskStatus::Pending => pending += 1,
+                TaskStatus::Stopped => {}
+            }
+        }
+        DeploymentView {
+            id: d.id,
+            revision: d.revision,
+            status: upper(&d.status),
+            rollout_state: upper(&d.rollout),
+            reason: d.reason.clone(),
+            desired: d.desired,
+            running,
+            pending,
+            failed_tasks: d.failed_tasks,
+            circuit_breaker: upper(&d.breaker),
+            threshold: d.threshold,
+            rollback_of: d.rollback_of,
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+        }
+    }
+
+    /// One line: `3  rev 4  PRIMARY  IN_PROGRESS  2/4 running, 1 pending  failed 1/3 (MONITORING)  reason`.
+    pub fn line(&self) -> String {
+        let breaker = match self.threshold {
+            Some(t) => format!(
+                "failed {}/{} ({})",
+                self.failed_tasks, t, self.circuit_breaker
+            ),
+            None => format!(
+                "failed {} (breaker {})",
+                self.failed_tasks, self.circuit_breaker
+            ),
+        };
+        format!(
+            "{:>3}  rev {:<4} {:<8} {:<11}  {}/{} running, {} pending  {}  {}",
+            self.id,
+            self.revision,
+            self.status,
+            self.rollout_state,
+            self.running,
+            self.desired,
+            self.pending,
+            breaker,
+            self.reason
+        )
+    }
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS` UTC.
+pub fn timestamp(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]
@@ -492,5 +622,12 @@ mod tests {
         assert_eq!(h.deployments.len(), KEEP_DEPLOYMENTS);
         assert_eq!(h.events.len(), KEEP_EVENTS);
         assert_eq!(h.deployments.last().unwrap().id, 200);
+    }
+
+    #[test]
+    fn timestamps_are_utc_civil_time() {
+        assert_eq!(timestamp(0), "1970-01-01 00:00:00");
+        assert_eq!(timestamp(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(timestamp(1_795_000_000), "2026-11-18 11:06:40");
     }
 }

@@ -102,22 +102,55 @@ impl FileStore {
         })
     }
 
+    /// Open and lock the store unless another process holds it (an apply
+    /// in progress): then None.
+    pub fn try_open(path: &Path) -> Result<Option<FileStore>, StoreError> {
+        let io = |source| StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(io)?;
+        }
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path.with_extension("lock"))
+            .map_err(io)?;
+        match lock.try_lock() {
+            Ok(()) => Ok(Some(FileStore {
+                path: path.to_path_buf(),
+                _lock: lock,
+            })),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(io(e)),
+        }
+    }
+
+    /// Read the store without locking it, for commands that only look
+    /// (status, history) while an apply may hold it: saves are atomic
+    /// renames, so what is read is a whole state.
+    pub fn peek(path: &Path) -> Result<Stored, StoreError> {
+        match fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt {
+                path: path.to_path_buf(),
+                source,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Stored::default()),
+            Err(source) => Err(StoreError::Io {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
 
     pub fn load(&self) -> Result<Stored, StoreError> {
-        match fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt {
-                path: self.path.clone(),
-                source,
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Stored::default()),
-            Err(source) => Err(StoreError::Io {
-                path: self.path.clone(),
-                source,
-            }),
-        }
+        FileStore::peek(&self.path)
     }
 
     pub fn save(&self, state: &Stored) -> Result<(), StoreError> {

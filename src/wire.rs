@@ -161,6 +161,43 @@ pub struct ServiceView {
     pub pending: usize,
     /// The commit the service was last changed from (git sources).
     pub commit: Option<String>,
+    /// PRIMARY and ACTIVE deployments and the newest one, newest first.
+    #[serde(default)]
+    pub deployments: Vec<crate::deployment::DeploymentView>,
+    /// Recent events, newest first.
+    #[serde(default)]
+    pub events: Vec<crate::deployment::ServiceEvent>,
+    /// A configuration rolled back and not deployed again.
+    #[serde(default)]
+    pub held: Option<crate::deployment::Held>,
+}
+
+/// `GET /v1/services/{cluster}/{name}/history`: the service's deployments,
+/// newest first, and its events, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryReply {
+    pub service: String,
+    pub deployments: Vec<crate::deployment::DeploymentView>,
+    pub events: Vec<crate::deployment::ServiceEvent>,
+    /// A configuration rolled back and not deployed again.
+    pub held: Option<crate::deployment::Held>,
+}
+
+/// `POST /v1/services/{cluster}/{name}/rollback`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackRequest {
+    /// Revision to return to; default: the newest COMPLETED deployment's
+    /// before the running one.
+    #[serde(default)]
+    pub to: Option<u32>,
+}
+
+/// Reply of the abort and rollback requests.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Accepted {
+    pub message: String,
 }
 
 /// Body of every error reply.

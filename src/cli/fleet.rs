@@ -318,7 +318,7 @@ pub fn agent_cmd(a: AgentArgs) -> ExitCode {
 }
 
 /// How the CLI reaches a controller.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct RemoteArgs {
     /// Run against the controller at URL instead of the local Docker engine.
     #[arg(long, env = "RECONCILE_CONTROLLER", value_name = "URL", global = true)]
@@ -366,11 +366,30 @@ impl Client {
         method: reqwest::Method,
         path: &str,
     ) -> Result<T, String> {
+        self.call_with(method, path, None::<&()>).await
+    }
+
+    async fn call_json<T: serde::de::DeserializeOwned, B: serde::Serialize>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &B,
+    ) -> Result<T, String> {
+        self.call_with(method, path, Some(body)).await
+    }
+
+    async fn call_with<T: serde::de::DeserializeOwned, B: serde::Serialize>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, String> {
         let url = format!("{}{path}", self.base);
-        let r = self
-            .http
-            .request(method, &url)
-            .bearer_auth(&self.token)
+        let mut req = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let r = req
             .send()
             .await
             .map_err(|e| format!("cannot reach the controller at {}: {e}", self.base))?;
@@ -534,6 +553,50 @@ pub fn control_cmd(verb: &str, a: RemoteOnlyArgs) -> ExitCode {
 
 /// `reconcile apply --controller URL`: the controller applies its own
 /// source; this asks it to reconcile now.
+/// Call `/v1/services/CLUSTER/NAME/VERB` for a service named `NAME` or
+/// `CLUSTER/NAME` (a bare name is looked up in the controller's status).
+pub(crate) fn service_call<T: serde::de::DeserializeOwned>(
+    remote: &RemoteArgs,
+    method: reqwest::Method,
+    service: &str,
+    verb: &str,
+    body: Option<crate::wire::RollbackRequest>,
+) -> Result<T, ExitCode> {
+    let client = Client::new(remote)?;
+    tokio_block(async {
+        let key = match service.split_once('/') {
+            Some(_) => service.to_string(),
+            None => {
+                let s: StatusReply = client.call(reqwest::Method::GET, "/v1/status").await?;
+                let found: Vec<&String> = s
+                    .services
+                    .keys()
+                    .filter(|k| k.rsplit_once('/').is_some_and(|(_, n)| n == service))
+                    .collect();
+                match found.as_slice() {
+                    [one] => (*one).clone(),
+                    [] => return Err(format!("the controller has no service `{service}`")),
+                    many => {
+                        return Err(format!(
+                            "`{service}` is in several clusters; name one of: {}",
+                            many.iter()
+                                .map(|s| s.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ))
+                    }
+                }
+            }
+        };
+        let path = format!("/v1/services/{key}/{verb}");
+        match body {
+            Some(b) => client.call_json(method, &path, &b).await,
+            None => client.call(method, &path).await,
+        }
+    })
+    .map_err(failure)
+}
+
 pub fn apply_remote(remote: &RemoteArgs) -> ExitCode {
     let client = match Client::new(remote) {
         Ok(c) => c,
@@ -592,6 +655,10 @@ pub fn status_remote(remote: &RemoteArgs, format: Format) -> ExitCode {
                 .as_ref()
                 .map(|c| format!("  from commit {}", &c[..12.min(c.len())]))
                 .unwrap_or_default()
+        );
+        print!(
+            "{}",
+            super::deployments::text(&v.deployments, &v.events, v.held.as_ref())
         );
     }
     println!("\nTasks:");

@@ -1,6 +1,7 @@
 //! The command line: argument parsing, terminals, colours and exit codes.
 //! Everything below this module returns data and typed errors.
 
+mod deployments;
 mod diagnostics;
 mod fleet;
 mod import;
@@ -53,6 +54,16 @@ enum Command {
     /// ports, health, status and stop reasons (a controller's with
     /// --controller, with its nodes, commits and events).
     Status(standalone::StatusArgs),
+    /// A service's deployments, newest first: revision, outcome, failed
+    /// tasks and why, with the service's events.
+    History(deployments::HistoryArgs),
+    /// Roll a service back to an earlier revision (default: its last
+    /// COMPLETED deployment before the running one) as a rolling
+    /// deployment. The source's revision is then held (not deployed again)
+    /// until the source changes.
+    Rollback(deployments::RollbackArgs),
+    /// Act on a service's deployment in progress (`abort`).
+    Deployment(deployments::DeploymentArgs),
     /// Remove everything a source applied: plans the deletions, asks, then
     /// stops the tasks and forgets the resources.
     Destroy(standalone::DestroyArgs),
@@ -171,6 +182,9 @@ pub fn main() -> ExitCode {
         Command::Apply(a) => standalone::apply_cmd(a),
         Command::Status(a) => standalone::status_cmd(a),
         Command::Destroy(a) => standalone::destroy_cmd(a),
+        Command::History(a) => deployments::history_cmd(a),
+        Command::Rollback(a) => deployments::rollback_cmd(a),
+        Command::Deployment(a) => deployments::deployment_cmd(a),
         Command::Controller(a) => fleet::controller_cmd(a),
         Command::Agent(a) => fleet::agent_cmd(a),
         Command::Nodes(a) => fleet::nodes_cmd(a),

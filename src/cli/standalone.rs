@@ -90,6 +90,30 @@ pub struct ApplyArgs {
     state: StateArgs,
 }
 
+impl ApplyArgs {
+    /// An apply of `source` as another command runs it (rollback, abort).
+    pub(crate) fn new(
+        source: PathBuf,
+        auto_approve: bool,
+        timeout: u64,
+        settle: u64,
+        git: super::GitArgs,
+        state: StateArgs,
+    ) -> ApplyArgs {
+        ApplyArgs {
+            source,
+            auto_approve,
+            allow_mass_delete: false,
+            timeout,
+            settle,
+            detail: false,
+            remote: super::fleet::RemoteArgs::default(),
+            git,
+            state,
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
     /// The source whose resources to show.
@@ -163,6 +187,11 @@ fn source_id(path: &Path, git: &super::GitArgs) -> Result<(String, String), Stri
         std::fs::canonicalize(path).map_err(|e| format!("`{}`: {e}", path.display()))?;
     let shown = canonical.display().to_string();
     Ok((model::digest(&shown), shown))
+}
+
+/// A source's identity, for the commands that find its state.
+pub(crate) fn source_id_of(path: &Path, git: &super::GitArgs) -> Result<String, String> {
+    source_id(path, git).map(|(id, _)| id)
 }
 
 /// Where a source's bare secret names are read: next to a directory source;
@@ -241,9 +270,12 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
+pub(crate) fn store_path(state: &StateArgs, id: &str) -> PathBuf {
+    state_dir(state).join(format!("standalone-{id}.json"))
+}
+
 fn open_store(state: &StateArgs, id: &str) -> Result<FileStore, String> {
-    FileStore::open(&state_dir(state).join(format!("standalone-{id}.json")))
-        .map_err(|e| e.to_string())
+    FileStore::open(&store_path(state, id)).map_err(|e| e.to_string())
 }
 
 fn style(detail: bool) -> render::Style {
@@ -269,8 +301,8 @@ pub fn plan_cmd(a: PlanArgs) -> ExitCode {
         Err(e) => return usage(e),
     };
     let result = runtime_block(async {
-        let store = open_store(&a.state, &id)?;
-        let stored = store.load().map_err(|e| e.to_string())?;
+        // Not locked: status works while an apply runs.
+        let stored = FileStore::peek(&store_path(&a.state, &id)).map_err(|e| e.to_string())?;
         let rt = DockerRuntime::connect(&id, "local")
             .await
             .map_err(|e| e.message)?;
@@ -367,10 +399,12 @@ struct Progress {
     started: Instant,
     store: FileStore,
     counter: std::sync::atomic::AtomicU64,
+    /// Where abort requests for this source appear.
+    aborts: PathBuf,
 }
 
 impl Progress {
-    fn new(store: FileStore, interactive: bool) -> Progress {
+    fn new(store: FileStore, interactive: bool, aborts: PathBuf) -> Progress {
         let bar = interactive.then(|| {
             let b = indicatif::ProgressBar::new_spinner();
             b.enable_steady_tick(Duration::from_millis(120));
@@ -381,6 +415,7 @@ impl Progress {
             started: Instant::now(),
             store,
             counter: std::sync::atomic::AtomicU64::new(0),
+            aborts,
         }
     }
 
@@ -453,6 +488,10 @@ impl Sink for Progress {
     fn new_task_id(&self) -> String {
         model::new_task_id(&self.counter)
     }
+    fn aborted(&self, key: &str) -> bool {
+        // Asking consumes the request.
+        std::fs::remove_file(self.aborts.join(model::digest(&key.to_string()))).is_ok()
+    }
 }
 
 /// Print an apply failure: every failed service, with the last log lines
@@ -475,6 +514,24 @@ async fn report_failure(rt: &DockerRuntime, e: &ApplyError) {
 }
 
 pub fn apply_cmd(a: ApplyArgs) -> ExitCode {
+    apply_with(a, None)
+}
+
+/// A change made to the stored state before planning (a requested
+/// rollback): it is saved only if the apply goes ahead.
+pub(crate) type Prepare = Box<dyn FnOnce(&mut Stored, &DesiredState) -> Result<(), String> + Send>;
+
+/// Where `reconcile deployment abort` leaves its request for the apply in
+/// progress on service `key` of source `id`.
+pub(crate) fn abort_marker(state: &StateArgs, id: &str, key: &str) -> PathBuf {
+    abort_dir(state, id).join(model::digest(&key.to_string()))
+}
+
+fn abort_dir(state: &StateArgs, id: &str) -> PathBuf {
+    state_dir(state).join("aborts").join(id)
+}
+
+pub(crate) fn apply_with(a: ApplyArgs, prepare: Option<Prepare>) -> ExitCode {
     if a.remote.controller.is_some() {
         return super::fleet::apply_remote(&a.remote);
     }
@@ -531,6 +588,12 @@ pub fn apply_cmd(a: ApplyArgs) -> ExitCode {
                 return ExitCode::from(EXIT_FAILURE);
             }
         };
+        if let Some(f) = prepare {
+            if let Err(e) = f(&mut stored, &desired) {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        }
         let rt = match DockerRuntime::connect(&id, "local").await {
             Ok(r) => r,
             Err(e) => {
@@ -587,7 +650,10 @@ pub fn apply_cmd(a: ApplyArgs) -> ExitCode {
                 return code;
             }
         }
-        let progress = Progress::new(store, std::io::stderr().is_terminal());
+        let aborts = abort_dir(&a.state, &id);
+        // Requests left from an earlier apply are not for this one.
+        let _ = std::fs::remove_dir_all(&aborts);
+        let progress = Progress::new(store, std::io::stderr().is_terminal(), aborts);
         let resolver = resolver_for(&source_path);
         let result =
             apply::apply(&p, &desired, &mut stored, &rt, &resolver, &opts, &progress).await;
@@ -679,8 +745,8 @@ pub fn status_cmd(a: StatusArgs) -> ExitCode {
         Err(e) => return usage(e),
     };
     let result = runtime_block(async {
-        let store = open_store(&a.state, &id)?;
-        let stored = store.load().map_err(|e| e.to_string())?;
+        // Not locked: status works while an apply runs.
+        let stored = FileStore::peek(&store_path(&a.state, &id)).map_err(|e| e.to_string())?;
         let rt = DockerRuntime::connect(&id, "local")
             .await
             .map_err(|e| e.message)?;
@@ -723,7 +789,9 @@ fn status_report(o: &ObservedState) -> Value {
                 "desired": s.spec.desired_count,
                 "running": count(TaskStatus::Running),
                 "pending": count(TaskStatus::Pending),
-                "deployments": [{"status": "PRIMARY", "revision": s.revision, "running": count(TaskStatus::Running), "desired": s.spec.desired_count}],
+                "deployments": o.deployments.get(key).map(|h| h.views(&tasks)).unwrap_or_default(),
+                "events": o.deployments.get(key).map(|h| h.events.iter().rev().take(STATUS_EVENTS).collect::<Vec<_>>()).unwrap_or_default(),
+                "held": o.deployments.get(key).and_then(|h| h.held.as_ref()),
                 "tasks": tasks.iter().map(|t| serde_json::json!({
                     "id": t.id, "node": t.node, "revision": t.revision,
                     "lastStatus": t.last_status, "health": t.health,
@@ -734,6 +802,9 @@ fn status_report(o: &ObservedState) -> Value {
         .collect();
     serde_json::json!({"services": services, "nodes": o.nodes})
 }
+
+/// Events per service that `status` shows, newest first.
+const STATUS_EVENTS: usize = 5;
 
 fn status_text(r: &Value) -> String {
     let mut out = String::new();
@@ -749,6 +820,14 @@ fn status_text(r: &Value) -> String {
             s["running"],
             s["desired"],
             s["pending"]
+        ));
+        out.push_str(&super::deployments::text(
+            &serde_json::from_value::<Vec<_>>(s["deployments"].clone()).unwrap_or_default(),
+            &serde_json::from_value::<Vec<_>>(s["events"].clone()).unwrap_or_default(),
+            serde_json::from_value(s["held"].clone())
+                .ok()
+                .flatten()
+                .as_ref(),
         ));
         for t in s["tasks"].as_array().cloned().unwrap_or_default() {
             let ports: Vec<String> = t["ports"]
@@ -837,7 +916,7 @@ pub fn destroy_cmd(a: DestroyArgs) -> ExitCode {
         if let Err(code) = confirm(a.auto_approve, "destroy all these resources") {
             return code;
         }
-        let progress = Progress::new(store, false);
+        let progress = Progress::new(store, false, abort_dir(&a.state, &id));
         let resolver = resolver_for(&a.source);
         match apply::apply(
             &p,

@@ -8,6 +8,9 @@
 //! | `POST /v1/nodes/{name}/activate` | CLI | undo a drain |
 //! | `GET /v1/status` | CLI | nodes, services, tasks, events |
 //! | `GET /v1/plan` | CLI | the plan the next reconcile would apply (JSON plan document) |
+//! | `GET /v1/services/{cluster}/{name}/history` | CLI | a service's deployments and events |
+//! | `POST /v1/services/{cluster}/{name}/abort` | CLI | roll back the service's rollout now |
+//! | `POST /v1/services/{cluster}/{name}/rollback` | CLI | deploy an earlier revision (body: `{"to": N}`, optional) |
 //! | `POST /v1/sync` | CLI | reconcile now (fetching a git source first) |
 //! | `POST /v1/webhook` | git host (`X-Hub-Signature-256` with the webhook secret) or CLI | same as sync |
 //! | `POST /v1/suspend`, `POST /v1/resume` | CLI | stop and restart applying |
@@ -27,7 +30,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use super::{log, Controller};
-use crate::wire::{token_matches, ApiError, Heartbeat, NodeStatus};
+use crate::wire::{token_matches, Accepted, ApiError, Heartbeat, NodeStatus, RollbackRequest};
 
 type Shared = State<Arc<Controller>>;
 
@@ -170,6 +173,61 @@ async fn status(
     Json(c.status()).into_response()
 }
 
+async fn history(
+    State(c): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((cluster, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorize(&c, &headers, Role::Cli, peer, "GET /v1/services/history") {
+        return *r;
+    }
+    match c.history(&format!("{cluster}/{name}")) {
+        Ok(h) => Json(h).into_response(),
+        Err(e) => error(StatusCode::NOT_FOUND, e),
+    }
+}
+
+async fn abort(
+    State(c): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((cluster, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorize(&c, &headers, Role::Cli, peer, "POST /v1/services/abort") {
+        return *r;
+    }
+    let key = format!("{cluster}/{name}");
+    match c.abort(&key) {
+        Ok(message) => {
+            log(&format!("{key}: {message}"));
+            Json(Accepted { message }).into_response()
+        }
+        Err(e) => error(StatusCode::CONFLICT, e),
+    }
+}
+
+async fn rollback(
+    State(c): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((cluster, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Option<Json<RollbackRequest>>,
+) -> Response {
+    if let Err(r) = authorize(&c, &headers, Role::Cli, peer, "POST /v1/services/rollback") {
+        return *r;
+    }
+    let key = format!("{cluster}/{name}");
+    let to = body.and_then(|Json(b)| b.to);
+    match c.rollback(&key, to) {
+        Ok(message) => {
+            log(&format!("{key}: {message}"));
+            Json(Accepted { message }).into_response()
+        }
+        Err(e) => error(StatusCode::CONFLICT, e),
+    }
+}
+
 async fn plan(
     State(c): Shared,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -294,6 +352,9 @@ pub fn router(c: Arc<Controller>) -> Router {
         .route("/v1/nodes/{name}/activate", post(activate))
         .route("/v1/status", get(status))
         .route("/v1/plan", get(plan))
+        .route("/v1/services/{cluster}/{name}/history", get(history))
+        .route("/v1/services/{cluster}/{name}/abort", post(abort))
+        .route("/v1/services/{cluster}/{name}/rollback", post(rollback))
         .route("/v1/sync", post(sync))
         .route("/v1/webhook", post(webhook))
         .route("/v1/suspend", post(suspend))

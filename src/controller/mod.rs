@@ -141,6 +141,10 @@ struct State {
     suspended: bool,
     /// The last commit whose range passed signature verification.
     verified: Option<String>,
+    /// Services whose rollout the user asked to abort.
+    aborts: BTreeSet<String>,
+    /// An apply is running (it owns the stored state until it ends).
+    applying: bool,
 }
 
 pub struct Controller {
@@ -214,6 +218,8 @@ impl Controller {
                 commits: loaded.commits,
                 suspended: loaded.suspended,
                 verified: None,
+                aborts: BTreeSet::new(),
+                applying: false,
             }),
             started: Instant::now(),
             wake: Notify::new(),
@@ -730,7 +736,11 @@ impl Controller {
                 .map(|c| format!("commit {} ({})", c.short(), c.summary))
                 .unwrap_or_else(|| self.config.source.display())
         ));
-        let mut stored = self.lock().stored.clone();
+        let mut stored = {
+            let mut s = self.lock();
+            s.applying = true;
+            s.stored.clone()
+        };
         let fleet = Fleet {
             controller: self.clone(),
         };
@@ -754,7 +764,13 @@ impl Controller {
             &sink,
         )
         .await;
-        self.lock().stored = stored;
+        {
+            let mut s = self.lock();
+            s.stored = stored;
+            s.applying = false;
+            // Requests no rollout picked up are not for a later one.
+            s.aborts.clear();
+        }
         // The commit each changed resource was applied from (by address),
         // even when another resource failed: what did change came from it.
         if let Some(c) = &commit {
@@ -879,6 +895,91 @@ impl Controller {
             .collect()
     }
 
+    /// A service's deployments and events.
+    pub fn history(&self, key: &str) -> Result<crate::wire::HistoryReply, String> {
+        let s = self.lock();
+        if !s.stored.services.contains_key(key) {
+            return Err(format!("no service `{key}` has been applied"));
+        }
+        let h = s.stored.deployments.get(key).cloned().unwrap_or_default();
+        Ok(crate::wire::HistoryReply {
+            service: key.to_string(),
+            deployments: h
+                .deployments
+                .iter()
+                .rev()
+                .map(|d| crate::deployment::DeploymentView::of(d, &[]))
+                .collect(),
+            events: h.events.iter().rev().cloned().collect(),
+            held: h.held,
+        })
+    }
+
+    /// `reconcile deployment abort`: the running rollout of `key` rolls
+    /// back at once; a rollout left FAILED or interrupted is rolled back by
+    /// the next pass.
+    pub fn abort(&self, key: &str) -> Result<String, String> {
+        let mut s = self.lock();
+        let primary = s
+            .stored
+            .deployments
+            .get(key)
+            .and_then(|h| h.primary())
+            .cloned()
+            .ok_or_else(|| format!("`{key}` has no deployment to abort"))?;
+        if primary.rollout == crate::deployment::Rollout::Completed {
+            return Err(format!(
+                "no deployment of `{key}` is in progress (deployment {} completed); use `reconcile rollback` to return to an earlier revision",
+                primary.id
+            ));
+        }
+        if s.applying {
+            s.aborts.insert(key.to_string());
+            return Ok(format!(
+                "abort requested: the rollout of {key} rolls back to its last COMPLETED deployment"
+            ));
+        }
+        let desired = s
+            .desired
+            .clone()
+            .ok_or_else(|| "the source has not been read yet".to_string())?;
+        let to = apply::request_rollback(
+            &mut s.stored,
+            &desired,
+            key,
+            None,
+            "deployment aborted by the user",
+        )?;
+        self.db.save_stored(&s.stored).map_err(|e| e.to_string())?;
+        drop(s);
+        self.wake.notify_one();
+        Ok(format!("aborted: {key} rolls back to revision {to}"))
+    }
+
+    /// `reconcile rollback`: hold the source's configuration of `key` and
+    /// deploy revision `to` (default: the last COMPLETED one before).
+    pub fn rollback(&self, key: &str, to: Option<u32>) -> Result<String, String> {
+        let mut s = self.lock();
+        if s.applying {
+            return Err(
+                "a reconcile is applying changes; try again when it ends, or abort the rollout"
+                    .into(),
+            );
+        }
+        let desired = s
+            .desired
+            .clone()
+            .ok_or_else(|| "the source has not been read yet".to_string())?;
+        let to =
+            apply::request_rollback(&mut s.stored, &desired, key, to, "rolled back by the user")?;
+        self.db.save_stored(&s.stored).map_err(|e| e.to_string())?;
+        drop(s);
+        self.wake.notify_one();
+        Ok(format!(
+            "rollback requested: {key} rolls back to revision {to} on the next pass"
+        ))
+    }
+
     pub fn status(&self) -> StatusReply {
         let nodes = self.nodes();
         let tasks = self.observation().tasks;
@@ -888,13 +989,17 @@ impl Controller {
             .services
             .iter()
             .map(|(key, svc)| {
-                let mine = tasks.iter().filter(|t| {
-                    t.service
-                        .as_deref()
-                        .is_some_and(|n| key.split_once('/') == Some((t.cluster.as_str(), n)))
-                });
+                let mine: Vec<&Task> = tasks
+                    .iter()
+                    .filter(|t| {
+                        t.service
+                            .as_deref()
+                            .is_some_and(|n| key.split_once('/') == Some((t.cluster.as_str(), n)))
+                    })
+                    .collect();
+                let history = s.stored.deployments.get(key);
                 let (mut running, mut pending) = (0, 0);
-                for t in mine {
+                for t in &mine {
                     match t.last_status {
                         TaskStatus::Running => running += 1,
                         TaskStatus::Pending => pending += 1,
@@ -910,6 +1015,11 @@ impl Controller {
                         running,
                         pending,
                         commit: s.commits.get(&format!("Service/{key}")).cloned(),
+                        deployments: history.map(|h| h.views(&mine)).unwrap_or_default(),
+                        events: history
+                            .map(|h| h.events.iter().rev().take(5).cloned().collect())
+                            .unwrap_or_default(),
+                        held: history.and_then(|h| h.held.clone()),
                     },
                 )
             })
@@ -1097,6 +1207,10 @@ impl apply::Sink for ControllerSink {
 
     fn new_task_id(&self) -> String {
         model::new_task_id(&self.counter)
+    }
+
+    fn aborted(&self, key: &str) -> bool {
+        self.controller.lock().aborts.remove(key)
     }
 }
 

@@ -5,7 +5,10 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::wire::{ApiError, Heartbeat, HeartbeatReply, NodeView, StatusReply};
+use crate::wire::{
+    Accepted, ApiError, Heartbeat, HeartbeatReply, HistoryReply, NodeView, RollbackRequest,
+    StatusReply,
+};
 
 fn schema<T: schemars::JsonSchema>() -> Value {
     let generator = schemars::generate::SchemaSettings::openapi3().into_generator();
@@ -34,6 +37,17 @@ pub fn document() -> Value {
     schemas.insert("NodeView".into(), schema::<NodeView>());
     schemas.insert("StatusReply".into(), schema::<StatusReply>());
     schemas.insert("ApiError".into(), schema::<ApiError>());
+    schemas.insert("HistoryReply".into(), schema::<HistoryReply>());
+    schemas.insert("RollbackRequest".into(), schema::<RollbackRequest>());
+    schemas.insert("Accepted".into(), schema::<Accepted>());
+    let service = json!([
+        {"name": "cluster", "in": "path", "required": true, "schema": {"type": "string"}},
+        {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}
+    ]);
+    let conflict = |mut r: Value| {
+        r["409"] = json!({"description": "nothing to abort or roll back, or a reconcile is applying", "content": {"application/json": {"schema": reference("ApiError")}}});
+        r
+    };
     let name =
         json!([{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}]);
     json!({
@@ -76,6 +90,22 @@ pub fn document() -> Value {
             "/v1/plan": {"get": {
                 "summary": "The plan the next reconcile would apply (the JSON plan document of `reconcile plan --format json`)",
                 "responses": ok("plan", json!({"type": "object"}))
+            }},
+            "/v1/services/{cluster}/{name}/history": {"get": {
+                "summary": "A service's deployments and events, newest first",
+                "parameters": service,
+                "responses": ok("history", reference("HistoryReply"))
+            }},
+            "/v1/services/{cluster}/{name}/abort": {"post": {
+                "summary": "Abort the service's rollout: the running one rolls back at once; a FAILED or interrupted one on the next pass",
+                "parameters": service,
+                "responses": conflict(ok("accepted", reference("Accepted")))
+            }},
+            "/v1/services/{cluster}/{name}/rollback": {"post": {
+                "summary": "Deploy an earlier revision and hold the source's one until the source changes",
+                "parameters": service,
+                "requestBody": {"required": false, "content": {"application/json": {"schema": reference("RollbackRequest")}}},
+                "responses": conflict(ok("accepted", reference("Accepted")))
             }},
             "/v1/sync": {"post": {
                 "summary": "Reconcile now (a git source is fetched first)",

@@ -756,30 +756,38 @@ fn plan_service(
     };
     // A configuration that was rolled back is not deployed again until the
     // desired state changes: what runs is kept, and the plan says why.
+    // A rollback (`reconcile rollback`) holds the desired configuration the
+    // same way and names the revision to run instead: that is deployed.
     let mut held_note = None;
     if let (Some(h), Some(o)) = (
         observed.deployments.get(key).and_then(|h| h.held.as_ref()),
         observed_svc,
     ) {
+        let to = if h.to > 0 { h.to } else { o.revision };
         let kept = revision_spec(
             desired,
             observed,
             family,
-            o.revision,
+            to,
             desired_revisions.get(family).copied(),
         );
-        if let (true, Some(kept)) = (
-            h.config_hash == target_hash && o.config_hash != target_hash,
-            kept,
-        ) {
-            held_note = Some(format!(
-                "revision {} is not deployed again ({}); revision {} keeps running. Change the service or its task definition to deploy again",
-                h.revision, h.reason, o.revision
-            ));
-            revision = o.revision;
+        if let (true, Some(kept)) = (h.config_hash == target_hash, kept) {
+            held_note = Some(if o.revision == to {
+                format!(
+                    "revision {} is not deployed again ({}); revision {to} keeps running. Change the service or its task definition to deploy again",
+                    h.revision, h.reason
+                )
+            } else {
+                format!("rollback to revision {to} ({})", h.reason)
+            });
+            revision = to;
             td = kept;
-            target_hash = o.config_hash.clone();
-            fingerprints = o.secret_fingerprints.clone();
+            fingerprints = model::secret_fingerprints_of(td, &desired.secret_fingerprints);
+            target_hash = if o.revision == to {
+                o.config_hash.clone()
+            } else {
+                model::task_config_hash(family, td, &desired.secret_fingerprints)
+            };
         }
     }
 
