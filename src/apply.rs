@@ -340,6 +340,10 @@ struct Watched {
     healthy: bool,
 }
 
+fn n_unhealthy(watched: &[Watched]) -> usize {
+    watched.iter().filter(|w| !w.healthy).count()
+}
+
 /// Why watching a step's tasks ended early.
 enum Halt {
     /// The circuit breaker tripped (the deployment is already FAILED).
@@ -563,16 +567,37 @@ impl<R: Runtime + Sync, S: Sink> Ctx<'_, R, S> {
                 return Ok(());
             }
             if ran_at.saturating_sub(begun) >= self.opts.timeout {
-                let pending = watched.iter().find(|w| !w.healthy).map(|w| w.id.clone());
-                let task = pending
-                    .clone()
-                    .or_else(|| last.as_ref().map(|l| l.0.clone()));
+                // The logs worth showing are the last failed task's: it
+                // failed for the reason reported; a pending one may not
+                // have said anything yet.
+                let task = last
+                    .as_ref()
+                    .map(|l| l.0.clone())
+                    .or_else(|| watched.iter().find(|w| !w.healthy).map(|w| w.id.clone()));
                 let mut reason = format!(
                     "tasks did not become healthy within {}s (steady state not reached)",
                     self.opts.timeout.as_secs()
                 );
                 if let Some((_, why)) = &last {
                     reason.push_str(&format!("; last failure: {why}"));
+                    if dep.is_some_and(|d| {
+                        self.shared
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .deployments
+                            .get(&self.key)
+                            .and_then(|h| h.get(d))
+                            .is_some_and(|d| d.threshold.is_none())
+                    }) {
+                        reason.push_str(
+                            " (enable deploymentCircuitBreaker to stop such a rollout after a few failed tasks, and roll it back)",
+                        );
+                    }
+                }
+                // What did not become healthy in time does not run on; its
+                // containers stay for their logs.
+                for w in watched.iter().filter(|w| !w.healthy) {
+                    let _ = self.runtime.halt(&w.id).await;
                 }
                 return Err(Halt::TimedOut { reason, task });
             }
@@ -700,6 +725,30 @@ async fn service<R: Runtime + Sync, S: Sink>(
     // Where tasks of this service ran, for a rollback.
     let mut vacated: Vec<String> = Vec::new();
     let mut watched: Vec<Watched> = Vec::new();
+    if tc.deployment.is_some() {
+        // Tasks of this configuration already running (a rollout resumed
+        // after an interruption or a controller restart) count towards the
+        // floor only once healthy, so they are watched like new ones.
+        let obs = runtime.observe().await?;
+        let since = sink.elapsed();
+        watched.extend(
+            obs.tasks
+                .iter()
+                .filter(|t| {
+                    t.is_live()
+                        && t.health != Health::Unhealthy
+                        && t.config_hash == target.config_hash
+                        && t.cluster == cluster
+                        && t.service.as_deref() == Some(c.name.as_str())
+                })
+                .map(|t| Watched {
+                    id: t.id.clone(),
+                    node: t.node.clone(),
+                    since,
+                    healthy: false,
+                }),
+        );
+    }
     let total = steps.len();
     for (i, (stop_n, start_n)) in steps.into_iter().enumerate() {
         if total > 1 {
@@ -720,6 +769,15 @@ async fn service<R: Runtime + Sync, S: Sink>(
                 vacated,
             )
             .await;
+        }
+        // Old tasks go only while the new ones so far are healthy.
+        if n_unhealthy(&watched) > 0 {
+            if let Err(h) = ctx
+                .run_tasks(&target, Vec::new(), dep, true, &mut watched)
+                .await
+            {
+                return deployment_failed(&ctx, desired, resolver, &target, dep, h, vacated).await;
+            }
         }
         let n = (stop_n as usize).min(stops.len());
         let batch: Vec<TaskStop> = stops.drain(..n).collect();

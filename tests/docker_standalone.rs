@@ -7,178 +7,15 @@
 //! containers carry their own `reconcile.io/source` label; a guard destroys
 //! them (and force-removes anything left) even when the test fails.
 
+#[path = "common/docker.rs"]
+mod docker;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::Mutex;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use docker::{Source, SERIAL};
 use serde_json::Value;
-
-/// Docker tests run one at a time: they measure behaviour, not the daemon
-/// under contention.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-struct Source {
-    dir: tempfile::TempDir,
-    state: tempfile::TempDir,
-    id: String,
-}
-
-impl Source {
-    fn new(files: &[(&str, &str)]) -> Source {
-        let out = Command::new("docker")
-            .args(["image", "inspect", "busybox:stable"])
-            .output();
-        assert!(
-            out.is_ok_and(|o| o.status.success()),
-            "Docker with the busybox:stable image is needed: run scripts/docker-setup.sh"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        for (name, text) in files {
-            std::fs::write(dir.path().join(name), text).unwrap();
-        }
-        let canonical = std::fs::canonicalize(dir.path())
-            .unwrap()
-            .display()
-            .to_string();
-        let id = reconcile::model::digest(&canonical);
-        Source {
-            dir,
-            state: tempfile::tempdir().unwrap(),
-            id,
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn write(&self, name: &str, text: &str) {
-        std::fs::write(self.dir.path().join(name), text).unwrap();
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(assert_cmd::cargo::cargo_bin("reconcile"));
-        c.args(args)
-            .env("RECONCILE_STATE_DIR", self.state.path())
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-
-    /// `apply --auto-approve`, which must succeed.
-    fn apply(&self) -> String {
-        let src = self.path().display().to_string();
-        let out = self.run(&[
-            "apply",
-            &src,
-            "--auto-approve",
-            "--settle",
-            "1",
-            "--timeout",
-            "90",
-        ]);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "apply failed:\n{text}");
-        text
-    }
-
-    fn plan(&self) -> (i32, String) {
-        let src = self.path().display().to_string();
-        let out = self.run(&["plan", &src, "--detailed-exitcode"]);
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
-    }
-
-    fn status(&self) -> Value {
-        let src = self.path().display().to_string();
-        let out = self.run(&["status", &src, "--format", "json"]);
-        assert!(out.status.success());
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    /// Containers of this source: (name, state, labels as JSON).
-    fn containers(&self) -> Vec<(String, String, Value)> {
-        let out = Command::new("docker")
-            .args([
-                "ps",
-                "-a",
-                "--filter",
-                &format!("label=reconcile.io/source={}", self.id),
-                "--format",
-                "{{json .}}",
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| {
-                let v: Value = serde_json::from_str(l).unwrap();
-                (
-                    v["Names"].as_str().unwrap().to_string(),
-                    v["State"].as_str().unwrap().to_string(),
-                    v,
-                )
-            })
-            .collect()
-    }
-
-    fn running(&self, service: &str) -> Vec<String> {
-        self.containers()
-            .into_iter()
-            .filter(|(n, s, _)| s == "running" && n.contains(&format!("-{service}-")))
-            .map(|(n, _, _)| n)
-            .collect()
-    }
-}
-
-impl Drop for Source {
-    fn drop(&mut self) {
-        let src = self.path().display().to_string();
-        let _ = self.run(&["destroy", &src, "--auto-approve"]);
-        let out = Command::new("docker")
-            .args([
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("label=reconcile.io/source={}", self.id),
-            ])
-            .output();
-        if let Ok(o) = out {
-            for id in String::from_utf8_lossy(&o.stdout).lines() {
-                let _ = Command::new("docker").args(["rm", "-f", id]).output();
-            }
-        }
-        let _ = Command::new("docker")
-            .args([
-                "network",
-                "prune",
-                "-f",
-                "--filter",
-                &format!("label=reconcile.io/source={}", self.id),
-            ])
-            .output();
-        let _ = Command::new("docker")
-            .args([
-                "volume",
-                "prune",
-                "-f",
-                "--filter",
-                &format!("label=reconcile.io/source={}", self.id),
-            ])
-            .output();
-    }
-}
 
 fn cluster() -> &'static str {
     "apiVersion: reconcile/v1alpha1\nkind: Cluster\nmetadata: {name: t}\nspec: {}\n"
@@ -382,7 +219,9 @@ spec: {cluster: t, taskDefinition: crash, desiredCount: 1, deploymentConfigurati
 ";
     let s = Source::new(&[("c.yaml", cluster()), ("crash.yaml", td)]);
     let src = s.path().display().to_string();
-    // The task starts; apply waits for it and sees the essential exit.
+    // The task starts; apply waits for it and sees the essential exit. A
+    // failed task is relaunched (throttled) until the timeout, and the
+    // last failure is what apply reports.
     let out = s.run(&[
         "apply",
         &src,
@@ -390,7 +229,7 @@ spec: {cluster: t, taskDefinition: crash, desiredCount: 1, deploymentConfigurati
         "--settle",
         "5",
         "--timeout",
-        "60",
+        "20",
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -629,7 +468,7 @@ spec: {cluster: t, taskDefinition: nope, desiredCount: 1}
         "--settle",
         "1",
         "--timeout",
-        "60",
+        "20",
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -855,7 +694,7 @@ spec: {cluster: t, taskDefinition: slow, desiredCount: 1}
 ";
     let s = Source::new(&[("c.yaml", cluster()), ("slow.yaml", td)]);
     let src = s.path().display().to_string();
-    let out = s.run(&["apply", &src, "--auto-approve", "--timeout", "60"]);
+    let out = s.run(&["apply", &src, "--auto-approve", "--timeout", "20"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(

@@ -938,3 +938,138 @@ spec:
         .contains(&Value::from(18080)));
     assert!(f.running().is_empty());
 }
+
+/// A service of 4 tasks rolling 50/100, whose containers report healthy
+/// after their first health check (5 s), so each rollout step takes a
+/// few seconds.
+fn rolling(version: &str) -> String {
+    format!(
+        r#"apiVersion: reconcile/v1alpha1
+kind: Cluster
+metadata: {{name: CLUSTER}}
+spec: {{}}
+---
+apiVersion: reconcile/v1alpha1
+kind: TaskDefinition
+metadata: {{name: app}}
+spec:
+  networkMode: none
+  containerDefinitions:
+    - name: app
+      image: busybox:stable
+      command: [sleep, "3600"]
+      memory: 32
+      stopTimeout: 1
+      environment: [{{name: VERSION, value: "{version}"}}]
+      healthCheck: {{command: [CMD-SHELL, "true"], interval: 5, timeout: 2, retries: 1}}
+---
+apiVersion: reconcile/v1alpha1
+kind: Service
+metadata: {{name: app}}
+spec:
+  cluster: CLUSTER
+  taskDefinition: app
+  desiredCount: 4
+  deploymentConfiguration:
+    minimumHealthyPercent: 50
+    maximumPercent: 100
+    deploymentCircuitBreaker: {{enable: true, rollback: true}}
+"#
+    )
+}
+
+/// The newest deployment of the only service in a status reply.
+fn newest(status: &Value) -> Value {
+    let services = status["services"].as_object().unwrap();
+    services.values().next().unwrap()["deployments"][0].clone()
+}
+
+#[test]
+fn a_controller_restart_mid_rollout_resumes_the_same_deployment() {
+    let _g = lock();
+    let Some(mut f) = Fleet::start("midroll", &rolling("1")) else {
+        return;
+    };
+    let revisions = |f: &Fleet| -> Vec<(String, u64)> {
+        let s = f.status();
+        let mut v: Vec<(String, u64)> = s["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["lastStatus"] == "RUNNING")
+            .map(|t| {
+                (
+                    t["id"].as_str().unwrap().to_string(),
+                    t["revision"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    f.wait_for(
+        "4 running tasks of revision 1",
+        Duration::from_secs(60),
+        |f| {
+            let r = revisions(f);
+            r.len() == 4 && r.iter().all(|(_, rev)| *rev == 1)
+        },
+    );
+    f.wait_for("deployment 1 completed", Duration::from_secs(30), |f| {
+        newest(&f.status())["rolloutState"] == "COMPLETED"
+    });
+    std::fs::write(
+        f.dir.path().join("src/fleet.yaml"),
+        rolling("2").replace("CLUSTER", &f.cluster),
+    )
+    .unwrap();
+    let (code, out, err) = f.cli(&["sync"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // The first step is under way: 2 old tasks stopped, 2 new started.
+    f.wait_for("the first rollout step", Duration::from_secs(30), |f| {
+        revisions(f).iter().filter(|(_, rev)| *rev == 2).count() == 2
+    });
+    let s = f.status();
+    let dep = newest(&s);
+    assert_eq!(dep["rolloutState"], "IN_PROGRESS", "{s:#}");
+    assert_eq!(dep["id"], 2);
+    let first: Vec<String> = revisions(&f)
+        .into_iter()
+        .filter(|(_, rev)| *rev == 2)
+        .map(|(id, _)| id)
+        .collect();
+
+    let mut c = f.controller.take().unwrap();
+    c.kill().unwrap();
+    c.wait().unwrap();
+    f.start_controller();
+
+    f.wait_for(
+        "4 running tasks of revision 2",
+        Duration::from_secs(90),
+        |f| {
+            let r = revisions(f);
+            r.len() == 4 && r.iter().all(|(_, rev)| *rev == 2)
+        },
+    );
+    f.wait_for("deployment 2 completed", Duration::from_secs(30), |f| {
+        newest(&f.status())["rolloutState"] == "COMPLETED"
+    });
+    let s = f.status();
+    let dep = newest(&s);
+    assert_eq!(dep["id"], 2, "the same deployment, not a new one: {s:#}");
+    assert_eq!(dep["revision"], 2);
+    let now: Vec<String> = revisions(&f).into_iter().map(|(id, _)| id).collect();
+    for t in &first {
+        assert!(
+            now.contains(t),
+            "task {t} started before the restart was kept: {now:?}"
+        );
+    }
+    let (code, out, err) = f.cli(&["history", "app", "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let h: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(h["deployments"].as_array().unwrap().len(), 2, "{h:#}");
+    let (code, out, err) = f.cli(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code, 0, "plan not empty:\n{out}\n{err}");
+}
