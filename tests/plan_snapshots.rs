@@ -158,3 +158,29 @@ fn secret_change_shows_only_fingerprints() {
     insta::assert_snapshot!("secret_change", t);
     insta::assert_json_snapshot!("secret_change_json", json(&p));
 }
+
+#[test]
+fn daemon_rolls_node_by_node() {
+    let daemon = BASE.replace("desiredCount: 4", "schedulingStrategy: DAEMON");
+    let mut w = World::new(nodes(3, 2048, 4096));
+    w.apply(&desired(&daemon)).unwrap();
+    let d = desired(&daemon.replace("value: prod", "value: canary"));
+    let p = w.plan(&d);
+    insta::assert_snapshot!("daemon_rolls_node_by_node", text(&p));
+    let steps = &p
+        .resource_changes
+        .iter()
+        .find(|c| c.name == "web" && c.tasks.is_some())
+        .unwrap()
+        .tasks
+        .as_ref()
+        .unwrap()
+        .deployment
+        .as_ref()
+        .unwrap()
+        .steps;
+    assert_eq!(steps.len(), 3, "one step per node");
+    // Applying does it one node at a time and converges.
+    w.apply(&d).unwrap();
+    assert!(!w.plan(&d).has_changes());
+}

@@ -1083,6 +1083,26 @@ fn plan_service(
                 stop_old: old.len() as u32,
                 start_new: desired_count,
             }]
+        } else if spec.scheduling_strategy == SchedulingStrategy::Daemon {
+            // A DAEMON service rolls node by node: on each node its old
+            // task stops and the new one starts, and the next node waits
+            // for it to be healthy. Stops and starts are in node order, so
+            // each step takes its node's.
+            tc.stop.sort_by(|a, b| a.node.cmp(&b.node));
+            let mut per_node: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
+            for s in &tc.stop {
+                per_node.entry(s.node.as_str()).or_default().0 += 1;
+            }
+            for s in &tc.start {
+                per_node.entry(s.node.as_str()).or_default().1 += s.count;
+            }
+            per_node
+                .into_values()
+                .map(|(stop_old, start_new)| rollout::Step {
+                    stop_old,
+                    start_new,
+                })
+                .collect()
         } else {
             // Tasks of the new configuration already running (an
             // interrupted rollout) count: the steps continue from them.
