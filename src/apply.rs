@@ -329,6 +329,8 @@ struct Ctx<'a, R, S> {
     /// Tasks that failed and were halted: their remains are removed once
     /// the service is steady, kept (for their logs) when apply fails.
     failed: Mutex<Vec<String>>,
+    /// Delay before the first launches (restart throttling).
+    throttle: Duration,
 }
 
 /// A task a rollout started and watches.
@@ -401,7 +403,14 @@ impl<R: Runtime + Sync, S: Sink> Ctx<'_, R, S> {
         let begun = self.sink.elapsed();
         let has_checks = target.has_checks();
         let launched = !nodes.is_empty();
-        let mut relaunch: Vec<(String, Duration)> = nodes.into_iter().map(|n| (n, begun)).collect();
+        let first = begun + self.throttle;
+        if !nodes.is_empty() && !self.throttle.is_zero() {
+            self.say(format!(
+                "launching in {}s (restart throttling)",
+                self.throttle.as_secs()
+            ));
+        }
+        let mut relaunch: Vec<(String, Duration)> = nodes.into_iter().map(|n| (n, first)).collect();
         let mut last: Option<(String, String)> = None;
         let mut healthy_count = 0usize;
         loop {
@@ -659,17 +668,6 @@ async fn service<R: Runtime + Sync, S: Sink>(
         shared, desired, resolver, &cluster, &c.name, &family, revision,
     )
     .map_err(fail)?;
-    let ctx = Ctx {
-        shared,
-        key: key.clone(),
-        address: c.address.clone(),
-        runtime,
-        opts,
-        sink,
-        grace: Duration::from_secs(u64::from(spec.health_check_grace_period_seconds)),
-        failed: Mutex::new(Vec::new()),
-    };
-
     // The service (and the deployment it starts) is recorded before its
     // tasks start: a failed or interrupted rollout is then continued, not
     // forgotten, and status shows the service's tasks.
@@ -703,6 +701,34 @@ async fn service<R: Runtime + Sync, S: Sink>(
             None => h.primary().map(|d| d.id),
         }
     })?;
+    // Restart throttling outlives one apply: replacing the tasks of a
+    // service whose launches keep failing waits the current delay first.
+    // A new deployment starts over.
+    let throttle = match (&tc.deployment, dep) {
+        (None, Some(d)) => crate::deployment::backoff(
+            shared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .deployments
+                .get(&key)
+                .and_then(|h| h.get(d))
+                .map_or(0, |d| d.start_failures),
+        ),
+        _ => Duration::ZERO,
+    }
+    // Never so long that the apply ends before trying.
+    .min(opts.timeout / 2);
+    let ctx = Ctx {
+        shared,
+        key: key.clone(),
+        address: c.address.clone(),
+        runtime,
+        opts,
+        sink,
+        grace: Duration::from_secs(u64::from(spec.health_check_grace_period_seconds)),
+        failed: Mutex::new(Vec::new()),
+        throttle,
+    };
     if let (Some(d), Some(_)) = (dep, &tc.deployment) {
         ctx.say(format!("deployment {d} (revision {revision}) in progress"));
     }

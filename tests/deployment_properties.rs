@@ -151,3 +151,86 @@ proptest! {
         prop_assert!(!matches!(b, Behaviour::FailsToStart | Behaviour::Unhealthy | Behaviour::CrashesAfter(_)) || result.is_err());
     }
 }
+
+/// Restart throttling outlives one apply: replacing the tasks of a service
+/// whose launches keep failing waits longer each time, and a new revision
+/// starts over.
+#[test]
+fn restart_throttling_grows_across_applies_and_a_new_revision_resets_it() {
+    let c = Case {
+        count: 2,
+        min: 100,
+        max: 200,
+        breaker: None,
+        grace: 0,
+    };
+    let mut w = World::new(nodes(2, 64 * 1024, 64 * 1024));
+    let d1 = desired(&yaml(&c, 1));
+    w.apply(&d1).unwrap();
+    let hash = w.stored.services["c/s"].config_hash.clone();
+    // The configuration stops starting; one task is lost.
+    w.sim.set_behaviour(&hash, Behaviour::FailsToStart);
+    let mut tasks = w.sim.tasks();
+    tasks.pop();
+    w.sim.set_tasks(tasks);
+    let resolver = reconcile::secrets::Resolver {
+        dir: std::env::temp_dir(),
+    };
+    let opts = reconcile::apply::Options {
+        settle: Duration::ZERO,
+        timeout: Duration::from_secs(30),
+        ..Default::default()
+    };
+    let throttled = |w: &World| -> Vec<String> {
+        w.sink
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                reconcile::apply::Event::Deployment { message, .. }
+                    if message.starts_with("launching in") =>
+                {
+                    Some(message.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    for _ in 0..2 {
+        let p = w.plan(&d1);
+        let r = common::block(reconcile::apply::apply(
+            &p,
+            &d1,
+            &mut w.stored,
+            &w.sim,
+            &resolver,
+            &opts,
+            &w.sink,
+        ));
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("TaskFailedToStart"), "{e}");
+    }
+    let waits = throttled(&w);
+    assert_eq!(waits.len(), 1, "the second apply waited first: {waits:?}");
+    let h = &w.stored.deployments["c/s"];
+    assert!(h.deployments[0].start_failures >= 4, "{h:#?}");
+    assert!(h
+        .events
+        .iter()
+        .any(|e| e.kind == EventKind::ServiceTaskStartImpaired));
+    // A new revision starts over, and succeeds.
+    let d2 = desired(&yaml(&c, 2));
+    let p = w.plan(&d2);
+    common::block(reconcile::apply::apply(
+        &p,
+        &d2,
+        &mut w.stored,
+        &w.sim,
+        &resolver,
+        &opts,
+        &w.sink,
+    ))
+    .unwrap();
+    assert_eq!(throttled(&w).len(), 1, "no wait for a new revision");
+}

@@ -1072,4 +1072,37 @@ fn a_controller_restart_mid_rollout_resumes_the_same_deployment() {
     assert_eq!(h["deployments"].as_array().unwrap().len(), 2, "{h:#}");
     let (code, out, err) = f.cli(&["plan", "--detailed-exitcode"]);
     assert_eq!(code, 0, "plan not empty:\n{out}\n{err}");
+
+    // Nothing to abort now; a rollback through the controller goes back to
+    // revision 1 and holds revision 2.
+    let (code, _, err) = f.cli(&["deployment", "abort", "app"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is in progress"), "{err}");
+    let (code, out, err) = f.cli(&["rollback", "app"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("revision 1"), "{out}");
+    f.wait_for(
+        "4 running tasks of revision 1",
+        Duration::from_secs(90),
+        |f| {
+            let r = revisions(f);
+            r.len() == 4 && r.iter().all(|(_, rev)| *rev == 1)
+        },
+    );
+    f.wait_for("the rollback completed", Duration::from_secs(30), |f| {
+        let d = newest(&f.status());
+        d["rolloutState"] == "COMPLETED" && d["revision"] == 1
+    });
+    let s = f.status();
+    let svc = s["services"].as_object().unwrap().values().next().unwrap();
+    assert_eq!(svc["held"]["revision"], 2, "{s:#}");
+    let (code, out, err) = f.cli(&["plan", "--detailed-exitcode"]);
+    assert_eq!(
+        code, 0,
+        "the held revision is not deployed again:\n{out}\n{err}"
+    );
+    assert!(
+        err.contains("not deployed again") || out.contains("not deployed again"),
+        "{out}{err}"
+    );
 }
