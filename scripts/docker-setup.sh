@@ -21,6 +21,8 @@ command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 # Commit signature verification runs ssh-keygen -Y.
 command -v ssh-keygen >/dev/null 2>&1 || need_pkgs+=(openssh-client)
+# ... and gpg for OpenPGP signatures.
+command -v gpg >/dev/null 2>&1 || need_pkgs+=(gnupg)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     log "installing ${need_pkgs[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -187,15 +187,24 @@ impl GitSource {
     }
 }
 
+/// Who may sign the commits that are applied: SSH keys in an allowed
+/// signers file (git's `gpg.ssh.allowedSignersFile` format, checked with
+/// `ssh-keygen -Y`) and OpenPGP public keys in an armored key file (checked
+/// with `gpg` in a keyring of only those keys).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Signers<'a> {
+    pub ssh: Option<&'a Path>,
+    pub gpg: Option<&'a Path>,
+}
+
 /// Check that every commit after `since` up to `head` (all of them, not
 /// only the head; only the head when `since` is None or unknown) carries a
-/// valid SSH signature by a key of the allowed signers file (the format of
-/// git's `gpg.ssh.allowedSignersFile`), with `ssh-keygen -Y`.
+/// valid signature by an allowed key.
 pub fn verify_range(
     repo_dir: &Path,
     head: &str,
     since: Option<&str>,
-    allowed_signers: &Path,
+    signers: Signers,
 ) -> Result<usize, String> {
     let repo = Repository::open_bare(repo_dir).map_err(|e| err("opening the git cache", e))?;
     let head_oid = Oid::from_str(head).map_err(|e| err("commit id", e))?;
@@ -211,23 +220,105 @@ pub fn verify_range(
                 .map_err(|e| err("walking commits", e))?;
         }
     }
+    // One keyring of the allowed OpenPGP keys for the whole range.
+    let keyring = match signers.gpg {
+        Some(keys) => Some(GpgKeyring::new(keys)?),
+        None => None,
+    };
     for oid in &commits {
-        verify_commit(&repo, *oid, allowed_signers)?;
+        verify_commit(&repo, *oid, signers.ssh, keyring.as_ref())?;
     }
     Ok(commits.len())
 }
 
-fn verify_commit(repo: &Repository, oid: Oid, allowed: &Path) -> Result<(), String> {
+/// A temporary GnuPG home holding only the allowed public keys.
+struct GpgKeyring {
+    home: tempfile::TempDir,
+}
+
+impl GpgKeyring {
+    fn new(keys: &Path) -> Result<GpgKeyring, String> {
+        let home = tempfile::tempdir().map_err(|e| err("temporary directory", e))?;
+        let out = std::process::Command::new("gpg")
+            .arg("--homedir")
+            .arg(home.path())
+            .args(["--batch", "--quiet", "--import"])
+            .arg(keys)
+            .output()
+            .map_err(|e| err("running gpg", e))?;
+        if !out.status.success() {
+            return Err(format!(
+                "cannot read the OpenPGP keys in `{}`: {}",
+                keys.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(GpgKeyring { home })
+    }
+
+    /// Whether `sig` is a good signature of `data` by a key of the ring
+    /// (not expired or revoked).
+    fn verify(&self, short: &str, sig: &str, data: &[u8]) -> Result<(), String> {
+        let dir = tempfile::tempdir().map_err(|e| err("temporary directory", e))?;
+        let (sig_file, data_file) = (dir.path().join("commit.asc"), dir.path().join("commit"));
+        std::fs::write(&sig_file, sig).map_err(|e| err("writing the signature", e))?;
+        std::fs::write(&data_file, data).map_err(|e| err("writing the commit", e))?;
+        let out = std::process::Command::new("gpg")
+            .arg("--homedir")
+            .arg(self.home.path())
+            .args(["--batch", "--status-fd", "1", "--verify"])
+            .arg(&sig_file)
+            .arg(&data_file)
+            .output()
+            .map_err(|e| err("running gpg", e))?;
+        let status = String::from_utf8_lossy(&out.stdout);
+        let has = |tag: &str| {
+            status
+                .lines()
+                .any(|l| l.starts_with(&format!("[GNUPG:] {tag} ")))
+        };
+        if has("GOODSIG") && has("VALIDSIG") {
+            return Ok(());
+        }
+        Err(if has("NO_PUBKEY") || has("ERRSIG") {
+            format!("commit {short} is signed by an OpenPGP key that is not allowed")
+        } else if has("EXPKEYSIG") || has("REVKEYSIG") || has("EXPSIG") {
+            format!("commit {short} is signed by an expired or revoked OpenPGP key")
+        } else {
+            format!("commit {short}: its OpenPGP signature does not verify")
+        })
+    }
+}
+
+fn verify_commit(
+    repo: &Repository,
+    oid: Oid,
+    ssh: Option<&Path>,
+    gpg: Option<&GpgKeyring>,
+) -> Result<(), String> {
     let short = &oid.to_string()[..12];
     let (sig, data) = repo
         .extract_signature(&oid, None)
         .map_err(|_| format!("commit {short} is not signed"))?;
     let sig = sig.as_str().unwrap_or_default();
+    if sig.starts_with("-----BEGIN PGP SIGNATURE-----") {
+        return match gpg {
+            Some(ring) => ring.verify(short, sig, &data),
+            None => Err(format!(
+                "commit {short} has an OpenPGP signature, and no OpenPGP keys are allowed (--allowed-gpg-keys)"
+            )),
+        };
+    }
     if !sig.starts_with("-----BEGIN SSH SIGNATURE-----") {
         return Err(format!(
-            "commit {short} has a signature that is not an SSH signature; only SSH signatures are verified"
+            "commit {short} has a signature that is neither OpenPGP nor SSH"
         ));
     }
+    let Some(allowed) = ssh else {
+        return Err(format!(
+            "commit {short} has an SSH signature, and no SSH keys are allowed (--allowed-signers)"
+        ));
+    };
     let dir = tempfile::tempdir().map_err(|e| err("temporary directory", e))?;
     let sig_file = dir.path().join("commit.sig");
     std::fs::write(&sig_file, sig).map_err(|e| err("writing the signature", e))?;

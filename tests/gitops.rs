@@ -639,6 +639,118 @@ fn under_verification_only_commits_signed_by_allowed_keys_are_applied() {
     });
 }
 
+/// Stops the gpg-agent a test's GnuPG home started.
+struct GpgHome(PathBuf);
+
+impl Drop for GpgHome {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .arg("--homedir")
+            .arg(&self.0)
+            .args(["--kill", "gpg-agent"])
+            .status();
+    }
+}
+
+#[test]
+fn openpgp_signed_commits_are_verified_against_the_allowed_keys() {
+    let _g = lock();
+    let Some(mut r) = Rig::new("gpgsigned") else {
+        return;
+    };
+    // A short home: gpg-agent's socket path must fit.
+    let home = tempfile::Builder::new()
+        .prefix("g")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let _agent = GpgHome(home.path().to_path_buf());
+    let gpg = |args: &[&str]| {
+        let out = Command::new("gpg")
+            .arg("--homedir")
+            .arg(home.path())
+            .args(["--batch", "--passphrase", "", "--pinentry-mode", "loopback"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "gpg {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    for who in ["Ops <ops@example.invalid>", "Other <other@example.invalid>"] {
+        gpg(&["--quick-gen-key", who, "ed25519", "sign", "never"]);
+    }
+    let keys = r.dir.path().join("allowed.asc");
+    std::fs::write(&keys, gpg(&["--armor", "--export", "ops@example.invalid"])).unwrap();
+    // git signs through a wrapper that uses the test's GnuPG home.
+    let wrapper = r.dir.path().join("gpg-wrapper");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec gpg --homedir '{}' \"$@\"\n",
+            home.path().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let work = r.work.clone();
+    let sign_as = |who: &str| {
+        git(&work, &["config", "gpg.format", "openpgp"]);
+        git(&work, &["config", "gpg.program", wrapper.to_str().unwrap()]);
+        git(&work, &["config", "user.signingkey", who]);
+        git(&work, &["config", "commit.gpgsign", "true"]);
+    };
+    r.git_source(1);
+    sign_as("ops@example.invalid");
+    let signed = r.commit(1, "two", "signed");
+    let source = format!("git+{}", r.remote.display());
+    r.start(
+        &[
+            &source,
+            "--path",
+            "deploy",
+            "--verify-signatures",
+            "--allowed-gpg-keys",
+            keys.to_str().unwrap(),
+        ],
+        "1",
+    );
+    r.wait_for("the signed head", Duration::from_secs(60), |r| {
+        r.modes() == modes("two", 1)
+    });
+    // Another key's signature is refused, naming the commit.
+    sign_as("other@example.invalid");
+    let foreign = r.commit(1, "three", "other key");
+    r.wait_for("the foreign key refusal", Duration::from_secs(30), |r| {
+        r.status()["lastError"].as_str().is_some_and(|e| {
+            e.contains(&foreign[..12]) && e.contains("OpenPGP key that is not allowed")
+        })
+    });
+    assert_eq!(r.modes(), modes("two", 1));
+    // So is an SSH-signed or unsigned commit when only OpenPGP keys are
+    // allowed; a properly signed history is applied.
+    git(&r.work, &["reset", "-q", "--hard", &signed]);
+    git(&r.work, &["config", "commit.gpgsign", "false"]);
+    let unsigned = r.commit(1, "four", "unsigned");
+    r.wait_for("the unsigned refusal", Duration::from_secs(30), |r| {
+        r.status()["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains(&format!("commit {} is not signed", &unsigned[..12])))
+    });
+    git(&r.work, &["reset", "-q", "--hard", &signed]);
+    sign_as("ops@example.invalid");
+    r.commit(1, "five", "signed again");
+    r.wait_for("the signed commit", Duration::from_secs(60), |r| {
+        r.modes() == modes("five", 1)
+    });
+}
+
 #[test]
 fn validate_plan_apply_and_destroy_take_a_git_source_too() {
     let _g = lock();

@@ -43,6 +43,7 @@ fn check_token(flag: &str, token: &str) -> Result<(), ExitCode> {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("signers").multiple(true)))]
 pub struct ControllerArgs {
     /// What to follow: a directory of manifests (watched), or `git+URL`
     /// (a local path, file://, https:// or ssh:// repository).
@@ -63,13 +64,29 @@ pub struct ControllerArgs {
         value_name = "SECRET"
     )]
     webhook_secret: Option<String>,
-    /// Apply only commits signed (SSH signatures) by a key of
-    /// --allowed-signers; every new commit is checked, not only the head.
-    #[arg(long, requires = "allowed_signers")]
+    /// Apply only commits signed by an allowed key (SSH keys of
+    /// --allowed-signers, OpenPGP keys of --allowed-gpg-keys); every new
+    /// commit is checked, not only the head.
+    #[arg(long, requires = "signers")]
     verify_signatures: bool,
-    /// Allowed signers file (git's `gpg.ssh.allowedSignersFile` format).
-    #[arg(long, value_name = "FILE", requires = "verify_signatures")]
+    /// Allowed SSH signers file (git's `gpg.ssh.allowedSignersFile`
+    /// format).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "verify_signatures",
+        group = "signers"
+    )]
     allowed_signers: Option<PathBuf>,
+    /// Allowed OpenPGP public keys, ASCII-armored (`gpg --export --armor`),
+    /// checked with `gpg`.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "verify_signatures",
+        group = "signers"
+    )]
+    allowed_gpg_keys: Option<PathBuf>,
     /// Address to serve the API on.
     #[arg(long, default_value = "127.0.0.1:7700", value_name = "ADDR")]
     listen: String,
@@ -175,6 +192,7 @@ pub fn controller_cmd(a: ControllerArgs) -> ExitCode {
         source,
         webhook_secret: a.webhook_secret.clone(),
         allowed_signers: a.allowed_signers.clone(),
+        allowed_gpg_keys: a.allowed_gpg_keys.clone(),
         data_dir: a.data_dir.clone().unwrap_or_else(|| {
             super::standalone::state_dir(&super::standalone::StateArgs::default())
                 .join("controller")

@@ -86,6 +86,8 @@ pub struct Config {
     /// With a git source: every new commit must carry an SSH signature by a
     /// key of this allowed signers file.
     pub allowed_signers: Option<PathBuf>,
+    /// Armored OpenPGP public keys allowed to sign commits.
+    pub allowed_gpg_keys: Option<PathBuf>,
     pub data_dir: PathBuf,
     /// Agents present this token.
     pub join_token: String,
@@ -595,9 +597,13 @@ impl Controller {
         cache: &std::path::Path,
         id: &str,
     ) -> Result<(), String> {
-        let Some(allowed) = &self.config.allowed_signers else {
-            return Ok(());
+        let signers = crate::git::Signers {
+            ssh: self.config.allowed_signers.as_deref(),
+            gpg: self.config.allowed_gpg_keys.as_deref(),
         };
+        if signers.ssh.is_none() && signers.gpg.is_none() {
+            return Ok(());
+        }
         let since = {
             let s = self.lock();
             s.verified
@@ -607,7 +613,7 @@ impl Controller {
         if since.as_deref() == Some(id) {
             return Ok(());
         }
-        match crate::git::verify_range(&g.cache_dir(cache), id, since.as_deref(), allowed) {
+        match crate::git::verify_range(&g.cache_dir(cache), id, since.as_deref(), signers) {
             Ok(_) => {
                 self.lock().verified = Some(id.to_string());
                 Ok(())
