@@ -1106,3 +1106,64 @@ fn a_controller_restart_mid_rollout_resumes_the_same_deployment() {
         "{out}{err}"
     );
 }
+
+#[test]
+fn an_abort_through_the_controller_rolls_the_running_rollout_back() {
+    let _g = lock();
+    let Some(f) = Fleet::start("abort", &rolling("1")) else {
+        return;
+    };
+    let revisions = |f: &Fleet| -> Vec<u64> {
+        let mut v: Vec<u64> = f.status()["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["lastStatus"] == "RUNNING")
+            .map(|t| t["revision"].as_u64().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    f.wait_for(
+        "4 running tasks of revision 1",
+        Duration::from_secs(60),
+        |f| revisions(f) == [1, 1, 1, 1],
+    );
+    f.wait_for("deployment 1 completed", Duration::from_secs(30), |f| {
+        newest(&f.status())["rolloutState"] == "COMPLETED"
+    });
+    // Revision 2 never becomes healthy: its checks fail inside a long start
+    // period, which does not count, so the rollout waits.
+    let stuck = rolling("2").replace("retries: 1}", "retries: 1, startPeriod: 300}");
+    assert!(stuck.contains("startPeriod"));
+    std::fs::write(
+        f.dir.path().join("src/fleet.yaml"),
+        stuck
+            .replace("CLUSTER", &f.cluster)
+            .replace("\"true\"", "\"false\""),
+    )
+    .unwrap();
+    f.cli(&["sync"]);
+    f.wait_for("the first rollout step", Duration::from_secs(30), |f| {
+        revisions(f).iter().filter(|r| **r == 2).count() == 2
+    });
+    let (code, out, err) = f.cli(&["deployment", "abort", "app"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("abort requested"), "{out}");
+    f.wait_for("revision 1 restored", Duration::from_secs(60), |f| {
+        revisions(f) == [1, 1, 1, 1]
+    });
+    f.wait_for("the rollback completed", Duration::from_secs(30), |f| {
+        let d = newest(&f.status());
+        d["rolloutState"] == "COMPLETED" && d["rollbackOf"] == 2
+    });
+    let (code, out, err) = f.cli(&["history", "app", "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let h: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(h["deployments"][1]["rolloutState"], "FAILED", "{h:#}");
+    assert_eq!(h["deployments"][1]["reason"], "aborted by the user");
+    assert!(
+        f.tail("controller").contains("aborted by the user"),
+        "the controller log says why"
+    );
+}

@@ -147,7 +147,13 @@ struct State {
     aborts: BTreeSet<String>,
     /// An apply is running (it owns the stored state until it ends).
     applying: bool,
+    /// Rollbacks asked for while an apply ran: (service, revision, reason),
+    /// carried out at the start of the next pass.
+    pending: Vec<(String, Option<u32>, String)>,
 }
+
+const ABORTED: &str = "deployment aborted by the user";
+const ROLLED_BACK: &str = "rolled back by the user";
 
 pub struct Controller {
     config: Config,
@@ -222,6 +228,7 @@ impl Controller {
                 verified: None,
                 aborts: BTreeSet::new(),
                 applying: false,
+                pending: Vec::new(),
             }),
             started: Instant::now(),
             wake: Notify::new(),
@@ -693,6 +700,7 @@ impl Controller {
             .map(|c| format!("commit {}: ", c.short()))
             .unwrap_or_default();
         self.lock().clusters = desired.clusters.keys().cloned().collect();
+        self.take_pending(&desired);
         let observed = self.observed_state();
         let mut p = plan::plan(&desired, &observed, &self.plan_options());
         p.errors.extend(secret_errors);
@@ -774,8 +782,24 @@ impl Controller {
             let mut s = self.lock();
             s.stored = stored;
             s.applying = false;
-            // Requests no rollout picked up are not for a later one.
-            s.aborts.clear();
+            // An abort no rollout picked up (the apply had not reached or
+            // had already left that service) becomes a rollback request,
+            // unless the deployment completed meanwhile.
+            let left: Vec<String> = std::mem::take(&mut s.aborts).into_iter().collect();
+            for key in left {
+                let open = s
+                    .stored
+                    .deployments
+                    .get(&key)
+                    .and_then(|h| h.primary())
+                    .is_some_and(|d| d.rollout != crate::deployment::Rollout::Completed);
+                if open {
+                    s.pending.push((key, None, ABORTED.to_string()));
+                }
+            }
+            if !s.pending.is_empty() {
+                self.wake.notify_one();
+            }
         }
         // The commit each changed resource was applied from (by address),
         // even when another resource failed: what did change came from it.
@@ -901,6 +925,32 @@ impl Controller {
             .collect()
     }
 
+    /// Carry out the rollbacks asked for while an apply ran.
+    fn take_pending(&self, desired: &DesiredState) {
+        let mut s = self.lock();
+        let pending = std::mem::take(&mut s.pending);
+        if pending.is_empty() {
+            return;
+        }
+        for (key, to, reason) in pending {
+            match apply::request_rollback(&mut s.stored, desired, &key, to, &reason) {
+                Ok(to) => {
+                    drop(s);
+                    self.event(format!("{key}: {reason}: rolling back to revision {to}"));
+                    s = self.lock();
+                }
+                Err(e) => {
+                    drop(s);
+                    self.event(format!("{key}: {reason}, but: {e}"));
+                    s = self.lock();
+                }
+            }
+        }
+        if let Err(e) = self.db.save_stored(&s.stored) {
+            log(&format!("error: {e}"));
+        }
+    }
+
     /// A service's deployments and events.
     pub fn history(&self, key: &str) -> Result<crate::wire::HistoryReply, String> {
         let s = self.lock();
@@ -940,22 +990,24 @@ impl Controller {
             ));
         }
         if s.applying {
-            s.aborts.insert(key.to_string());
+            // A rollout in progress is rolled back by the apply running it;
+            // a FAILED one after that apply, as a request for the next pass.
+            if primary.rollout == crate::deployment::Rollout::InProgress {
+                s.aborts.insert(key.to_string());
+            } else {
+                s.pending.push((key.to_string(), None, ABORTED.to_string()));
+            }
+            drop(s);
+            self.wake.notify_one();
             return Ok(format!(
-                "abort requested: the rollout of {key} rolls back to its last COMPLETED deployment"
+                "abort requested: {key} rolls back to its last COMPLETED deployment"
             ));
         }
         let desired = s
             .desired
             .clone()
             .ok_or_else(|| "the source has not been read yet".to_string())?;
-        let to = apply::request_rollback(
-            &mut s.stored,
-            &desired,
-            key,
-            None,
-            "deployment aborted by the user",
-        )?;
+        let to = apply::request_rollback(&mut s.stored, &desired, key, None, ABORTED)?;
         self.db.save_stored(&s.stored).map_err(|e| e.to_string())?;
         drop(s);
         self.wake.notify_one();
@@ -967,17 +1019,21 @@ impl Controller {
     pub fn rollback(&self, key: &str, to: Option<u32>) -> Result<String, String> {
         let mut s = self.lock();
         if s.applying {
-            return Err(
-                "a reconcile is applying changes; try again when it ends, or abort the rollout"
-                    .into(),
-            );
+            // The running apply owns the stored state: the request waits
+            // for the next pass.
+            s.pending
+                .push((key.to_string(), to, ROLLED_BACK.to_string()));
+            drop(s);
+            self.wake.notify_one();
+            return Ok(format!(
+                "rollback queued: {key} rolls back when the running reconcile ends"
+            ));
         }
         let desired = s
             .desired
             .clone()
             .ok_or_else(|| "the source has not been read yet".to_string())?;
-        let to =
-            apply::request_rollback(&mut s.stored, &desired, key, to, "rolled back by the user")?;
+        let to = apply::request_rollback(&mut s.stored, &desired, key, to, ROLLED_BACK)?;
         self.db.save_stored(&s.stored).map_err(|e| e.to_string())?;
         drop(s);
         self.wake.notify_one();
