@@ -397,17 +397,19 @@ impl History {
         });
     }
 
-    /// What `status` shows: the deployments that are not INACTIVE, plus
-    /// the newest one whatever its state, newest first, with their tasks
-    /// counted by configuration.
+    /// What `status` shows, newest first, with their tasks counted by
+    /// configuration: the deployments back to the newest COMPLETED one that
+    /// is not a rollback, so a failed deployment stays in view after its
+    /// rollback, and a rollout in progress is shown with what it replaces.
     pub fn views(&self, tasks: &[&Task]) -> Vec<DeploymentView> {
-        let newest = self.deployments.last().map(|d| d.id);
-        self.deployments
-            .iter()
-            .rev()
-            .filter(|d| d.status != Status::Inactive || Some(d.id) == newest)
-            .map(|d| DeploymentView::of(d, tasks))
-            .collect()
+        let mut out = Vec::new();
+        for d in self.deployments.iter().rev() {
+            out.push(DeploymentView::of(d, tasks));
+            if d.rollout == Rollout::Completed && d.rollback_of.is_none() {
+                break;
+            }
+        }
+        out
     }
 }
 

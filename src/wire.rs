@@ -146,7 +146,19 @@ pub struct StatusReply {
     pub services: BTreeMap<String, ServiceView>,
     /// Why the last reconcile did not apply, if it did not.
     pub last_error: Option<String>,
+    /// Reconcile passes completed since the controller started.
+    #[serde(default)]
+    pub passes: u64,
     pub events: Vec<EventRecord>,
+}
+
+/// `POST /v1/sync`: the reconcile is done once `passes` (in the status)
+/// reaches `until_pass`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncReply {
+    pub sync: String,
+    pub until_pass: u64,
 }
 
 /// A service in [`StatusReply`].

@@ -1105,6 +1105,27 @@ fn a_controller_restart_mid_rollout_resumes_the_same_deployment() {
         err.contains("not deployed again") || out.contains("not deployed again"),
         "{out}{err}"
     );
+
+    // `apply --controller` waits for the rollout and fails, naming the
+    // cause, when the breaker trips and rolls back.
+    std::fs::write(
+        f.dir.path().join("src/fleet.yaml"),
+        rolling("3")
+            .replace(
+                "command: [sleep, \"3600\"]",
+                "command: [sh, -c, \"exit 3\"]",
+            )
+            .replace("CLUSTER", &f.cluster),
+    )
+    .unwrap();
+    let (code, out, err) = f.cli(&["apply"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("(revision 3) failed: circuit breaker")
+            && err.contains("rolled back to revision 1"),
+        "{out}{err}"
+    );
+    assert_eq!(revisions(&f).iter().filter(|(_, r)| *r == 1).count(), 4);
 }
 
 #[test]

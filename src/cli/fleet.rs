@@ -615,18 +615,111 @@ pub(crate) fn service_call<T: serde::de::DeserializeOwned>(
     .map_err(failure)
 }
 
-pub fn apply_remote(remote: &RemoteArgs) -> ExitCode {
+/// `apply --controller`: ask for a reconcile and wait for it, and for the
+/// rollouts it starts, to end. Exits non-zero naming each deployment that
+/// failed or was rolled back, or the reconcile's error.
+pub fn apply_remote(remote: &RemoteArgs, wait: Option<Duration>) -> ExitCode {
     let client = match Client::new(remote) {
         Ok(c) => c,
         Err(c) => return c,
     };
-    match tokio_block(client.call::<serde_json::Value>(reqwest::Method::POST, "/v1/sync")) {
-        Ok(_) => {
-            println!("Reconcile requested; follow it with `reconcile status --controller URL`.");
-            ExitCode::SUCCESS
+    let Some(limit) = wait else {
+        return match tokio_block(
+            client.call::<serde_json::Value>(reqwest::Method::POST, "/v1/sync"),
+        ) {
+            Ok(_) => {
+                println!(
+                    "Reconcile requested; follow it with `reconcile status --controller URL`."
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => failure(e),
+        };
+    };
+    let result = tokio_block(async {
+        let before: StatusReply = client.call(reqwest::Method::GET, "/v1/status").await?;
+        let newest_before: BTreeMap<String, u32> = before
+            .services
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.deployments.first()?.id)))
+            .collect();
+        let sync: crate::wire::SyncReply = client.call(reqwest::Method::POST, "/v1/sync").await?;
+        eprintln!("Reconcile requested; waiting for it and for the rollouts it starts.");
+        let started = std::time::Instant::now();
+        loop {
+            let s: StatusReply = client.call(reqwest::Method::GET, "/v1/status").await?;
+            let rolling: Vec<&String> = s
+                .services
+                .iter()
+                .filter(|(_, v)| {
+                    v.deployments
+                        .first()
+                        .is_some_and(|d| d.rollout_state == "IN_PROGRESS")
+                })
+                .map(|(k, _)| k)
+                .collect();
+            if s.passes >= sync.until_pass && rolling.is_empty() {
+                return Ok((s, newest_before));
+            }
+            if started.elapsed() >= limit {
+                return Err(format!(
+                    "the controller has not finished within {}s{}; `reconcile status --controller URL` shows where it stands",
+                    limit.as_secs(),
+                    if rolling.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " (rolling out: {})",
+                            rolling.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+                        )
+                    }
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        Err(e) => failure(e),
+    });
+    let (s, before) = match result {
+        Ok(x) => x,
+        Err(e) => return failure(e),
+    };
+    // Deployments that ended during the wait, per service, oldest first.
+    let mut failed = Vec::new();
+    for (key, v) in &s.services {
+        let since = before.get(key).copied().unwrap_or(0);
+        let new: Vec<&crate::deployment::DeploymentView> = v
+            .deployments
+            .iter()
+            .rev()
+            .filter(|d| d.id > since)
+            .collect();
+        for d in &new {
+            if d.rollout_state == "FAILED" {
+                let restored = new
+                    .iter()
+                    .find(|r| r.rollback_of == Some(d.id))
+                    .map(|r| format!("; rolled back to revision {}", r.revision))
+                    .unwrap_or_default();
+                failed.push(format!(
+                    "Service/{key}: deployment {} (revision {}) failed: {}{restored}",
+                    d.id, d.revision, d.reason
+                ));
+            }
+        }
     }
+    if let Some(e) = &s.last_error {
+        failed.push(e.clone());
+    }
+    if failed.is_empty() {
+        println!(
+            "Apply complete: the controller converged (pass {}).",
+            s.passes
+        );
+        return ExitCode::SUCCESS;
+    }
+    for f in &failed {
+        eprintln!("error: {f}");
+    }
+    ExitCode::from(EXIT_FAILURE)
 }
 
 pub fn status_remote(remote: &RemoteArgs, format: Format) -> ExitCode {

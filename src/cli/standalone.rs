@@ -71,8 +71,12 @@ pub struct ApplyArgs {
     /// Allow a plan that deletes more than half of the existing services.
     #[arg(long)]
     allow_mass_delete: bool,
+    /// With --controller: only request the reconcile, without waiting for
+    /// it and its rollouts to end.
+    #[arg(long)]
+    no_wait: bool,
     /// Give up waiting for a rollout step to become healthy after this many
-    /// seconds.
+    /// seconds (with --controller: for the whole reconcile).
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     timeout: u64,
     /// Tasks without a health check count as healthy after running this
@@ -104,6 +108,7 @@ impl ApplyArgs {
             source,
             auto_approve,
             allow_mass_delete: false,
+            no_wait: false,
             timeout,
             settle,
             detail: false,
@@ -533,7 +538,10 @@ fn abort_dir(state: &StateArgs, id: &str) -> PathBuf {
 
 pub(crate) fn apply_with(a: ApplyArgs, prepare: Option<Prepare>) -> ExitCode {
     if a.remote.controller.is_some() {
-        return super::fleet::apply_remote(&a.remote);
+        return super::fleet::apply_remote(
+            &a.remote,
+            (!a.no_wait).then(|| Duration::from_secs(a.timeout)),
+        );
     }
     // A saved plan, or a source?
     let saved = if a.source.is_file() && a.source.extension().is_some_and(|e| e == "json") {

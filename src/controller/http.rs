@@ -30,7 +30,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use super::{log, Controller};
-use crate::wire::{token_matches, Accepted, ApiError, Heartbeat, NodeStatus, RollbackRequest};
+use crate::wire::{
+    token_matches, Accepted, ApiError, Heartbeat, NodeStatus, RollbackRequest, SyncReply,
+};
 
 type Shared = State<Arc<Controller>>;
 
@@ -250,10 +252,13 @@ async fn sync(
     if let Err(r) = authorize(&c, &headers, Role::Cli, peer, "POST /v1/sync") {
         return *r;
     }
-    c.sync();
+    let until_pass = c.sync();
     (
         StatusCode::ACCEPTED,
-        Json(serde_json::json!({"sync": "requested"})),
+        Json(SyncReply {
+            sync: "requested".into(),
+            until_pass,
+        }),
     )
         .into_response()
 }

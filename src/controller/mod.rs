@@ -150,6 +150,9 @@ struct State {
     /// Rollbacks asked for while an apply ran: (service, revision, reason),
     /// carried out at the start of the next pass.
     pending: Vec<(String, Option<u32>, String)>,
+    /// Reconcile passes completed, and whether one is under way.
+    passes: u64,
+    in_pass: bool,
 }
 
 const ABORTED: &str = "deployment aborted by the user";
@@ -229,6 +232,8 @@ impl Controller {
                 aborts: BTreeSet::new(),
                 applying: false,
                 pending: Vec::new(),
+                passes: 0,
+                in_pass: false,
             }),
             started: Instant::now(),
             wake: Notify::new(),
@@ -265,8 +270,15 @@ impl Controller {
     }
 
     /// Ask the reconcile loop to run now.
-    pub fn sync(&self) {
+    /// Ask for a reconcile now; returns the number of passes after which
+    /// it has happened (a pass under way may have read the source before
+    /// the request, so then it is the one after).
+    pub fn sync(&self) -> u64 {
+        let s = self.lock();
+        let until = s.passes + if s.in_pass { 2 } else { 1 };
+        drop(s);
         self.wake.notify_one();
+        until
     }
 
     /// An agent's heartbeat: register or refresh the node, keep its report,
@@ -871,12 +883,15 @@ impl Controller {
             }
         });
         loop {
+            self.lock().in_pass = true;
             let result = self.reconcile_once().await;
             let error = result.as_ref().err().cloned();
             let changed_error = {
                 let mut s = self.lock();
                 let changed = s.last_error != error;
                 s.last_error = error.clone();
+                s.in_pass = false;
+                s.passes += 1;
                 changed
             };
             match (error, changed_error) {
@@ -1096,6 +1111,7 @@ impl Controller {
             tasks,
             services,
             last_error: s.last_error.clone(),
+            passes: s.passes,
             events: s
                 .events
                 .iter()

@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 
 use crate::wire::{
     Accepted, ApiError, Heartbeat, HeartbeatReply, HistoryReply, NodeView, RollbackRequest,
-    StatusReply,
+    StatusReply, SyncReply,
 };
 
 fn schema<T: schemars::JsonSchema>() -> Value {
@@ -40,6 +40,7 @@ pub fn document() -> Value {
     schemas.insert("HistoryReply".into(), schema::<HistoryReply>());
     schemas.insert("RollbackRequest".into(), schema::<RollbackRequest>());
     schemas.insert("Accepted".into(), schema::<Accepted>());
+    schemas.insert("SyncReply".into(), schema::<SyncReply>());
     let service = json!([
         {"name": "cluster", "in": "path", "required": true, "schema": {"type": "string"}},
         {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}
@@ -108,8 +109,8 @@ pub fn document() -> Value {
                 "responses": conflict(ok("accepted", reference("Accepted")))
             }},
             "/v1/sync": {"post": {
-                "summary": "Reconcile now (a git source is fetched first)",
-                "responses": {"202": {"description": "requested"}}
+                "summary": "Reconcile now (a git source is fetched first); done once the status's `passes` reaches `untilPass`",
+                "responses": {"202": {"description": "requested", "content": {"application/json": {"schema": reference("SyncReply")}}}}
             }},
             "/v1/webhook": {"post": {
                 "summary": "Push notification from a git host: signed with the webhook secret (X-Hub-Signature-256: sha256=HEX of HMAC-SHA256 over the body) or carrying the API token; same as /v1/sync",
