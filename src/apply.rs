@@ -412,7 +412,6 @@ impl<R: Runtime + Sync, S: Sink> Ctx<'_, R, S> {
         }
         let mut relaunch: Vec<(String, Duration)> = nodes.into_iter().map(|n| (n, first)).collect();
         let mut last: Option<(String, String)> = None;
-        let mut healthy_count = 0usize;
         loop {
             if abortable && self.sink.aborted(&self.key) {
                 return Err(Halt::Aborted);
@@ -557,10 +556,6 @@ impl<R: Runtime + Sync, S: Sink> Ctx<'_, R, S> {
                         relaunch.push((node, self.sink.elapsed() + delay));
                     }
                 }
-            }
-            let newly = watched.iter().filter(|w| w.healthy).count();
-            if newly > healthy_count {
-                healthy_count = newly;
             }
             if relaunch.is_empty() && watched.iter().all(|w| w.healthy) {
                 if let Some(d) = dep {
