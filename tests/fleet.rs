@@ -1164,6 +1164,22 @@ fn an_abort_through_the_controller_rolls_the_running_rollout_back() {
             .replace("\"true\"", "\"false\""),
     )
     .unwrap();
+    // maximumPercent 100: never more than 4 containers run, sampled from
+    // Docker (the controller's own view drops a task when it unassigns it).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        let filter = format!("label=reconcile.io/cluster={}", f.cluster);
+        std::thread::spawn(move || {
+            let mut most = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let n = docker(&["ps", "-q", "--filter", &filter]).lines().count();
+                most = most.max(n);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            most
+        })
+    };
     f.cli(&["sync"]);
     f.wait_for("the first rollout step", Duration::from_secs(30), |f| {
         revisions(f).iter().filter(|r| **r == 2).count() == 2
@@ -1178,6 +1194,9 @@ fn an_abort_through_the_controller_rolls_the_running_rollout_back() {
         let d = newest(&f.status());
         d["rolloutState"] == "COMPLETED" && d["rollbackOf"] == 2
     });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let most = sampler.join().unwrap();
+    assert!(most <= 4, "{most} containers ran at once");
     let (code, out, err) = f.cli(&["history", "app", "--format", "json"]);
     assert_eq!(code, 0, "{err}");
     let h: Value = serde_json::from_str(&out).unwrap();

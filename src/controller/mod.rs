@@ -1218,7 +1218,7 @@ impl Runtime for Fleet {
     }
 
     async fn stop(&self, task_id: &str, _reason: &str) -> Result<(), RuntimeError> {
-        self.unassign(task_id)
+        self.unassign_and_wait(task_id).await
     }
 
     async fn remove(&self, task_id: &str) -> Result<(), RuntimeError> {
@@ -1226,7 +1226,55 @@ impl Runtime for Fleet {
     }
 
     async fn halt(&self, task_id: &str) -> Result<(), RuntimeError> {
-        self.unassign(task_id)
+        self.unassign_and_wait(task_id).await
+    }
+}
+
+/// How long a stop may take on an agent: the longest stopTimeout ECS
+/// allows, plus heartbeats to learn of it and report it.
+const STOP_WAIT: Duration = Duration::from_secs(150);
+
+impl Fleet {
+    /// Unassign a task and return once its node no longer reports it
+    /// running (or the node is lost or gone): a rollout step's stops must
+    /// be done before its starts, or old and new tasks overlap beyond
+    /// maximumPercent.
+    async fn unassign_and_wait(&self, task_id: &str) -> Result<(), RuntimeError> {
+        let node = self
+            .controller
+            .lock()
+            .assignments
+            .get(task_id)
+            .map(|a| a.node.clone());
+        self.unassign(task_id)?;
+        let Some(node) = node else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + STOP_WAIT;
+        loop {
+            {
+                let s = self.controller.lock();
+                match s.nodes.get(&node) {
+                    Some(n) if n.record.status != NodeStatus::Lost => {
+                        if !n.reported.iter().any(|t| t.id == task_id && t.is_live()) {
+                            return Ok(());
+                        }
+                    }
+                    _ => return Ok(()),
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(RuntimeError {
+                    message: format!(
+                        "node `{node}` still runs task {} {}s after it was told to stop it",
+                        plan::short(task_id),
+                        STOP_WAIT.as_secs()
+                    ),
+                    task: Some(task_id.to_string()),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 
