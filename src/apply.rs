@@ -510,6 +510,19 @@ impl<R: Runtime + Sync, S: Sink> Ctx<'_, R, S> {
                 }
             });
             for (id, node, why) in failures {
+                // A node that no longer takes tasks (lost, draining, gone)
+                // is not the revision's fault and is no place to relaunch:
+                // the rollout stops here, IN_PROGRESS, and the next plan
+                // places the task elsewhere and resumes it.
+                if !obs.nodes.iter().any(|n| n.name == node) {
+                    return Err(Halt::Error(ApplyError::Failed {
+                        address: self.address.clone(),
+                        message: format!(
+                            "node `{node}` no longer takes tasks ({why}); the next reconcile places them again"
+                        ),
+                        task: None,
+                    }));
+                }
                 // The failed task's containers stay for its logs and status;
                 // none of them runs on.
                 let _ = self.runtime.halt(&id).await;
