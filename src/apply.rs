@@ -838,10 +838,21 @@ async fn service<R: Runtime + Sync, S: Sink>(
         ctx.history(|h| h.event(now, EventKind::ServiceTaskPlacementFailure, msg.clone()))?;
         return Err(fail(msg));
     }
-    if let (Some(d), Some(_)) = (dep, &tc.deployment) {
+    // Steady: the deployment is COMPLETED, also one an earlier apply left
+    // IN_PROGRESS (stopped by a placement failure or a lost node) and this
+    // one finished.
+    if let Some(d) = dep {
         let now = sink.now();
-        ctx.history(|h| h.complete(d, tc.running_after, now))?;
-        ctx.say(format!("deployment {d} (revision {revision}) completed"));
+        let done = ctx.history(|h| {
+            let open = h
+                .get(d)
+                .is_some_and(|x| x.rollout == crate::deployment::Rollout::InProgress);
+            h.complete(d, tc.running_after, now);
+            open
+        })?;
+        if done {
+            ctx.say(format!("deployment {d} (revision {revision}) completed"));
+        }
     }
     Ok(())
 }

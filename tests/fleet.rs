@@ -158,7 +158,7 @@ impl Fleet {
             manifests.replace("CLUSTER", &f.cluster),
         )
         .unwrap();
-        let (code, out, err) = f.cli(&["apply"]);
+        let (code, out, err) = f.cli(&["apply", "--no-wait"]);
         assert_eq!(code, 0, "apply --controller: {out}{err}");
         Some(f)
     }

@@ -658,7 +658,10 @@ pub fn apply_remote(remote: &RemoteArgs, wait: Option<Duration>) -> ExitCode {
                 })
                 .map(|(k, _)| k)
                 .collect();
-            if s.passes >= sync.until_pass && rolling.is_empty() {
+            // Done when the pass covering the request has ended and no
+            // rollout is left, or at once when that pass failed (a rollout
+            // it left IN_PROGRESS would wait for a later pass).
+            if s.passes >= sync.until_pass && (rolling.is_empty() || s.last_error.is_some()) {
                 return Ok((s, newest_before));
             }
             if started.elapsed() >= limit {
