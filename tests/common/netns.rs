@@ -196,7 +196,12 @@ impl Lab {
         let result = ip(&["link", "set", &self.veths[i], "up"])
             // The default route survives a carrier loss, but a caller (or the
             // kernel with ignore_routes_with_linkdown) may have removed it.
-            .and_then(|_| ip(&["-n", ns, "route", "replace", "default", "via", &gateway]));
+            .and_then(|_| ip(&["-n", ns, "route", "replace", "default", "via", &gateway]))
+            // Connects tried while cut left the neighbours FAILED: the
+            // kernel answers "No route to host" until it probes again,
+            // which can take seconds. Forget them so the next packet asks.
+            .and_then(|_| ip(&["-n", ns, "neigh", "flush", "dev", &inner]))
+            .and_then(|_| ip(&["neigh", "flush", "dev", &self.bridge]));
         if let Err(e) = result {
             panic!("reconnect host {i}: {e}");
         }
