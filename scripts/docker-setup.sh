@@ -23,6 +23,12 @@ command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 command -v ssh-keygen >/dev/null 2>&1 || need_pkgs+=(openssh-client)
 # ... and gpg for OpenPGP signatures.
 command -v gpg >/dev/null 2>&1 || need_pkgs+=(gnupg)
+# tests/git_remotes.rs: git sources over ssh:// (a real sshd and ssh-agent)
+# and https:// (git http-backend behind a Python HTTPS server).
+{ [ -x /usr/sbin/sshd ] || command -v sshd >/dev/null 2>&1; } || need_pkgs+=(openssh-server)
+command -v ssh-agent >/dev/null 2>&1 || need_pkgs+=(openssh-client)
+command -v git >/dev/null 2>&1 || need_pkgs+=(git)
+command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     log "installing ${need_pkgs[*]}"
     export DEBIAN_FRONTEND=noninteractive

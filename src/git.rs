@@ -8,13 +8,29 @@
 //! directory, one per URL, so fetches after the first are incremental. The
 //! branch is fetched with a forced refspec: a force-push is followed.
 //!
-//! Credentials: the ssh agent for `ssh://` URLs; for `https://`, a token in
+//! Credentials: the keys of the ssh agent (`SSH_AUTH_SOCK`) for `ssh://`
+//! URLs, as the URL's user, else `git`; for `https://`, a token in
 //! `RECONCILE_GIT_TOKEN` (sent as the password; the user name is the URL's,
-//! else `git`).
+//! else `git`). The token is sent over https:// only (never over plain http://), never offered to
+//! an ssh server as a password.
+//!
+//! Servers are authenticated, never trusted blindly. An ssh server's host
+//! key must be in `$HOME/.ssh/known_hosts` (libgit2 checks it, with
+//! libssh2; hashed entries and `[host]:port` entries work): an unknown or
+//! changed key fails the fetch with an error naming the host, the key's
+//! SHA256 fingerprint and whether the key is unknown or differs from the
+//! one recorded. An https server's certificate is verified by OpenSSL
+//! against the system's CA certificates, or those in `SSL_CERT_FILE` /
+//! `SSL_CERT_DIR` when set; an untrusted certificate fails the fetch with
+//! an error saying so.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
-use git2::{Cred, FetchOptions, Oid, RemoteCallbacks, Repository, TreeWalkMode, TreeWalkResult};
+use git2::{
+    CertificateCheckStatus, Cred, ErrorClass, ErrorCode, FetchOptions, Oid, RemoteCallbacks,
+    Repository, TreeWalkMode, TreeWalkResult,
+};
 
 use crate::source::{Content, RawFile, MAX_FILE_BYTES};
 
@@ -38,6 +54,111 @@ pub struct Snapshot {
 
 fn err(what: &str, e: impl std::fmt::Display) -> String {
     format!("{what}: {e}")
+}
+
+/// The host key an ssh server presented, described for an error.
+struct HostKey {
+    host: String,
+    /// `ED25519`, `RSA`, ...
+    kind: &'static str,
+    /// OpenSSH's `SHA256:...` fingerprint.
+    fingerprint: String,
+}
+
+impl HostKey {
+    fn new(host: &str, cert: &git2::cert::CertHostkey<'_>) -> Option<HostKey> {
+        use sha2::Digest;
+        let digest: [u8; 32] = match (cert.hash_sha256(), cert.hostkey()) {
+            (Some(hash), _) => *hash,
+            (None, Some(raw)) => sha2::Sha256::digest(raw).into(),
+            (None, None) => return None,
+        };
+        Some(HostKey {
+            host: host.to_string(),
+            kind: cert.hostkey_type().map_or("unknown", |t| t.short_name()),
+            fingerprint: format!("SHA256:{}", base64_unpadded(&digest)),
+        })
+    }
+
+    /// Why the key was refused: libgit2 only says "invalid or unknown", so
+    /// `ssh-keygen -F` tells an unknown host from a changed key (it reads
+    /// hashed entries too).
+    fn refusal(&self, port: u16) -> String {
+        let name = if port == 22 {
+            self.host.clone()
+        } else {
+            format!("[{}]:{port}", self.host)
+        };
+        let known_hosts = match std::env::var_os("HOME") {
+            Some(home) => Path::new(&home).join(".ssh/known_hosts"),
+            None => PathBuf::from("~/.ssh/known_hosts"),
+        };
+        let recorded = if known_hosts.is_file() {
+            std::process::Command::new("ssh-keygen")
+                .args(["-F", &name, "-f"])
+                .arg(&known_hosts)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .ok()
+                .map(|s| s.success())
+        } else {
+            Some(false)
+        };
+        let key = format!("{} key {}", self.kind, self.fingerprint);
+        let file = known_hosts.display();
+        match recorded {
+            Some(true) => format!(
+                "the ssh host key of {name} ({key}) does NOT match the key recorded for it in {file}: \
+                 the host key changed, or someone is intercepting the connection; not connecting"
+            ),
+            Some(false) => format!(
+                "the ssh host key of {name} ({key}) is unknown: {name} is not in {file}; check the \
+                 fingerprint with the server's administrator and add the key there (e.g. with \
+                 `ssh-keyscan{} {}`)",
+                if port == 22 { String::new() } else { format!(" -p {port}") },
+                self.host
+            ),
+            None => format!(
+                "the ssh host key of {name} ({key}) is not in {file} or does not match the key \
+                 recorded there; not connecting"
+            ),
+        }
+    }
+}
+
+/// The port of an ssh URL (`ssh://[user@]host[:port]/path`, or scp-like
+/// `user@host:path` on port 22).
+fn ssh_port(url: &str) -> u16 {
+    let Some(rest) = ["ssh://", "ssh+git://", "git+ssh://"]
+        .iter()
+        .find_map(|p| url.strip_prefix(p))
+    else {
+        return 22;
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let port = match host_port.rsplit_once(']') {
+        Some((_, after)) => after.strip_prefix(':'),
+        None => host_port.split_once(':').map(|(_, p)| p),
+    };
+    port.and_then(|p| p.parse().ok()).unwrap_or(22)
+}
+
+/// Standard base64 without padding, as OpenSSH prints fingerprints.
+fn base64_unpadded(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
 }
 
 impl GitSource {
@@ -79,26 +200,81 @@ impl GitSource {
         format!("refs/remotes/origin/{}", self.reference)
     }
 
+    /// Whether the URL is fetched over https, the only transport the token
+    /// is sent over.
+    fn is_https(&self) -> bool {
+        self.url.to_ascii_lowercase().starts_with("https://")
+    }
+
+    fn is_plain_http(&self) -> bool {
+        self.url.to_ascii_lowercase().starts_with("http://")
+    }
+
     /// Fetch the branch; returns the commit it points to.
     pub fn fetch(&self, cache_root: &Path) -> Result<String, String> {
         let repo = self.open(cache_root)?;
+        // The ssh host key the server showed, for the error when it is not
+        // known (libgit2 itself decides whether it is).
+        let host_key: RefCell<Option<HostKey>> = RefCell::new(None);
         let mut callbacks = RemoteCallbacks::new();
         let mut tried_agent = false;
         let mut tried_token = false;
+        let https = self.is_https();
+        let plain_http = self.is_plain_http();
         callbacks.credentials(move |_url, user, allowed| {
-            if allowed.is_ssh_key() && !tried_agent {
-                tried_agent = true;
-                return Cred::ssh_key_from_agent(user.unwrap_or("git"));
+            let user = user.unwrap_or("git");
+            if allowed.is_username() {
+                // An ssh URL without a user: libgit2 asks for one first.
+                return Cred::username(user);
             }
-            if allowed.is_user_pass_plaintext() && !tried_token {
-                tried_token = true;
-                if let Ok(token) = std::env::var("RECONCILE_GIT_TOKEN") {
-                    return Cred::userpass_plaintext(user.unwrap_or("git"), &token);
+            if allowed.is_ssh_key() {
+                if std::env::var_os("SSH_AUTH_SOCK").is_none() {
+                    return Err(git2::Error::from_str(
+                        "ssh authentication needs an ssh agent holding the key, \
+                         and SSH_AUTH_SOCK is not set",
+                    ));
                 }
+                if !tried_agent {
+                    tried_agent = true;
+                    return Cred::ssh_key_from_agent(user);
+                }
+                return Err(git2::Error::from_str(&format!(
+                    "ssh authentication as `{user}` failed: no key of the ssh agent \
+                     (SSH_AUTH_SOCK) was accepted, or the agent did not answer"
+                )));
+            }
+            if allowed.is_user_pass_plaintext() && plain_http {
+                return Err(git2::Error::from_str(
+                    "the server asks for credentials over plain http://; \
+                     RECONCILE_GIT_TOKEN is only sent over https://",
+                ));
+            }
+            if allowed.is_user_pass_plaintext() && https {
+                return match std::env::var("RECONCILE_GIT_TOKEN") {
+                    Err(_) => Err(git2::Error::from_str(
+                        "the server requires authentication, and RECONCILE_GIT_TOKEN is not set",
+                    )),
+                    Ok(_) if tried_token => Err(git2::Error::from_str(&format!(
+                        "authentication failed: the server refused the credentials \
+                         (user `{user}`, password from RECONCILE_GIT_TOKEN)"
+                    ))),
+                    Ok(token) => {
+                        tried_token = true;
+                        Cred::userpass_plaintext(user, &token)
+                    }
+                };
             }
             Err(git2::Error::from_str(
-                "no usable credentials (ssh agent for ssh://, RECONCILE_GIT_TOKEN for https://)",
+                "no usable credentials (the ssh agent for ssh://, RECONCILE_GIT_TOKEN for https://)",
             ))
+        });
+        callbacks.certificate_check(|cert, host| {
+            if let Some(key) = cert.as_hostkey() {
+                *host_key.borrow_mut() = HostKey::new(host, key);
+            }
+            // libgit2's own verdict: known_hosts for ssh, the CA
+            // certificates for https.
+            Ok(CertificateCheckStatus::CertificatePassthrough)
         });
         let mut options = FetchOptions::new();
         options.remote_callbacks(callbacks);
@@ -106,9 +282,29 @@ impl GitSource {
             .remote_anonymous(&self.url)
             .map_err(|e| err(&format!("git remote `{}`", self.url), e))?;
         let refspec = format!("+refs/heads/{}:{}", self.reference, self.local_ref());
-        remote
-            .fetch(&[refspec.as_str()], Some(&mut options), None)
-            .map_err(|e| err(&format!("fetching {}", self.display()), e.message()))?;
+        if let Err(e) = remote.fetch(&[refspec.as_str()], Some(&mut options), None) {
+            let what = format!("fetching {}", self.display());
+            return Err(match (e.code(), e.class()) {
+                (ErrorCode::Certificate, ErrorClass::Ssh) => match host_key.borrow().as_ref() {
+                    Some(key) => err(&what, key.refusal(ssh_port(&self.url))),
+                    None => err(&what, e.message()),
+                },
+                // With a certificate_check callback that passes, libgit2
+                // reports a refused TLS certificate as a generic error of
+                // the SSL class.
+                (code, ErrorClass::Ssl)
+                    if code == ErrorCode::Certificate || e.message().contains("certificate") =>
+                {
+                    let reason = format!(
+                        "the server's TLS certificate is not trusted ({}); it is checked against \
+                         the system's CA certificates, or those in SSL_CERT_FILE or SSL_CERT_DIR",
+                        e.message()
+                    );
+                    err(&what, reason)
+                }
+                _ => err(&what, e.message()),
+            });
+        }
         let id = repo.refname_to_id(&self.local_ref()).map_err(|_| {
             format!(
                 "{}: branch `{}` not found in the repository",
@@ -385,6 +581,20 @@ mod tests {
             .unwrap()
             .success();
         assert!(ok, "git {args:?}");
+    }
+
+    #[test]
+    fn ssh_ports_and_fingerprint_encoding() {
+        assert_eq!(ssh_port("ssh://git@example.com/r.git"), 22);
+        assert_eq!(ssh_port("ssh://git@example.com:2222/r.git"), 2222);
+        assert_eq!(ssh_port("ssh://[::1]:2200/r.git"), 2200);
+        assert_eq!(ssh_port("ssh://[::1]/r.git"), 22);
+        assert_eq!(ssh_port("git@example.com:ops/r.git"), 22);
+        assert_eq!(base64_unpadded(b""), "");
+        assert_eq!(base64_unpadded(b"f"), "Zg");
+        assert_eq!(base64_unpadded(b"fo"), "Zm8");
+        assert_eq!(base64_unpadded(b"foo"), "Zm9v");
+        assert_eq!(base64_unpadded(b"foobar\xff"), "Zm9vYmFy/w");
     }
 
     #[test]
