@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::runtime::docker::DockerRuntime;
 use crate::runtime::{Launch, Runtime};
 use crate::secrets::SecretValue;
-use crate::wire::{Assignment, Heartbeat, HeartbeatReply};
+use crate::wire::{Assignment, Changes, Heartbeat, HeartbeatReply};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -107,7 +107,14 @@ pub async fn run(config: Config) -> Result<(), String> {
         config.controller.trim_end_matches('/'),
         config.name
     );
+    let changes_url = format!(
+        "{}/v1/nodes/{}/changes",
+        config.controller.trim_end_matches('/'),
+        config.name
+    );
     let inflight: InFlight = Arc::default();
+    // An action that ends wakes the loop: its outcome is reported now.
+    let wake = Arc::new(tokio::sync::Notify::new());
     let permits = Arc::new(tokio::sync::Semaphore::new(ACTIONS));
     let mut backoff = Duration::from_millis(500);
     let mut connected = false;
@@ -116,6 +123,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         config.name, config.cluster, config.controller
     ));
     loop {
+        let began = tokio::time::Instant::now();
         // Taken before observing: a start that ends in between still shows
         // as PENDING, never as an interrupted start.
         let starting: HashSet<String> = inflight
@@ -204,10 +212,48 @@ pub async fn run(config: Config) -> Result<(), String> {
             &config.name,
             &inflight,
             &permits,
+            &wake,
             &obs.tasks,
             reply.assignments,
         );
-        tokio::time::sleep(wait).await;
+        // The next heartbeat: at the interval, or as soon as the
+        // controller changes assignments or an action here ends.
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = wake.notified() => {}
+            _ = changed(&client, &changes_url, &config.token, reply.generation, wait) => {}
+        }
+        // A burst of ending actions is reported together.
+        tokio::time::sleep_until(began + MIN_GAP.min(wait)).await;
+    }
+}
+
+/// The shortest time between two heartbeats' starts.
+const MIN_GAP: Duration = Duration::from_millis(100);
+
+/// Return once the controller's assignment generation differs from
+/// `after`. Never returns when the long poll fails (e.g. a controller that
+/// lacks it): the heartbeat interval takes over.
+async fn changed(client: &reqwest::Client, url: &str, token: &str, after: u64, wait: Duration) {
+    // Within the HTTP client's timeout; the caller's interval bounds the rest.
+    let hold = wait.min(Duration::from_secs(5)).as_millis();
+    loop {
+        let r = client
+            .get(format!("{url}?after={after}&timeoutMillis={hold}"))
+            .bearer_auth(token)
+            .send()
+            .await;
+        let Ok(r) = r else {
+            return std::future::pending().await;
+        };
+        if !r.status().is_success() {
+            return std::future::pending().await;
+        }
+        match r.json::<Changes>().await {
+            Ok(c) if c.generation != after => return,
+            Ok(_) => {}
+            Err(_) => return std::future::pending().await,
+        }
     }
 }
 
@@ -222,6 +268,7 @@ fn converge(
     node: &str,
     inflight: &InFlight,
     permits: &Arc<tokio::sync::Semaphore>,
+    wake: &Arc<tokio::sync::Notify>,
     local: &[crate::model::Task],
     assignments: Vec<Assignment>,
 ) {
@@ -231,7 +278,7 @@ fn converge(
             continue;
         }
         let (rt, inflight, id, live) = (rt.clone(), inflight.clone(), t.id.clone(), t.is_live());
-        let permits = permits.clone();
+        let (permits, wake) = (permits.clone(), wake.clone());
         tokio::spawn(async move {
             let _permit = permits.acquire_owned().await;
             let r = if live {
@@ -246,6 +293,7 @@ fn converge(
                 log(&format!("task {id}: {}", e.message));
             }
             release(&inflight, &id);
+            wake.notify_one();
         });
     }
     let present: HashSet<&str> = local.iter().map(|t| t.id.as_str()).collect();
@@ -257,7 +305,7 @@ fn converge(
         }
         let (rt, inflight, id) = (rt.clone(), inflight.clone(), a.id.clone());
         let launch = launch_of(a, node);
-        let permits = permits.clone();
+        let (permits, wake) = (permits.clone(), wake.clone());
         tokio::spawn(async move {
             let _permit = permits.acquire_owned().await;
             log(&format!(
@@ -268,6 +316,7 @@ fn converge(
                 log(&format!("task {id}: {}", e.message));
             }
             release(&inflight, &id);
+            wake.notify_one();
         });
     }
 }

@@ -57,6 +57,20 @@ pub struct HeartbeatReply {
     pub assignments: Vec<Assignment>,
     /// How long the agent should wait before its next heartbeat.
     pub heartbeat_millis: u64,
+    /// The controller's assignment generation: it changes whenever any
+    /// node's assignments change. The agent waits on
+    /// `GET /v1/nodes/{name}/changes?after=GENERATION` to heartbeat as soon
+    /// as it does, instead of at the next interval.
+    #[serde(default)]
+    pub generation: u64,
+}
+
+/// Answer to `GET /v1/nodes/{name}/changes`: the assignment generation,
+/// returned once it differs from `after` or when the wait times out.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Changes {
+    pub generation: u64,
 }
 
 /// One task a node must run.

@@ -3,6 +3,7 @@
 //! | method and path | who | what |
 //! |---|---|---|
 //! | `POST /v1/nodes/{name}/heartbeat` | agent (join token) | register or refresh a node; returns its assignments |
+//! | `GET /v1/nodes/{name}/changes?after=G&timeoutMillis=T` | agent | long poll: returns once the assignment generation differs from `G` (at most `T` ms, capped at 30 s) |
 //! | `GET /v1/nodes` | CLI (API token) | nodes, status, load |
 //! | `POST /v1/nodes/{name}/drain` | CLI | stop placing on a node and move its tasks |
 //! | `POST /v1/nodes/{name}/activate` | CLI | undo a drain |
@@ -23,7 +24,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -31,7 +32,7 @@ use axum::{Json, Router};
 
 use super::{log, Controller};
 use crate::wire::{
-    token_matches, Accepted, ApiError, Heartbeat, NodeStatus, RollbackRequest, SyncReply,
+    token_matches, Accepted, ApiError, Changes, Heartbeat, NodeStatus, RollbackRequest, SyncReply,
 };
 
 type Shared = State<Arc<Controller>>;
@@ -349,9 +350,35 @@ async fn openapi() -> Response {
     Json(super::openapi::document()).into_response()
 }
 
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ChangesQuery {
+    after: u64,
+    timeout_millis: Option<u64>,
+}
+
+/// The longest an agent's long poll is held open.
+const CHANGES_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn changes(
+    State(c): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<ChangesQuery>,
+) -> Response {
+    if let Err(r) = authorize(&c, &headers, Role::Agent, peer, "changes") {
+        return *r;
+    }
+    let timeout = std::time::Duration::from_millis(q.timeout_millis.unwrap_or(u64::MAX))
+        .min(CHANGES_WAIT_MAX);
+    let generation = c.assignment_changes(q.after, timeout).await;
+    Json(Changes { generation }).into_response()
+}
+
 pub fn router(c: Arc<Controller>) -> Router {
     Router::new()
         .route("/v1/nodes/{name}/heartbeat", post(heartbeat))
+        .route("/v1/nodes/{name}/changes", get(changes))
         .route("/v1/nodes", get(nodes))
         .route("/v1/nodes/{name}/drain", post(drain))
         .route("/v1/nodes/{name}/activate", post(activate))

@@ -165,6 +165,13 @@ pub struct Controller {
     started: Instant,
     /// Wakes the reconcile loop early (node joined or lost, sync request).
     wake: Notify,
+    /// Bumped whenever assignments change: agents waiting on
+    /// `/v1/nodes/{name}/changes` heartbeat at once instead of at their
+    /// next interval, so a start or stop reaches a node in one round trip.
+    assigned: tokio::sync::watch::Sender<u64>,
+    /// Bumped on every heartbeat: a stop waiting for its node to report
+    /// the task gone looks again at once.
+    reported: tokio::sync::watch::Sender<u64>,
     resolver: Resolver,
     /// Launches nodes for managed scaling; connected on first need.
     launcher: tokio::sync::OnceCell<Result<launcher::Launcher, String>>,
@@ -237,6 +244,8 @@ impl Controller {
             }),
             started: Instant::now(),
             wake: Notify::new(),
+            assigned: tokio::sync::watch::Sender::new(0),
+            reported: tokio::sync::watch::Sender::new(0),
             resolver,
             launcher: tokio::sync::OnceCell::new(),
         }))
@@ -399,13 +408,28 @@ impl Controller {
                     .map(|a| a.task.clone())
                     .collect(),
                 heartbeat_millis: self.config.heartbeat.as_millis() as u64,
+                generation: *self.assigned.borrow(),
             }
         };
+        self.reported.send_modify(|g| *g += 1);
         if let Some(m) = changed {
             self.event(m);
             self.sync();
         }
         Ok(reply)
+    }
+
+    /// The assignment generation once it differs from `after`, or the
+    /// current one when `timeout` passes first (an agent's long poll).
+    pub async fn assignment_changes(&self, after: u64, timeout: Duration) -> u64 {
+        let mut rx = self.assigned.subscribe();
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|g| *g != after)).await;
+        let g = *rx.borrow();
+        g
+    }
+
+    fn assignments_changed(&self) {
+        self.assigned.send_modify(|g| *g += 1);
     }
 
     /// Mark nodes LOST that have been silent longer than the timeout (since
@@ -450,6 +474,9 @@ impl Controller {
                 }
                 lost.push((name, ids.len()));
             }
+        }
+        if !lost.is_empty() {
+            self.assignments_changed();
         }
         for (name, tasks) in &lost {
             self.event(format!(
@@ -706,7 +733,9 @@ impl Controller {
 
     /// One pass: load, plan, log the plan, apply it.
     pub async fn reconcile_once(self: &Arc<Self>) -> Result<bool, String> {
+        let began = Instant::now();
         let (desired, secret_errors, commit) = self.load(true)?;
+        let loaded = began.elapsed();
         let at = commit
             .as_ref()
             .map(|c| format!("commit {}: ", c.short()))
@@ -715,6 +744,7 @@ impl Controller {
         self.take_pending(&desired);
         let observed = self.observed_state();
         let mut p = plan::plan(&desired, &observed, &self.plan_options());
+        let planned = began.elapsed();
         p.errors.extend(secret_errors);
         {
             let mut s = self.lock();
@@ -756,11 +786,13 @@ impl Controller {
             },
         );
         log(&format!(
-            "applying {}:\n{text}",
+            "applying {} (read and validated in {} ms, planned in {} ms):\n{text}",
             commit
                 .as_ref()
                 .map(|c| format!("commit {} ({})", c.short(), c.summary))
-                .unwrap_or_else(|| self.config.source.display())
+                .unwrap_or_else(|| self.config.source.display()),
+            loaded.as_millis(),
+            (planned - loaded).as_millis()
         ));
         let mut stored = {
             let mut s = self.lock();
@@ -831,8 +863,11 @@ impl Controller {
         match result {
             Ok(()) => {
                 self.event(format!(
-                    "{at}applied: {} to add, {} to change, {} to destroy",
-                    p.summary.add, p.summary.change, p.summary.destroy
+                    "{at}applied: {} to add, {} to change, {} to destroy ({} ms)",
+                    p.summary.add,
+                    p.summary.change,
+                    p.summary.destroy,
+                    began.elapsed().as_millis()
                 ));
                 self.lock().applied = commit;
                 Ok(true)
@@ -1171,6 +1206,8 @@ impl Fleet {
             c.db.assign(&[], &[task_id])
                 .map_err(|e| RuntimeError::new(e.to_string()))?;
             s.assignments.remove(task_id);
+            drop(s);
+            c.assignments_changed();
         }
         Ok(())
     }
@@ -1214,6 +1251,8 @@ impl Runtime for Fleet {
         c.db.assign(&[&record], &[])
             .map_err(|e| RuntimeError::new(e.to_string()))?;
         s.assignments.insert(launch.id, record);
+        drop(s);
+        c.assignments_changed();
         Ok(())
     }
 
@@ -1251,7 +1290,9 @@ impl Fleet {
             return Ok(());
         };
         let deadline = Instant::now() + STOP_WAIT;
+        let mut reports = self.controller.reported.subscribe();
         loop {
+            reports.borrow_and_update();
             {
                 let s = self.controller.lock();
                 match s.nodes.get(&node) {
@@ -1273,7 +1314,9 @@ impl Fleet {
                     task: Some(task_id.to_string()),
                 });
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // The next heartbeat of any node, or a second: a node that
+            // stopped heartbeating is found LOST by the deadline checks.
+            let _ = tokio::time::timeout(Duration::from_secs(1), reports.changed()).await;
         }
     }
 }

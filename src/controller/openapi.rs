@@ -6,8 +6,8 @@
 use serde_json::{json, Map, Value};
 
 use crate::wire::{
-    Accepted, ApiError, Heartbeat, HeartbeatReply, HistoryReply, NodeView, RollbackRequest,
-    StatusReply, SyncReply,
+    Accepted, ApiError, Changes, Heartbeat, HeartbeatReply, HistoryReply, NodeView,
+    RollbackRequest, StatusReply, SyncReply,
 };
 
 fn schema<T: schemars::JsonSchema>() -> Value {
@@ -34,6 +34,7 @@ pub fn document() -> Value {
     let mut schemas = Map::new();
     schemas.insert("Heartbeat".into(), schema::<Heartbeat>());
     schemas.insert("HeartbeatReply".into(), schema::<HeartbeatReply>());
+    schemas.insert("Changes".into(), schema::<Changes>());
     schemas.insert("NodeView".into(), schema::<NodeView>());
     schemas.insert("StatusReply".into(), schema::<StatusReply>());
     schemas.insert("ApiError".into(), schema::<ApiError>());
@@ -51,6 +52,11 @@ pub fn document() -> Value {
     };
     let name =
         json!([{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}]);
+    let changes_parameters = json!([
+        {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}},
+        {"name": "after", "in": "query", "required": true, "schema": {"type": "integer", "minimum": 0}, "description": "the generation of the agent's last heartbeat reply"},
+        {"name": "timeoutMillis", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0}}
+    ]);
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -69,6 +75,11 @@ pub fn document() -> Value {
                 "parameters": name,
                 "requestBody": {"required": true, "content": {"application/json": {"schema": reference("Heartbeat")}}},
                 "responses": ok("the tasks the node must run; it stops anything else it owns", reference("HeartbeatReply"))
+            }},
+            "/v1/nodes/{name}/changes": {"get": {
+                "summary": "Wait until the assignments change (agent, join token): returns once the generation differs from `after`, or after `timeoutMillis` (at most 30 s)",
+                "parameters": changes_parameters,
+                "responses": ok("the current assignment generation", reference("Changes"))
             }},
             "/v1/nodes": {"get": {
                 "summary": "Nodes with status and assigned load",
