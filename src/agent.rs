@@ -164,6 +164,7 @@ pub async fn run(config: Config) -> Result<(), String> {
                 .collect(),
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             tasks: obs.tasks.clone(),
+            compact: true,
         };
         let reply = client
             .post(&url)
@@ -200,13 +201,14 @@ pub async fn run(config: Config) -> Result<(), String> {
         if !connected {
             log(&format!(
                 "connected; {} task(s) assigned, {} owned",
-                reply.assignments.len(),
+                reply.assignments.len() + reply.kept.len(),
                 obs.tasks.len()
             ));
             connected = true;
         }
         backoff = Duration::from_millis(500);
         let wait = Duration::from_millis(reply.heartbeat_millis.clamp(100, 60_000));
+        let generation = reply.generation;
         converge(
             &rt,
             &config.name,
@@ -214,14 +216,14 @@ pub async fn run(config: Config) -> Result<(), String> {
             &permits,
             &wake,
             &obs.tasks,
-            reply.assignments,
+            reply,
         );
         // The next heartbeat: at the interval, or as soon as the
         // controller changes assignments or an action here ends.
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = wake.notified() => {}
-            _ = changed(&client, &changes_url, &config.token, reply.generation, wait) => {}
+            _ = changed(&client, &changes_url, &config.token, generation, wait) => {}
         }
         // A burst of ending actions is reported together.
         tokio::time::sleep_until(began + MIN_GAP.min(wait)).await;
@@ -270,9 +272,16 @@ fn converge(
     permits: &Arc<tokio::sync::Semaphore>,
     wake: &Arc<tokio::sync::Notify>,
     local: &[crate::model::Task],
-    assignments: Vec<Assignment>,
+    reply: HeartbeatReply,
 ) {
-    let assigned: HashSet<&str> = assignments.iter().map(|a| a.id.as_str()).collect();
+    let HeartbeatReply {
+        assignments, kept, ..
+    } = reply;
+    let assigned: HashSet<&str> = assignments
+        .iter()
+        .map(|a| a.id.as_str())
+        .chain(kept.iter().map(String::as_str))
+        .collect();
     for t in local {
         if assigned.contains(t.id.as_str()) || !claim(inflight, &t.id, false) {
             continue;

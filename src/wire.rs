@@ -34,6 +34,11 @@ pub struct Heartbeat {
     /// Every task the agent's runtime owns, live or stopped.
     #[schemars(with = "Vec<serde_json::Value>")]
     pub tasks: Vec<Task>,
+    /// The agent reads `kept` in the reply: assignments it has reported
+    /// may come as ids only. A node of a thousand tasks then receives the
+    /// specifications of the tasks it must start, not of all it runs.
+    #[serde(default)]
+    pub compact: bool,
 }
 
 /// A node's lifecycle, with ECS container-instance meanings.
@@ -54,7 +59,13 @@ pub enum NodeStatus {
 #[serde(rename_all = "camelCase")]
 pub struct HeartbeatReply {
     pub status: NodeStatus,
+    /// Assignments in full: all of them, or with `compact` those the node
+    /// has not reported yet (the ones it may have to start).
     pub assignments: Vec<Assignment>,
+    /// With `compact`: the ids of the other assignments, tasks the node
+    /// has reported. It keeps them and never starts them again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<String>,
     /// How long the agent should wait before its next heartbeat.
     pub heartbeat_millis: u64,
     /// The controller's assignment generation: it changes whenever any

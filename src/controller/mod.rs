@@ -294,6 +294,7 @@ impl Controller {
     /// and answer with its assignments.
     pub fn heartbeat(&self, name: &str, hb: Heartbeat) -> Result<HeartbeatReply, (u16, String)> {
         let mut changed = None;
+        let compact = hb.compact;
         let reply = {
             let mut s = self.lock();
             if !s.clusters.is_empty() && !s.clusters.contains(&hb.cluster) {
@@ -399,14 +400,18 @@ impl Controller {
                     return Err((500, e.to_string()));
                 }
             }
+            let (mut assignments, mut kept) = (Vec::new(), Vec::new());
+            for a in s.assignments.values().filter(|a| a.node == name) {
+                if compact && a.task.reported {
+                    kept.push(a.task.id.clone());
+                } else {
+                    assignments.push(a.task.clone());
+                }
+            }
             HeartbeatReply {
                 status: node.record.status,
-                assignments: s
-                    .assignments
-                    .values()
-                    .filter(|a| a.node == name)
-                    .map(|a| a.task.clone())
-                    .collect(),
+                assignments,
+                kept,
                 heartbeat_millis: self.config.heartbeat.as_millis() as u64,
                 generation: *self.assigned.borrow(),
             }
@@ -1633,5 +1638,126 @@ impl Controller {
         if removed {
             self.sync();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn controller(dir: &std::path::Path) -> Arc<Controller> {
+        Controller::open(Config {
+            source: Source::Dir(dir.join("src")),
+            webhook_secret: None,
+            allowed_signers: None,
+            allowed_gpg_keys: None,
+            data_dir: dir.join("data"),
+            join_token: "j".into(),
+            api_token: "a".into(),
+            interval: Duration::from_secs(30),
+            heartbeat: Duration::from_millis(250),
+            node_timeout: Duration::from_secs(10),
+            settle: Duration::from_secs(1),
+            step_timeout: Duration::from_secs(60),
+            advertise_url: String::new(),
+            ca_cert: None,
+        })
+        .unwrap()
+    }
+
+    fn heartbeat(tasks: Vec<Task>, compact: bool) -> Heartbeat {
+        Heartbeat {
+            cluster: "c".into(),
+            attributes: BTreeMap::new(),
+            cpu: 1024,
+            memory: 1024,
+            reserved_ports: Vec::new(),
+            agent_version: "test".into(),
+            tasks,
+            compact,
+        }
+    }
+
+    fn launch(id: &str) -> Launch {
+        Launch {
+            id: id.into(),
+            cluster: "c".into(),
+            service: Some("web".into()),
+            family: "web".into(),
+            revision: 1,
+            config_hash: "h".into(),
+            node: "n1".into(),
+            spec: serde_json::from_value(serde_json::json!({
+                "containerDefinitions": [{"name": "a", "image": "busybox:stable"}]
+            }))
+            .unwrap(),
+            secrets: BTreeMap::new(),
+        }
+    }
+
+    fn running(id: &str) -> Task {
+        Task {
+            id: id.into(),
+            cluster: "c".into(),
+            service: Some("web".into()),
+            family: "web".into(),
+            revision: 1,
+            config_hash: "h".into(),
+            node: "n1".into(),
+            last_status: TaskStatus::Running,
+            health: model::Health::Unknown,
+            started_at: Some(1),
+            stop_code: None,
+            stopped_reason: None,
+            bindings: Vec::new(),
+        }
+    }
+
+    /// What the agent relies on: assignment changes wake its long poll,
+    /// and a compact reply carries specifications only for tasks the node
+    /// has not reported, the rest by id.
+    #[tokio::test]
+    async fn assignment_changes_wake_agents_and_compact_replies_name_reported_tasks_by_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = controller(dir.path());
+        let first = c.heartbeat("n1", heartbeat(Vec::new(), true)).unwrap();
+        assert!(first.assignments.is_empty() && first.kept.is_empty());
+
+        // Nothing changes: the long poll times out with the same generation.
+        let g = first.generation;
+        assert_eq!(c.assignment_changes(g, Duration::from_millis(50)).await, g);
+
+        let fleet = Fleet {
+            controller: c.clone(),
+        };
+        let waiting = {
+            let c = c.clone();
+            tokio::spawn(async move { c.assignment_changes(g, Duration::from_secs(30)).await })
+        };
+        fleet.start(launch("t1")).await.unwrap();
+        fleet.start(launch("t2")).await.unwrap();
+        let woke = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("an assignment wakes the long poll")
+            .unwrap();
+        assert_ne!(woke, g);
+
+        // t1 is reported: it comes by id; t2 is still to start: in full.
+        let reply = c
+            .heartbeat("n1", heartbeat(vec![running("t1")], true))
+            .unwrap();
+        assert_eq!(reply.kept, ["t1"]);
+        let full: Vec<&str> = reply.assignments.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(full, ["t2"]);
+        assert!(reply.generation >= woke);
+
+        // An agent that does not ask for compact replies gets everything.
+        let reply = c
+            .heartbeat("n1", heartbeat(vec![running("t1")], false))
+            .unwrap();
+        assert!(reply.kept.is_empty());
+        let full: Vec<&str> = reply.assignments.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(full, ["t1", "t2"]);
+        assert!(reply.assignments[0].reported && !reply.assignments[1].reported);
     }
 }

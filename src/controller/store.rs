@@ -6,7 +6,14 @@
 //!
 //! Every change is one transaction, so a controller killed at any moment
 //! restarts from a consistent state and re-adopts what its agents run.
+//!
+//! The applied state is kept one row per resource (`clusters/NAME`,
+//! `services/CLUSTER/NAME`, ...), and a save writes only the rows that
+//! differ from the last one: an apply saves after every step, and writing
+//! the whole state each time made a first apply of a thousand services
+//! quadratic (tens of seconds of saving before any task started).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -18,6 +25,8 @@ use crate::store::Stored;
 use crate::wire::{Assignment, EventRecord, NodeStatus};
 
 const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
+/// The applied state ([`Stored`]), one row per `SECTION/KEY`.
+const APPLIED: TableDefinition<&str, &[u8]> = TableDefinition::new("applied");
 const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
 const ASSIGNMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("assignments");
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
@@ -64,6 +73,66 @@ pub struct DbError {
 pub struct Db {
     db: Database,
     path: PathBuf,
+    /// The applied state as last written: saves write only what differs.
+    saved: std::sync::Mutex<Stored>,
+}
+
+/// Rows to write and delete in the APPLIED table.
+#[derive(Default)]
+struct Rows {
+    put: Vec<(String, Vec<u8>)>,
+    delete: Vec<String>,
+}
+
+impl Rows {
+    /// The rows of `section` that differ between `old` and `new`.
+    fn diff<T: PartialEq + Serialize>(
+        &mut self,
+        section: &str,
+        old: &BTreeMap<String, T>,
+        new: &BTreeMap<String, T>,
+    ) -> Result<(), serde_json::Error> {
+        for (k, v) in new {
+            if old.get(k) != Some(v) {
+                self.put
+                    .push((format!("{section}/{k}"), serde_json::to_vec(v)?));
+            }
+        }
+        for k in old.keys().filter(|k| !new.contains_key(*k)) {
+            self.delete.push(format!("{section}/{k}"));
+        }
+        Ok(())
+    }
+}
+
+/// Make `old` equal to `new`, cloning only the entries that differ.
+fn sync_map<T: PartialEq + Clone>(old: &mut BTreeMap<String, T>, new: &BTreeMap<String, T>) {
+    old.retain(|k, _| new.contains_key(k));
+    for (k, v) in new {
+        if old.get(k) != Some(v) {
+            old.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+/// Every row of a state, for a first save.
+fn all_rows(stored: &Stored) -> Result<Rows, serde_json::Error> {
+    let mut rows = Rows::default();
+    rows.diff("clusters", &BTreeMap::new(), &stored.clusters)?;
+    rows.diff(
+        "capacityProviders",
+        &BTreeMap::new(),
+        &stored.capacity_providers,
+    )?;
+    rows.diff("revisions", &BTreeMap::new(), &stored.revisions)?;
+    rows.diff(
+        "taskDefinitions",
+        &BTreeMap::new(),
+        &stored.task_definitions,
+    )?;
+    rows.diff("services", &BTreeMap::new(), &stored.services)?;
+    rows.diff("deployments", &BTreeMap::new(), &stored.deployments)?;
+    Ok(rows)
 }
 
 impl Db {
@@ -76,10 +145,15 @@ impl Db {
         };
         std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
         let db = Database::create(&path).map_err(|e| fail(e.to_string()))?;
-        let d = Db { db, path };
+        let d = Db {
+            db,
+            path,
+            saved: std::sync::Mutex::new(Stored::default()),
+        };
         // Create the tables, so that reads of a fresh store find them.
         d.write(|tx| {
             tx.open_table(STATE)?;
+            tx.open_table(APPLIED)?;
             tx.open_table(NODES)?;
             tx.open_table(ASSIGNMENTS)?;
             tx.open_table(EVENTS)?;
@@ -115,8 +189,31 @@ impl Db {
             serde_json::from_value(v).map_err(|e| db.err(e))
         }
         let state = tx.open_table(STATE).map_err(|e| self.err(e))?;
+        // Stores written before the state was kept per row hold it whole.
+        let mut whole = false;
         if let Some(v) = state.get("stored").map_err(|e| self.err(e))? {
             out.stored = typed(self, decode("state", v.value())?)?;
+            whole = true;
+        }
+        let applied = tx.open_table(APPLIED).map_err(|e| self.err(e))?;
+        for row in applied.iter().map_err(|e| self.err(e))? {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            let (section, key) = k
+                .value()
+                .split_once('/')
+                .map(|(s, k)| (s.to_string(), k.to_string()))
+                .ok_or_else(|| self.err(format!("applied state row `{}`", k.value())))?;
+            let v = decode(&section, v.value())?;
+            let st = &mut out.stored;
+            match section.as_str() {
+                "clusters" => drop(st.clusters.insert(key, typed(self, v)?)),
+                "capacityProviders" => drop(st.capacity_providers.insert(key, typed(self, v)?)),
+                "revisions" => drop(st.revisions.insert(key, typed(self, v)?)),
+                "taskDefinitions" => drop(st.task_definitions.insert(key, typed(self, v)?)),
+                "services" => drop(st.services.insert(key, typed(self, v)?)),
+                "deployments" => drop(st.deployments.insert(key, typed(self, v)?)),
+                other => return Err(self.err(format!("unknown applied state section `{other}`"))),
+            }
         }
         if let Some(v) = state.get("commits").map_err(|e| self.err(e))? {
             out.commits = typed(self, decode("commits", v.value())?)?;
@@ -141,15 +238,67 @@ impl Db {
             out.events
                 .push((k.value(), typed(self, decode("event", v.value())?)?));
         }
+        drop((state, applied, tx));
+        if whole {
+            // Move it to rows in one transaction: the old row goes only
+            // with the new ones in place.
+            let rows = all_rows(&out.stored).map_err(|e| self.err(e))?;
+            self.write(|tx| {
+                let mut t = tx.open_table(APPLIED)?;
+                for (k, v) in &rows.put {
+                    t.insert(k.as_str(), v.as_slice())?;
+                }
+                tx.open_table(STATE)?.remove("stored")?;
+                Ok(())
+            })?;
+        }
+        *self.saved.lock().unwrap_or_else(|p| p.into_inner()) = out.stored.clone();
         Ok(out)
     }
 
+    /// Save the applied state: only the rows that changed since the last
+    /// save, in one transaction.
     pub fn save_stored(&self, stored: &Stored) -> Result<(), DbError> {
-        let bytes = serde_json::to_vec(stored).map_err(|e| self.err(e))?;
+        let mut saved = self.saved.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rows = Rows::default();
+        let old = &*saved;
+        (|| {
+            rows.diff("clusters", &old.clusters, &stored.clusters)?;
+            rows.diff(
+                "capacityProviders",
+                &old.capacity_providers,
+                &stored.capacity_providers,
+            )?;
+            rows.diff("revisions", &old.revisions, &stored.revisions)?;
+            rows.diff(
+                "taskDefinitions",
+                &old.task_definitions,
+                &stored.task_definitions,
+            )?;
+            rows.diff("services", &old.services, &stored.services)?;
+            rows.diff("deployments", &old.deployments, &stored.deployments)
+        })()
+        .map_err(|e| self.err(e))?;
+        if rows.put.is_empty() && rows.delete.is_empty() {
+            return Ok(());
+        }
         self.write(|tx| {
-            tx.open_table(STATE)?.insert("stored", bytes.as_slice())?;
+            let mut t = tx.open_table(APPLIED)?;
+            for (k, v) in &rows.put {
+                t.insert(k.as_str(), v.as_slice())?;
+            }
+            for k in &rows.delete {
+                t.remove(k.as_str())?;
+            }
             Ok(())
-        })
+        })?;
+        sync_map(&mut saved.clusters, &stored.clusters);
+        sync_map(&mut saved.capacity_providers, &stored.capacity_providers);
+        sync_map(&mut saved.revisions, &stored.revisions);
+        sync_map(&mut saved.task_definitions, &stored.task_definitions);
+        sync_map(&mut saved.services, &stored.services);
+        sync_map(&mut saved.deployments, &stored.deployments);
+        Ok(())
     }
 
     fn put_state<T: Serialize>(&self, key: &str, value: &T) -> Result<(), DbError> {
@@ -247,6 +396,76 @@ mod tests {
                 secrets: BTreeMap::from([("DB".to_string(), "hunter2".to_string())]),
             },
         }
+    }
+
+    fn applied(families: &[(&str, u32)]) -> Stored {
+        let mut st = Stored::default();
+        for (f, r) in families {
+            st.task_definitions.insert(f.to_string(), *r);
+            st.deployments.insert(format!("c/{f}"), Default::default());
+        }
+        st
+    }
+
+    #[test]
+    fn the_applied_state_is_saved_by_row_and_read_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let last = {
+            let db = Db::open(dir.path()).unwrap();
+            db.load().unwrap();
+            db.save_stored(&applied(&[("a", 1), ("b", 1), ("c", 1)]))
+                .unwrap();
+            // One row changed, one removed, one added.
+            let next = applied(&[("a", 2), ("b", 1), ("d", 1)]);
+            db.save_stored(&next).unwrap();
+            let tx = db.db.begin_read().unwrap();
+            let rows: Vec<String> = tx
+                .open_table(APPLIED)
+                .unwrap()
+                .iter()
+                .unwrap()
+                .map(|r| r.unwrap().0.value().to_string())
+                .collect();
+            assert_eq!(
+                rows,
+                [
+                    "deployments/c/a",
+                    "deployments/c/b",
+                    "deployments/c/d",
+                    "taskDefinitions/a",
+                    "taskDefinitions/b",
+                    "taskDefinitions/d"
+                ]
+            );
+            next
+        };
+        let db = Db::open(dir.path()).unwrap();
+        assert_eq!(db.load().unwrap().stored, last);
+    }
+
+    #[test]
+    fn a_state_saved_whole_is_read_and_moved_to_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = applied(&[("a", 3), ("b", 1)]);
+        {
+            let db = Db::open(dir.path()).unwrap();
+            db.put_state("stored", &old).unwrap();
+        }
+        let db = Db::open(dir.path()).unwrap();
+        assert_eq!(db.load().unwrap().stored, old);
+        let tx = db.db.begin_read().unwrap();
+        assert!(tx
+            .open_table(STATE)
+            .unwrap()
+            .get("stored")
+            .unwrap()
+            .is_none());
+        drop(tx);
+        // Saving the same state again writes nothing new and reads back.
+        db.save_stored(&old).unwrap();
+        let db2_dir = dir.path().to_path_buf();
+        drop(db);
+        assert_eq!(Db::open(&db2_dir).unwrap().load().unwrap().stored, old);
     }
 
     #[test]
