@@ -228,18 +228,22 @@ pub fn controller_cmd(a: ControllerArgs) -> ExitCode {
         let scheme = if tls.is_some() { "https" } else { "http" };
         controller::log(&format!("controller listening on {scheme}://{addr}"));
         let served = c.clone();
-        let server = async move {
+        // The API runs on the runtime's workers: accepting connections
+        // must not wait while the loop below plans or saves (a first apply
+        // of a thousand services kept new agents from joining for a minute).
+        let server = tokio::spawn(async move {
             match tls {
                 Some(t) => controller::http::serve_tls(served, listener, t).await,
                 None => controller::http::serve(served, listener).await,
             }
-        };
+        });
         // The loop runs on this task, not spawned: apply's future is not
         // provably Send (a compiler limitation with higher-ranked closures).
         tokio::select! {
             r = server => match r {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => failure(e),
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(e)) => failure(e),
+                Err(e) => failure(format!("the API server stopped: {e}")),
             },
             () = c.run_loop() => ExitCode::SUCCESS,
             _ = tokio::signal::ctrl_c() => {
