@@ -42,17 +42,47 @@ pub fn owner(cluster: &str, name: &str) -> String {
     format!("node.{cluster}.{name}")
 }
 
-/// Tasks with an action under way (start, stop, remove): never two at
-/// once. The value says whether the action is a start.
-type InFlight = Arc<Mutex<std::collections::HashMap<String, bool>>>;
+/// An action (start, stop, remove) on a task.
+struct Action {
+    starting: bool,
+    /// When it ended; None while under way.
+    ended: Option<std::time::Instant>,
+}
 
-fn claim(inflight: &InFlight, id: &str, starting: bool) -> bool {
+/// Tasks with an action under way, or ended after the last observation
+/// began: never two actions at once, and no action decided from an
+/// observation that predates the last one's end. Without the second rule
+/// a start that ended while a heartbeat was in flight looked missing to
+/// that heartbeat's reply and was started again; the second start's name
+/// conflict then removed the first one's container.
+type InFlight = Arc<Mutex<std::collections::HashMap<String, Action>>>;
+
+/// Claim `id` for an action decided from an observation that began at
+/// `observed`.
+fn claim(inflight: &InFlight, id: &str, starting: bool, observed: std::time::Instant) -> bool {
     let mut m = inflight.lock().unwrap_or_else(|p| p.into_inner());
-    if m.contains_key(id) {
-        return false;
+    if let Some(a) = m.get(id) {
+        if a.ended.is_none_or(|t| t >= observed) {
+            return false;
+        }
     }
-    m.insert(id.to_string(), starting);
+    m.insert(
+        id.to_string(),
+        Action {
+            starting,
+            ended: None,
+        },
+    );
     true
+}
+
+/// Forget actions that ended before an observation began at `observed`:
+/// it shows their outcome.
+fn forget_observed(inflight: &InFlight, observed: std::time::Instant) {
+    inflight
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|_, a| a.ended.is_none_or(|t| t >= observed));
 }
 
 /// A task whose start is under way shows as PENDING: its containers may be
@@ -69,10 +99,13 @@ fn mark_starting(starting: &HashSet<String>, tasks: &mut [crate::model::Task]) {
 }
 
 fn release(inflight: &InFlight, id: &str) {
-    inflight
+    if let Some(a) = inflight
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .remove(id);
+        .get_mut(id)
+    {
+        a.ended = Some(std::time::Instant::now());
+    }
 }
 
 fn launch_of(a: Assignment, node: &str) -> Launch {
@@ -126,11 +159,12 @@ pub async fn run(config: Config) -> Result<(), String> {
         let began = tokio::time::Instant::now();
         // Taken before observing: a start that ends in between still shows
         // as PENDING, never as an interrupted start.
+        let observed = std::time::Instant::now();
         let starting: HashSet<String> = inflight
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .filter(|(_, s)| **s)
+            .filter(|(_, a)| a.starting && a.ended.is_none())
             .map(|(id, _)| id.clone())
             .collect();
         let mut obs = match rt.observe().await {
@@ -141,6 +175,7 @@ pub async fn run(config: Config) -> Result<(), String> {
                 continue;
             }
         };
+        forget_observed(&inflight, observed);
         mark_starting(&starting, &mut obs.tasks);
         let engine = obs.nodes.first().cloned();
         let mut attributes = engine
@@ -215,7 +250,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             &inflight,
             &permits,
             &wake,
-            &obs.tasks,
+            (&obs.tasks, observed),
             reply,
         );
         // The next heartbeat: at the interval, or as soon as the
@@ -271,7 +306,7 @@ fn converge(
     inflight: &InFlight,
     permits: &Arc<tokio::sync::Semaphore>,
     wake: &Arc<tokio::sync::Notify>,
-    local: &[crate::model::Task],
+    (local, observed): (&[crate::model::Task], std::time::Instant),
     reply: HeartbeatReply,
 ) {
     let HeartbeatReply {
@@ -283,7 +318,7 @@ fn converge(
         .chain(kept.iter().map(String::as_str))
         .collect();
     for t in local {
-        if assigned.contains(t.id.as_str()) || !claim(inflight, &t.id, false) {
+        if assigned.contains(t.id.as_str()) || !claim(inflight, &t.id, false, observed) {
             continue;
         }
         let (rt, inflight, id, live) = (rt.clone(), inflight.clone(), t.id.clone(), t.is_live());
@@ -309,7 +344,8 @@ fn converge(
     for a in assignments {
         // A task the controller has seen running is never started again
         // here: if it is gone, the controller decides what replaces it.
-        if a.reported || present.contains(a.id.as_str()) || !claim(inflight, &a.id, true) {
+        if a.reported || present.contains(a.id.as_str()) || !claim(inflight, &a.id, true, observed)
+        {
             continue;
         }
         let (rt, inflight, id) = (rt.clone(), inflight.clone(), a.id.clone());
@@ -327,5 +363,32 @@ fn converge(
             release(&inflight, &id);
             wake.notify_one();
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn an_action_that_ended_after_the_observation_began_is_not_repeated() {
+        let inflight: InFlight = Arc::default();
+        let before = Instant::now();
+        assert!(claim(&inflight, "t", true, before));
+        // Under way: never a second action.
+        assert!(!claim(&inflight, "t", true, Instant::now()));
+        // It ends while a heartbeat decided from an observation taken
+        // earlier is in flight: that observation cannot show it.
+        std::thread::sleep(Duration::from_millis(2));
+        release(&inflight, "t");
+        assert!(!claim(&inflight, "t", true, before));
+        // An observation begun after its end shows the outcome: forgotten,
+        // and a new action may be decided from it.
+        std::thread::sleep(Duration::from_millis(2));
+        let after = Instant::now();
+        forget_observed(&inflight, after);
+        assert!(inflight.lock().unwrap().is_empty());
+        assert!(claim(&inflight, "t", false, after));
     }
 }
