@@ -115,24 +115,37 @@ fn sync_map<T: PartialEq + Clone>(old: &mut BTreeMap<String, T>, new: &BTreeMap<
     }
 }
 
-/// Every row of a state, for a first save.
-fn all_rows(stored: &Stored) -> Result<Rows, serde_json::Error> {
-    let mut rows = Rows::default();
-    rows.diff("clusters", &BTreeMap::new(), &stored.clusters)?;
-    rows.diff(
-        "capacityProviders",
-        &BTreeMap::new(),
-        &stored.capacity_providers,
-    )?;
-    rows.diff("revisions", &BTreeMap::new(), &stored.revisions)?;
-    rows.diff(
-        "taskDefinitions",
-        &BTreeMap::new(),
-        &stored.task_definitions,
-    )?;
-    rows.diff("services", &BTreeMap::new(), &stored.services)?;
-    rows.diff("deployments", &BTreeMap::new(), &stored.deployments)?;
-    Ok(rows)
+impl Rows {
+    /// The rows that differ between two applied states.
+    fn between(old: &Stored, new: &Stored) -> Result<Rows, serde_json::Error> {
+        let mut rows = Rows::default();
+        rows.diff("clusters", &old.clusters, &new.clusters)?;
+        rows.diff(
+            "capacityProviders",
+            &old.capacity_providers,
+            &new.capacity_providers,
+        )?;
+        rows.diff("revisions", &old.revisions, &new.revisions)?;
+        rows.diff(
+            "taskDefinitions",
+            &old.task_definitions,
+            &new.task_definitions,
+        )?;
+        rows.diff("services", &old.services, &new.services)?;
+        rows.diff("deployments", &old.deployments, &new.deployments)?;
+        Ok(rows)
+    }
+
+    fn write(&self, tx: &redb::WriteTransaction) -> Result<(), redb::Error> {
+        let mut t = tx.open_table(APPLIED)?;
+        for (k, v) in &self.put {
+            t.insert(k.as_str(), v.as_slice())?;
+        }
+        for k in &self.delete {
+            t.remove(k.as_str())?;
+        }
+        Ok(())
+    }
 }
 
 impl Db {
@@ -242,12 +255,9 @@ impl Db {
         if whole {
             // Move it to rows in one transaction: the old row goes only
             // with the new ones in place.
-            let rows = all_rows(&out.stored).map_err(|e| self.err(e))?;
+            let rows = Rows::between(&Stored::default(), &out.stored).map_err(|e| self.err(e))?;
             self.write(|tx| {
-                let mut t = tx.open_table(APPLIED)?;
-                for (k, v) in &rows.put {
-                    t.insert(k.as_str(), v.as_slice())?;
-                }
+                rows.write(tx)?;
                 tx.open_table(STATE)?.remove("stored")?;
                 Ok(())
             })?;
@@ -260,38 +270,11 @@ impl Db {
     /// save, in one transaction.
     pub fn save_stored(&self, stored: &Stored) -> Result<(), DbError> {
         let mut saved = self.saved.lock().unwrap_or_else(|p| p.into_inner());
-        let mut rows = Rows::default();
-        let old = &*saved;
-        (|| {
-            rows.diff("clusters", &old.clusters, &stored.clusters)?;
-            rows.diff(
-                "capacityProviders",
-                &old.capacity_providers,
-                &stored.capacity_providers,
-            )?;
-            rows.diff("revisions", &old.revisions, &stored.revisions)?;
-            rows.diff(
-                "taskDefinitions",
-                &old.task_definitions,
-                &stored.task_definitions,
-            )?;
-            rows.diff("services", &old.services, &stored.services)?;
-            rows.diff("deployments", &old.deployments, &stored.deployments)
-        })()
-        .map_err(|e| self.err(e))?;
+        let rows = Rows::between(&saved, stored).map_err(|e| self.err(e))?;
         if rows.put.is_empty() && rows.delete.is_empty() {
             return Ok(());
         }
-        self.write(|tx| {
-            let mut t = tx.open_table(APPLIED)?;
-            for (k, v) in &rows.put {
-                t.insert(k.as_str(), v.as_slice())?;
-            }
-            for k in &rows.delete {
-                t.remove(k.as_str())?;
-            }
-            Ok(())
-        })?;
+        self.write(|tx| rows.write(tx))?;
         sync_map(&mut saved.clusters, &stored.clusters);
         sync_map(&mut saved.capacity_providers, &stored.capacity_providers);
         sync_map(&mut saved.revisions, &stored.revisions);
