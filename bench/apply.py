@@ -206,9 +206,9 @@ CHILDREN = set()
 CHILDREN_LOCK = threading.Lock()
 
 
-def stop_children(grace=10):
-    with CHILDREN_LOCK:
-        procs = list(CHILDREN)
+def stop_groups(procs, grace=10):
+    """SIGTERM each child's process group, SIGKILL what is left after
+    `grace` seconds."""
     for p in procs:
         try:
             os.killpg(p.pid, signal.SIGTERM)
@@ -224,6 +224,12 @@ def stop_children(grace=10):
             except ProcessLookupError:
                 pass
             p.wait()
+
+
+def stop_children(grace=10):
+    with CHILDREN_LOCK:
+        procs = list(CHILDREN)
+    stop_groups(procs, grace)
 
 
 def run(cmd, env=None, check=True, capture=True):

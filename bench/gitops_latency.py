@@ -155,18 +155,7 @@ def spawn(cmd, log, env=None, cwd=None, tag=""):
 
 
 def stop(p, grace=10):
-    try:
-        os.killpg(p.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    try:
-        p.wait(grace)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        p.wait()
+    apply.stop_groups([p], grace)
     with apply.CHILDREN_LOCK:
         apply.CHILDREN.discard(p)
 
