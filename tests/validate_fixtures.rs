@@ -16,7 +16,12 @@ fn fixtures() -> PathBuf {
 }
 
 fn render(dir: &Path) -> (bool, String) {
-    let v = validate::validate(source::read_dir(dir).expect("fixture set is readable"));
+    show(&validate::validate(
+        source::read_dir(dir).expect("fixture set is readable"),
+    ))
+}
+
+fn show(v: &validate::Validation) -> (bool, String) {
     let mut out = String::new();
     for d in &v.diagnostics {
         let sev = match d.severity {
@@ -99,4 +104,30 @@ fn examples_are_valid() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/manifests");
     let (valid, got) = render(&dir);
     assert!(valid && got.is_empty(), "{got}");
+}
+
+/// The controller validates through a cache of per-file results: it must
+/// report exactly what a fresh validation does, whether the files are new
+/// (cold), unchanged (warm), or share names with other content (every set
+/// has a `cluster.yaml` or the like, with different bytes).
+#[test]
+fn the_file_cache_never_changes_what_validation_reports() {
+    let mut cache = validate::FileCache::default();
+    let mut all = sets("valid");
+    all.extend(sets("invalid"));
+    let mut failures = Vec::new();
+    for round in ["after another set", "unchanged"] {
+        for set in &all {
+            let read = || source::read_dir(set).expect("fixture set is readable");
+            let want = show(&validate::validate(read()));
+            let cold_or_warm = show(&validate::validate_cached(read(), &mut cache));
+            let again = show(&validate::validate_cached(read(), &mut cache));
+            for got in [cold_or_warm, again] {
+                if got != want {
+                    failures.push(format!("{} ({round}): {got:?} != {want:?}", set.display()));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -109,6 +109,7 @@ impl Validation {
 }
 
 /// What one file yields before cross-document checks.
+#[derive(Clone)]
 struct FileResult {
     text: SourceText,
     documents: usize,
@@ -118,7 +119,52 @@ struct FileResult {
 
 /// Validate every file of a source.
 pub fn validate(files: Vec<RawFile>) -> Validation {
-    let results = check_files(files);
+    assemble(check_files(files))
+}
+
+/// The per-file results of the previous [`validate_cached`] call. A
+/// controller reads its whole source on every pass while a commit usually
+/// changes one file of thousands: a file whose name and bytes are those of
+/// last time is not parsed or checked against its schema again. Only the
+/// last call's files are kept, so the cache is as large as one source.
+#[derive(Default)]
+pub struct FileCache {
+    files: std::collections::HashMap<String, FileResult>,
+}
+
+/// [`validate`], reusing the file layers' results for unchanged files.
+/// The cross-document checks always run on the whole source.
+pub fn validate_cached(files: Vec<RawFile>, cache: &mut FileCache) -> Validation {
+    let mut results: Vec<Option<FileResult>> = Vec::with_capacity(files.len());
+    let mut misses = Vec::new();
+    for raw in files {
+        let hit = match (&raw.content, cache.files.get(&raw.name)) {
+            (Content::Bytes(b), Some(r)) => r.text.text.as_deref().map(str::as_bytes) == Some(b),
+            _ => false,
+        };
+        if hit {
+            results.push(cache.files.get(&raw.name).cloned());
+        } else {
+            results.push(None);
+            misses.push(raw);
+        }
+    }
+    let mut fresh = check_files(misses).into_iter();
+    let results: Vec<FileResult> = results
+        .into_iter()
+        .map(|r| r.or_else(|| fresh.next()).expect("one result per miss"))
+        .collect();
+    // Files that were not text are read again next time: their result is
+    // a diagnostic, cheap to recompute, and their bytes are not kept.
+    cache.files = results
+        .iter()
+        .filter(|r| r.text.text.is_some())
+        .map(|r| (r.text.name.clone(), r.clone()))
+        .collect();
+    assemble(results)
+}
+
+fn assemble(results: Vec<FileResult>) -> Validation {
     let mut v = Validation::default();
     for (i, r) in results.into_iter().enumerate() {
         v.documents += r.documents;
