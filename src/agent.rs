@@ -243,22 +243,38 @@ pub async fn run(config: Config) -> Result<(), String> {
         }
         backoff = Duration::from_millis(500);
         let wait = Duration::from_millis(reply.heartbeat_millis.clamp(100, 60_000));
-        let generation = reply.generation;
-        converge(
-            &rt,
-            &config.name,
-            &inflight,
-            &permits,
-            &wake,
-            (&obs.tasks, observed),
-            reply,
-        );
-        // The next heartbeat: at the interval, or as soon as the
-        // controller changes assignments or an action here ends.
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = wake.notified() => {}
-            _ = changed(&client, &changes_url, &config.token, generation, wait) => {}
+        let mut generation = reply.generation;
+        let act = |reply| {
+            converge(
+                &rt,
+                &config.name,
+                &inflight,
+                &permits,
+                &wake,
+                (&obs.tasks, observed),
+                reply,
+            )
+        };
+        act(reply);
+        // The next heartbeat: at the interval, or as soon as an action here
+        // ends (its outcome is reported). Assignments changed meanwhile are
+        // acted on as the long poll brings them, against this observation:
+        // an action that ended after it was taken is never decided again
+        // (`claim`), and observing a thousand containers for every change
+        // would cost more than the change.
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(began + wait) => break,
+                _ = wake.notified() => break,
+                c = changed(&client, &changes_url, &config.token, generation, wait) => match c {
+                    Some(reply) => {
+                        generation = reply.generation;
+                        act(reply);
+                    }
+                    // A controller that sends no assignments: heartbeat.
+                    None => break,
+                },
+            }
         }
         // A burst of ending actions is reported together.
         tokio::time::sleep_until(began + MIN_GAP.min(wait)).await;
@@ -269,9 +285,16 @@ pub async fn run(config: Config) -> Result<(), String> {
 const MIN_GAP: Duration = Duration::from_millis(100);
 
 /// Return once the controller's assignment generation differs from
-/// `after`. Never returns when the long poll fails (e.g. a controller that
-/// lacks it): the heartbeat interval takes over.
-async fn changed(client: &reqwest::Client, url: &str, token: &str, after: u64, wait: Duration) {
+/// `after`: with the node's assignments when the controller sends them.
+/// Never returns when the long poll fails (e.g. a controller that lacks
+/// it): the heartbeat interval takes over.
+async fn changed(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    after: u64,
+    wait: Duration,
+) -> Option<HeartbeatReply> {
     // Within the HTTP client's timeout; the caller's interval bounds the rest.
     let hold = wait.min(Duration::from_secs(5)).as_millis();
     loop {
@@ -287,7 +310,7 @@ async fn changed(client: &reqwest::Client, url: &str, token: &str, after: u64, w
             return std::future::pending().await;
         }
         match r.json::<Changes>().await {
-            Ok(c) if c.generation != after => return,
+            Ok(c) if c.generation != after => return c.assignments,
             Ok(_) => {}
             Err(_) => return std::future::pending().await,
         }

@@ -82,6 +82,12 @@ pub struct HeartbeatReply {
 #[serde(rename_all = "camelCase")]
 pub struct Changes {
     pub generation: u64,
+    /// When the generation changed and the node is registered: its
+    /// assignments, compact, as a heartbeat reply carries them. The agent
+    /// acts on them at once instead of heartbeating first, which would
+    /// cost a full observation of its engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignments: Option<HeartbeatReply>,
 }
 
 /// One task a node must run.

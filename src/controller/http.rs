@@ -3,7 +3,7 @@
 //! | method and path | who | what |
 //! |---|---|---|
 //! | `POST /v1/nodes/{name}/heartbeat` | agent (join token) | register or refresh a node; returns its assignments |
-//! | `GET /v1/nodes/{name}/changes?after=G&timeoutMillis=T` | agent | long poll: returns once the assignment generation differs from `G` (at most `T` ms, capped at 30 s) |
+//! | `GET /v1/nodes/{name}/changes?after=G&timeoutMillis=T` | agent | long poll: returns once the assignment generation differs from `G`, with the node's assignments (at most `T` ms, capped at 30 s) |
 //! | `GET /v1/nodes` | CLI (API token) | nodes, status, load |
 //! | `POST /v1/nodes/{name}/drain` | CLI | stop placing on a node and move its tasks |
 //! | `POST /v1/nodes/{name}/activate` | CLI | undo a drain |
@@ -32,7 +32,7 @@ use axum::{Json, Router};
 
 use super::{log, Controller};
 use crate::wire::{
-    token_matches, Accepted, ApiError, Changes, Heartbeat, NodeStatus, RollbackRequest, SyncReply,
+    token_matches, Accepted, ApiError, Heartbeat, NodeStatus, RollbackRequest, SyncReply,
 };
 
 type Shared = State<Arc<Controller>>;
@@ -363,6 +363,7 @@ const CHANGES_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(30)
 async fn changes(
     State(c): Shared,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(name): Path<String>,
     headers: HeaderMap,
     Query(q): Query<ChangesQuery>,
 ) -> Response {
@@ -371,8 +372,7 @@ async fn changes(
     }
     let timeout = std::time::Duration::from_millis(q.timeout_millis.unwrap_or(u64::MAX))
         .min(CHANGES_WAIT_MAX);
-    let generation = c.assignment_changes(q.after, timeout).await;
-    Json(Changes { generation }).into_response()
+    Json(c.assignment_changes(&name, q.after, timeout).await).into_response()
 }
 
 pub fn router(c: Arc<Controller>) -> Router {

@@ -40,7 +40,7 @@ use crate::source;
 use crate::store::Stored;
 use crate::validate;
 use crate::wire::{
-    Assignment, EventRecord, Heartbeat, HeartbeatReply, NodeStatus, NodeView, ServiceView,
+    Assignment, Changes, EventRecord, Heartbeat, HeartbeatReply, NodeStatus, NodeView, ServiceView,
     StatusReply,
 };
 use store::{AssignmentRecord, Db, NodeRecord};
@@ -167,12 +167,16 @@ pub struct Controller {
     wake: Notify,
     /// Bumped whenever assignments change: agents waiting on
     /// `/v1/nodes/{name}/changes` heartbeat at once instead of at their
-    /// next interval, so a start or stop reaches a node in one round trip.
+    /// next interval, and the long poll carries the node's assignments,
+    /// so a start or stop reaches a node in one round trip.
     assigned: tokio::sync::watch::Sender<u64>,
     /// Bumped on every heartbeat: a stop waiting for its node to report
     /// the task gone looks again at once.
     reported: tokio::sync::watch::Sender<u64>,
     resolver: Resolver,
+    /// Per-file validation results of the last read: a pass re-checks only
+    /// the files a commit changed.
+    files: Mutex<validate::FileCache>,
     /// Launches nodes for managed scaling; connected on first need.
     launcher: tokio::sync::OnceCell<Result<launcher::Launcher, String>>,
 }
@@ -247,6 +251,7 @@ impl Controller {
             assigned: tokio::sync::watch::Sender::new(0),
             reported: tokio::sync::watch::Sender::new(0),
             resolver,
+            files: Mutex::default(),
             launcher: tokio::sync::OnceCell::new(),
         }))
     }
@@ -394,27 +399,12 @@ impl Controller {
                     return Err((500, e.to_string()));
                 }
             }
-            let node = &s.nodes[name];
             if changed.is_some() {
-                if let Err(e) = self.db.put_node(&node.record) {
+                if let Err(e) = self.db.put_node(&s.nodes[name].record) {
                     return Err((500, e.to_string()));
                 }
             }
-            let (mut assignments, mut kept) = (Vec::new(), Vec::new());
-            for a in s.assignments.values().filter(|a| a.node == name) {
-                if compact && a.task.reported {
-                    kept.push(a.task.id.clone());
-                } else {
-                    assignments.push(a.task.clone());
-                }
-            }
-            HeartbeatReply {
-                status: node.record.status,
-                assignments,
-                kept,
-                heartbeat_millis: self.config.heartbeat.as_millis() as u64,
-                generation: *self.assigned.borrow(),
-            }
+            self.reply(&s, name, compact)
         };
         self.reported.send_modify(|g| *g += 1);
         if let Some(m) = changed {
@@ -424,13 +414,49 @@ impl Controller {
         Ok(reply)
     }
 
-    /// The assignment generation once it differs from `after`, or the
-    /// current one when `timeout` passes first (an agent's long poll).
-    pub async fn assignment_changes(&self, after: u64, timeout: Duration) -> u64 {
+    /// The node's assignments as a heartbeat reply carries them. The
+    /// generation is read under the state lock and bumped only after the
+    /// lock is released, so the assignments are never older than it.
+    fn reply(&self, s: &State, name: &str, compact: bool) -> HeartbeatReply {
+        let (mut assignments, mut kept) = (Vec::new(), Vec::new());
+        for a in s.assignments.values().filter(|a| a.node == name) {
+            if compact && a.task.reported {
+                kept.push(a.task.id.clone());
+            } else {
+                assignments.push(a.task.clone());
+            }
+        }
+        HeartbeatReply {
+            status: s
+                .nodes
+                .get(name)
+                .map_or(NodeStatus::Active, |n| n.record.status),
+            assignments,
+            kept,
+            heartbeat_millis: self.config.heartbeat.as_millis() as u64,
+            generation: *self.assigned.borrow(),
+        }
+    }
+
+    /// An agent's long poll: once the assignment generation differs from
+    /// `after`, the new one with the node's assignments (compact); the
+    /// current generation alone when `timeout` passes first, or when the
+    /// node is unknown or LOST (its next heartbeat settles that).
+    pub async fn assignment_changes(&self, name: &str, after: u64, timeout: Duration) -> Changes {
         let mut rx = self.assigned.subscribe();
-        let _ = tokio::time::timeout(timeout, rx.wait_for(|g| *g != after)).await;
-        let g = *rx.borrow();
-        g
+        let changed = tokio::time::timeout(timeout, rx.wait_for(|g| *g != after))
+            .await
+            .is_ok();
+        let s = self.lock();
+        let generation = *self.assigned.borrow();
+        let known = s
+            .nodes
+            .get(name)
+            .is_some_and(|n| n.record.status != NodeStatus::Lost);
+        Changes {
+            generation,
+            assignments: (changed && known).then(|| self.reply(&s, name, true)),
+        }
     }
 
     fn assignments_changed(&self) {
@@ -690,7 +716,10 @@ impl Controller {
             .as_ref()
             .map(|c| format!("commit {}: ", c.short()))
             .unwrap_or_default();
-        let v = validate::validate(files);
+        let v = validate::validate_cached(
+            files,
+            &mut self.files.lock().unwrap_or_else(|p| p.into_inner()),
+        );
         if !v.is_valid() {
             let lines: Vec<String> = v
                 .diagnostics
@@ -1725,22 +1754,43 @@ mod tests {
 
         // Nothing changes: the long poll times out with the same generation.
         let g = first.generation;
-        assert_eq!(c.assignment_changes(g, Duration::from_millis(50)).await, g);
+        let same = c
+            .assignment_changes("n1", g, Duration::from_millis(50))
+            .await;
+        assert_eq!(same.generation, g);
+        assert!(same.assignments.is_none(), "no change, no assignments");
 
         let fleet = Fleet {
             controller: c.clone(),
         };
         let waiting = {
             let c = c.clone();
-            tokio::spawn(async move { c.assignment_changes(g, Duration::from_secs(30)).await })
+            tokio::spawn(
+                async move { c.assignment_changes("n1", g, Duration::from_secs(30)).await },
+            )
+        };
+        let stranger = {
+            let c = c.clone();
+            tokio::spawn(
+                async move { c.assignment_changes("n9", g, Duration::from_secs(30)).await },
+            )
         };
         fleet.start(launch("t1")).await.unwrap();
-        fleet.start(launch("t2")).await.unwrap();
         let woke = tokio::time::timeout(Duration::from_secs(5), waiting)
             .await
             .expect("an assignment wakes the long poll")
             .unwrap();
-        assert_ne!(woke, g);
+        assert_ne!(woke.generation, g);
+        // The change comes with the node's assignments, for the agent to
+        // start at once; a node that never heartbeated gets none.
+        let now = woke.assignments.expect("the node's assignments");
+        let ids: Vec<&str> = now.assignments.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["t1"]);
+        assert!(now.kept.is_empty() && now.generation == woke.generation);
+        let stranger = stranger.await.unwrap();
+        assert!(stranger.generation != g && stranger.assignments.is_none());
+        fleet.start(launch("t2")).await.unwrap();
+        let woke = woke.generation;
 
         // t1 is reported: it comes by id; t2 is still to start: in full.
         let reply = c

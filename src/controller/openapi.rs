@@ -79,7 +79,7 @@ pub fn document() -> Value {
             "/v1/nodes/{name}/changes": {"get": {
                 "summary": "Wait until the assignments change (agent, join token): returns once the generation differs from `after`, or after `timeoutMillis` (at most 30 s)",
                 "parameters": changes_parameters,
-                "responses": ok("the current assignment generation", reference("Changes"))
+                "responses": ok("the current assignment generation and, when it changed, the node's assignments (compact)", reference("Changes"))
             }},
             "/v1/nodes": {"get": {
                 "summary": "Nodes with status and assigned load",
