@@ -422,6 +422,9 @@ def compose_env(n):
     return env
 
 
+BRING_UP = 100
+
+
 def bench_compose(b, n, runs):
     d = os.path.join(b.work, f"compose-{n}")
     os.makedirs(d)
@@ -439,10 +442,17 @@ def bench_compose(b, n, runs):
     llog = LogCapture(os.path.join(LOGS, f"compose-loop-{n}.log"))
     t = time.perf_counter()
     cenv = compose_env(n)
-    apply.run(compose + ["up", "-d", "--no-build"], env=cenv)
+    # Brought up BRING_UP services at a time: one `up -d` over 1,000
+    # services with a limit above the count creates them all at once,
+    # which the engine survives only slowly. The samples use the loop's
+    # `up -d` over all services, as a user's script would.
+    for lo in range(0, n, BRING_UP):
+        batch = [name(i) for i in range(lo, min(n, lo + BRING_UP))]
+        apply.run(compose + ["up", "-d", "--no-build", *batch], env=compose_env(len(batch)))
     up = time.perf_counter() - t
     await_count(b.version, flt_all, n, 60, "compose bring-up")  # confirms: all run once it returns
-    print(f"  compose: {n} services up in {up:.1f} s (first `up -d`)", flush=True)
+    print(f"  compose: {n} services up in {up:.1f} s (`up -d`, {BRING_UP} services at a time)",
+          flush=True)
 
     # Back to back, no sleep: the fastest a polling loop can notice a push.
     # Output goes to the log (timestamped there): compose 1.x has no quiet
