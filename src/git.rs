@@ -14,6 +14,10 @@
 //! else `git`). The token is sent over https:// only (never over plain http://), never offered to
 //! an ssh server as a password.
 //!
+//! A server that does not connect, or goes silent, fails the fetch after
+//! `RECONCILE_GIT_TIMEOUT` seconds (default 60): libgit2's connect and
+//! read timeouts, which it also gives libssh2's sessions.
+//!
 //! Servers are authenticated, never trusted blindly. An ssh server's host
 //! key must be in `$HOME/.ssh/known_hosts` (libgit2 checks it, with
 //! libssh2; hashed entries and `[host]:port` entries work): an unknown or
@@ -50,6 +54,43 @@ pub struct Snapshot {
     /// First line of the commit message.
     pub summary: String,
     pub files: Vec<RawFile>,
+}
+
+/// Seconds a fetch waits for a server to connect, or to send anything
+/// once connected, unless `RECONCILE_GIT_TIMEOUT` says otherwise. A
+/// silent remote must fail a fetch (the controller keeps running what it
+/// has and retries), never hang it.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 60;
+
+/// The environment variable that sets the fetch timeout, in seconds.
+pub const TIMEOUT_ENV: &str = "RECONCILE_GIT_TIMEOUT";
+
+/// The fetch timeout: `RECONCILE_GIT_TIMEOUT` when set, else the default.
+pub fn timeout_secs() -> Result<u64, String> {
+    match std::env::var(TIMEOUT_ENV) {
+        Err(std::env::VarError::NotPresent) => Ok(DEFAULT_TIMEOUT_SECS),
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(n @ 1..=3600) => Ok(n),
+            _ => Err(format!(
+                "{TIMEOUT_ENV}=`{v}`: expected a whole number of seconds from 1 to 3600"
+            )),
+        },
+        Err(e) => Err(format!("{TIMEOUT_ENV}: {e}")),
+    }
+}
+
+/// Give libgit2 its connect and read timeouts (ssh sessions included).
+/// They are process-wide settings libgit2 reads without synchronisation,
+/// so this runs once, first thing, before any thread exists.
+pub fn set_network_timeouts() -> Result<(), String> {
+    let millis = i32::try_from(timeout_secs()? * 1000).expect("at most 3600 s");
+    // SAFETY: called from `main` before any other thread is spawned, as the
+    // functions require; nothing reads the options concurrently.
+    unsafe {
+        git2::opts::set_server_connect_timeout_in_milliseconds(millis)
+            .and_then(|()| git2::opts::set_server_timeout_in_milliseconds(millis))
+    }
+    .map_err(|e| format!("setting the git network timeouts: {}", e.message()))
 }
 
 fn err(what: &str, e: impl std::fmt::Display) -> String {
@@ -125,6 +166,15 @@ impl HostKey {
             ),
         }
     }
+}
+
+/// A fetch that got no answer in time: say how long that was and how to
+/// change it.
+fn timed_out(message: &str) -> String {
+    format!(
+        "the server did not answer within {} s ({message}); {TIMEOUT_ENV} sets the limit in seconds",
+        timeout_secs().unwrap_or(DEFAULT_TIMEOUT_SECS)
+    )
 }
 
 /// The port of an ssh URL (`ssh://[user@]host[:port]/path`, or scp-like
@@ -301,6 +351,15 @@ impl GitSource {
                         e.message()
                     );
                     err(&what, reason)
+                }
+                (ErrorCode::Timeout, _) => err(&what, timed_out(e.message())),
+                // libssh2 says "Timed out waiting on socket"; OpenSSL, whose
+                // socket read timed out, "Resource temporarily unavailable".
+                _ if ["timed out", "resource temporarily unavailable"]
+                    .iter()
+                    .any(|m| e.message().to_ascii_lowercase().contains(m)) =>
+                {
+                    err(&what, timed_out(e.message()))
                 }
                 _ => err(&what, e.message()),
             });

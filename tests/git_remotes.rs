@@ -987,3 +987,52 @@ fn the_token_is_never_sent_over_plain_http() {
         server.seen.lock().unwrap()
     );
 }
+
+// ------------------------------------------------------ silent server ---
+
+/// A server that accepts connections and never sends a byte: a remote
+/// that hangs. The connections stay open until the test process ends.
+fn silent_server() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    port
+}
+
+#[test]
+fn a_silent_server_fails_the_fetch_after_the_timeout() {
+    let port = silent_server();
+    let home = tempfile::tempdir().unwrap();
+    let env = [("RECONCILE_GIT_TIMEOUT", "2")];
+    for url in [
+        format!("git+https://127.0.0.1:{port}/repo.git"),
+        format!("git+ssh://git@127.0.0.1:{port}/repo.git"),
+    ] {
+        let start = Instant::now();
+        refused(
+            &url,
+            home.path(),
+            &env,
+            &["did not answer within 2 s", "RECONCILE_GIT_TIMEOUT"],
+        );
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_secs(2),
+            "{url}: gave up after {took:?}"
+        );
+        assert!(took < Duration::from_secs(20), "{url}: took {took:?}");
+    }
+    // A timeout that is not a number of seconds is refused by name.
+    let r = reconcile(
+        &["validate", "."],
+        home.path(),
+        &[("RECONCILE_GIT_TIMEOUT", "soon")],
+    );
+    assert_eq!(r.code, Some(2), "{r:#?}");
+    assert!(r.stderr.contains("RECONCILE_GIT_TIMEOUT=`soon`"), "{r:#?}");
+}

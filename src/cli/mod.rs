@@ -174,6 +174,10 @@ pub(crate) const EXIT_USAGE: u8 = 2;
 /// Run the program; returns the process exit status.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before any thread exists: libgit2's options are process globals.
+    if let Err(e) = crate::git::set_network_timeouts() {
+        return usage_error(e);
+    }
     match cli.command {
         Command::Validate(a) => validate_cmd(a),
         Command::Schema(a) => schema_cmd(a),
