@@ -373,6 +373,14 @@ impl GitSource {
         Ok(id.to_string())
     }
 
+    /// The branch's commit as last fetched into the cache, if any: what a
+    /// restarted controller goes on running while the remote is down.
+    pub fn cached_head(&self, cache_root: &Path) -> Option<String> {
+        let repo = Repository::open_bare(self.cache(cache_root)).ok()?;
+        let id = repo.refname_to_id(&self.local_ref()).ok()?;
+        Some(id.to_string())
+    }
+
     /// The manifests of `commit` below the source's path, read from the
     /// tree with the same rules as a directory: `*.yaml`/`*.yml`, hidden
     /// entries skipped, files over the size limit refused.

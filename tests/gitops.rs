@@ -384,9 +384,29 @@ fn an_unreachable_remote_keeps_what_runs_and_recovers() {
     r.wait_for("the fetch error", Duration::from_secs(20), |r| {
         r.status()["lastError"]
             .as_str()
-            .is_some_and(|e| e.contains("still running commit"))
+            .is_some_and(|e| e.contains("still running commit") && e.contains("next attempt in"))
     });
     assert_eq!(r.modes(), modes("one", 1), "what runs keeps running");
+    // The last fetched commit is still reconciled: drift is repaired
+    // while the remote is away.
+    let task = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=reconcile.io/cluster={}", r.cluster),
+    ]);
+    docker(&["rm", "-f", task.trim()]);
+    r.wait_for("the removed task replaced", Duration::from_secs(30), |r| {
+        r.modes() == modes("one", 1)
+    });
+    let backing_off = r.status()["lastError"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        backing_off.contains("still running commit"),
+        "{backing_off}"
+    );
     std::fs::rename(&moved, &r.remote).unwrap();
     r.commit(1, "two", "after the outage");
     r.wait_for(
@@ -832,4 +852,49 @@ fn the_controller_keeps_its_state_in_the_state_directory_by_default() {
     let _ = c.kill();
     let _ = c.wait();
     assert!(db.exists(), "no store at {}", db.display());
+}
+
+#[test]
+fn a_failing_rollout_is_superseded_by_the_next_good_commit() {
+    let _g = lock();
+    let Some(mut r) = Rig::new("supersede") else {
+        return;
+    };
+    r.git_source(1);
+    let source = format!("git+{}", r.remote.display());
+    r.start(&[&source, "--path", "deploy"], "1");
+    r.wait_for("the first commit", Duration::from_secs(60), |r| {
+        r.modes() == modes("one", 1)
+    });
+    let log = || std::fs::read_to_string(r.dir.path().join("controller.log")).unwrap_or_default();
+
+    // A revision whose container exits at once, in a service without a
+    // circuit breaker: its rollout relaunches the task until the step
+    // timeout (60 s here), and the old task keeps running.
+    let crashing = manifests(&r.cluster, 1, "crash").replace(
+        r#"command: [sleep, "3600"]"#,
+        r#"command: [sh, -c, "exit 3"]"#,
+    );
+    let bad = r.commit_text(&crashing, "exits at once");
+    r.wait_for("the failing rollout", Duration::from_secs(30), |_| {
+        let l = log();
+        l.contains(&format!("applying commit {}", &bad[..12])) && l.contains("exit code 3")
+    });
+
+    // The fix is applied at once, not after the step timeout.
+    let fix = r.commit(1, "two", "fixed");
+    let took = r.wait_for("the fixing commit", Duration::from_secs(40), |r| {
+        r.modes() == modes("two", 1)
+    });
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    assert!(
+        log().contains(&format!("superseded by commit {}", &fix[..12])),
+        "{}",
+        log()
+    );
+    r.wait_for("status to name the fix", Duration::from_secs(30), |r| {
+        r.status()["appliedCommit"] == fix.as_str()
+    });
+    let (code, out) = r.cli(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code, 0, "{out}");
 }

@@ -143,6 +143,14 @@ struct State {
     suspended: bool,
     /// The last commit whose range passed signature verification.
     verified: Option<String>,
+    /// Consecutive failed fetches; no fetch before the instant unless
+    /// `fetch_now` (a sync or webhook) asks for one.
+    fetch_failures: u32,
+    fetch_backoff: Option<Instant>,
+    fetch_now: bool,
+    /// The failed fetch of this pass: it goes on with the commit fetched
+    /// last and reports this.
+    fetch_error: Option<String>,
     /// Services whose rollout the user asked to abort.
     aborts: BTreeSet<String>,
     /// An apply is running (it owns the stored state until it ends).
@@ -179,6 +187,16 @@ pub struct Controller {
     files: Mutex<validate::FileCache>,
     /// Launches nodes for managed scaling; connected on first need.
     launcher: tokio::sync::OnceCell<Result<launcher::Launcher, String>>,
+}
+
+/// How long to wait before fetching again after `failures` failed
+/// fetches in a row: the interval, doubling with each failure, capped at
+/// five minutes (or the interval, if that is longer).
+fn fetch_backoff(interval: Duration, failures: u32) -> Duration {
+    let cap = interval.max(Duration::from_secs(300));
+    interval
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(cap)
 }
 
 fn unix_now() -> i64 {
@@ -240,6 +258,10 @@ impl Controller {
                 commits: loaded.commits,
                 suspended: loaded.suspended,
                 verified: None,
+                fetch_failures: 0,
+                fetch_backoff: None,
+                fetch_now: false,
+                fetch_error: None,
                 aborts: BTreeSet::new(),
                 applying: false,
                 pending: Vec::new(),
@@ -288,8 +310,9 @@ impl Controller {
     /// it has happened (a pass under way may have read the source before
     /// the request, so then it is the one after).
     pub fn sync(&self) -> u64 {
-        let s = self.lock();
+        let mut s = self.lock();
         let until = s.passes + if s.in_pass { 2 } else { 1 };
+        s.fetch_now = true;
         drop(s);
         self.wake.notify_one();
         until
@@ -628,21 +651,28 @@ impl Controller {
                 let last = self.lock().fetched.clone();
                 let id = match (fetch, last) {
                     (false, Some(c)) => c.id,
-                    _ => match g.fetch(&cache) {
+                    (_, last) => match self.fetch(g, &cache) {
                         Ok(id) => {
                             self.verify(g, &cache, &id)?;
                             id
                         }
-                        Err(e) => {
-                            let running = self.lock().applied.clone();
-                            return Err(format!(
-                                "{e}; still running {}; retrying every {} s",
-                                running
-                                    .map(|c| format!("commit {}", c.short()))
-                                    .unwrap_or_else(|| "what was applied before".into()),
-                                self.config.interval.as_secs()
-                            ));
-                        }
+                        // The pass goes on with the commit fetched last
+                        // (after a restart: the one in the cache), so
+                        // drift is still repaired; it reports the error.
+                        Err(e) => match last {
+                            Some(c) => {
+                                self.lock().fetch_error = Some(e);
+                                c.id
+                            }
+                            None => match g.cached_head(&cache) {
+                                Some(id) => {
+                                    self.verify(g, &cache, &id)?;
+                                    self.lock().fetch_error = Some(e);
+                                    id
+                                }
+                                None => return Err(e),
+                            },
+                        },
                     },
                 };
                 let snap = g.read(&cache, &id)?;
@@ -662,6 +692,61 @@ impl Controller {
                 }
                 s.fetched = Some(commit.clone());
                 Ok((snap.files, Some(commit)))
+            }
+        }
+    }
+
+    /// Fetch the branch. After a failure the next attempts back off
+    /// (the interval, doubling, up to five minutes or the interval if
+    /// longer) so a dead remote is not hammered; a sync or webhook
+    /// fetches at once.
+    fn fetch(&self, g: &crate::git::GitSource, cache: &std::path::Path) -> Result<String, String> {
+        let waiting = {
+            let mut s = self.lock();
+            let forced = std::mem::take(&mut s.fetch_now);
+            s.fetch_backoff
+                .filter(|at| !forced && Instant::now() < *at)
+                .map(|at| (at, s.fetch_failures))
+        };
+        let running = || {
+            self.lock()
+                .applied
+                .as_ref()
+                .map(|c| format!("commit {}", c.short()))
+                .unwrap_or_else(|| "what was applied before".into())
+        };
+        if let Some((at, failures)) = waiting {
+            return Err(format!(
+                "{}; the fetch failed {failures} time(s); still running {}; next attempt in {} s \
+                 (`reconcile sync` or the webhook fetches now)",
+                g.display(),
+                running(),
+                at.saturating_duration_since(Instant::now())
+                    .as_secs()
+                    .max(1)
+            ));
+        }
+        match g.fetch(cache) {
+            Ok(id) => {
+                let mut s = self.lock();
+                s.fetch_failures = 0;
+                s.fetch_backoff = None;
+                Ok(id)
+            }
+            Err(e) => {
+                let failures = {
+                    let mut s = self.lock();
+                    s.fetch_failures = s.fetch_failures.saturating_add(1);
+                    s.fetch_failures
+                };
+                let delay = fetch_backoff(self.config.interval, failures);
+                self.lock().fetch_backoff = Some(Instant::now() + delay);
+                Err(format!(
+                    "{e}; still running {}; next attempt in {} s (failed {failures} time(s) in \
+                     a row; `reconcile sync` or the webhook fetches now)",
+                    running(),
+                    delay.as_secs().max(1)
+                ))
             }
         }
     }
@@ -768,7 +853,13 @@ impl Controller {
     /// One pass: load, plan, log the plan, apply it.
     pub async fn reconcile_once(self: &Arc<Self>) -> Result<bool, String> {
         let began = Instant::now();
-        let (desired, secret_errors, commit) = self.load(true)?;
+        self.lock().fetch_error = None;
+        let (desired, secret_errors, commit) =
+            self.load(true)
+                .map_err(|e| match self.lock().fetch_error.take() {
+                    Some(f) => format!("{f}\n{e}"),
+                    None => e,
+                })?;
         let loaded = began.elapsed();
         let at = commit
             .as_ref()
@@ -799,8 +890,9 @@ impl Controller {
             ));
         }
         if !p.has_changes() {
-            self.lock().applied = commit;
-            return Ok(false);
+            let mut s = self.lock();
+            s.applied = commit;
+            return s.fetch_error.take().map_or(Ok(false), Err);
         }
         if self.lock().suspended {
             return Err(format!(
@@ -846,19 +938,31 @@ impl Controller {
             settle: self.config.settle,
             ..apply::Options::default()
         };
-        let result = apply::apply(
-            &p,
-            &desired,
-            &mut stored,
-            &fleet,
-            &self.resolver,
-            &opts,
-            &sink,
-        )
-        .await;
+        let woken = std::sync::atomic::AtomicBool::new(false);
+        let result = tokio::select! {
+            r = apply::apply(
+                &p,
+                &desired,
+                &mut stored,
+                &fleet,
+                &self.resolver,
+                &opts,
+                &sink,
+            ) => Ok(r),
+            by = self.superseded(&desired, &woken) => Err(by),
+        };
+        // A wake the watch for a newer source took (a node joining, a
+        // sync) still gets its pass.
+        if woken.load(std::sync::atomic::Ordering::Relaxed) {
+            self.wake.notify_one();
+        }
         {
             let mut s = self.lock();
-            s.stored = stored;
+            // Superseded: the apply stopped at an await, like a killed
+            // one; what it saved after its last step is the state.
+            if result.is_ok() {
+                s.stored = stored;
+            }
             s.applying = false;
             // An abort no rollout picked up (the apply had not reached or
             // had already left that service) becomes a rollback request,
@@ -894,6 +998,16 @@ impl Controller {
                 log(&format!("error: {e}"));
             }
         }
+        let result = match result {
+            Ok(r) => r,
+            Err(by) => {
+                self.event(format!(
+                    "{at}superseded by {by} before its rollout finished; applying that now"
+                ));
+                self.wake.notify_one();
+                return Ok(true);
+            }
+        };
         match result {
             Ok(()) => {
                 self.event(format!(
@@ -903,10 +1017,43 @@ impl Controller {
                     p.summary.destroy,
                     began.elapsed().as_millis()
                 ));
-                self.lock().applied = commit;
-                Ok(true)
+                let mut s = self.lock();
+                s.applied = commit;
+                s.fetch_error.take().map_or(Ok(true), Err)
             }
             Err(e) => Err(format!("{at}apply failed: {e}")),
+        }
+    }
+
+    /// Resolves, naming it, once the source holds a valid desired state
+    /// other than `applying`: the next good commit supersedes a rollout
+    /// still under way (tasks failing without a circuit breaker would hold
+    /// the loop until the step timeout), as a new ECS deployment
+    /// supersedes an in-progress one. Looked at whenever the loop is woken
+    /// (webhook, sync, a directory change; noted in `woken`) and every
+    /// interval. An invalid or unchanged source never interrupts.
+    async fn superseded(
+        self: &Arc<Self>,
+        applying: &DesiredState,
+        woken: &std::sync::atomic::AtomicBool,
+    ) -> String {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.interval) => {}
+                _ = self.wake.notified() => woken.store(true, std::sync::atomic::Ordering::Relaxed),
+            }
+            // A fetch may take up to the git timeout: off the apply's task.
+            let this = self.clone();
+            let Ok(Ok((desired, secret_errors, commit))) =
+                tokio::task::spawn_blocking(move || this.load(true)).await
+            else {
+                continue;
+            };
+            if secret_errors.is_empty() && desired != *applying {
+                return commit
+                    .map(|c| format!("commit {} ({})", c.short(), c.summary))
+                    .unwrap_or_else(|| "a change of the source".into());
+            }
         }
     }
 
@@ -1745,6 +1892,18 @@ mod tests {
     /// What the agent relies on: assignment changes wake its long poll,
     /// and a compact reply carries specifications only for tasks the node
     /// has not reported, the rest by id.
+    #[test]
+    fn failed_fetches_back_off_doubling_up_to_five_minutes() {
+        let s = Duration::from_secs;
+        let waits: Vec<u64> = (1..=8).map(|k| fetch_backoff(s(30), k).as_secs()).collect();
+        assert_eq!(waits, [30, 60, 120, 240, 300, 300, 300, 300]);
+        assert_eq!(fetch_backoff(s(1), 1), s(1));
+        assert_eq!(fetch_backoff(s(1), 4), s(8));
+        assert_eq!(fetch_backoff(s(1), 1000), s(300));
+        // An interval above the cap is never shortened.
+        assert_eq!(fetch_backoff(s(600), 3), s(600));
+    }
+
     #[tokio::test]
     async fn assignment_changes_wake_agents_and_compact_replies_name_reported_tasks_by_id() {
         let dir = tempfile::tempdir().unwrap();
