@@ -898,3 +898,59 @@ fn a_failing_rollout_is_superseded_by_the_next_good_commit() {
     let (code, out) = r.cli(&["plan", "--detailed-exitcode"]);
     assert_eq!(code, 0, "{out}");
 }
+
+/// The cluster and task definition of [`manifests`], and one one-task
+/// service per name.
+fn services(cluster: &str, names: &[&str]) -> String {
+    let base = manifests(cluster, 1, "one");
+    let mut docs: Vec<String> = base.split("---\n").take(2).map(str::to_string).collect();
+    for name in names {
+        docs.push(format!(
+            "apiVersion: reconcile/v1alpha1\nkind: Service\nmetadata: {{name: {name}}}\n\
+             spec:\n  cluster: {cluster}\n  taskDefinition: app\n  desiredCount: 1\n"
+        ));
+    }
+    docs.join("---\n")
+}
+
+#[test]
+fn removed_services_are_pruned_and_a_mass_deletion_waits_for_approval() {
+    let _g = lock();
+    let Some(mut r) = Rig::new("prune") else {
+        return;
+    };
+    r.git_source(1);
+    let source = format!("git+{}", r.remote.display());
+    r.start(&[&source, "--path", "deploy"], "1");
+    r.commit_text(&services(&r.cluster, &["app", "b", "c", "d"]), "four");
+    r.wait_for("four services", Duration::from_secs(60), |r| {
+        r.modes().len() == 4
+    });
+
+    // One of four removed from the source: pruned.
+    r.commit_text(&services(&r.cluster, &["app", "b", "c"]), "drop d");
+    r.wait_for("d pruned", Duration::from_secs(60), |r| {
+        r.modes().len() == 3 && r.status()["services"][format!("{}/d", r.cluster)].is_null()
+    });
+
+    // Two of the remaining three: the guard refuses the whole commit.
+    let most = r.commit_text(&services(&r.cluster, &["app"]), "drop b and c");
+    r.wait_for("the guard's refusal", Duration::from_secs(30), |r| {
+        r.status()["lastError"].as_str().is_some_and(|e| {
+            e.contains(&most[..12])
+                && e.contains("deletes 2 of the 3 existing services")
+                && e.contains("reconcile sync --allow-mass-delete")
+        })
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(r.modes().len(), 3, "nothing of a refused plan is applied");
+
+    // Approved once, for that commit: applied.
+    let (code, out) = r.cli(&["sync", "--allow-mass-delete"]);
+    assert_eq!(code, 0, "{out}");
+    r.wait_for("b and c pruned", Duration::from_secs(60), |r| {
+        r.modes().len() == 1 && r.status()["appliedCommit"] == most.as_str()
+    });
+    let (code, out) = r.cli(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code, 0, "{out}");
+}

@@ -129,6 +129,11 @@ pub struct ControllerArgs {
     /// Give up waiting for a rollout step after this many seconds.
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     step_timeout: u64,
+    /// Apply plans that delete more than half of the existing services.
+    /// Without it such a plan is refused and reported, until approved once
+    /// with `reconcile sync --allow-mass-delete`.
+    #[arg(long)]
+    allow_mass_delete: bool,
     /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -204,6 +209,7 @@ pub fn controller_cmd(a: ControllerArgs) -> ExitCode {
         node_timeout: Duration::from_secs(a.node_timeout),
         settle: Duration::from_secs(a.settle),
         step_timeout: Duration::from_secs(a.step_timeout),
+        allow_mass_delete: a.allow_mass_delete,
     };
     let tls = match (&a.tls_cert, &a.tls_key) {
         (Some(cert), Some(key)) => match crate::tls::server_config(cert, key) {
@@ -550,14 +556,39 @@ pub struct RemoteOnlyArgs {
     remote: RemoteArgs,
 }
 
-/// `reconcile sync|suspend|resume --controller URL`.
+#[derive(Debug, clap::Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    remote: RemoteArgs,
+    /// Approve, once, a plan that deletes more than half of the existing
+    /// services: the one of the commit the controller has fetched (of the
+    /// directory as it is, for a directory source). A newer commit needs
+    /// its own approval.
+    #[arg(long)]
+    allow_mass_delete: bool,
+}
+
+/// `reconcile sync --controller URL`.
+pub fn sync_cmd(a: SyncArgs) -> ExitCode {
+    let path = if a.allow_mass_delete {
+        "/v1/sync?allowMassDelete=true"
+    } else {
+        "/v1/sync"
+    };
+    control(path, "sync", &a.remote)
+}
+
+/// `reconcile suspend|resume --controller URL`.
 pub fn control_cmd(verb: &str, a: RemoteOnlyArgs) -> ExitCode {
-    let client = match Client::new(&a.remote) {
+    control(&format!("/v1/{verb}"), verb, &a.remote)
+}
+
+fn control(path: &str, verb: &str, remote: &RemoteArgs) -> ExitCode {
+    let client = match Client::new(remote) {
         Ok(c) => c,
         Err(c) => return c,
     };
-    let path = format!("/v1/{verb}");
-    match tokio_block(client.call::<serde_json::Value>(reqwest::Method::POST, &path)) {
+    match tokio_block(client.call::<serde_json::Value>(reqwest::Method::POST, path)) {
         Ok(_) => {
             println!(
                 "{}",

@@ -78,7 +78,7 @@ enum Command {
     /// Drain a node (its service tasks move to other nodes) or activate it.
     Node(fleet::NodeArgs),
     /// Ask a controller to reconcile now (fetching a git source first).
-    Sync(fleet::RemoteOnlyArgs),
+    Sync(fleet::SyncArgs),
     /// Stop a controller from applying: it still reads, validates and plans
     /// its source and reports the plan.
     Suspend(fleet::RemoteOnlyArgs),
@@ -193,7 +193,7 @@ pub fn main() -> ExitCode {
         Command::Agent(a) => fleet::agent_cmd(a),
         Command::Nodes(a) => fleet::nodes_cmd(a),
         Command::Node(a) => fleet::node_cmd(a),
-        Command::Sync(a) => fleet::control_cmd("sync", a),
+        Command::Sync(a) => fleet::sync_cmd(a),
         Command::Suspend(a) => fleet::control_cmd("suspend", a),
         Command::Resume(a) => fleet::control_cmd("resume", a),
     }

@@ -12,7 +12,7 @@
 //! | `GET /v1/services/{cluster}/{name}/history` | CLI | a service's deployments and events |
 //! | `POST /v1/services/{cluster}/{name}/abort` | CLI | roll back the service's rollout now |
 //! | `POST /v1/services/{cluster}/{name}/rollback` | CLI | deploy an earlier revision (body: `{"to": N}`, optional) |
-//! | `POST /v1/sync` | CLI | reconcile now (fetching a git source first) |
+//! | `POST /v1/sync[?allowMassDelete=true]` | CLI | reconcile now (fetching a git source first); with the flag, approve once a plan deleting most services |
 //! | `POST /v1/webhook` | git host (`X-Hub-Signature-256` with the webhook secret) or CLI | same as sync |
 //! | `POST /v1/suspend`, `POST /v1/resume` | CLI | stop and restart applying |
 //! | `GET /v1/openapi.json` | anyone | this API, described |
@@ -245,15 +245,27 @@ async fn plan(
     }
 }
 
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct SyncQuery {
+    #[serde(default)]
+    allow_mass_delete: bool,
+}
+
 async fn sync(
     State(c): Shared,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
+    Query(q): Query<SyncQuery>,
 ) -> Response {
     if let Err(r) = authorize(&c, &headers, Role::Cli, peer, "POST /v1/sync") {
         return *r;
     }
-    let until_pass = c.sync();
+    let until_pass = if q.allow_mass_delete {
+        c.approve_mass_delete()
+    } else {
+        c.sync()
+    };
     (
         StatusCode::ACCEPTED,
         Json(SyncReply {

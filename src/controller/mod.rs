@@ -104,6 +104,9 @@ pub struct Config {
     pub settle: Duration,
     /// A rollout step gives up after this long.
     pub step_timeout: Duration,
+    /// Apply plans that delete more than half of the services without an
+    /// approval.
+    pub allow_mass_delete: bool,
     /// The URL nodes launched by managed scaling reach the controller at.
     pub advertise_url: String,
     /// The CA those nodes trust (with TLS).
@@ -151,6 +154,9 @@ struct State {
     /// The failed fetch of this pass: it goes on with the commit fetched
     /// last and reports this.
     fetch_error: Option<String>,
+    /// A mass deletion approved once (`sync --allow-mass-delete`): for
+    /// this commit, or for the next pass of a directory source (`None`).
+    mass_delete_approved: Option<Option<String>>,
     /// Services whose rollout the user asked to abort.
     aborts: BTreeSet<String>,
     /// An apply is running (it owns the stored state until it ends).
@@ -262,6 +268,7 @@ impl Controller {
                 fetch_backoff: None,
                 fetch_now: false,
                 fetch_error: None,
+                mass_delete_approved: None,
                 aborts: BTreeSet::new(),
                 applying: false,
                 pending: Vec::new(),
@@ -309,6 +316,25 @@ impl Controller {
     /// Ask for a reconcile now; returns the number of passes after which
     /// it has happened (a pass under way may have read the source before
     /// the request, so then it is the one after).
+    /// Approve once a plan deleting most services: the one of the commit
+    /// fetched now (a newer commit needs its own approval), or of the next
+    /// pass for a directory source. Then reconcile now.
+    pub fn approve_mass_delete(&self) -> u64 {
+        {
+            let mut s = self.lock();
+            let commit = s.fetched.as_ref().map(|c| c.id.clone());
+            match &commit {
+                Some(c) => log(&format!(
+                    "mass deletion approved for commit {}",
+                    &c[..12.min(c.len())]
+                )),
+                None => log("mass deletion approved for the next pass"),
+            }
+            s.mass_delete_approved = Some(commit);
+        }
+        self.sync()
+    }
+
     pub fn sync(&self) -> u64 {
         let mut s = self.lock();
         let until = s.passes + if s.in_pass { 2 } else { 1 };
@@ -833,19 +859,21 @@ impl Controller {
 
     /// The plan the next reconcile would apply.
     pub fn plan(&self) -> Result<plan::Plan, String> {
-        let (desired, secret_errors, _) = self.load(false)?;
+        let (desired, secret_errors, commit) = self.load(false)?;
         let observed = self.observed_state();
-        let mut p = plan::plan(&desired, &observed, &self.plan_options());
+        let mut p = plan::plan(&desired, &observed, &self.plan_options(commit.as_ref()));
         p.errors.extend(secret_errors);
         Ok(p)
     }
 
-    fn plan_options(&self) -> plan::Options {
+    fn plan_options(&self, commit: Option<&Commit>) -> plan::Options {
+        let approved = self.lock().mass_delete_approved.clone();
         plan::Options {
             now: unix_now(),
             seed: u64::from_str_radix(&model::digest(&self.config.source.display())[..16], 16)
                 .unwrap_or(0),
-            allow_mass_delete: false,
+            allow_mass_delete: self.config.allow_mass_delete
+                || approved.is_some_and(|a| a.as_deref() == commit.map(|c| c.id.as_str())),
             record_observed: false,
         }
     }
@@ -868,7 +896,8 @@ impl Controller {
         self.lock().clusters = desired.clusters.keys().cloned().collect();
         self.take_pending(&desired);
         let observed = self.observed_state();
-        let mut p = plan::plan(&desired, &observed, &self.plan_options());
+        let opts = self.plan_options(commit.as_ref());
+        let mut p = plan::plan(&desired, &observed, &opts);
         let planned = began.elapsed();
         p.errors.extend(secret_errors);
         {
@@ -884,11 +913,19 @@ impl Controller {
                 .collect();
         }
         if !p.errors.is_empty() {
+            let mass = p.errors.iter().any(|e| e.contains("--allow-mass-delete"));
             return Err(format!(
-                "{at}the plan cannot be applied; nothing changed:\n  {}",
-                p.errors.join("\n  ")
+                "{at}the plan cannot be applied; nothing changed:\n  {}{}",
+                p.errors.join("\n  "),
+                if mass {
+                    "\n  (controller: `reconcile sync --allow-mass-delete` approves this plan \
+                     once, or start it with --allow-mass-delete)"
+                } else {
+                    ""
+                }
             ));
         }
+
         if !p.has_changes() {
             let mut s = self.lock();
             s.applied = commit;
@@ -902,6 +939,10 @@ impl Controller {
                     .filter(|c| c.action != plan::Action::NoOp)
                     .count()
             ));
+        }
+        if opts.allow_mass_delete {
+            // An approval is used up by the apply it was given for.
+            self.lock().mass_delete_approved = None;
         }
         // Nothing is applied that was not logged first.
         let text = render::text(
@@ -1835,6 +1876,7 @@ mod tests {
             node_timeout: Duration::from_secs(10),
             settle: Duration::from_secs(1),
             step_timeout: Duration::from_secs(60),
+            allow_mass_delete: false,
             advertise_url: String::new(),
             ca_cert: None,
         })

@@ -121,6 +121,8 @@ pub fn document() -> Value {
             }},
             "/v1/sync": {"post": {
                 "summary": "Reconcile now (a git source is fetched first); done once the status's `passes` reaches `untilPass`",
+                "parameters": [{"name": "allowMassDelete", "in": "query", "required": false, "schema": {"type": "boolean"},
+                                "description": "approve once the plan of the commit fetched now (or of the next pass, for a directory source) even if it deletes more than half of the services"}],
                 "responses": {"202": {"description": "requested", "content": {"application/json": {"schema": reference("SyncReply")}}}}
             }},
             "/v1/webhook": {"post": {
