@@ -839,6 +839,16 @@ spec:
     );
     let nodes = launched_nodes(&f.cluster);
     assert_eq!(nodes.len(), 2, "{nodes:?}");
+    // A launched agent reads the join token from a mounted file: it is
+    // in neither its command line nor its environment.
+    for node in &nodes {
+        let inspect = docker(&["inspect", &format!("reconcile-node-{node}")]);
+        assert!(inspect.contains("--token-file"), "{inspect}");
+        assert!(
+            !inspect.contains(JOIN),
+            "the join token shows in `docker inspect` of {node}"
+        );
+    }
     let busy_before: Vec<String> = f.running().into_iter().map(|(_, n)| n).collect();
     // Scale in: one node goes idle and is removed; the busy one stays
     // (termination protection).
@@ -1206,4 +1216,50 @@ fn an_abort_through_the_controller_rolls_the_running_rollout_back() {
         f.tail("controller").contains("aborted by the user"),
         "the controller log says why"
     );
+}
+
+#[test]
+fn an_agent_reads_its_join_token_from_a_file_and_names_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = |extra: &[&str]| {
+        let out = Command::new(bin())
+            .args([
+                "agent",
+                "--controller",
+                "http://127.0.0.1:9",
+                "--cluster",
+                "c",
+            ])
+            .args(["--name", "n"])
+            .args(extra)
+            .env_remove("RECONCILE_JOIN_TOKEN")
+            .env_remove("RECONCILE_JOIN_TOKEN_FILE")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let missing = dir.path().join("missing");
+    let (code, err) = agent(&["--token-file", missing.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(&format!("--token-file `{}`", missing.display())),
+        "{err}"
+    );
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let (code, err) = agent(&["--token-file", empty.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("the file is empty"), "{err}");
+    let (code, err) = agent(&["--token", "t", "--token-file", empty.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--token-file") && err.contains("cannot be used with"),
+        "{err}"
+    );
+    let (code, err) = agent(&[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--token"), "{err}");
 }

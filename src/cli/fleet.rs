@@ -280,9 +280,19 @@ pub struct AgentArgs {
         long,
         env = "RECONCILE_JOIN_TOKEN",
         hide_env_values = true,
-        value_name = "TOKEN"
+        value_name = "TOKEN",
+        required_unless_present = "token_file"
     )]
-    token: String,
+    token: Option<String>,
+    /// Read the join token from this file (its first line) instead, so it
+    /// is in neither the command line nor the environment.
+    #[arg(
+        long,
+        env = "RECONCILE_JOIN_TOKEN_FILE",
+        value_name = "FILE",
+        conflicts_with = "token"
+    )]
+    token_file: Option<PathBuf>,
     /// CPU units to offer (default: the engine's cores x 1024).
     #[arg(long, value_name = "UNITS")]
     cpu: Option<u32>,
@@ -323,12 +333,28 @@ pub fn agent_cmd(a: AgentArgs) -> ExitCode {
             a.controller
         ));
     }
+    let token = match (a.token, &a.token_file) {
+        (Some(t), _) => t,
+        (None, Some(file)) => match std::fs::read_to_string(file) {
+            Ok(text) => match text.lines().next().map(str::trim) {
+                Some(t) if !t.is_empty() => t.to_string(),
+                _ => {
+                    return usage(format!(
+                        "--token-file `{}`: the file is empty",
+                        file.display()
+                    ))
+                }
+            },
+            Err(e) => return usage(format!("--token-file `{}`: {e}", file.display())),
+        },
+        (None, None) => return usage("--token or --token-file is required"),
+    };
     let config = crate::agent::Config {
         controller: a.controller,
         cluster: a.cluster,
         name,
         attributes,
-        token: a.token,
+        token,
         cpu: a.cpu,
         memory: a.memory,
         ca_cert: a.ca_cert,

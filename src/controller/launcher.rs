@@ -39,7 +39,9 @@ pub struct Launcher {
     docker: Docker,
     owner: String,
     controller_url: String,
-    join_token: String,
+    /// The join token, written for the agents (owner-only) and mounted
+    /// read-only: `docker inspect` of a node shows the path, not the token.
+    token_file: PathBuf,
     ca_cert: Option<PathBuf>,
     image: tokio::sync::Mutex<Option<String>>,
     /// CPU units and MiB of the engine: what a launched node offers.
@@ -50,22 +52,45 @@ fn err(what: &str, e: impl std::fmt::Display) -> String {
     format!("{what}: {e}")
 }
 
+/// Where a launched agent finds the join token.
+const TOKEN_PATH: &str = "/run/reconcile/join-token";
+
+/// Write `text` to a file only its owner can read (replacing it).
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // An older file keeps its mode on open: make sure.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(text.as_bytes())
+}
+
 impl Launcher {
     pub async fn connect(
         owner: String,
         controller_url: String,
-        join_token: String,
+        (join_token, token_file): (&str, PathBuf),
         ca_cert: Option<PathBuf>,
     ) -> Result<Launcher, String> {
         let (docker, info) = crate::runtime::docker::engine()
             .await
             .map_err(|e| err("launching nodes", e.message))?;
         let engine = crate::runtime::docker::resources(&info);
+        write_private(&token_file, join_token)
+            .map_err(|e| err(&format!("writing `{}`", token_file.display()), e))?;
         Ok(Launcher {
             docker,
             owner,
             controller_url,
-            join_token,
+            token_file,
             ca_cert,
             image: tokio::sync::Mutex::new(None),
             engine,
@@ -125,7 +150,12 @@ impl Launcher {
             cmd.push("--attribute".into());
             cmd.push(format!("{k}={v}"));
         }
-        let mut binds = vec!["/var/run/docker.sock:/var/run/docker.sock".to_string()];
+        let mut binds = vec![
+            "/var/run/docker.sock:/var/run/docker.sock".to_string(),
+            format!("{}:{TOKEN_PATH}:ro", self.token_file.display()),
+        ];
+        cmd.push("--token-file".into());
+        cmd.push(TOKEN_PATH.into());
         if let Some(ca) = &self.ca_cert {
             binds.push(format!("{}:/ca.pem:ro", ca.display()));
             cmd.push("--ca-cert".into());
@@ -140,10 +170,9 @@ impl Launcher {
         let body = ContainerCreateBody {
             image: Some(image),
             cmd: Some(cmd),
-            // The token reaches the agent in its environment, never in its
-            // command line.
+            // The token reaches the agent in a mounted file: neither the
+            // command line nor the environment (both in `docker inspect`).
             env: Some(vec![
-                format!("RECONCILE_JOIN_TOKEN={}", self.join_token),
                 "LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu:/lib64:/usr/lib64"
                     .into(),
             ]),

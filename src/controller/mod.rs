@@ -1621,7 +1621,10 @@ impl Controller {
                 launcher::Launcher::connect(
                     owner,
                     self.config.advertise_url.clone(),
-                    self.config.join_token.clone(),
+                    (
+                        &self.config.join_token,
+                        self.config.data_dir.join("join-token"),
+                    ),
                     self.config.ca_cert.clone(),
                 )
             })
