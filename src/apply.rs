@@ -1153,6 +1153,82 @@ async fn stop_all<R: Runtime, S: Sink>(
     Ok(())
 }
 
+/// Deployments an interrupted apply left IN_PROGRESS although their
+/// service has since settled: the plan keeps the service as it is, and
+/// exactly the deployment's desired count of the service's live tasks run
+/// its configuration, all healthy (or, without health checks, running for
+/// `settle`). Completing them is bookkeeping, not a change to anything
+/// that runs, so a pass whose plan changes nothing does it. Returns
+/// `(service, message)` for each one completed.
+pub fn complete_settled(
+    plan: &Plan,
+    tasks: &[Task],
+    state: &mut Stored,
+    settle: Duration,
+    now: i64,
+) -> Vec<(String, String)> {
+    let mut done = Vec::new();
+    let services = plan
+        .resource_changes
+        .iter()
+        .filter(|c| c.kind == Kind::Service && c.action == Action::NoOp);
+    for c in services {
+        let cluster = c.cluster.as_deref().unwrap_or_default();
+        let key = format!("{cluster}/{}", c.name);
+        let Some(d) = state
+            .deployments
+            .get(&key)
+            .and_then(|h| h.primary())
+            .filter(|d| d.rollout == crate::deployment::Rollout::InProgress)
+        else {
+            continue;
+        };
+        let (id, revision, desired) = (d.id, d.revision, d.desired);
+        let has_checks = state
+            .services
+            .get(&key)
+            .and_then(|s| {
+                let family = s.spec.task_definition.split(':').next()?;
+                state
+                    .revisions
+                    .get(family)?
+                    .iter()
+                    .find(|r| r.number == revision)
+            })
+            .is_some_and(|r| {
+                r.spec
+                    .container_definitions
+                    .iter()
+                    .any(|c| c.essential && c.health_check.is_some())
+            });
+        let live: Vec<&Task> = tasks
+            .iter()
+            .filter(|t| t.cluster == cluster && t.service.as_deref() == Some(c.name.as_str()))
+            .filter(|t| t.is_live())
+            .collect();
+        let ran = |t: &Task| {
+            Duration::from_secs(
+                t.started_at
+                    .map_or(0, |s| now.saturating_sub(s).max(0) as u64),
+            )
+        };
+        let settled = live.len() == desired as usize
+            && live
+                .iter()
+                .all(|t| t.config_hash == d.config_hash && healthy(t, has_checks, ran(t), settle));
+        if settled {
+            if let Some(h) = state.deployments.get_mut(&key) {
+                h.complete(id, desired, now);
+            }
+            done.push((
+                key,
+                format!("deployment {id} (revision {revision}) completed"),
+            ));
+        }
+    }
+    done
+}
+
 /// Whether a running task counts as healthy: its health checks pass, or it
 /// has none and has run for the settle period.
 fn healthy(t: &Task, has_checks: bool, ran: Duration, settle: Duration) -> bool {

@@ -345,6 +345,43 @@ fn killed_apply_continues_without_duplicates() {
 }
 
 #[test]
+fn an_apply_killed_after_its_last_start_leaves_no_open_deployment() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s = Source::new(&[("c.yaml", cluster()), ("a.yaml", &sleeper("a", 2, "1"))]);
+    let src = s.path().display().to_string();
+    let rollout = |s: &Source| {
+        let out = s.run(&["history", "a", &src, "--format", "json"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        h["deployments"][0]["rolloutState"].as_str().unwrap_or_default().to_string()
+    };
+    // A long settle period holds the apply after both tasks started: it
+    // is killed there, before it can call the deployment completed.
+    let mut child = s
+        .cmd(&["apply", &src, "--auto-approve", "--settle", "120"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while s.running("a").len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(s.running("a").len(), 2);
+    assert_eq!(rollout(&s), "IN_PROGRESS");
+    // Nothing is left to change; the next apply (settle 1 s) records the
+    // settled rollout as completed.
+    std::thread::sleep(Duration::from_secs(1));
+    let out = s.apply();
+    assert!(out.contains("deployment 1 (revision 1) completed"), "{out}");
+    assert_eq!(rollout(&s), "COMPLETED");
+    assert_eq!(s.plan().0, 0);
+}
+
+#[test]
 fn saved_plans_apply_exactly_and_stale_ones_are_refused() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let s = Source::new(&[("c.yaml", cluster()), ("a.yaml", &sleeper("a", 2, "1"))]);

@@ -651,6 +651,18 @@ pub(crate) fn apply_with(a: ApplyArgs, prepare: Option<Prepare>) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
         if !p.has_changes() {
+            // A rollout an interrupted apply left open, that has settled.
+            let settled =
+                apply::complete_settled(&p, &observed.tasks, &mut stored, opts.settle, now());
+            if !settled.is_empty() {
+                if let Err(e) = store.save(&stored) {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_FAILURE);
+                }
+                for (service, message) in settled {
+                    eprintln!("{service}: {message}");
+                }
+            }
             return ExitCode::SUCCESS;
         }
         if saved.is_none() {

@@ -927,6 +927,7 @@ impl Controller {
         }
 
         if !p.has_changes() {
+            self.complete_settled(&p, &observed);
             let mut s = self.lock();
             s.applied = commit;
             return s.fetch_error.take().map_or(Ok(false), Err);
@@ -1063,6 +1064,30 @@ impl Controller {
                 s.fetch_error.take().map_or(Ok(true), Err)
             }
             Err(e) => Err(format!("{at}apply failed: {e}")),
+        }
+    }
+
+    /// Complete the deployments an interrupted apply left IN_PROGRESS
+    /// whose services have settled ([`apply::complete_settled`]).
+    fn complete_settled(&self, p: &plan::Plan, observed: &ObservedState) {
+        let done = {
+            let mut s = self.lock();
+            let done = apply::complete_settled(
+                p,
+                &observed.tasks,
+                &mut s.stored,
+                self.config.settle,
+                unix_now(),
+            );
+            if !done.is_empty() {
+                if let Err(e) = self.db.save_stored(&s.stored) {
+                    log(&format!("error: {e}"));
+                }
+            }
+            done
+        };
+        for (service, message) in done {
+            self.event(format!("{service}: {message}"));
         }
     }
 
