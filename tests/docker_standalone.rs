@@ -351,9 +351,16 @@ fn an_apply_killed_after_its_last_start_leaves_no_open_deployment() {
     let src = s.path().display().to_string();
     let rollout = |s: &Source| {
         let out = s.run(&["history", "a", &src, "--format", "json"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        h["deployments"][0]["rolloutState"].as_str().unwrap_or_default().to_string()
+        h["deployments"][0]["rolloutState"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     };
     // A long settle period holds the apply after both tasks started: it
     // is killed there, before it can call the deployment completed.
