@@ -160,6 +160,20 @@ impl Rig {
         self.commit(count, "one", "first");
     }
 
+    /// A remote whose first commit runs one task (`one`), followed
+    /// (`--path deploy`) by a controller that fetches every `interval`
+    /// seconds, once that commit runs.
+    fn following(test: &str, interval: &str) -> Option<Rig> {
+        let mut r = Rig::new(test)?;
+        r.git_source(1);
+        let source = format!("git+{}", r.remote.display());
+        r.start(&[&source, "--path", "deploy"], interval);
+        r.wait_for("the first commit", Duration::from_secs(60), |r| {
+            r.modes() == modes("one", 1)
+        });
+        Some(r)
+    }
+
     fn commit(&self, count: u32, mode: &str, message: &str) -> String {
         self.commit_text(&manifests(&self.cluster, count, mode), message)
     }
@@ -370,15 +384,9 @@ fn commits_are_applied_broken_ones_never_and_force_pushes_followed() {
 #[test]
 fn an_unreachable_remote_keeps_what_runs_and_recovers() {
     let _g = lock();
-    let Some(mut r) = Rig::new("remote") else {
+    let Some(r) = Rig::following("remote", "1") else {
         return;
     };
-    r.git_source(1);
-    let source = format!("git+{}", r.remote.display());
-    r.start(&[&source, "--path", "deploy"], "1");
-    r.wait_for("the first commit", Duration::from_secs(60), |r| {
-        r.modes() == modes("one", 1)
-    });
     let moved = r.dir.path().join("moved.git");
     std::fs::rename(&r.remote, &moved).unwrap();
     r.wait_for("the fetch error", Duration::from_secs(20), |r| {
@@ -419,16 +427,10 @@ fn an_unreachable_remote_keeps_what_runs_and_recovers() {
 #[test]
 fn webhook_sync_and_suspend() {
     let _g = lock();
-    let Some(mut r) = Rig::new("hook") else {
+    // A long interval: only the webhook or a sync makes it fetch.
+    let Some(r) = Rig::following("hook", "300") else {
         return;
     };
-    r.git_source(1);
-    let source = format!("git+{}", r.remote.display());
-    // A long interval: only the webhook or a sync makes it fetch.
-    r.start(&[&source, "--path", "deploy"], "300");
-    r.wait_for("the first commit", Duration::from_secs(60), |r| {
-        r.modes() == modes("one", 1)
-    });
     r.commit(1, "two", "second");
     // A signed webhook.
     let body = br#"{"ref":"refs/heads/main"}"#;
@@ -857,15 +859,9 @@ fn the_controller_keeps_its_state_in_the_state_directory_by_default() {
 #[test]
 fn a_failing_rollout_is_superseded_by_the_next_good_commit() {
     let _g = lock();
-    let Some(mut r) = Rig::new("supersede") else {
+    let Some(r) = Rig::following("supersede", "1") else {
         return;
     };
-    r.git_source(1);
-    let source = format!("git+{}", r.remote.display());
-    r.start(&[&source, "--path", "deploy"], "1");
-    r.wait_for("the first commit", Duration::from_secs(60), |r| {
-        r.modes() == modes("one", 1)
-    });
     let log = || std::fs::read_to_string(r.dir.path().join("controller.log")).unwrap_or_default();
 
     // A revision whose container exits at once, in a service without a
