@@ -309,11 +309,16 @@ impl Target {
     }
 
     fn has_checks(&self) -> bool {
-        self.td
-            .container_definitions
-            .iter()
-            .any(|c| c.essential && c.health_check.is_some())
+        has_checks(&self.td)
     }
+}
+
+/// Whether a task of `td` reports health: an essential container has a
+/// health check.
+fn has_checks(td: &crate::manifest::TaskDefinitionSpec) -> bool {
+    td.container_definitions
+        .iter()
+        .any(|c| c.essential && c.health_check.is_some())
 }
 
 /// What one service's change works with.
@@ -1195,12 +1200,7 @@ pub fn complete_settled(
                     .iter()
                     .find(|r| r.number == revision)
             })
-            .is_some_and(|r| {
-                r.spec
-                    .container_definitions
-                    .iter()
-                    .any(|c| c.essential && c.health_check.is_some())
-            });
+            .is_some_and(|r| has_checks(&r.spec));
         let live: Vec<&Task> = tasks
             .iter()
             .filter(|t| t.cluster == cluster && t.service.as_deref() == Some(c.name.as_str()))

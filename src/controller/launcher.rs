@@ -77,7 +77,8 @@ impl Launcher {
     pub async fn connect(
         owner: String,
         controller_url: String,
-        (join_token, token_file): (&str, PathBuf),
+        join_token: &str,
+        token_file: PathBuf,
         ca_cert: Option<PathBuf>,
     ) -> Result<Launcher, String> {
         let (docker, info) = crate::runtime::docker::engine()

@@ -313,9 +313,6 @@ impl Controller {
     }
 
     /// Ask the reconcile loop to run now.
-    /// Ask for a reconcile now; returns the number of passes after which
-    /// it has happened (a pass under way may have read the source before
-    /// the request, so then it is the one after).
     /// Approve once a plan deleting most services: the one of the commit
     /// fetched now (a newer commit needs its own approval), or of the next
     /// pass for a directory source. Then reconcile now.
@@ -335,6 +332,9 @@ impl Controller {
         self.sync()
     }
 
+    /// Ask for a reconcile now; returns the number of passes after which
+    /// it has happened (a pass under way may have read the source before
+    /// the request, so then it is the one after).
     pub fn sync(&self) -> u64 {
         let mut s = self.lock();
         let until = s.passes + if s.in_pass { 2 } else { 1 };
@@ -760,13 +760,13 @@ impl Controller {
                 Ok(id)
             }
             Err(e) => {
-                let failures = {
+                let (failures, delay) = {
                     let mut s = self.lock();
                     s.fetch_failures = s.fetch_failures.saturating_add(1);
-                    s.fetch_failures
+                    let delay = fetch_backoff(self.config.interval, s.fetch_failures);
+                    s.fetch_backoff = Some(Instant::now() + delay);
+                    (s.fetch_failures, delay)
                 };
-                let delay = fetch_backoff(self.config.interval, failures);
-                self.lock().fetch_backoff = Some(Instant::now() + delay);
                 Err(format!(
                     "{e}; still running {}; next attempt in {} s (failed {failures} time(s) in \
                      a row; `reconcile sync` or the webhook fetches now)",
@@ -1097,7 +1097,8 @@ impl Controller {
     /// the loop until the step timeout), as a new ECS deployment
     /// supersedes an in-progress one. Looked at whenever the loop is woken
     /// (webhook, sync, a directory change; noted in `woken`) and every
-    /// interval. An invalid or unchanged source never interrupts.
+    /// interval. An invalid or unchanged source, one whose plan would be
+    /// refused, or a suspended controller never interrupts.
     async fn superseded(
         self: &Arc<Self>,
         applying: &DesiredState,
@@ -1115,7 +1116,15 @@ impl Controller {
             else {
                 continue;
             };
-            if secret_errors.is_empty() && desired != *applying {
+            if !secret_errors.is_empty() || desired == *applying || self.lock().suspended {
+                continue;
+            }
+            // Only a source the next pass would apply: one whose plan is
+            // refused (a mass deletion not approved) must not stop a
+            // rollout it cannot replace.
+            let observed = self.observed_state();
+            let opts = self.plan_options(commit.as_ref());
+            if plan::plan(&desired, &observed, &opts).errors.is_empty() {
                 return commit
                     .map(|c| format!("commit {} ({})", c.short(), c.summary))
                     .unwrap_or_else(|| "a change of the source".into());
@@ -1646,10 +1655,8 @@ impl Controller {
                 launcher::Launcher::connect(
                     owner,
                     self.config.advertise_url.clone(),
-                    (
-                        &self.config.join_token,
-                        self.config.data_dir.join("join-token"),
-                    ),
+                    &self.config.join_token,
+                    self.config.data_dir.join("join-token"),
                     self.config.ca_cert.clone(),
                 )
             })
@@ -1959,9 +1966,6 @@ mod tests {
         }
     }
 
-    /// What the agent relies on: assignment changes wake its long poll,
-    /// and a compact reply carries specifications only for tasks the node
-    /// has not reported, the rest by id.
     #[test]
     fn failed_fetches_back_off_doubling_up_to_five_minutes() {
         let s = Duration::from_secs;
@@ -1974,6 +1978,9 @@ mod tests {
         assert_eq!(fetch_backoff(s(600), 3), s(600));
     }
 
+    /// What the agent relies on: assignment changes wake its long poll,
+    /// and a compact reply carries specifications only for tasks the node
+    /// has not reported, the rest by id.
     #[tokio::test]
     async fn assignment_changes_wake_agents_and_compact_replies_name_reported_tasks_by_id() {
         let dir = tempfile::tempdir().unwrap();

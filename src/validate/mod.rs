@@ -135,19 +135,22 @@ pub struct FileCache {
 /// [`validate`], reusing the file layers' results for unchanged files.
 /// The cross-document checks always run on the whole source.
 pub fn validate_cached(files: Vec<RawFile>, cache: &mut FileCache) -> Validation {
+    let mut last = std::mem::take(&mut cache.files);
     let mut results: Vec<Option<FileResult>> = Vec::with_capacity(files.len());
     let mut misses = Vec::new();
     for raw in files {
-        let hit = match (&raw.content, cache.files.get(&raw.name)) {
-            (Content::Bytes(b), Some(r)) => r.text.text.as_deref().map(str::as_bytes) == Some(b),
-            _ => false,
+        let hit = match (&raw.content, last.remove(&raw.name)) {
+            (Content::Bytes(b), Some(r))
+                if r.text.text.as_deref().map(str::as_bytes) == Some(b.as_slice()) =>
+            {
+                Some(r)
+            }
+            _ => None,
         };
-        if hit {
-            results.push(cache.files.get(&raw.name).cloned());
-        } else {
-            results.push(None);
+        if hit.is_none() {
             misses.push(raw);
         }
+        results.push(hit);
     }
     let mut fresh = check_files(misses).into_iter();
     let results: Vec<FileResult> = results
