@@ -75,7 +75,10 @@ fn examples_apply_then_plan_is_empty_and_ports_are_reported() {
     assert_eq!(code, 0, "a second plan shows no changes:\n{text}");
     assert!(text.contains("No changes"), "{text}");
 
-    // Dynamic host ports are reported and actually serve.
+    // Dynamic host ports are reported, one per mapping as ECS does, and
+    // serve on that port in every address family the host has: Docker
+    // left to pick would give IPv4 and IPv6 different ports.
+    let ipv6 = std::net::TcpListener::bind("[::1]:0").is_ok();
     let st = s.status();
     let web = st["services"]
         .as_array()
@@ -88,19 +91,28 @@ fn examples_apply_then_plan_is_empty_and_ports_are_reported() {
     for t in tasks {
         assert_eq!(t["lastStatus"], "RUNNING");
         assert_eq!(t["health"], "HEALTHY");
-        let port = t["ports"][0]["hostPort"].as_u64().unwrap();
+        let ports = t["ports"].as_array().unwrap();
+        assert_eq!(ports.len(), 1, "one binding for one mapping: {ports:?}");
+        let port = ports[0]["hostPort"].as_u64().unwrap();
         assert!(port > 1024, "dynamic port {port}");
-        let body = http_get(port as u16);
-        assert!(body.contains("hello from"), "{body}");
+        let body = http_get("127.0.0.1", port as u16);
+        assert!(body.contains("hello from"), "IPv4 127.0.0.1:{port}: {body}");
+        if ipv6 {
+            let body = http_get("::1", port as u16);
+            assert!(body.contains("hello from"), "IPv6 [::1]:{port}: {body}");
+        } else {
+            eprintln!("this host has no IPv6 loopback: only IPv4 was checked");
+        }
     }
     // The worker reached its sidecar by container name.
     let worker = s.running("worker");
     assert_eq!(worker.len(), 2, "{worker:?}");
 }
 
-fn http_get(port: u16) -> String {
+fn http_get(host: &str, port: u16) -> String {
     use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut stream = std::net::TcpStream::connect((host, port))
+        .unwrap_or_else(|e| panic!("connecting to {host} port {port}: {e}"));
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();

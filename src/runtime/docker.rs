@@ -25,7 +25,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt;
 
-use super::{Launch, Observation, Runtime, RuntimeError};
+use super::{ports, Launch, Observation, Runtime, RuntimeError};
 use crate::manifest::task_definition::{
     ContainerDefinition, DependencyCondition, NetworkMode, Protocol, VolumeScope,
 };
@@ -291,6 +291,7 @@ impl DockerRuntime {
         c: &ContainerDefinition,
         network: Option<&str>,
         volumes: &HashMap<String, (MountType, String)>,
+        dynamic: &DynamicPorts,
     ) -> ContainerCreateBody {
         let mut env: Vec<String> = c
             .environment
@@ -312,9 +313,16 @@ impl DockerRuntime {
             let key = format!("{}/{proto}", p.container_port);
             exposed.push(key.clone());
             if l.spec.network_mode == NetworkMode::Bridge {
+                // A dynamic port is chosen before the create, so that both
+                // address families bind the same one (ports.rs).
                 let host = p
                     .host_port
                     .filter(|h| *h != 0)
+                    .or_else(|| {
+                        dynamic
+                            .get(&(c.name.clone(), p.container_port, p.protocol))
+                            .copied()
+                    })
                     .map(|h| h.to_string())
                     .unwrap_or_default();
                 bindings.insert(
@@ -552,6 +560,86 @@ impl DockerRuntime {
         Ok(())
     }
 
+    /// Create the task's containers and start them in dependency order.
+    /// A container that fails to create removes the task; one that fails
+    /// to start stops what did start and keeps the containers for their
+    /// logs until the next apply removes them.
+    async fn create_and_start(
+        &self,
+        l: &Launch,
+        network: Option<&str>,
+        volumes: &HashMap<String, (MountType, String)>,
+        dynamic: &DynamicPorts,
+    ) -> Result<(), String> {
+        let mut ids = HashMap::new();
+        for c in start_order(&l.spec.container_definitions) {
+            let body = self.create_body(l, c, network, volumes, dynamic);
+            let created = self
+                .docker
+                .create_container(
+                    Some(
+                        CreateContainerOptionsBuilder::default()
+                            .name(&Self::container_name(l, c))
+                            .build(),
+                    ),
+                    body,
+                )
+                .await;
+            match created {
+                Ok(r) => {
+                    ids.insert(c.name.clone(), r.id);
+                }
+                Err(e) => {
+                    let existing = self.list(Some(&l.id)).await.unwrap_or_default();
+                    let _ = self.cleanup(&l.id, &existing, false).await;
+                    return Err(format!("creating container `{}`: {e}", c.name));
+                }
+            }
+        }
+        if let Err(e) = self.start_in_order(l, &ids).await {
+            let existing = self.list(Some(&l.id)).await.unwrap_or_default();
+            for c in &existing {
+                if let Some(id) = &c.id {
+                    let _ = self
+                        .docker
+                        .stop_container(
+                            id,
+                            Some(StopContainerOptionsBuilder::default().t(2).build()),
+                        )
+                        .await;
+                }
+            }
+            return Err(format!("TaskFailedToStart: {e}"));
+        }
+        Ok(())
+    }
+
+    /// Remove containers (forcibly: running ones too), keeping volumes.
+    async fn remove_containers(&self, containers: &[ContainerSummary]) -> Result<(), RuntimeError> {
+        for c in containers {
+            if let Some(id) = &c.id {
+                if let Err(e) = self
+                    .docker
+                    .remove_container(
+                        id,
+                        Some(
+                            RemoveContainerOptionsBuilder::default()
+                                .force(true)
+                                .v(false)
+                                .build(),
+                        ),
+                    )
+                    .await
+                {
+                    if !is_not_found(&e) {
+                        return Err(err("removing a container", e));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn cleanup(
         &self,
         task_id: &str,
@@ -586,27 +674,7 @@ impl DockerRuntime {
                 }
             }
         }
-        for c in containers {
-            if let Some(id) = &c.id {
-                if let Err(e) = self
-                    .docker
-                    .remove_container(
-                        id,
-                        Some(
-                            RemoveContainerOptionsBuilder::default()
-                                .force(true)
-                                .v(false)
-                                .build(),
-                        ),
-                    )
-                    .await
-                {
-                    if !is_not_found(&e) {
-                        return Err(err("removing a container", e));
-                    }
-                }
-            }
-        }
+        self.remove_containers(containers).await?;
         let _ = self
             .docker
             .remove_network(&Self::network_name(task_id))
@@ -635,6 +703,26 @@ impl DockerRuntime {
         }
         Ok(())
     }
+}
+
+/// The host port chosen for each dynamic mapping of a bridge task, by
+/// (container, container port, protocol).
+type DynamicPorts = HashMap<(String, u16, Protocol), u16>;
+
+fn dynamic_ports(l: &Launch) -> Result<DynamicPorts, String> {
+    let mut out = DynamicPorts::new();
+    if l.spec.network_mode != NetworkMode::Bridge {
+        return Ok(out);
+    }
+    for c in &l.spec.container_definitions {
+        for p in &c.port_mappings {
+            if p.host_port.is_none_or(|h| h == 0) {
+                let port = ports::pick(p.protocol)?;
+                out.insert((c.name.clone(), p.container_port, p.protocol), port);
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn is_not_found(e: &bollard::errors::Error) -> bool {
@@ -878,49 +966,26 @@ impl Runtime for DockerRuntime {
         } else {
             None
         };
-        let mut ids = HashMap::new();
-        for c in start_order(&l.spec.container_definitions) {
-            let body = self.create_body(&l, c, network.as_deref(), &volumes);
-            let created = self
-                .docker
-                .create_container(
-                    Some(
-                        CreateContainerOptionsBuilder::default()
-                            .name(&Self::container_name(&l, c))
-                            .build(),
-                    ),
-                    body,
-                )
-                .await;
-            match created {
-                Ok(r) => {
-                    ids.insert(c.name.clone(), r.id);
-                }
-                Err(e) => {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let dynamic = dynamic_ports(&l).map_err(fail)?;
+            match self
+                .create_and_start(&l, network.as_deref(), &volumes, &dynamic)
+                .await
+            {
+                // A host port chosen for the task was taken before Docker
+                // bound it: the same task again, on fresh ports.
+                Err(e) if attempt < ports::ATTEMPTS && ports::is_port_conflict(&e) => {
                     let existing = self.list(Some(&l.id)).await.unwrap_or_default();
-                    let _ = self.cleanup(&l.id, &existing, false).await;
-                    return Err(fail(format!("creating container `{}`: {e}", c.name)));
+                    self.remove_containers(&existing)
+                        .await
+                        .map_err(|e| fail(e.message))?;
                 }
+                Err(e) => return Err(fail(e)),
+                Ok(()) => return Ok(()),
             }
         }
-        if let Err(e) = self.start_in_order(&l, &ids).await {
-            // The task failed to start: stop what did start, keep the
-            // containers for their logs until the next apply removes them.
-            let existing = self.list(Some(&l.id)).await.unwrap_or_default();
-            for c in &existing {
-                if let Some(id) = &c.id {
-                    let _ = self
-                        .docker
-                        .stop_container(
-                            id,
-                            Some(StopContainerOptionsBuilder::default().t(2).build()),
-                        )
-                        .await;
-                }
-            }
-            return Err(fail(format!("TaskFailedToStart: {e}")));
-        }
-        Ok(())
     }
 
     async fn stop(&self, task_id: &str, _reason: &str) -> Result<(), RuntimeError> {

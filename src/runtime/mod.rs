@@ -5,6 +5,7 @@
 //! by property tests and scale benchmarks, never instead of a Docker test.
 
 pub mod docker;
+pub mod ports;
 pub mod sim;
 
 use std::collections::BTreeMap;
