@@ -33,10 +33,6 @@ pub struct Config {
     pub ca_cert: Option<std::path::PathBuf>,
 }
 
-fn log(message: &str) {
-    crate::controller::log(&format!("agent: {message}"));
-}
-
 /// The owner label of a node's containers.
 pub fn owner(cluster: &str, name: &str) -> String {
     format!("node.{cluster}.{name}")
@@ -151,10 +147,14 @@ pub async fn run(config: Config) -> Result<(), String> {
     let permits = Arc::new(tokio::sync::Semaphore::new(ACTIONS));
     let mut backoff = Duration::from_millis(500);
     let mut connected = false;
-    log(&format!(
-        "node {} of cluster {} reporting to {}",
-        config.name, config.cluster, config.controller
-    ));
+    tracing::info!(
+        node = %config.name,
+        cluster = %config.cluster,
+        "agent: node {} of cluster {} reporting to {}",
+        config.name,
+        config.cluster,
+        config.controller
+    );
     loop {
         let began = tokio::time::Instant::now();
         // Taken before observing: a start that ends in between still shows
@@ -170,7 +170,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         let mut obs = match rt.observe().await {
             Ok(o) => o,
             Err(e) => {
-                log(&format!("cannot observe Docker: {}", e.message));
+                tracing::warn!("agent: cannot observe Docker: {}", e.message);
                 tokio::time::sleep(backoff).await;
                 continue;
             }
@@ -222,10 +222,10 @@ pub async fn run(config: Config) -> Result<(), String> {
             Ok(r) => r,
             Err(e) => {
                 if connected {
-                    log(&e);
+                    tracing::warn!("agent: {e}");
                     connected = false;
                 } else if backoff >= Duration::from_secs(4) {
-                    log(&e);
+                    tracing::warn!("agent: {e}");
                 }
                 // Keep running what is there: the controller decides.
                 tokio::time::sleep(backoff).await;
@@ -234,11 +234,11 @@ pub async fn run(config: Config) -> Result<(), String> {
             }
         };
         if !connected {
-            log(&format!(
-                "connected; {} task(s) assigned, {} owned",
+            tracing::info!(
+                "agent: connected; {} task(s) assigned, {} owned",
                 reply.assignments.len() + reply.kept.len(),
                 obs.tasks.len()
-            ));
+            );
             connected = true;
         }
         backoff = Duration::from_millis(500);
@@ -349,15 +349,13 @@ fn converge(
         tokio::spawn(async move {
             let _permit = permits.acquire_owned().await;
             let r = if live {
-                log(&format!(
-                    "stopping task {id}: no longer assigned to this node"
-                ));
+                tracing::info!(task = %id, "agent: stopping task {id}: no longer assigned to this node");
                 rt.stop(&id, "no longer assigned to this node").await
             } else {
                 rt.remove(&id).await
             };
             if let Err(e) = r {
-                log(&format!("task {id}: {}", e.message));
+                tracing::warn!(task = %id, "agent: task {id}: {}", e.message);
             }
             release(&inflight, &id);
             wake.notify_one();
@@ -376,12 +374,14 @@ fn converge(
         let (permits, wake) = (permits.clone(), wake.clone());
         tokio::spawn(async move {
             let _permit = permits.acquire_owned().await;
-            log(&format!(
-                "starting task {id} ({}:{})",
-                launch.family, launch.revision
-            ));
+            tracing::info!(
+                task = %id,
+                "agent: starting task {id} ({}:{})",
+                launch.family,
+                launch.revision
+            );
             if let Err(e) = rt.start(launch).await {
-                log(&format!("task {id}: {}", e.message));
+                tracing::warn!(task = %id, "agent: task {id}: {}", e.message);
             }
             release(&inflight, &id);
             wake.notify_one();

@@ -232,7 +232,7 @@ pub fn controller_cmd(a: ControllerArgs) -> ExitCode {
             .map(|a| a.to_string())
             .unwrap_or(a.listen);
         let scheme = if tls.is_some() { "https" } else { "http" };
-        controller::log(&format!("controller listening on {scheme}://{addr}"));
+        tracing::info!("controller listening on {scheme}://{addr}");
         let served = c.clone();
         // The API runs on the runtime's workers: accepting connections
         // must not wait while the loop below plans or saves (a first apply
@@ -253,7 +253,7 @@ pub fn controller_cmd(a: ControllerArgs) -> ExitCode {
             },
             () = c.run_loop() => ExitCode::SUCCESS,
             _ = tokio::signal::ctrl_c() => {
-                controller::log("interrupted; stopping (agents keep their tasks)");
+                tracing::info!("interrupted; stopping (agents keep their tasks)");
                 ExitCode::SUCCESS
             }
         }

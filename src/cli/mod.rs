@@ -5,6 +5,7 @@ mod deployments;
 mod diagnostics;
 mod fleet;
 mod import;
+mod logging;
 mod standalone;
 
 use std::io::{IsTerminal, Write};
@@ -24,6 +25,8 @@ use crate::validate;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    log: logging::LogArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -174,6 +177,15 @@ pub(crate) const EXIT_USAGE: u8 = 2;
 /// Run the program; returns the process exit status.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let daemon = matches!(cli.command, Command::Controller(_) | Command::Agent(_));
+    let level = if daemon {
+        logging::DAEMON
+    } else {
+        logging::COMMAND
+    };
+    if let Err(e) = logging::init(&cli.log, level) {
+        return usage_error(e);
+    }
     // Before any thread exists: libgit2's options are process globals.
     if let Err(e) = crate::git::set_network_timeouts() {
         return usage_error(e);

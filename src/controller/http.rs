@@ -30,7 +30,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use super::{log, Controller};
+use super::Controller;
 use crate::wire::{
     token_matches, Accepted, ApiError, Heartbeat, NodeStatus, RollbackRequest, SyncReply,
 };
@@ -72,11 +72,11 @@ fn authorize(
     match presented {
         Some(t) if token_matches(t, expected) => Ok(()),
         Some(_) => {
-            log(&format!("refused {what} from {peer}: wrong token"));
+            tracing::warn!(%peer, "refused {what} from {peer}: wrong token");
             Err(Box::new(error(StatusCode::UNAUTHORIZED, "wrong token")))
         }
         None => {
-            log(&format!("refused {what} from {peer}: no token"));
+            tracing::warn!(%peer, "refused {what} from {peer}: no token");
             Err(Box::new(error(
                 StatusCode::UNAUTHORIZED,
                 "missing `Authorization: Bearer TOKEN`",
@@ -109,9 +109,7 @@ async fn heartbeat(
     match c.heartbeat(&name, hb) {
         Ok(reply) => Json(reply).into_response(),
         Err((code, message)) => {
-            log(&format!(
-                "refused heartbeat of node {name} from {peer}: {message}"
-            ));
+            tracing::warn!(node = %name, %peer, "refused heartbeat of node {name} from {peer}: {message}");
             error(
                 StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST),
                 message,
@@ -203,7 +201,7 @@ async fn abort(
     let key = format!("{cluster}/{name}");
     match c.abort(&key) {
         Ok(message) => {
-            log(&format!("{key}: {message}"));
+            tracing::info!(service = %key, "{key}: {message}");
             Json(Accepted { message }).into_response()
         }
         Err(e) => error(StatusCode::CONFLICT, e),
@@ -224,7 +222,7 @@ async fn rollback(
     let to = body.and_then(|Json(b)| b.to);
     match c.rollback(&key, to) {
         Ok(message) => {
-            log(&format!("{key}: {message}"));
+            tracing::info!(service = %key, "{key}: {message}");
             Json(Accepted { message }).into_response()
         }
         Err(e) => error(StatusCode::CONFLICT, e),
@@ -434,7 +432,7 @@ pub async fn serve_tls(
         let (tcp, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
-                log(&format!("accept failed: {e}"));
+                tracing::warn!("accept failed: {e}");
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             }
@@ -449,11 +447,11 @@ pub async fn serve_tls(
             {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
-                    log(&format!("TLS handshake with {peer} failed: {e}"));
+                    tracing::warn!(%peer, "TLS handshake with {peer} failed: {e}");
                     return;
                 }
                 Err(_) => {
-                    log(&format!("TLS handshake with {peer} timed out"));
+                    tracing::warn!(%peer, "TLS handshake with {peer} timed out");
                     return;
                 }
             };

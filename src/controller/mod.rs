@@ -212,12 +212,6 @@ fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Write a log line. Messages never hold secret values or tokens: they are
-/// built from names, ids and the plan, which holds fingerprints only.
-pub fn log(message: &str) {
-    eprintln!("{} {message}", unix_now());
-}
-
 impl Controller {
     pub fn open(config: Config) -> Result<Arc<Controller>, String> {
         let db = Db::open(&config.data_dir).map_err(|e| e.to_string())?;
@@ -295,7 +289,9 @@ impl Controller {
 
     /// Record an event (kept in the store, shown by `status`) and log it.
     pub fn event(&self, message: String) {
-        log(&message);
+        // Messages never hold secret values or tokens: they are built from
+        // names, ids and the plan, which holds fingerprints only.
+        tracing::info!(target: "reconcile::event", "{message}");
         let mut s = self.lock();
         let seq = s.next_event;
         s.next_event += 1;
@@ -304,7 +300,7 @@ impl Controller {
             message,
         };
         if let Err(err) = self.db.push_event(seq, &e) {
-            log(&format!("error: {err}"));
+            tracing::error!("saving an event: {err}");
         }
         s.events.push_back((seq, e));
         while s.events.len() as u64 > store::EVENTS_KEPT {
@@ -321,11 +317,12 @@ impl Controller {
             let mut s = self.lock();
             let commit = s.fetched.as_ref().map(|c| c.id.clone());
             match &commit {
-                Some(c) => log(&format!(
+                Some(c) => tracing::info!(
+                    commit = &c[..12.min(c.len())],
                     "mass deletion approved for commit {}",
                     &c[..12.min(c.len())]
-                )),
-                None => log("mass deletion approved for the next pass"),
+                ),
+                None => tracing::info!("mass deletion approved for the next pass"),
             }
             s.mass_delete_approved = Some(commit);
         }
@@ -540,7 +537,7 @@ impl Controller {
                     .collect();
                 let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
                 if let Err(e) = self.db.assign(&[], &refs) {
-                    log(&format!("error: {e}"));
+                    tracing::error!("saving the controller state: {e}");
                     continue;
                 }
                 for id in &ids {
@@ -550,7 +547,7 @@ impl Controller {
                 n.record.status = NodeStatus::Lost;
                 n.reported.clear();
                 if let Err(e) = self.db.put_node(&n.record) {
-                    log(&format!("error: {e}"));
+                    tracing::error!("saving the controller state: {e}");
                 }
                 lost.push((name, ids.len()));
             }
@@ -889,6 +886,9 @@ impl Controller {
                     None => e,
                 })?;
         let loaded = began.elapsed();
+        if let Some(c) = &commit {
+            tracing::Span::current().record("commit", c.short());
+        }
         let at = commit
             .as_ref()
             .map(|c| format!("commit {}: ", c.short()))
@@ -953,7 +953,12 @@ impl Controller {
                 detail: false,
             },
         );
-        log(&format!(
+        tracing::info!(
+            load_ms = loaded.as_millis() as u64,
+            plan_ms = (planned - loaded).as_millis() as u64,
+            add = p.summary.add,
+            change = p.summary.change,
+            destroy = p.summary.destroy,
             "applying {} (read and validated in {} ms, planned in {} ms):\n{text}",
             commit
                 .as_ref()
@@ -961,7 +966,17 @@ impl Controller {
                 .unwrap_or_else(|| self.config.source.display()),
             loaded.as_millis(),
             (planned - loaded).as_millis()
-        ));
+        );
+        for c in p.changes() {
+            tracing::info!(
+                address = %c.address,
+                action = ?c.action,
+                reasons = %c.reasons.join("; "),
+                "change {} {:?}",
+                c.address,
+                c.action
+            );
+        }
         let mut stored = {
             let mut s = self.lock();
             s.applying = true;
@@ -1037,7 +1052,7 @@ impl Controller {
                 }
             }
             if let Err(e) = self.db.save_commits(&s.commits) {
-                log(&format!("error: {e}"));
+                tracing::error!("saving the controller state: {e}");
             }
         }
         let result = match result {
@@ -1081,7 +1096,7 @@ impl Controller {
             );
             if !done.is_empty() {
                 if let Err(e) = self.db.save_stored(&s.stored) {
-                    log(&format!("error: {e}"));
+                    tracing::error!("saving the controller state: {e}");
                 }
             }
             done
@@ -1152,7 +1167,7 @@ impl Controller {
             let _watcher = watcher;
             while rx.recv().await.is_some() {
                 while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
-                log("the source directory changed");
+                tracing::info!("the source directory changed");
                 c.sync();
             }
         });
@@ -1174,8 +1189,13 @@ impl Controller {
             }
         });
         loop {
-            self.lock().in_pass = true;
-            let result = self.reconcile_once().await;
+            let pass = {
+                let mut s = self.lock();
+                s.in_pass = true;
+                s.passes + 1
+            };
+            let span = tracing::info_span!("pass", n = pass, commit = tracing::field::Empty);
+            let result = tracing::Instrument::instrument(self.reconcile_once(), span.clone()).await;
             let error = result.as_ref().err().cloned();
             let changed_error = {
                 let mut s = self.lock();
@@ -1185,11 +1205,11 @@ impl Controller {
                 s.passes += 1;
                 changed
             };
-            match (error, changed_error) {
+            span.in_scope(|| match (error, changed_error) {
                 (Some(e), true) => self.event(format!("reconcile failed: {e}")),
                 (None, true) => self.event("reconcile succeeded".into()),
                 _ => {}
-            }
+            });
             self.autoscale().await;
             tokio::select! {
                 _ = tokio::time::sleep(self.config.interval) => {}
@@ -1253,7 +1273,7 @@ impl Controller {
             }
         }
         if let Err(e) = self.db.save_stored(&s.stored) {
-            log(&format!("error: {e}"));
+            tracing::error!("saving the controller state: {e}");
         }
     }
 
@@ -1586,32 +1606,45 @@ struct ControllerSink {
 impl apply::Sink for ControllerSink {
     fn event(&self, e: apply::Event) {
         use apply::Event::*;
-        let message = match e {
+        let (service, message) = match e {
             Resource { .. } | Step { .. } => return,
-            Registered { family, revision } => format!("registered {family}:{revision}"),
+            Registered { family, revision } => (None, format!("registered {family}:{revision}")),
             Started {
                 service,
                 task,
                 node,
                 revision,
-            } => format!(
-                "{service}: started task {} (revision {revision}) on {node}",
-                plan::short(&task)
-            ),
+            } => {
+                let m = format!(
+                    "{service}: started task {} (revision {revision}) on {node}",
+                    plan::short(&task)
+                );
+                (Some(service), m)
+            }
             Stopped {
                 service,
                 task,
                 reason,
-            } => format!("{service}: stopped task {}: {reason}", plan::short(&task)),
+            } => {
+                let m = format!("{service}: stopped task {}: {reason}", plan::short(&task));
+                (Some(service), m)
+            }
             Healthy { service, running } => {
-                format!("{service} has reached a steady state: {running} task(s) running")
+                let m = format!("{service} has reached a steady state: {running} task(s) running");
+                (Some(service), m)
             }
             TaskFailed {
                 service, reason, ..
-            } => format!("{service}: {reason}"),
-            Deployment { service, message } => format!("{service}: {message}"),
+            } => (Some(service.to_string()), format!("{service}: {reason}")),
+            Deployment { service, message } => {
+                (Some(service.to_string()), format!("{service}: {message}"))
+            }
         };
-        self.controller.event(message);
+        match service {
+            Some(name) => tracing::info_span!("service", name = %name)
+                .in_scope(|| self.controller.event(message)),
+            None => self.controller.event(message),
+        }
     }
 
     fn save(&self, state: &Stored) -> Result<(), String> {
@@ -1680,14 +1713,14 @@ impl Controller {
         let l = match self.launcher().await {
             Ok(l) => l,
             Err(e) => {
-                log(&format!("managed scaling: {e}"));
+                tracing::warn!("managed scaling: {e}");
                 return;
             }
         };
         let launched = match l.launched().await {
             Ok(v) => v,
             Err(e) => {
-                log(&format!("managed scaling: {e}"));
+                tracing::warn!("managed scaling: {e}");
                 return;
             }
         };
@@ -1882,7 +1915,7 @@ impl Controller {
             let had = s.nodes.remove(name).is_some();
             if had {
                 if let Err(e) = self.db.delete_node(name) {
-                    log(&format!("error: {e}"));
+                    tracing::error!("saving the controller state: {e}");
                 }
             }
             had

@@ -1,0 +1,181 @@
+//! The controller's structured logs: with `--log-format json` every line
+//! is one JSON object, and a reconcile pass of a git commit can be followed
+//! in them (the pass span with its commit, each applied change). Needs
+//! only git: the source has no tasks, so no node or Docker takes part.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const API: &str = "api-token-for-the-log-test";
+const JOIN: &str = "join-token-for-the-log-test";
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_reconcile"))
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=test",
+            "-c",
+            "user.email=test@example.invalid",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+const MANIFESTS: &str = r#"apiVersion: reconcile/v1alpha1
+kind: Cluster
+metadata: {name: logs}
+spec: {}
+---
+apiVersion: reconcile/v1alpha1
+kind: TaskDefinition
+metadata: {name: app}
+spec:
+  containerDefinitions:
+    - name: app
+      image: busybox:stable
+      memory: 32
+---
+apiVersion: reconcile/v1alpha1
+kind: Service
+metadata: {name: app}
+spec:
+  cluster: logs
+  taskDefinition: app
+  desiredCount: 0
+"#;
+
+fn status(url: &str) -> Value {
+    let out = Command::new(bin())
+        .args(["status", "--format", "json", "--controller", url])
+        .env("RECONCILE_API_TOKEN", API)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+/// The names and fields of the spans a JSON log line was written in.
+fn spans(line: &Value) -> Vec<&Value> {
+    line["spans"]
+        .as_array()
+        .map(|s| s.iter().collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn json_logs_carry_the_pass_the_commit_and_each_applied_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("app.yaml"), MANIFESTS).unwrap();
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "first"]);
+    let commit = git(&repo, &["rev-parse", "HEAD"]);
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let log_path = dir.path().join("controller.log");
+    let mut controller = Command::new(bin())
+        .args(["controller", "--log-format", "json", "--source"])
+        .arg(format!("git+file://{}", repo.display()))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--interval", "60"])
+        .env("RECONCILE_JOIN_TOKEN", JOIN)
+        .env("RECONCILE_API_TOKEN", API)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let applied = loop {
+        let s = status(&url);
+        if s["appliedCommit"].as_str() == Some(commit.as_str()) {
+            break s;
+        }
+        if Instant::now() > deadline || controller.try_wait().unwrap().is_some() {
+            let _ = controller.kill();
+            panic!(
+                "the commit was not applied: {s}\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = controller.kill();
+    let _ = controller.wait();
+    assert!(applied["passes"].as_u64().unwrap() >= 1, "{applied}");
+
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect();
+    for l in &lines {
+        let at = l["timestamp"].as_str().unwrap_or_default();
+        // RFC 3339 in UTC: 2026-12-04T16:38:12.123456Z
+        assert!(
+            at.len() >= 20 && at.as_bytes()[10] == b'T' && at.ends_with('Z'),
+            "timestamp {at:?} in {l}"
+        );
+        assert!(l["level"].is_string() && l["message"].is_string(), "{l}");
+    }
+    let short = &commit[..12];
+    let in_pass = |l: &&Value| {
+        spans(l)
+            .iter()
+            .any(|s| s["name"] == "pass" && s["commit"] == short && s["n"].as_u64() >= Some(1))
+    };
+    let pass_lines: Vec<&Value> = lines.iter().filter(in_pass).collect();
+    assert!(
+        pass_lines.iter().any(|l| l["message"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("applying commit {short}"))),
+        "no line says the pass applies the commit:\n{text}"
+    );
+    for (address, action) in [
+        ("Cluster/logs", "Create"),
+        ("TaskDefinition/app", "Create"),
+        ("Service/logs/app", "Create"),
+    ] {
+        assert!(
+            pass_lines
+                .iter()
+                .any(|l| l["address"] == address && l["action"] == action),
+            "no line for {action} {address} in the pass of commit {short}:\n{text}"
+        );
+    }
+    assert!(
+        pass_lines.iter().any(|l| l["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("commit {short}: applied"))),
+        "no line says the commit was applied:\n{text}"
+    );
+    assert!(
+        !text.contains(API) && !text.contains(JOIN),
+        "a token was logged"
+    );
+}
