@@ -136,10 +136,7 @@ pub trait Sink: Sync {
     fn new_task_id(&self) -> String;
     /// Unix seconds, for deployment records and events.
     fn now(&self) -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0)
+        crate::clock::unix_now()
     }
     /// Whether the user asked to abort the rollout of service `key`
     /// (`reconcile deployment abort`). Asking consumes the request.

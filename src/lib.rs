@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod apply;
 pub mod cli;
+pub mod clock;
 pub mod controller;
 pub mod deployment;
 pub mod expression;
@@ -13,6 +14,7 @@ pub mod manifest;
 pub mod model;
 pub mod plan;
 pub mod pointer;
+pub mod reconcile;
 pub mod runtime;
 pub mod scheduler;
 pub mod schema;

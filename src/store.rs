@@ -56,6 +56,28 @@ impl Stored {
     }
 }
 
+impl crate::reconcile::Store for FileStore {
+    fn load(&self) -> Result<Stored, String> {
+        FileStore::load(self).map_err(|e| e.to_string())
+    }
+    fn save(&self, stored: &Stored) -> Result<(), String> {
+        FileStore::save(self, stored).map_err(|e| e.to_string())
+    }
+}
+
+/// A state read without the lock (`plan` and `status` work while an apply
+/// runs): planning only, it refuses to save.
+pub struct Snapshot(pub Stored);
+
+impl crate::reconcile::Store for Snapshot {
+    fn load(&self) -> Result<Stored, String> {
+        Ok(self.0.clone())
+    }
+    fn save(&self, _: &Stored) -> Result<(), String> {
+        Err("a state read without its lock is not saved".into())
+    }
+}
+
 /// Why the store cannot be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -7,17 +7,18 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use super::{diagnostics, Format, EXIT_FAILURE, EXIT_USAGE};
 use serde_json::Value;
 
-use super::{diagnostics, Format, EXIT_FAILURE, EXIT_USAGE};
 use crate::apply::{self, ApplyError, Event, Sink};
-use crate::model::{self, DesiredState, ObservedState, TaskStatus};
+use crate::model::{self, ObservedState, TaskStatus};
 use crate::plan::{self, render, Plan};
+use crate::reconcile::saved::SavedPlan;
+use crate::reconcile::{self, Desired, Outcome, Reconciler};
 use crate::runtime::docker::DockerRuntime;
 use crate::runtime::Runtime;
 use crate::secrets::Resolver;
-use crate::store::{FileStore, Stored};
+use crate::store::{FileStore, Snapshot, Stored};
 use crate::validate;
 
 /// Options shared by the commands that read a source and the local state.
@@ -150,21 +151,6 @@ pub struct DestroyArgs {
     state: StateArgs,
 }
 
-/// A plan saved to a file: the plan, the desired state it was made from,
-/// and the source it belongs to. Holds secret fingerprints, never values.
-#[derive(Debug, Serialize, Deserialize)]
-struct SavedPlan {
-    format_version: String,
-    kind: String,
-    source: String,
-    source_id: String,
-    seed: u64,
-    plan: Plan,
-    desired: DesiredState,
-}
-
-const SAVED_KIND: &str = "reconcile-saved-plan";
-
 pub(crate) fn state_dir(args: &StateArgs) -> PathBuf {
     if let Some(d) = &args.state_dir {
         return d.clone();
@@ -210,15 +196,9 @@ fn resolver_for(path: &Path) -> Resolver {
     }
 }
 
-/// Everything a command needs about its source.
-struct Loaded {
-    desired: DesiredState,
-    secret_errors: Vec<String>,
-}
-
 /// Read and validate a source; on invalid input print the diagnostics and
 /// return the exit status.
-fn load(path: &Path, git: &super::GitArgs, state: &StateArgs) -> Result<Loaded, ExitCode> {
+fn load(path: &Path, git: &super::GitArgs, state: &StateArgs) -> Result<Desired, ExitCode> {
     let files = match git.read(path, &state_dir(state).join("git")) {
         Ok(f) => f,
         Err(e) => {
@@ -240,12 +220,7 @@ fn load(path: &Path, git: &super::GitArgs, state: &StateArgs) -> Result<Loaded, 
         );
         return Err(ExitCode::from(EXIT_FAILURE));
     }
-    let mut desired = DesiredState::from_manifests(v.entries.iter().map(|e| &e.manifest));
-    let errors = desired.fingerprint_secrets(&resolver_for(path));
-    Ok(Loaded {
-        desired,
-        secret_errors: errors.into_iter().map(|e| e.to_string()).collect(),
-    })
+    Ok(Desired::from_valid(&v, &resolver_for(path)))
 }
 
 fn runtime_block<F: std::future::Future>(f: F) -> F::Output {
@@ -255,24 +230,6 @@ fn runtime_block<F: std::future::Future>(f: F) -> F::Output {
         .build()
         .expect("a tokio runtime starts")
         .block_on(f)
-}
-
-async fn observe(rt: &DockerRuntime, stored: Stored) -> Result<ObservedState, String> {
-    let obs = rt.observe().await.map_err(|e| e.message)?;
-    let mut o = ObservedState {
-        tasks: obs.tasks,
-        nodes: obs.nodes,
-        ..ObservedState::default()
-    };
-    stored.into_observed(&mut o);
-    Ok(o)
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 pub(crate) fn store_path(state: &StateArgs, id: &str) -> PathBuf {
@@ -297,7 +254,7 @@ pub fn plan_cmd(a: PlanArgs) -> ExitCode {
         }
         return super::fleet::plan_remote(&a.remote, a.format, a.detail, a.detailed_exitcode);
     }
-    let loaded = match load(&a.source, &a.git, &a.state) {
+    let desired = match load(&a.source, &a.git, &a.state) {
         Ok(l) => l,
         Err(code) => return code,
     };
@@ -305,25 +262,29 @@ pub fn plan_cmd(a: PlanArgs) -> ExitCode {
         Ok(x) => x,
         Err(e) => return usage(e),
     };
+    let opts = plan::Options {
+        now: crate::clock::unix_now(),
+        seed: reconcile::seed(&shown),
+        allow_mass_delete: a.allow_mass_delete,
+        record_observed: a.out.is_some(),
+    };
     let result = runtime_block(async {
-        // Not locked: status works while an apply runs.
+        // Not locked: plan works while an apply runs.
         let stored = FileStore::peek(&store_path(&a.state, &id)).map_err(|e| e.to_string())?;
         let rt = DockerRuntime::connect(&id, "local")
             .await
             .map_err(|e| e.message)?;
-        let observed = observe(&rt, stored).await?;
-        let opts = plan::Options {
-            now: now(),
-            seed: seed_of(&id),
-            allow_mass_delete: a.allow_mass_delete,
-            record_observed: a.out.is_some(),
-        };
-        let mut p = plan::plan(&loaded.desired, &observed, &opts);
-        p.errors.extend(loaded.secret_errors.iter().cloned());
-        Ok::<_, String>((p, opts.seed))
+        let resolver = resolver_for(&a.source);
+        Reconciler {
+            runtime: &rt,
+            store: &Snapshot(stored),
+            resolver: &resolver,
+        }
+        .plan(&desired, &opts)
+        .await
     });
-    let (p, seed) = match result {
-        Ok(x) => x,
+    let p = match result {
+        Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(EXIT_FAILURE);
@@ -337,15 +298,7 @@ pub fn plan_cmd(a: PlanArgs) -> ExitCode {
         ),
     }
     if let Some(out) = &a.out {
-        let saved = SavedPlan {
-            format_version: plan::FORMAT_VERSION.into(),
-            kind: SAVED_KIND.into(),
-            source: shown,
-            source_id: id,
-            seed,
-            plan: p.clone(),
-            desired: loaded.desired,
-        };
+        let saved = SavedPlan::new(shown, id, opts.seed, p.clone(), desired.state);
         let text = serde_json::to_string_pretty(&saved).unwrap_or_default();
         if let Err(e) = std::fs::write(out, text) {
             eprintln!("error: cannot write `{}`: {e}", out.display());
@@ -364,10 +317,6 @@ pub fn plan_cmd(a: PlanArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     ExitCode::SUCCESS
-}
-
-fn seed_of(id: &str) -> u64 {
-    u64::from_str_radix(&id[..id.len().min(16)], 16).unwrap_or(0)
 }
 
 fn usage(e: impl std::fmt::Display) -> ExitCode {
@@ -398,47 +347,101 @@ fn confirm(auto: bool, what: &str) -> Result<(), ExitCode> {
     }
 }
 
-/// Progress output: a spinner line on a terminal, plain lines otherwise.
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
+/// What `apply` and `destroy` do when the pass has a plan to apply.
+enum Approval {
+    /// Print the plan and ask on the terminal (`what` the user approves),
+    /// unless auto-approved.
+    Ask { auto: bool, what: &'static str },
+    /// Print the plan and go on: a saved plan was approved when it was
+    /// made.
+    Given,
+}
+
+/// The standalone [`reconcile::Driver`]: the plan on stdout, the question
+/// on the terminal, progress as a spinner line on a terminal and plain
+/// lines otherwise.
+struct Progress<'a> {
+    bar: std::sync::OnceLock<indicatif::ProgressBar>,
+    interactive: bool,
     started: Instant,
-    store: FileStore,
+    store: &'a FileStore,
     counter: std::sync::atomic::AtomicU64,
     /// Where abort requests for this source appear.
     aborts: PathBuf,
+    approval: Approval,
+    detail: bool,
+    /// Why the plan was not approved, as the exit status.
+    declined: std::sync::Mutex<Option<ExitCode>>,
+    /// A destroy: the plan deletes everything on purpose, so it shows no
+    /// warnings.
+    destroying: bool,
 }
 
-impl Progress {
-    fn new(store: FileStore, interactive: bool, aborts: PathBuf) -> Progress {
-        let bar = interactive.then(|| {
-            let b = indicatif::ProgressBar::new_spinner();
-            b.enable_steady_tick(Duration::from_millis(120));
-            b
-        });
+impl<'a> Progress<'a> {
+    fn new(
+        store: &'a FileStore,
+        aborts: PathBuf,
+        approval: Approval,
+        detail: bool,
+    ) -> Progress<'a> {
         Progress {
-            bar,
+            bar: std::sync::OnceLock::new(),
+            interactive: std::io::stderr().is_terminal(),
             started: Instant::now(),
             store,
             counter: std::sync::atomic::AtomicU64::new(0),
             aborts,
+            approval,
+            detail,
+            declined: std::sync::Mutex::new(None),
+            destroying: false,
         }
     }
 
     fn line(&self, s: String) {
-        match &self.bar {
+        match self.bar.get() {
             Some(b) => b.println(s),
             None => eprintln!("{s}"),
         }
     }
 
     fn finish(&self) {
-        if let Some(b) = &self.bar {
+        if let Some(b) = self.bar.get() {
             b.finish_and_clear();
         }
     }
 }
 
-impl Sink for Progress {
+impl reconcile::Driver for Progress<'_> {
+    fn approve(&self, p: &Plan) -> bool {
+        if self.destroying {
+            let quiet = Plan {
+                warnings: Vec::new(),
+                ..p.clone()
+            };
+            print!("{}", render::text(&quiet, style(self.detail)));
+        } else {
+            print!("{}", render::text(p, style(self.detail)));
+        }
+        if let Approval::Ask { auto, what } = self.approval {
+            if let Err(code) = confirm(auto, what) {
+                *self.declined.lock().unwrap_or_else(|e| e.into_inner()) = Some(code);
+                return false;
+            }
+        }
+        // The spinner starts with the apply, after any question.
+        if self.interactive {
+            let _ = self.bar.set({
+                let b = indicatif::ProgressBar::new_spinner();
+                b.enable_steady_tick(Duration::from_millis(120));
+                b
+            });
+        }
+        true
+    }
+}
+
+impl Sink for Progress<'_> {
     fn event(&self, e: Event) {
         let text = match e {
             Event::Resource { address, action } => format!("{address}: {action:?}"),
@@ -476,7 +479,7 @@ impl Sink for Progress {
             } => format!("{service}: {reason}"),
             Event::Deployment { service, message } => format!("{service}: {message}"),
         };
-        if let Some(b) = &self.bar {
+        if let Some(b) = self.bar.get() {
             b.set_message(text.clone());
         }
         self.line(format!("  {text}"));
@@ -522,9 +525,7 @@ pub fn apply_cmd(a: ApplyArgs) -> ExitCode {
     apply_with(a, None)
 }
 
-/// A change made to the stored state before planning (a requested
-/// rollback): it is saved only if the apply goes ahead.
-pub(crate) type Prepare = Box<dyn FnOnce(&mut Stored, &DesiredState) -> Result<(), String> + Send>;
+pub(crate) use crate::reconcile::Prepare;
 
 /// Where `reconcile deployment abort` leaves its request for the apply in
 /// progress on service `key` of source `id`.
@@ -547,181 +548,164 @@ pub(crate) fn apply_with(a: ApplyArgs, prepare: Option<Prepare>) -> ExitCode {
     let saved = if a.source.is_file() && a.source.extension().is_some_and(|e| e == "json") {
         match std::fs::read(&a.source)
             .map_err(|e| e.to_string())
-            .and_then(|b| serde_json::from_slice::<SavedPlan>(&b).map_err(|e| e.to_string()))
+            .and_then(|b| SavedPlan::parse(&b))
         {
-            Ok(s) if s.kind == SAVED_KIND => Some(s),
-            Ok(_) => return usage(format!("`{}` is not a saved plan", a.source.display())),
+            Ok(s) => Some(s),
             Err(e) => return usage(format!("`{}` is not a saved plan: {e}", a.source.display())),
         }
     } else {
         None
     };
-    let (desired, secret_errors, id, source_path) = match &saved {
+    let (desired, id, shown, source_path) = match &saved {
         Some(s) => (
-            s.desired.clone(),
-            Vec::new(),
+            Desired {
+                state: s.desired.clone(),
+                secret_errors: Vec::new(),
+            },
             s.source_id.clone(),
+            s.source.clone(),
             PathBuf::from(&s.source),
         ),
         None => {
-            let loaded = match load(&a.source, &a.git, &a.state) {
+            let desired = match load(&a.source, &a.git, &a.state) {
                 Ok(l) => l,
                 Err(code) => return code,
             };
-            let (id, _) = match source_id(&a.source, &a.git) {
+            let (id, shown) = match source_id(&a.source, &a.git) {
                 Ok(x) => x,
                 Err(e) => return usage(e),
             };
-            (loaded.desired, loaded.secret_errors, id, a.source.clone())
+            (desired, id, shown, a.source.clone())
         }
     };
-    let opts = apply::Options {
-        timeout: Duration::from_secs(a.timeout),
-        settle: Duration::from_secs(a.settle),
-        ..apply::Options::default()
-    };
-    let detail = a.detail;
-    let code = runtime_block(async move {
-        let store = match open_store(&a.state, &id) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(EXIT_FAILURE);
-            }
-        };
-        let mut stored = match store.load() {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(EXIT_FAILURE);
-            }
-        };
-        if let Some(f) = prepare {
-            if let Err(e) = f(&mut stored, &desired) {
-                eprintln!("error: {e}");
-                return ExitCode::from(EXIT_FAILURE);
-            }
-        }
-        let rt = match DockerRuntime::connect(&id, "local").await {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("error: {}", e.message);
-                return ExitCode::from(EXIT_FAILURE);
-            }
-        };
-        let observed = match observe(&rt, stored.clone()).await {
-            Ok(o) => o,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(EXIT_FAILURE);
-            }
-        };
-        let popts = plan::Options {
-            now: now(),
+    let opts = reconcile::Options {
+        plan: plan::Options {
+            now: crate::clock::unix_now(),
             seed: saved
                 .as_ref()
                 .map(|s| s.seed)
-                .unwrap_or_else(|| seed_of(&id)),
+                .unwrap_or_else(|| reconcile::seed(&shown)),
             allow_mass_delete: a.allow_mass_delete,
             record_observed: saved.is_some(),
+        },
+        apply: apply::Options {
+            timeout: Duration::from_secs(a.timeout),
+            settle: Duration::from_secs(a.settle),
+            ..apply::Options::default()
+        },
+        suspended: false,
+    };
+    let approval = match saved {
+        Some(_) => Approval::Given,
+        None => Approval::Ask {
+            auto: a.auto_approve,
+            what: "perform these actions",
+        },
+    };
+    let resolver = resolver_for(&source_path);
+    let aborts = abort_dir(&a.state, &id);
+    runtime_block(async move {
+        let store = match open_store(&a.state, &id) {
+            Ok(s) => s,
+            Err(e) => return failure(e),
         };
-        let fresh = plan::plan(&desired, &observed, &popts);
-        let p = match &saved {
-            Some(s) => {
-                let moved = stale(&s.plan, &fresh);
-                if !moved.is_empty() {
-                    eprintln!("error: the saved plan is stale; the observed state moved since it was made:");
-                    for m in moved {
-                        eprintln!("  {m}");
-                    }
-                    eprintln!("Nothing was applied. Run `reconcile plan` again.");
-                    return ExitCode::from(EXIT_FAILURE);
-                }
-                s.plan.clone()
-            }
-            None => {
-                let mut p = fresh;
-                p.errors.extend(secret_errors);
-                p
-            }
+        let rt = match DockerRuntime::connect(&id, "local").await {
+            Ok(r) => r,
+            Err(e) => return failure(e.message),
         };
-        print!("{}", render::text(&p, style(detail)));
-        if !p.errors.is_empty() {
-            eprintln!("error: the plan cannot be applied; nothing was changed");
-            return ExitCode::from(EXIT_FAILURE);
-        }
-        if !p.has_changes() {
-            // A rollout an interrupted apply left open, that has settled.
-            let settled =
-                apply::complete_settled(&p, &observed.tasks, &mut stored, opts.settle, now());
-            if !settled.is_empty() {
-                if let Err(e) = store.save(&stored) {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(EXIT_FAILURE);
-                }
-                for (service, message) in settled {
-                    eprintln!("{service}: {message}");
-                }
-            }
-            return ExitCode::SUCCESS;
-        }
-        if saved.is_none() {
-            if let Err(code) = confirm(a.auto_approve, "perform these actions") {
-                return code;
-            }
-        }
-        let aborts = abort_dir(&a.state, &id);
         // Requests left from an earlier apply are not for this one.
         let _ = std::fs::remove_dir_all(&aborts);
-        let progress = Progress::new(store, std::io::stderr().is_terminal(), aborts);
-        let resolver = resolver_for(&source_path);
-        let result =
-            apply::apply(&p, &desired, &mut stored, &rt, &resolver, &opts, &progress).await;
+        let progress = Progress::new(&store, aborts, approval, a.detail);
+        let reconciler = Reconciler {
+            runtime: &rt,
+            store: &store,
+            resolver: &resolver,
+        };
+        let outcome = reconciler
+            .pass(
+                &desired,
+                &opts,
+                saved.as_ref().map(|s| &s.plan),
+                prepare,
+                &progress,
+            )
+            .await;
         progress.finish();
-        match result {
-            Ok(()) => {
-                let summary = steady_summary(&rt, &stored).await;
-                println!("Apply complete: {summary}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                report_failure(&rt, &e).await;
-                eprintln!("The apply stopped; what it did is recorded. Run `reconcile plan` to see what is left.");
-                ExitCode::from(EXIT_FAILURE)
-            }
-        }
-    });
-    code
+        let declined = progress.declined.lock().ok().and_then(|mut d| d.take());
+        finish(&rt, &store, outcome, declined, a.detail, Ending::Apply).await
+    })
 }
 
-/// How the saved plan's view of each resource differs from now.
-fn stale(saved: &Plan, fresh: &Plan) -> Vec<String> {
-    let mut out = Vec::new();
-    let keys: std::collections::BTreeSet<&String> =
-        saved.observed.keys().chain(fresh.observed.keys()).collect();
-    for k in keys {
-        let before = saved.observed.get(k).cloned().unwrap_or(Value::Null);
-        let after = fresh.observed.get(k).cloned().unwrap_or(Value::Null);
-        if before != after {
-            let changes: Vec<String> = plan::diff::diff(&before, &after)
-                .into_iter()
-                .take(6)
-                .map(|f| {
-                    let show = |v: &Option<Value>| {
-                        v.as_ref().map_or("(none)".to_string(), |v| v.to_string())
-                    };
-                    format!(
-                        "{}: {} -> {}",
-                        if f.path.is_empty() { "state" } else { &f.path },
-                        show(&f.before),
-                        show(&f.after)
-                    )
-                })
-                .collect();
-            out.push(format!("{k}: {}", changes.join("; ")));
+fn failure(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(EXIT_FAILURE)
+}
+
+/// Which command's pass ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Apply,
+    Destroy,
+}
+
+/// Report how a pass of `apply` or `destroy` ended, as people read it.
+async fn finish(
+    rt: &DockerRuntime,
+    store: &FileStore,
+    outcome: Result<Outcome, String>,
+    declined: Option<ExitCode>,
+    detail: bool,
+    ending: Ending,
+) -> ExitCode {
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => return failure(e),
+    };
+    match outcome {
+        Outcome::Stale { moved } => {
+            eprintln!(
+                "error: the saved plan is stale; the observed state moved since it was made:"
+            );
+            for m in moved {
+                eprintln!("  {m}");
+            }
+            eprintln!("Nothing was applied. Run `reconcile plan` again.");
+            ExitCode::from(EXIT_FAILURE)
+        }
+        Outcome::Refused { plan } => {
+            print!("{}", render::text(&plan, style(detail)));
+            failure("the plan cannot be applied; nothing was changed")
+        }
+        Outcome::Unchanged { plan, settled } => {
+            print!("{}", render::text(&plan, style(detail)));
+            // A rollout an interrupted apply left open, that has settled.
+            for (service, message) in settled {
+                eprintln!("{service}: {message}");
+            }
+            ExitCode::SUCCESS
+        }
+        Outcome::Suspended { .. } => failure("suspended: nothing was applied"),
+        Outcome::Declined { .. } => declined.unwrap_or(ExitCode::from(EXIT_FAILURE)),
+        Outcome::Applied { .. } => {
+            match ending {
+                Ending::Apply => {
+                    let stored = store.load().unwrap_or_default();
+                    println!("Apply complete: {}", steady_summary(rt, &stored).await);
+                }
+                Ending::Destroy => println!("Destroy complete."),
+            }
+            ExitCode::SUCCESS
+        }
+        Outcome::Failed { error, .. } => {
+            report_failure(rt, &error).await;
+            if ending == Ending::Apply {
+                eprintln!(
+                    "The apply stopped; what it did is recorded. Run `reconcile plan` to see what is left."
+                );
+            }
+            ExitCode::from(EXIT_FAILURE)
         }
     }
-    out
 }
 
 async fn steady_summary(rt: &DockerRuntime, stored: &Stored) -> String {
@@ -770,7 +754,14 @@ pub fn status_cmd(a: StatusArgs) -> ExitCode {
         let rt = DockerRuntime::connect(&id, "local")
             .await
             .map_err(|e| e.message)?;
-        observe(&rt, stored).await
+        let resolver = resolver_for(&a.source);
+        Reconciler {
+            runtime: &rt,
+            store: &Snapshot(Stored::default()),
+            resolver: &resolver,
+        }
+        .observe(stored)
+        .await
     });
     let o = match result {
         Ok(o) => o,
@@ -891,72 +882,45 @@ pub fn destroy_cmd(a: DestroyArgs) -> ExitCode {
         Ok(x) => x,
         Err(e) => return usage(e),
     };
+    // Destroying is a pass against an empty source.
+    let desired = Desired::default();
+    let opts = reconcile::Options {
+        plan: plan::Options {
+            now: crate::clock::unix_now(),
+            seed: 0,
+            allow_mass_delete: true,
+            record_observed: false,
+        },
+        apply: apply::Options::default(),
+        suspended: false,
+    };
+    let resolver = resolver_for(&a.source);
     runtime_block(async move {
         let store = match open_store(&a.state, &id) {
             Ok(s) => s,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(EXIT_FAILURE);
-            }
+            Err(e) => return failure(e),
         };
-        let mut stored = store.load().unwrap_or_default();
         let rt = match DockerRuntime::connect(&id, "local").await {
             Ok(r) => r,
-            Err(e) => {
-                eprintln!("error: {}", e.message);
-                return ExitCode::from(EXIT_FAILURE);
-            }
+            Err(e) => return failure(e.message),
         };
-        let observed = match observe(&rt, stored.clone()).await {
-            Ok(o) => o,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(EXIT_FAILURE);
-            }
+        let approval = Approval::Ask {
+            auto: a.auto_approve,
+            what: "destroy all these resources",
         };
-        // Destroying is planning against an empty source.
-        let p = plan::plan(
-            &DesiredState::default(),
-            &observed,
-            &plan::Options {
-                now: now(),
-                seed: 0,
-                allow_mass_delete: true,
-                record_observed: false,
-            },
-        );
-        let p = Plan {
-            warnings: Vec::new(),
-            ..p
+        let mut progress = Progress::new(&store, abort_dir(&a.state, &id), approval, false);
+        // Deleting every service is the point: no mass-deletion warning.
+        progress.destroying = true;
+        let reconciler = Reconciler {
+            runtime: &rt,
+            store: &store,
+            resolver: &resolver,
         };
-        print!("{}", render::text(&p, style(false)));
-        if !p.has_changes() {
-            return ExitCode::SUCCESS;
-        }
-        if let Err(code) = confirm(a.auto_approve, "destroy all these resources") {
-            return code;
-        }
-        let progress = Progress::new(store, false, abort_dir(&a.state, &id));
-        let resolver = resolver_for(&a.source);
-        match apply::apply(
-            &p,
-            &DesiredState::default(),
-            &mut stored,
-            &rt,
-            &resolver,
-            &apply::Options::default(),
-            &progress,
-        )
-        .await
-        {
-            Ok(()) => {
-                println!("Destroy complete.");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                report_failure(&rt, &e).await;
-                ExitCode::from(EXIT_FAILURE)
-            }
-        }
+        let outcome = reconciler
+            .pass(&desired, &opts, None, None, &progress)
+            .await;
+        progress.finish();
+        let declined = progress.declined.lock().ok().and_then(|mut d| d.take());
+        finish(&rt, &store, outcome, declined, false, Ending::Destroy).await
     })
 }

@@ -237,7 +237,7 @@ async fn plan(
     if let Err(r) = authorize(&c, &headers, Role::Cli, peer, "GET /v1/plan") {
         return *r;
     }
-    match c.plan() {
+    match c.plan().await {
         Ok(p) => Json(p).into_response(),
         Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
     }

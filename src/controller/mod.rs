@@ -32,8 +32,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::apply;
-use crate::model::{self, DesiredState, Health, NodeInfo, ObservedState, Task, TaskStatus};
+use crate::model::{self, DesiredState, Health, NodeInfo, Task, TaskStatus};
 use crate::plan::{self, render};
+use crate::reconcile::{self, Desired, Reconciler};
 use crate::runtime::{Launch, Observation, Runtime, RuntimeError};
 use crate::secrets::{Resolver, SecretValue};
 use crate::source;
@@ -205,13 +206,6 @@ fn fetch_backoff(interval: Duration, failures: u32) -> Duration {
         .min(cap)
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 impl Controller {
     pub fn open(config: Config) -> Result<Arc<Controller>, String> {
         let db = Db::open(&config.data_dir).map_err(|e| e.to_string())?;
@@ -296,7 +290,7 @@ impl Controller {
         let seq = s.next_event;
         s.next_event += 1;
         let e = EventRecord {
-            at: unix_now(),
+            at: crate::clock::unix_now(),
             message,
         };
         if let Err(err) = self.db.push_event(seq, &e) {
@@ -643,25 +637,17 @@ impl Controller {
             .filter(|n| n.record.status == NodeStatus::Active)
             .map(|n| n.record.info.clone())
             .collect();
-        Observation { tasks, nodes }
-    }
-
-    fn observed_state(&self) -> ObservedState {
-        let obs = self.observation();
-        let mut o = ObservedState {
-            tasks: obs.tasks,
-            nodes: obs.nodes,
-            ..ObservedState::default()
-        };
-        let s = self.lock();
-        o.draining = s
+        let draining = s
             .nodes
             .values()
             .filter(|n| n.record.status == NodeStatus::Draining)
             .map(|n| n.record.info.name.clone())
             .collect();
-        s.stored.clone().into_observed(&mut o);
-        o
+        Observation {
+            tasks,
+            nodes,
+            draining,
+        }
     }
 
     /// Read the source: a directory as it is now; a git branch at the
@@ -818,7 +804,7 @@ impl Controller {
 
     /// Read and validate the source as one unit. Invalid input is reported
     /// with the commit and file:line:col, and nothing of it is applied.
-    fn load(&self, fetch: bool) -> Result<(DesiredState, Vec<String>, Option<Commit>), String> {
+    fn load(&self, fetch: bool) -> Result<(Desired, Option<Commit>), String> {
         let (files, commit) = self.read_source(fetch)?;
         let at = commit
             .as_ref()
@@ -845,47 +831,64 @@ impl Controller {
                 lines.join("\n  ")
             ));
         }
-        let mut desired = DesiredState::from_manifests(v.entries.iter().map(|e| &e.manifest));
-        let errors = desired.fingerprint_secrets(&self.resolver);
-        Ok((
-            desired,
-            errors.into_iter().map(|e| e.to_string()).collect(),
-            commit,
-        ))
+        Ok((Desired::from_valid(&v, &self.resolver), commit))
+    }
+
+    /// The runtime, store and resolver a pass runs over.
+    fn reconciler<'a>(
+        &'a self,
+        fleet: &'a Fleet,
+        store: &'a ControllerStore,
+    ) -> Reconciler<'a, Fleet, ControllerStore> {
+        Reconciler {
+            runtime: fleet,
+            store,
+            resolver: &self.resolver,
+        }
     }
 
     /// The plan the next reconcile would apply.
-    pub fn plan(&self) -> Result<plan::Plan, String> {
-        let (desired, secret_errors, commit) = self.load(false)?;
-        let observed = self.observed_state();
-        let mut p = plan::plan(&desired, &observed, &self.plan_options(commit.as_ref()));
-        p.errors.extend(secret_errors);
-        Ok(p)
+    pub async fn plan(self: &Arc<Self>) -> Result<plan::Plan, String> {
+        let (desired, commit) = self.load(false)?;
+        let (fleet, store) = self.parts();
+        self.reconciler(&fleet, &store)
+            .plan(&desired, &self.plan_options(commit.as_ref()))
+            .await
+    }
+
+    fn parts(self: &Arc<Self>) -> (Fleet, ControllerStore) {
+        (
+            Fleet {
+                controller: self.clone(),
+            },
+            ControllerStore {
+                controller: self.clone(),
+            },
+        )
     }
 
     fn plan_options(&self, commit: Option<&Commit>) -> plan::Options {
         let approved = self.lock().mass_delete_approved.clone();
         plan::Options {
-            now: unix_now(),
-            seed: u64::from_str_radix(&model::digest(&self.config.source.display())[..16], 16)
-                .unwrap_or(0),
+            now: crate::clock::unix_now(),
+            seed: reconcile::seed(&self.config.source.display()),
             allow_mass_delete: self.config.allow_mass_delete
                 || approved.is_some_and(|a| a.as_deref() == commit.map(|c| c.id.as_str())),
             record_observed: false,
         }
     }
 
-    /// One pass: load, plan, log the plan, apply it.
+    /// One pass of the reconcile core ([`Reconciler::pass`]) over the
+    /// fleet: returns whether it applied changes, or why it applied none.
     pub async fn reconcile_once(self: &Arc<Self>) -> Result<bool, String> {
         let began = Instant::now();
         self.lock().fetch_error = None;
-        let (desired, secret_errors, commit) =
+        let (desired, commit) =
             self.load(true)
                 .map_err(|e| match self.lock().fetch_error.take() {
                     Some(f) => format!("{f}\n{e}"),
                     None => e,
                 })?;
-        let loaded = began.elapsed();
         if let Some(c) = &commit {
             tracing::Span::current().record("commit", c.short());
         }
@@ -893,119 +896,41 @@ impl Controller {
             .as_ref()
             .map(|c| format!("commit {}: ", c.short()))
             .unwrap_or_default();
-        self.lock().clusters = desired.clusters.keys().cloned().collect();
-        self.take_pending(&desired);
-        let observed = self.observed_state();
-        let opts = self.plan_options(commit.as_ref());
-        let mut p = plan::plan(&desired, &observed, &opts);
-        let planned = began.elapsed();
-        p.errors.extend(secret_errors);
         {
             let mut s = self.lock();
-            s.desired = Some(desired.clone());
-            s.unplaced = p
-                .resource_changes
-                .iter()
-                .filter_map(|c| {
-                    let f = c.tasks.as_ref()?.placement_failure.as_ref()?;
-                    Some((format!("{}/{}", c.cluster.as_deref()?, c.name), f.unplaced))
-                })
-                .collect();
+            s.clusters = desired.state.clusters.keys().cloned().collect();
+            s.desired = Some(desired.state.clone());
         }
-        if !p.errors.is_empty() {
-            let mass = p.errors.iter().any(|e| e.contains("--allow-mass-delete"));
-            return Err(format!(
-                "{at}the plan cannot be applied; nothing changed:\n  {}{}",
-                p.errors.join("\n  "),
-                if mass {
-                    "\n  (controller: `reconcile sync --allow-mass-delete` approves this plan \
-                     once, or start it with --allow-mass-delete)"
-                } else {
-                    ""
-                }
-            ));
-        }
-
-        if !p.has_changes() {
-            self.complete_settled(&p, &observed);
-            let mut s = self.lock();
-            s.applied = commit;
-            return s.fetch_error.take().map_or(Ok(false), Err);
-        }
-        if self.lock().suspended {
-            return Err(format!(
-                "{at}suspended: {} change(s) wait for `reconcile resume`",
-                p.resource_changes
-                    .iter()
-                    .filter(|c| c.action != plan::Action::NoOp)
-                    .count()
-            ));
-        }
-        if opts.allow_mass_delete {
-            // An approval is used up by the apply it was given for.
-            self.lock().mass_delete_approved = None;
-        }
-        // Nothing is applied that was not logged first.
-        let text = render::text(
-            &p,
-            render::Style {
-                colour: false,
-                detail: false,
+        self.take_pending(&desired.state);
+        let plan_options = self.plan_options(commit.as_ref());
+        let opts = reconcile::Options {
+            apply: apply::Options {
+                timeout: self.config.step_timeout,
+                settle: self.config.settle,
+                ..apply::Options::default()
             },
-        );
-        tracing::info!(
-            load_ms = loaded.as_millis() as u64,
-            plan_ms = (planned - loaded).as_millis() as u64,
-            add = p.summary.add,
-            change = p.summary.change,
-            destroy = p.summary.destroy,
-            "applying {} (read and validated in {} ms, planned in {} ms):\n{text}",
-            commit
+            suspended: self.lock().suspended,
+            plan: plan_options,
+        };
+        let (fleet, store) = self.parts();
+        let driver = ControllerDriver {
+            sink: ControllerSink {
+                controller: self.clone(),
+                start: Instant::now(),
+                counter: std::sync::atomic::AtomicU64::new(0),
+            },
+            what: commit
                 .as_ref()
                 .map(|c| format!("commit {} ({})", c.short(), c.summary))
                 .unwrap_or_else(|| self.config.source.display()),
-            loaded.as_millis(),
-            (planned - loaded).as_millis()
-        );
-        for c in p.changes() {
-            tracing::info!(
-                address = %c.address,
-                action = ?c.action,
-                reasons = %c.reasons.join("; "),
-                "change {} {:?}",
-                c.address,
-                c.action
-            );
-        }
-        let mut stored = {
-            let mut s = self.lock();
-            s.applying = true;
-            s.stored.clone()
-        };
-        let fleet = Fleet {
-            controller: self.clone(),
-        };
-        let sink = ControllerSink {
-            controller: self.clone(),
-            start: Instant::now(),
-            counter: std::sync::atomic::AtomicU64::new(0),
-        };
-        let opts = apply::Options {
-            timeout: self.config.step_timeout,
-            settle: self.config.settle,
-            ..apply::Options::default()
+            loaded: began.elapsed(),
+            began,
+            approval_used: plan_options.allow_mass_delete,
         };
         let woken = std::sync::atomic::AtomicBool::new(false);
-        let result = tokio::select! {
-            r = apply::apply(
-                &p,
-                &desired,
-                &mut stored,
-                &fleet,
-                &self.resolver,
-                &opts,
-                &sink,
-            ) => Ok(r),
+        let reconciler = self.reconciler(&fleet, &store);
+        let outcome = tokio::select! {
+            r = reconciler.pass(&desired, &opts, None, None, &driver) => Ok(r),
             by = self.superseded(&desired, &woken) => Err(by),
         };
         // A wake the watch for a newer source took (a node joining, a
@@ -1013,50 +938,11 @@ impl Controller {
         if woken.load(std::sync::atomic::Ordering::Relaxed) {
             self.wake.notify_one();
         }
-        {
-            let mut s = self.lock();
+        self.after_apply();
+        let outcome = match outcome {
+            Ok(r) => r?,
             // Superseded: the apply stopped at an await, like a killed
             // one; what it saved after its last step is the state.
-            if result.is_ok() {
-                s.stored = stored;
-            }
-            s.applying = false;
-            // An abort no rollout picked up (the apply had not reached or
-            // had already left that service) becomes a rollback request,
-            // unless the deployment completed meanwhile.
-            let left: Vec<String> = std::mem::take(&mut s.aborts).into_iter().collect();
-            for key in left {
-                let open = s
-                    .stored
-                    .deployments
-                    .get(&key)
-                    .and_then(|h| h.primary())
-                    .is_some_and(|d| d.rollout != crate::deployment::Rollout::Completed);
-                if open {
-                    s.pending.push((key, None, ABORTED.to_string()));
-                }
-            }
-            if !s.pending.is_empty() {
-                self.wake.notify_one();
-            }
-        }
-        // The commit each changed resource was applied from (by address),
-        // even when another resource failed: what did change came from it.
-        if let Some(c) = &commit {
-            let mut s = self.lock();
-            for ch in p.changes() {
-                if ch.action == plan::Action::Delete {
-                    s.commits.remove(&ch.address);
-                } else {
-                    s.commits.insert(ch.address.clone(), c.id.clone());
-                }
-            }
-            if let Err(e) = self.db.save_commits(&s.commits) {
-                tracing::error!("saving the controller state: {e}");
-            }
-        }
-        let result = match result {
-            Ok(r) => r,
             Err(by) => {
                 self.event(format!(
                     "{at}superseded by {by} before its rollout finished; applying that now"
@@ -1065,44 +951,115 @@ impl Controller {
                 return Ok(true);
             }
         };
-        match result {
-            Ok(()) => {
+        use reconcile::Outcome;
+        match &outcome {
+            Outcome::Unchanged { plan, .. }
+            | Outcome::Refused { plan }
+            | Outcome::Suspended { plan }
+            | Outcome::Declined { plan }
+            | Outcome::Applied { plan }
+            | Outcome::Failed { plan, .. } => {
+                self.lock().unplaced = plan
+                    .resource_changes
+                    .iter()
+                    .filter_map(|c| {
+                        let f = c.tasks.as_ref()?.placement_failure.as_ref()?;
+                        Some((format!("{}/{}", c.cluster.as_deref()?, c.name), f.unplaced))
+                    })
+                    .collect();
+            }
+            Outcome::Stale { .. } => {}
+        }
+        if let (Outcome::Applied { plan } | Outcome::Failed { plan, .. }, Some(c)) =
+            (&outcome, &commit)
+        {
+            self.record_commit(plan, c);
+        }
+        match outcome {
+            Outcome::Unchanged { settled, .. } => {
+                for (service, message) in settled {
+                    self.event(format!("{service}: {message}"));
+                }
+                let mut s = self.lock();
+                s.applied = commit;
+                s.fetch_error.take().map_or(Ok(false), Err)
+            }
+            Outcome::Refused { plan } => {
+                let mass = plan
+                    .errors
+                    .iter()
+                    .any(|e| e.contains("--allow-mass-delete"));
+                Err(format!(
+                    "{at}the plan cannot be applied; nothing changed:\n  {}{}",
+                    plan.errors.join("\n  "),
+                    if mass {
+                        "\n  (controller: `reconcile sync --allow-mass-delete` approves this plan \
+                         once, or start it with --allow-mass-delete)"
+                    } else {
+                        ""
+                    }
+                ))
+            }
+            Outcome::Suspended { plan } => Err(format!(
+                "{at}suspended: {} change(s) wait for `reconcile resume`",
+                plan.changes().count()
+            )),
+            Outcome::Stale { .. } | Outcome::Declined { .. } => {
+                Err(format!("{at}the plan was not applied"))
+            }
+            Outcome::Applied { plan } => {
                 self.event(format!(
                     "{at}applied: {} to add, {} to change, {} to destroy ({} ms)",
-                    p.summary.add,
-                    p.summary.change,
-                    p.summary.destroy,
+                    plan.summary.add,
+                    plan.summary.change,
+                    plan.summary.destroy,
                     began.elapsed().as_millis()
                 ));
                 let mut s = self.lock();
                 s.applied = commit;
                 s.fetch_error.take().map_or(Ok(true), Err)
             }
-            Err(e) => Err(format!("{at}apply failed: {e}")),
+            Outcome::Failed { error, .. } => Err(format!("{at}apply failed: {error}")),
         }
     }
 
-    /// Complete the deployments an interrupted apply left IN_PROGRESS
-    /// whose services have settled ([`apply::complete_settled`]).
-    fn complete_settled(&self, p: &plan::Plan, observed: &ObservedState) {
-        let done = {
-            let mut s = self.lock();
-            let done = apply::complete_settled(
-                p,
-                &observed.tasks,
-                &mut s.stored,
-                self.config.settle,
-                unix_now(),
-            );
-            if !done.is_empty() {
-                if let Err(e) = self.db.save_stored(&s.stored) {
-                    tracing::error!("saving the controller state: {e}");
-                }
+    /// After a pass that may have applied: an abort no rollout picked up
+    /// (the apply had not reached or had already left that service)
+    /// becomes a rollback request, unless the deployment completed
+    /// meanwhile; requests wake the loop.
+    fn after_apply(&self) {
+        let mut s = self.lock();
+        s.applying = false;
+        let left: Vec<String> = std::mem::take(&mut s.aborts).into_iter().collect();
+        for key in left {
+            let open = s
+                .stored
+                .deployments
+                .get(&key)
+                .and_then(|h| h.primary())
+                .is_some_and(|d| d.rollout != crate::deployment::Rollout::Completed);
+            if open {
+                s.pending.push((key, None, ABORTED.to_string()));
             }
-            done
-        };
-        for (service, message) in done {
-            self.event(format!("{service}: {message}"));
+        }
+        if !s.pending.is_empty() {
+            self.wake.notify_one();
+        }
+    }
+
+    /// The commit each changed resource was applied from (by address),
+    /// even when another resource failed: what did change came from it.
+    fn record_commit(&self, p: &plan::Plan, c: &Commit) {
+        let mut s = self.lock();
+        for ch in p.changes() {
+            if ch.action == plan::Action::Delete {
+                s.commits.remove(&ch.address);
+            } else {
+                s.commits.insert(ch.address.clone(), c.id.clone());
+            }
+        }
+        if let Err(e) = self.db.save_commits(&s.commits) {
+            tracing::error!("saving the controller state: {e}");
         }
     }
 
@@ -1116,7 +1073,7 @@ impl Controller {
     /// refused, or a suspended controller never interrupts.
     async fn superseded(
         self: &Arc<Self>,
-        applying: &DesiredState,
+        applying: &Desired,
         woken: &std::sync::atomic::AtomicBool,
     ) -> String {
         loop {
@@ -1126,20 +1083,28 @@ impl Controller {
             }
             // A fetch may take up to the git timeout: off the apply's task.
             let this = self.clone();
-            let Ok(Ok((desired, secret_errors, commit))) =
+            let Ok(Ok((desired, commit))) =
                 tokio::task::spawn_blocking(move || this.load(true)).await
             else {
                 continue;
             };
-            if !secret_errors.is_empty() || desired == *applying || self.lock().suspended {
+            if !desired.secret_errors.is_empty()
+                || desired.state == applying.state
+                || self.lock().suspended
+            {
                 continue;
             }
             // Only a source the next pass would apply: one whose plan is
             // refused (a mass deletion not approved) must not stop a
             // rollout it cannot replace.
-            let observed = self.observed_state();
+            let (fleet, store) = self.parts();
             let opts = self.plan_options(commit.as_ref());
-            if plan::plan(&desired, &observed, &opts).errors.is_empty() {
+            if self
+                .reconciler(&fleet, &store)
+                .plan(&desired, &opts)
+                .await
+                .is_ok_and(|p| p.errors.is_empty())
+            {
                 return commit
                     .map(|c| format!("commit {} ({})", c.short(), c.summary))
                     .unwrap_or_else(|| "a change of the source".into());
@@ -1597,6 +1562,103 @@ impl Fleet {
     }
 }
 
+/// The controller's [`reconcile::Store`]: the applied state in memory,
+/// every save written through to the database.
+struct ControllerStore {
+    controller: Arc<Controller>,
+}
+
+impl reconcile::Store for ControllerStore {
+    fn load(&self) -> Result<Stored, String> {
+        Ok(self.controller.lock().stored.clone())
+    }
+
+    fn save(&self, stored: &Stored) -> Result<(), String> {
+        self.controller.lock().stored = stored.clone();
+        self.controller
+            .db
+            .save_stored(stored)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The controller's [`reconcile::Driver`]: every plan it applies is
+/// logged first, and its apply events become controller events.
+struct ControllerDriver {
+    sink: ControllerSink,
+    /// The commit (or directory) being applied, for the log.
+    what: String,
+    loaded: Duration,
+    began: Instant,
+    /// The plan was allowed to delete most services: an approval given
+    /// once is used up by this apply.
+    approval_used: bool,
+}
+
+impl reconcile::Driver for ControllerDriver {
+    fn approve(&self, p: &plan::Plan) -> bool {
+        let planned = self.began.elapsed().saturating_sub(self.loaded);
+        let text = render::text(
+            p,
+            render::Style {
+                colour: false,
+                detail: false,
+            },
+        );
+        // Nothing is applied that was not logged first.
+        tracing::info!(
+            load_ms = self.loaded.as_millis() as u64,
+            plan_ms = planned.as_millis() as u64,
+            add = p.summary.add,
+            change = p.summary.change,
+            destroy = p.summary.destroy,
+            "applying {} (read and validated in {} ms, planned in {} ms):\n{text}",
+            self.what,
+            self.loaded.as_millis(),
+            planned.as_millis()
+        );
+        for c in p.changes() {
+            tracing::info!(
+                address = %c.address,
+                action = ?c.action,
+                reasons = %c.reasons.join("; "),
+                "change {} {:?}",
+                c.address,
+                c.action
+            );
+        }
+        let mut s = self.sink.controller.lock();
+        if self.approval_used {
+            s.mass_delete_approved = None;
+        }
+        // The apply owns the stored state until it ends: requests that
+        // arrive meanwhile are queued.
+        s.applying = true;
+        true
+    }
+}
+
+impl apply::Sink for ControllerDriver {
+    fn event(&self, e: apply::Event) {
+        self.sink.event(e)
+    }
+    fn save(&self, state: &Stored) -> Result<(), String> {
+        self.sink.save(state)
+    }
+    async fn sleep(&self, d: Duration) {
+        self.sink.sleep(d).await
+    }
+    fn elapsed(&self) -> Duration {
+        self.sink.elapsed()
+    }
+    fn new_task_id(&self) -> String {
+        self.sink.new_task_id()
+    }
+    fn aborted(&self, key: &str) -> bool {
+        self.sink.aborted(key)
+    }
+}
+
 struct ControllerSink {
     controller: Arc<Controller>,
     start: Instant,
@@ -1648,11 +1710,12 @@ impl apply::Sink for ControllerSink {
     }
 
     fn save(&self, state: &Stored) -> Result<(), String> {
-        self.controller.lock().stored = state.clone();
-        self.controller
-            .db
-            .save_stored(state)
-            .map_err(|e| e.to_string())
+        reconcile::Store::save(
+            &ControllerStore {
+                controller: self.controller.clone(),
+            },
+            state,
+        )
     }
 
     async fn sleep(&self, d: Duration) {
@@ -1724,7 +1787,7 @@ impl Controller {
                 return;
             }
         };
-        let now = unix_now();
+        let now = crate::clock::unix_now();
         for (name, spec) in managed {
             let Some(cluster) = desired
                 .clusters

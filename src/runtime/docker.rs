@@ -924,6 +924,7 @@ impl Runtime for DockerRuntime {
         Ok(Observation {
             tasks,
             nodes: vec![self.node.clone()],
+            draining: Default::default(),
         })
     }
 

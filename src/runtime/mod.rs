@@ -33,7 +33,11 @@ pub struct Launch {
 #[derive(Debug, Clone, Default)]
 pub struct Observation {
     pub tasks: Vec<Task>,
+    /// Nodes that take new tasks.
     pub nodes: Vec<NodeInfo>,
+    /// Nodes being drained: they take no new tasks, and the service tasks
+    /// they run are replaced elsewhere.
+    pub draining: std::collections::BTreeSet<String>,
 }
 
 /// A failure of the runtime, with enough context to act on.

@@ -162,6 +162,7 @@ impl Runtime for Sim {
         Ok(Observation {
             tasks: s.tasks.clone(),
             nodes: s.nodes.clone(),
+            draining: Default::default(),
         })
     }
 
