@@ -1,0 +1,243 @@
+//! Managed scaling, the I/O side: launch agent nodes for the tasks that
+//! cannot be placed, retire idle ones ([`super::scaling`] decides).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::{launcher, scaling, Controller};
+use crate::model::{self, DesiredState};
+use crate::plan;
+use crate::wire::NodeStatus;
+
+/// How long a launched node may take to join before it is given up.
+pub(super) const JOIN_DEADLINE: Duration = Duration::from_secs(120);
+
+impl Controller {
+    pub(super) async fn launcher(&self) -> Result<&launcher::Launcher, String> {
+        let owner = model::digest(&self.config.data_dir.display().to_string());
+        let r = self
+            .launcher
+            .get_or_init(|| {
+                launcher::Launcher::connect(
+                    owner,
+                    self.config.advertise_url.clone(),
+                    &self.config.join_token,
+                    self.config.data_dir.join("join-token"),
+                    self.config.ca_cert.clone(),
+                )
+            })
+            .await;
+        r.as_ref().map_err(Clone::clone)
+    }
+
+    /// One pass of managed scaling over every provider that has it.
+    pub(super) async fn autoscale(&self) {
+        let Some(desired) = self.lock().desired.clone() else {
+            return;
+        };
+        let managed: Vec<(&String, &crate::manifest::CapacityProviderSpec)> = desired
+            .capacity_providers
+            .iter()
+            .filter(|(_, p)| p.managed_scaling.status == crate::manifest::Toggle::Enabled)
+            .collect();
+        if managed.is_empty() {
+            return;
+        }
+        let l = match self.launcher().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!("managed scaling: {e}");
+                return;
+            }
+        };
+        let launched = match l.launched().await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!("managed scaling: {e}");
+                return;
+            }
+        };
+        let now = crate::clock::unix_now();
+        for (name, spec) in managed {
+            let Some(cluster) = desired
+                .clusters
+                .iter()
+                .find(|(_, c)| c.capacity_providers.contains(name))
+                .map(|(k, _)| k.clone())
+            else {
+                continue;
+            };
+            let template = spec.node_template.clone().unwrap_or_default();
+            let view = {
+                // Launched nodes that never joined are given up.
+                let stale: Vec<String> = {
+                    let mut s = self.lock();
+                    let stale: Vec<String> = s
+                        .joining
+                        .iter()
+                        .filter(|(_, (p, t))| p == name && t.elapsed() > JOIN_DEADLINE)
+                        .map(|(n, _)| n.clone())
+                        .collect();
+                    for n in &stale {
+                        s.joining.remove(n);
+                    }
+                    stale
+                };
+                for n in &stale {
+                    self.event(format!(
+                        "capacity provider {name}: node {n} did not join within {} s; removing it",
+                        JOIN_DEADLINE.as_secs()
+                    ));
+                    let _ = l.retire(n).await;
+                }
+                let s = self.lock();
+                let nodes: Vec<scaling::ScalingNode> = s
+                    .nodes
+                    .values()
+                    .filter(|n| n.record.status != NodeStatus::Lost)
+                    .filter(|n| {
+                        plan::provider_of(&desired, &n.record.info).as_deref() == Some(name)
+                    })
+                    .map(|n| {
+                        let me = launched.iter().find(|x| x.name == n.record.info.name);
+                        scaling::ScalingNode {
+                            name: n.record.info.name.clone(),
+                            busy: s.assignments.values().any(|a| a.node == n.record.info.name)
+                                || n.reported.iter().any(|t| t.is_live()),
+                            launched: me.is_some(),
+                            age: Duration::from_secs(
+                                me.map_or(u64::MAX, |x| (now - x.created).max(0) as u64),
+                            ),
+                        }
+                    })
+                    .collect();
+                let joining = s.joining.values().filter(|(p, _)| p == name).count() as u32;
+                let needed_extra =
+                    self.needed_nodes(&desired, &cluster, name, &s.unplaced, l.engine);
+                scaling::ProviderView {
+                    target_capacity: spec.managed_scaling.target_capacity,
+                    min_step: spec.managed_scaling.minimum_scaling_step_size,
+                    max_step: spec.managed_scaling.maximum_scaling_step_size,
+                    min_size: template.minimum_size,
+                    max_size: template.maximum_size,
+                    warmup: Duration::from_secs(u64::from(
+                        spec.managed_scaling.instance_warmup_period,
+                    )),
+                    protection: spec.managed_termination_protection
+                        == crate::manifest::Toggle::Enabled,
+                    nodes,
+                    joining,
+                    needed_extra,
+                }
+            };
+            let (reservation, decision) = scaling::decide(&view);
+            match decision {
+                scaling::Decision::Hold => {}
+                scaling::Decision::Launch(k) => {
+                    self.event(format!(
+                        "capacity provider {name}: reservation {reservation}% (target {}%), launching {k} node(s)",
+                        spec.managed_scaling.target_capacity
+                    ));
+                    for _ in 0..k {
+                        let node = format!(
+                            "{name}-{}",
+                            &model::digest(&(now, name, std::time::SystemTime::now()))[..8]
+                        );
+                        match l.launch(&cluster, name, &node, &template.attributes).await {
+                            Ok(()) => {
+                                self.lock()
+                                    .joining
+                                    .insert(node.clone(), (name.clone(), Instant::now()));
+                            }
+                            Err(e) => {
+                                self.event(format!("capacity provider {name}: {e}"));
+                                break;
+                            }
+                        }
+                    }
+                }
+                scaling::Decision::Retire(names) => {
+                    for node in names {
+                        let busy = view.nodes.iter().any(|n| n.name == node && n.busy);
+                        if busy {
+                            // Without termination protection a busy node is
+                            // drained first; it is removed once empty.
+                            let draining = self
+                                .lock()
+                                .nodes
+                                .get(&node)
+                                .is_some_and(|n| n.record.status == NodeStatus::Draining);
+                            if !draining {
+                                let _ = self.set_node_status(&node, NodeStatus::Draining);
+                            }
+                            continue;
+                        }
+                        self.event(format!(
+                            "capacity provider {name}: reservation {reservation}% (target {}%), removing idle node {node}",
+                            spec.managed_scaling.target_capacity
+                        ));
+                        if let Err(e) = l.retire(&node).await {
+                            self.event(format!("capacity provider {name}: {e}"));
+                            continue;
+                        }
+                        self.forget_node(&node);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Nodes the unplaced tasks of services that use `provider` need: one
+    /// per task under distinctInstance, else their reservations over what a
+    /// launched node offers.
+    pub(super) fn needed_nodes(
+        &self,
+        desired: &DesiredState,
+        cluster: &str,
+        provider: &str,
+        unplaced: &BTreeMap<String, u32>,
+        engine: (u32, u32),
+    ) -> u32 {
+        let mut total = 0;
+        for (key, k) in unplaced {
+            let Some(svc) = desired.services.get(key) else {
+                continue;
+            };
+            if key.split_once('/').map(|(c, _)| c) != Some(cluster) {
+                continue;
+            }
+            let strategy = plan::strategy_of(desired, cluster, &svc.spec);
+            // The provider that gets these tasks: the first of the strategy
+            // with a base or weight, or with no strategy any of the cluster.
+            let first = strategy
+                .iter()
+                .find(|i| i.base > 0 || i.weight > 0)
+                .map(|i| i.capacity_provider.as_str());
+            if strategy.is_empty() || first == Some(provider) {
+                let family = svc
+                    .spec
+                    .task_definition
+                    .split(':')
+                    .next()
+                    .unwrap_or_default();
+                let Some(td) = desired.task_definitions.get(family) else {
+                    continue;
+                };
+                let distinct = td
+                    .placement_constraints
+                    .iter()
+                    .chain(svc.spec.placement_constraints.iter())
+                    .any(|c| c.kind == crate::manifest::PlacementConstraintType::DistinctInstance);
+                let (cpu, mem, _) = model::reservation(td);
+                total += if distinct {
+                    *k
+                } else {
+                    let by_cpu = (k * cpu).div_ceil(engine.0.max(1));
+                    let by_mem = (k * mem).div_ceil(engine.1.max(1));
+                    by_cpu.max(by_mem).max(1)
+                };
+            }
+        }
+        total
+    }
+}

@@ -1,0 +1,380 @@
+//! Nodes and their assignments: heartbeats register nodes and report their
+//! tasks, replies and long polls carry assignments, silent nodes are LOST
+//! and their tasks placed elsewhere. The observed state the planner sees is
+//! built here.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::store::{AssignmentRecord, NodeRecord};
+use super::{Controller, Node, State};
+use crate::model::{self, Health, NodeInfo, Task, TaskStatus};
+use crate::runtime::Observation;
+use crate::wire::{Changes, Heartbeat, HeartbeatReply, NodeStatus, NodeView};
+
+/// An assigned task its node does not report, as the planner sees it.
+pub(super) fn unreported(a: &AssignmentRecord, status: TaskStatus) -> Task {
+    Task {
+        id: a.task.id.clone(),
+        cluster: a.task.cluster.clone(),
+        service: a.task.service.clone(),
+        family: a.task.family.clone(),
+        revision: a.task.revision,
+        config_hash: a.task.config_hash.clone(),
+        node: a.node.clone(),
+        last_status: status,
+        health: Health::Unknown,
+        started_at: None,
+        stop_code: None,
+        stopped_reason: None,
+        bindings: Vec::new(),
+    }
+}
+
+impl Controller {
+    /// An agent's heartbeat: register or refresh the node, keep its report,
+    /// and answer with its assignments.
+    pub fn heartbeat(&self, name: &str, hb: Heartbeat) -> Result<HeartbeatReply, (u16, String)> {
+        let mut changed = None;
+        let compact = hb.compact;
+        let reply = {
+            let mut s = self.lock();
+            if !s.clusters.is_empty() && !s.clusters.contains(&hb.cluster) {
+                return Err((
+                    403,
+                    format!(
+                        "node `{name}` asks to join cluster `{}`, which the source does not define",
+                        hb.cluster
+                    ),
+                ));
+            }
+            let info = NodeInfo {
+                name: name.to_string(),
+                cluster: hb.cluster.clone(),
+                attributes: hb.attributes.clone(),
+                cpu: hb.cpu,
+                memory: hb.memory,
+                reserved_ports: hb.reserved_ports.clone(),
+            };
+            match s.nodes.get_mut(name) {
+                Some(n) if n.record.info.cluster != hb.cluster => {
+                    return Err((
+                        409,
+                        format!(
+                            "node `{name}` is registered in cluster `{}`, not `{}`",
+                            n.record.info.cluster, hb.cluster
+                        ),
+                    ));
+                }
+                Some(n) => {
+                    let status = match n.record.status {
+                        NodeStatus::Lost => NodeStatus::Active,
+                        s => s,
+                    };
+                    if n.record.info != info
+                        || n.record.status != status
+                        || n.record.agent_version != hb.agent_version
+                    {
+                        if n.record.status == NodeStatus::Lost {
+                            changed =
+                                Some(format!("node {name} is back; its stale tasks are stopped"));
+                        } else {
+                            changed =
+                                Some(format!("node {name} updated its resources or attributes"));
+                        }
+                        n.record.info = info;
+                        n.record.status = status;
+                        n.record.agent_version = hb.agent_version.clone();
+                    }
+                    n.last_seen = Some(Instant::now());
+                    n.reported = hb.tasks;
+                }
+                None => {
+                    s.joining.remove(name);
+                    changed = Some(format!(
+                        "node {name} joined cluster {} ({} CPU units, {} MiB)",
+                        hb.cluster, hb.cpu, hb.memory
+                    ));
+                    s.nodes.insert(
+                        name.to_string(),
+                        Node {
+                            record: NodeRecord {
+                                info,
+                                status: NodeStatus::Active,
+                                agent_version: hb.agent_version.clone(),
+                            },
+                            last_seen: Some(Instant::now()),
+                            reported: hb.tasks,
+                        },
+                    );
+                }
+            }
+            // Assignments reported for the first time: from now on their
+            // disappearance is drift, not a start still to come.
+            let ids: std::collections::HashSet<String> = s.nodes[name]
+                .reported
+                .iter()
+                .map(|t| t.id.clone())
+                .collect();
+            let newly: Vec<String> = s
+                .assignments
+                .values()
+                .filter(|a| a.node == name && !a.task.reported && ids.contains(&a.task.id))
+                .map(|a| a.task.id.clone())
+                .collect();
+            if !newly.is_empty() {
+                for id in &newly {
+                    if let Some(a) = s.assignments.get_mut(id) {
+                        a.task.reported = true;
+                    }
+                }
+                let recs: Vec<&AssignmentRecord> = newly
+                    .iter()
+                    .filter_map(|id| s.assignments.get(id))
+                    .collect();
+                if let Err(e) = self.db.assign(&recs, &[]) {
+                    return Err((500, e.to_string()));
+                }
+            }
+            if changed.is_some() {
+                if let Err(e) = self.db.put_node(&s.nodes[name].record) {
+                    return Err((500, e.to_string()));
+                }
+            }
+            self.reply(&s, name, compact)
+        };
+        self.reported.send_modify(|g| *g += 1);
+        if let Some(m) = changed {
+            self.event(m);
+            self.sync();
+        }
+        Ok(reply)
+    }
+
+    /// The node's assignments as a heartbeat reply carries them. The
+    /// generation is read under the state lock and bumped only after the
+    /// lock is released, so the assignments are never older than it.
+    pub(super) fn reply(&self, s: &State, name: &str, compact: bool) -> HeartbeatReply {
+        let (mut assignments, mut kept) = (Vec::new(), Vec::new());
+        for a in s.assignments.values().filter(|a| a.node == name) {
+            if compact && a.task.reported {
+                kept.push(a.task.id.clone());
+            } else {
+                assignments.push(a.task.clone());
+            }
+        }
+        HeartbeatReply {
+            status: s
+                .nodes
+                .get(name)
+                .map_or(NodeStatus::Active, |n| n.record.status),
+            assignments,
+            kept,
+            heartbeat_millis: self.config.heartbeat.as_millis() as u64,
+            generation: *self.assigned.borrow(),
+        }
+    }
+
+    /// An agent's long poll: once the assignment generation differs from
+    /// `after`, the new one with the node's assignments (compact); the
+    /// current generation alone when `timeout` passes first, or when the
+    /// node is unknown or LOST (its next heartbeat settles that).
+    pub async fn assignment_changes(&self, name: &str, after: u64, timeout: Duration) -> Changes {
+        let mut rx = self.assigned.subscribe();
+        let changed = tokio::time::timeout(timeout, rx.wait_for(|g| *g != after))
+            .await
+            .is_ok();
+        let s = self.lock();
+        let generation = *self.assigned.borrow();
+        let known = s
+            .nodes
+            .get(name)
+            .is_some_and(|n| n.record.status != NodeStatus::Lost);
+        Changes {
+            generation,
+            assignments: (changed && known).then(|| self.reply(&s, name, true)),
+        }
+    }
+
+    pub(super) fn assignments_changed(&self) {
+        self.assigned.send_modify(|g| *g += 1);
+    }
+
+    /// Mark nodes LOST that have been silent longer than the timeout (since
+    /// the controller started, for nodes it has not heard from yet), and
+    /// drop their assignments so their tasks are placed elsewhere.
+    pub fn check_nodes(&self) {
+        let timeout = self.config.node_timeout;
+        let mut lost = Vec::new();
+        {
+            let mut s = self.lock();
+            let since_start = self.started.elapsed();
+            let names: Vec<String> = s
+                .nodes
+                .iter()
+                .filter(|(_, n)| n.record.status != NodeStatus::Lost)
+                .filter(|(_, n)| match n.last_seen {
+                    Some(t) => t.elapsed() > timeout,
+                    None => since_start > timeout,
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            for name in names {
+                let ids: Vec<String> = s
+                    .assignments
+                    .values()
+                    .filter(|a| a.node == name)
+                    .map(|a| a.task.id.clone())
+                    .collect();
+                let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+                if let Err(e) = self.db.assign(&[], &refs) {
+                    tracing::error!("saving the controller state: {e}");
+                    continue;
+                }
+                for id in &ids {
+                    s.assignments.remove(id);
+                }
+                let n = s.nodes.get_mut(&name).expect("listed above");
+                n.record.status = NodeStatus::Lost;
+                n.reported.clear();
+                if let Err(e) = self.db.put_node(&n.record) {
+                    tracing::error!("saving the controller state: {e}");
+                }
+                lost.push((name, ids.len()));
+            }
+        }
+        if !lost.is_empty() {
+            self.assignments_changed();
+        }
+        for (name, tasks) in &lost {
+            self.event(format!(
+                "node {name} is LOST (no heartbeat for {} s); its {tasks} task(s) are rescheduled",
+                timeout.as_secs()
+            ));
+        }
+        if !lost.is_empty() {
+            self.sync();
+        }
+    }
+
+    /// Set a node's status by hand (drain, activate).
+    pub fn set_node_status(&self, name: &str, status: NodeStatus) -> Result<(), String> {
+        {
+            let mut s = self.lock();
+            let n = s
+                .nodes
+                .get_mut(name)
+                .ok_or_else(|| format!("no node named `{name}`"))?;
+            n.record.status = status;
+            self.db.put_node(&n.record).map_err(|e| e.to_string())?;
+        }
+        self.event(format!("node {name} set to {status:?}"));
+        self.sync();
+        Ok(())
+    }
+
+    /// The observed state the planner sees: assigned tasks as their nodes
+    /// report them (PENDING until reported), and the nodes that take tasks.
+    pub(super) fn observation(&self) -> Observation {
+        let s = self.lock();
+        // Indexed once: apply polls this several times a second, and a
+        // lookup per assignment in its node's list was quadratic.
+        let by_id: std::collections::HashMap<(&str, &str), &Task> = s
+            .nodes
+            .iter()
+            .flat_map(|(name, n)| {
+                n.reported
+                    .iter()
+                    .map(move |t| ((name.as_str(), t.id.as_str()), t))
+            })
+            .collect();
+        let mut tasks = Vec::with_capacity(s.assignments.len());
+        for a in s.assignments.values() {
+            let node = s.nodes.get(&a.node);
+            let reported = by_id.get(&(a.node.as_str(), a.task.id.as_str())).copied();
+            // Only a node that has reported since this controller started can
+            // say a task is gone; before that it is PENDING, never replaced.
+            let heard = node.is_some_and(|n| n.last_seen.is_some());
+            tasks.push(match reported {
+                Some(t) => t.clone(),
+                // Reported before and gone now: its containers were removed
+                // from the node. The planner replaces it (or, with self-heal
+                // off, reports it).
+                None if a.task.reported && heard => {
+                    let mut t = unreported(a, TaskStatus::Stopped);
+                    t.stop_code = Some("TaskGone".into());
+                    t.stopped_reason = Some("its containers were removed from the node".into());
+                    t
+                }
+                None => unreported(a, TaskStatus::Pending),
+            });
+        }
+        let nodes = s
+            .nodes
+            .values()
+            .filter(|n| n.record.status == NodeStatus::Active)
+            .map(|n| n.record.info.clone())
+            .collect();
+        let draining = s
+            .nodes
+            .values()
+            .filter(|n| n.record.status == NodeStatus::Draining)
+            .map(|n| n.record.info.name.clone())
+            .collect();
+        Observation {
+            tasks,
+            nodes,
+            draining,
+        }
+    }
+
+    /// Nodes with their assigned load.
+    pub fn nodes(&self) -> Vec<NodeView> {
+        let s = self.lock();
+        let mut by_node: BTreeMap<&str, Vec<&AssignmentRecord>> = BTreeMap::new();
+        for a in s.assignments.values() {
+            by_node.entry(a.node.as_str()).or_default().push(a);
+        }
+        s.nodes
+            .values()
+            .map(|n| {
+                let mine = by_node
+                    .get(n.record.info.name.as_str())
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                let (mut cpu, mut mem) = (0, 0);
+                for a in mine {
+                    let (c, m, _) = model::reservation(&a.task.spec);
+                    cpu += c;
+                    mem += m;
+                }
+                NodeView {
+                    info: n.record.info.clone(),
+                    status: n.record.status,
+                    agent_version: n.record.agent_version.clone(),
+                    last_heartbeat_secs: n.last_seen.map(|t| t.elapsed().as_secs()),
+                    tasks: mine.len(),
+                    reserved_cpu: cpu,
+                    reserved_memory: mem,
+                }
+            })
+            .collect()
+    }
+
+    /// Remove a retired node from the registry.
+    pub(super) fn forget_node(&self, name: &str) {
+        let removed = {
+            let mut s = self.lock();
+            let had = s.nodes.remove(name).is_some();
+            if had {
+                if let Err(e) = self.db.delete_node(name) {
+                    tracing::error!("saving the controller state: {e}");
+                }
+            }
+            had
+        };
+        if removed {
+            self.sync();
+        }
+    }
+}
