@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use super::standalone::{self, ApplyArgs, StateArgs};
 use super::{Format, EXIT_FAILURE, EXIT_USAGE};
 use crate::apply;
-use crate::deployment::{timestamp, DeploymentView, Held, Rollout, ServiceEvent};
+use crate::clock;
+use crate::deployment::{DeploymentView, Held, Rollout, ServiceEvent};
 use crate::store::FileStore;
 use crate::wire::{HistoryReply, RollbackRequest};
 
@@ -123,7 +124,7 @@ pub(crate) fn text(
         for e in events {
             out.push_str(&format!(
                 "    {}  {}  {}\n",
-                timestamp(e.at),
+                clock::rfc3339(e.at),
                 serde_json::to_value(e.kind)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_string))
@@ -191,14 +192,14 @@ pub fn history_cmd(a: HistoryArgs) -> ExitCode {
     if reply.deployments.is_empty() {
         println!("  no deployments recorded");
     }
-    println!("   ID  REVISION  STATE        STARTED              FAILED TASKS  OUTCOME");
+    println!("   ID  REVISION  STATE        STARTED               FAILED TASKS  OUTCOME");
     for d in &reply.deployments {
         println!(
             "  {:>3}  {:<8}  {:<11}  {}  {:<12}  {}{}",
             d.id,
             d.revision,
             d.rollout_state,
-            timestamp(d.created_at),
+            clock::rfc3339(d.created_at),
             match d.threshold {
                 Some(t) => format!("{}/{t}", d.failed_tasks),
                 None => d.failed_tasks.to_string(),
