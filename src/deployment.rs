@@ -500,28 +500,6 @@ impl DeploymentView {
     }
 }
 
-/// Unix seconds as `YYYY-MM-DD HH:MM:SS` UTC.
-pub fn timestamp(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -624,12 +602,5 @@ mod tests {
         assert_eq!(h.deployments.len(), KEEP_DEPLOYMENTS);
         assert_eq!(h.events.len(), KEEP_EVENTS);
         assert_eq!(h.deployments.last().unwrap().id, 200);
-    }
-
-    #[test]
-    fn timestamps_are_utc_civil_time() {
-        assert_eq!(timestamp(0), "1970-01-01 00:00:00");
-        assert_eq!(timestamp(951_782_400), "2000-02-29 00:00:00");
-        assert_eq!(timestamp(1_795_000_000), "2026-11-18 11:06:40");
     }
 }

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use super::standalone::{self, ApplyArgs, StateArgs};
 use super::{Format, EXIT_FAILURE, EXIT_USAGE};
 use crate::apply;
-use crate::deployment::{timestamp, DeploymentView, Held, Rollout, ServiceEvent};
+use crate::clock;
+use crate::deployment::{DeploymentView, Held, Rollout, ServiceEvent};
 use crate::store::FileStore;
 use crate::wire::{HistoryReply, RollbackRequest};
 
@@ -99,11 +100,13 @@ fn fail(e: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(EXIT_FAILURE)
 }
 
-/// Deployments (newest first), the hold and recent events, as text.
+/// Deployments (newest first), the hold and recent events, as text; event
+/// times in UTC and relative to `now` (unix seconds).
 pub(crate) fn text(
     deps: &[DeploymentView],
     events: &[ServiceEvent],
     held: Option<&Held>,
+    now: i64,
 ) -> String {
     let mut out = String::new();
     if !deps.is_empty() {
@@ -122,13 +125,14 @@ pub(crate) fn text(
         out.push_str("  events:\n");
         for e in events {
             out.push_str(&format!(
-                "    {}  {}  {}\n",
-                timestamp(e.at),
+                "    {:<width$}  {}  {}\n",
+                clock::readable(e.at, now),
                 serde_json::to_value(e.kind)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_string))
                     .unwrap_or_default(),
-                e.message
+                e.message,
+                width = clock::READABLE_WIDTH
             ));
         }
     }
@@ -187,18 +191,23 @@ pub fn history_cmd(a: HistoryArgs) -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    let now = clock::unix_now();
     println!("Service {}", reply.service);
     if reply.deployments.is_empty() {
         println!("  no deployments recorded");
     }
-    println!("   ID  REVISION  STATE        STARTED              FAILED TASKS  OUTCOME");
+    println!(
+        "   ID  REVISION  STATE        {:<width$}  FAILED TASKS  OUTCOME",
+        "STARTED",
+        width = clock::READABLE_WIDTH
+    );
     for d in &reply.deployments {
         println!(
-            "  {:>3}  {:<8}  {:<11}  {}  {:<12}  {}{}",
+            "  {:>3}  {:<8}  {:<11}  {:<width$}  {:<12}  {}{}",
             d.id,
             d.revision,
             d.rollout_state,
-            timestamp(d.created_at),
+            clock::readable(d.created_at, now),
             match d.threshold {
                 Some(t) => format!("{}/{t}", d.failed_tasks),
                 None => d.failed_tasks.to_string(),
@@ -206,10 +215,11 @@ pub fn history_cmd(a: HistoryArgs) -> ExitCode {
             d.reason,
             d.rollback_of
                 .map(|f| format!(" (rollback of {f})"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            width = clock::READABLE_WIDTH
         );
     }
-    print!("{}", text(&[], &reply.events, reply.held.as_ref()));
+    print!("{}", text(&[], &reply.events, reply.held.as_ref(), now));
     ExitCode::SUCCESS
 }
 
@@ -340,4 +350,33 @@ fn abort_cmd(a: AbortArgs) -> ExitCode {
         ApplyArgs::new(a.source, true, a.timeout, 3, a.git, a.state),
         Some(prepare),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deployment::EventKind;
+
+    #[test]
+    fn event_times_are_utc_and_relative() {
+        let now = 1_795_000_000;
+        let events = [
+            ServiceEvent {
+                at: now - 12,
+                kind: EventKind::ServiceSteadyState,
+                message: "steady".into(),
+            },
+            ServiceEvent {
+                at: now - 2 * 86_400,
+                kind: EventKind::ServiceTaskFailed,
+                message: "exited".into(),
+            },
+        ];
+        assert_eq!(
+            text(&[], &events, None, now),
+            "  events:\n\
+             \x20   2026-11-18T11:06:28Z (12 s ago)    SERVICE_STEADY_STATE  steady\n\
+             \x20   2026-11-16T11:06:40Z (2 d ago)     SERVICE_TASK_FAILED  exited\n"
+        );
+    }
 }

@@ -471,7 +471,7 @@ fn nodes_text(nodes: &[NodeView]) -> String {
             format!("{}/{}", n.reserved_cpu, n.info.cpu),
             format!("{}/{}", n.reserved_memory, n.info.memory),
             n.last_heartbeat_secs
-                .map(|s| format!("{s} s ago"))
+                .map(|s| crate::clock::age(i64::try_from(s).unwrap_or(i64::MAX)))
                 .unwrap_or_else(|| "none since restart".into()),
         ));
     }
@@ -815,6 +815,7 @@ pub fn status_remote(remote: &RemoteArgs, format: Format) -> ExitCode {
     if let Some(e) = &s.last_error {
         println!("Last reconcile failed: {e}");
     }
+    let now = crate::clock::unix_now();
     println!("\nServices:");
     for (k, v) in &s.services {
         println!(
@@ -833,7 +834,7 @@ pub fn status_remote(remote: &RemoteArgs, format: Format) -> ExitCode {
         );
         print!(
             "{}",
-            super::deployments::text(&v.deployments, &v.events, v.held.as_ref())
+            super::deployments::text(&v.deployments, &v.events, v.held.as_ref(), now)
         );
     }
     println!("\nTasks:");
@@ -857,7 +858,50 @@ pub fn status_remote(remote: &RemoteArgs, format: Format) -> ExitCode {
     print!("{}", nodes_text(&s.nodes));
     println!("\nEvents (newest first):");
     for e in s.events.iter().take(20) {
-        println!("  {}  {}", e.at, e.message);
+        println!(
+            "  {:<width$}  {}",
+            crate::clock::readable(e.at, now),
+            e.message,
+            width = crate::clock::READABLE_WIDTH
+        );
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::NodeInfo;
+    use crate::wire::NodeStatus;
+
+    #[test]
+    fn nodes_show_their_last_heartbeat_as_an_age() {
+        let node = |name: &str, last: Option<u64>| NodeView {
+            info: NodeInfo {
+                name: name.into(),
+                cluster: "c".into(),
+                attributes: BTreeMap::new(),
+                cpu: 1024,
+                memory: 512,
+                reserved_ports: Vec::new(),
+            },
+            status: NodeStatus::Active,
+            agent_version: "1".into(),
+            last_heartbeat_secs: last,
+            tasks: 0,
+            reserved_cpu: 0,
+            reserved_memory: 0,
+        };
+        let text = nodes_text(&[
+            node("a", Some(12)),
+            node("b", Some(4 * 60 + 30)),
+            node("c", None),
+        ]);
+        let last: Vec<&str> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.split("  ").last().unwrap_or_default())
+            .collect();
+        assert_eq!(last, ["12 s ago", "4 min ago", "none since restart"]);
+    }
 }

@@ -776,7 +776,7 @@ pub fn status_cmd(a: StatusArgs) -> ExitCode {
             "{}",
             serde_json::to_string_pretty(&report).unwrap_or_default()
         ),
-        Format::Text => print!("{}", status_text(&report)),
+        Format::Text => print!("{}", status_text(&report, crate::clock::unix_now())),
     }
     ExitCode::SUCCESS
 }
@@ -817,7 +817,8 @@ fn status_report(o: &ObservedState) -> Value {
 /// Events per service that `status` shows, newest first.
 const STATUS_EVENTS: usize = 5;
 
-fn status_text(r: &Value) -> String {
+/// `status` as text; times relative to `now` (unix seconds).
+fn status_text(r: &Value, now: i64) -> String {
     let mut out = String::new();
     let services = r["services"].as_array().cloned().unwrap_or_default();
     if services.is_empty() {
@@ -839,6 +840,7 @@ fn status_text(r: &Value) -> String {
                 .ok()
                 .flatten()
                 .as_ref(),
+            now,
         ));
         for t in s["tasks"].as_array().cloned().unwrap_or_default() {
             let ports: Vec<String> = t["ports"]
