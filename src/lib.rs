@@ -15,6 +15,7 @@ pub mod model;
 pub mod plan;
 pub mod pointer;
 pub mod reconcile;
+pub mod report;
 pub mod runtime;
 pub mod scheduler;
 pub mod schema;

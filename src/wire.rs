@@ -155,34 +155,6 @@ pub struct EventRecord {
     pub message: String,
 }
 
-/// `GET /v1/status`: the controller's view of its source.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct StatusReply {
-    pub source: String,
-    /// The commit last fetched and the one last applied in full (git
-    /// sources).
-    pub fetched_commit: Option<String>,
-    pub applied_commit: Option<String>,
-    /// Suspended: nothing is applied until resumed.
-    pub suspended: bool,
-    /// The commit each resource (by plan address, e.g.
-    /// `TaskDefinition/web`) was last changed from.
-    pub commits: BTreeMap<String, String>,
-    pub nodes: Vec<NodeView>,
-    #[schemars(with = "Vec<serde_json::Value>")]
-    pub tasks: Vec<Task>,
-    /// Services as last applied: key `cluster/name` -> desired count and
-    /// revision.
-    pub services: BTreeMap<String, ServiceView>,
-    /// Why the last reconcile did not apply, if it did not.
-    pub last_error: Option<String>,
-    /// Reconcile passes completed since the controller started.
-    #[serde(default)]
-    pub passes: u64,
-    pub events: Vec<EventRecord>,
-}
-
 /// `POST /v1/sync`: the reconcile is done once `passes` (in the status)
 /// reaches `until_pass`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -190,29 +162,6 @@ pub struct StatusReply {
 pub struct SyncReply {
     pub sync: String,
     pub until_pass: u64,
-}
-
-/// A service in [`StatusReply`].
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ServiceView {
-    pub task_definition: String,
-    pub revision: u32,
-    /// None for DAEMON services.
-    pub desired_count: Option<u32>,
-    pub running: usize,
-    pub pending: usize,
-    /// The commit the service was last changed from (git sources).
-    pub commit: Option<String>,
-    /// PRIMARY and ACTIVE deployments and the newest one, newest first.
-    #[serde(default)]
-    pub deployments: Vec<crate::deployment::DeploymentView>,
-    /// Recent events, newest first.
-    #[serde(default)]
-    pub events: Vec<crate::deployment::ServiceEvent>,
-    /// A configuration rolled back and not deployed again.
-    #[serde(default)]
-    pub held: Option<crate::deployment::Held>,
 }
 
 /// `GET /v1/services/{cluster}/{name}/history`: the service's deployments,

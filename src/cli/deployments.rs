@@ -5,11 +5,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use super::standalone::{self, ApplyArgs, StateArgs};
-use super::{Format, EXIT_FAILURE, EXIT_USAGE};
+use super::args::{abort_marker, source_id, store_path, RemoteArgs, StateArgs};
+use super::args::{Format, GitArgs};
+use super::run::{failure, usage};
+use super::standalone::{self, ApplyArgs};
+use super::{remote, render};
 use crate::apply;
 use crate::clock;
-use crate::deployment::{DeploymentView, Held, Rollout, ServiceEvent};
+use crate::deployment::Rollout;
+use crate::report;
 use crate::store::FileStore;
 use crate::wire::{HistoryReply, RollbackRequest};
 
@@ -24,9 +28,9 @@ pub struct HistoryArgs {
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
     #[command(flatten)]
-    remote: super::fleet::RemoteArgs,
+    remote: RemoteArgs,
     #[command(flatten)]
-    git: super::GitArgs,
+    git: GitArgs,
     #[command(flatten)]
     state: StateArgs,
 }
@@ -54,9 +58,9 @@ pub struct RollbackArgs {
     #[arg(long, default_value_t = 3, value_name = "SECONDS")]
     settle: u64,
     #[command(flatten)]
-    remote: super::fleet::RemoteArgs,
+    remote: RemoteArgs,
     #[command(flatten)]
-    git: super::GitArgs,
+    git: GitArgs,
     #[command(flatten)]
     state: StateArgs,
 }
@@ -88,67 +92,21 @@ struct AbortArgs {
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     timeout: u64,
     #[command(flatten)]
-    remote: super::fleet::RemoteArgs,
+    remote: RemoteArgs,
     #[command(flatten)]
-    git: super::GitArgs,
+    git: GitArgs,
     #[command(flatten)]
     state: StateArgs,
 }
 
-fn fail(e: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {e}");
-    ExitCode::from(EXIT_FAILURE)
-}
-
-/// Deployments (newest first), the hold and recent events, as text; event
-/// times in UTC and relative to `now` (unix seconds).
-pub(crate) fn text(
-    deps: &[DeploymentView],
-    events: &[ServiceEvent],
-    held: Option<&Held>,
-    now: i64,
-) -> String {
-    let mut out = String::new();
-    if !deps.is_empty() {
-        out.push_str("  deployments:\n");
-        for d in deps {
-            out.push_str(&format!("    {}\n", d.line()));
-        }
-    }
-    if let Some(h) = held {
-        out.push_str(&format!(
-            "  held: revision {} is not deployed ({}); runs revision {}\n",
-            h.revision, h.reason, h.to
-        ));
-    }
-    if !events.is_empty() {
-        out.push_str("  events:\n");
-        for e in events {
-            out.push_str(&format!(
-                "    {:<width$}  {}  {}\n",
-                clock::readable(e.at, now),
-                serde_json::to_value(e.kind)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default(),
-                e.message,
-                width = clock::READABLE_WIDTH
-            ));
-        }
-    }
-    out
-}
-
-fn source_id(a_source: &std::path::Path, git: &super::GitArgs) -> Result<String, ExitCode> {
-    standalone::source_id_of(a_source, git).map_err(|e| {
-        eprintln!("error: {e}");
-        ExitCode::from(EXIT_USAGE)
-    })
+/// The identity of a local source, or the usage error.
+fn local_id(a_source: &std::path::Path, git: &GitArgs) -> Result<String, ExitCode> {
+    source_id(a_source, git).map(|(id, _)| id).map_err(usage)
 }
 
 pub fn history_cmd(a: HistoryArgs) -> ExitCode {
     let reply = if a.remote.controller.is_some() {
-        match super::fleet::service_call::<HistoryReply>(
+        match remote::service_call::<HistoryReply>(
             &a.remote,
             reqwest::Method::GET,
             &a.service,
@@ -159,30 +117,19 @@ pub fn history_cmd(a: HistoryArgs) -> ExitCode {
             Err(c) => return c,
         }
     } else {
-        let id = match source_id(&a.source, &a.git) {
+        let id = match local_id(&a.source, &a.git) {
             Ok(id) => id,
             Err(c) => return c,
         };
-        let stored = match FileStore::peek(&standalone::store_path(&a.state, &id)) {
+        let stored = match FileStore::peek(&store_path(&a.state, &id)) {
             Ok(s) => s,
-            Err(e) => return fail(e),
+            Err(e) => return failure(e),
         };
         let key = match apply::find_service(&stored, &a.service) {
             Ok(k) => k,
-            Err(e) => return fail(e),
+            Err(e) => return failure(e),
         };
-        let h = stored.deployments.get(&key).cloned().unwrap_or_default();
-        HistoryReply {
-            service: key,
-            deployments: h
-                .deployments
-                .iter()
-                .rev()
-                .map(|d| DeploymentView::of(d, &[]))
-                .collect(),
-            events: h.events.iter().rev().cloned().collect(),
-            held: h.held,
-        }
+        report::history(&key, stored.deployments.get(&key))
     };
     if a.format == Format::Json {
         println!(
@@ -219,13 +166,16 @@ pub fn history_cmd(a: HistoryArgs) -> ExitCode {
             width = clock::READABLE_WIDTH
         );
     }
-    print!("{}", text(&[], &reply.events, reply.held.as_ref(), now));
+    print!(
+        "{}",
+        render::deployments(&[], &reply.events, reply.held.as_ref(), now)
+    );
     ExitCode::SUCCESS
 }
 
 pub fn rollback_cmd(a: RollbackArgs) -> ExitCode {
     if a.remote.controller.is_some() {
-        return match super::fleet::service_call::<serde_json::Value>(
+        return match remote::service_call::<serde_json::Value>(
             &a.remote,
             reqwest::Method::POST,
             &a.service,
@@ -268,7 +218,7 @@ pub fn deployment_cmd(a: DeploymentArgs) -> ExitCode {
 
 fn abort_cmd(a: AbortArgs) -> ExitCode {
     if a.remote.controller.is_some() {
-        return match super::fleet::service_call::<serde_json::Value>(
+        return match remote::service_call::<serde_json::Value>(
             &a.remote,
             reqwest::Method::POST,
             &a.service,
@@ -282,33 +232,33 @@ fn abort_cmd(a: AbortArgs) -> ExitCode {
             Err(c) => c,
         };
     }
-    let id = match source_id(&a.source, &a.git) {
+    let id = match local_id(&a.source, &a.git) {
         Ok(id) => id,
         Err(c) => return c,
     };
-    let path = standalone::store_path(&a.state, &id);
+    let path = store_path(&a.state, &id);
     let stored = match FileStore::peek(&path) {
         Ok(s) => s,
-        Err(e) => return fail(e),
+        Err(e) => return failure(e),
     };
     let key = match apply::find_service(&stored, &a.service) {
         Ok(k) => k,
-        Err(e) => return fail(e),
+        Err(e) => return failure(e),
     };
     let lock = match FileStore::try_open(&path) {
         Ok(l) => l,
-        Err(e) => return fail(e),
+        Err(e) => return failure(e),
     };
     if lock.is_none() {
         // An apply holds the state: ask it, and wait until it has heard.
-        let marker = standalone::abort_marker(&a.state, &id, &key);
+        let marker = abort_marker(&a.state, &id, &key);
         if let Some(dir) = marker.parent() {
             if let Err(e) = std::fs::create_dir_all(dir) {
-                return fail(format!("`{}`: {e}", dir.display()));
+                return failure(format!("`{}`: {e}", dir.display()));
             }
         }
         if let Err(e) = std::fs::write(&marker, key.as_bytes()) {
-            return fail(format!("`{}`: {e}", marker.display()));
+            return failure(format!("`{}`: {e}", marker.display()));
         }
         let asked = Instant::now();
         while marker.exists() && asked.elapsed() < Duration::from_secs(15) {
@@ -327,10 +277,10 @@ fn abort_cmd(a: AbortArgs) -> ExitCode {
     // No apply runs: a rollout that is still IN_PROGRESS (interrupted) or
     // FAILED is rolled back here.
     let Some(primary) = stored.deployments.get(&key).and_then(|h| h.primary()) else {
-        return fail(format!("`{key}` has no deployment to abort"));
+        return failure(format!("`{key}` has no deployment to abort"));
     };
     if primary.rollout == Rollout::Completed {
-        return fail(format!(
+        return failure(format!(
             "no deployment of `{key}` is in progress (deployment {} completed); use `reconcile rollback {}` to return to an earlier revision",
             primary.id, a.service
         ));
@@ -350,33 +300,4 @@ fn abort_cmd(a: AbortArgs) -> ExitCode {
         ApplyArgs::new(a.source, true, a.timeout, 3, a.git, a.state),
         Some(prepare),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::deployment::EventKind;
-
-    #[test]
-    fn event_times_are_utc_and_relative() {
-        let now = 1_795_000_000;
-        let events = [
-            ServiceEvent {
-                at: now - 12,
-                kind: EventKind::ServiceSteadyState,
-                message: "steady".into(),
-            },
-            ServiceEvent {
-                at: now - 2 * 86_400,
-                kind: EventKind::ServiceTaskFailed,
-                message: "exited".into(),
-            },
-        ];
-        assert_eq!(
-            text(&[], &events, None, now),
-            "  events:\n\
-             \x20   2026-11-18T11:06:28Z (12 s ago)    SERVICE_STEADY_STATE  steady\n\
-             \x20   2026-11-16T11:06:40Z (2 d ago)     SERVICE_TASK_FAILED  exited\n"
-        );
-    }
 }

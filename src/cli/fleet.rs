@@ -2,34 +2,17 @@
 //! `--controller` variants of `plan`, `apply` and `status`.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use super::{Format, EXIT_FAILURE, EXIT_USAGE};
+use super::args::Format;
+use super::args::RemoteArgs;
+use super::remote::Client;
+use super::render;
+use super::run::{block_on, failure, usage};
 use crate::controller::{self, Controller};
-use crate::plan::{render, Plan};
-use crate::wire::{NodeView, StatusReply};
-
-fn usage(e: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {e}");
-    ExitCode::from(EXIT_USAGE)
-}
-
-fn failure(e: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {e}");
-    ExitCode::from(EXIT_FAILURE)
-}
-
-fn tokio_block<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime starts")
-        .block_on(f)
-}
+use crate::wire::NodeView;
 
 /// Tokens must be long enough not to be guessed.
 fn check_token(flag: &str, token: &str) -> Result<(), ExitCode> {
@@ -199,8 +182,7 @@ pub fn controller_cmd(a: ControllerArgs) -> ExitCode {
         allowed_signers: a.allowed_signers.clone(),
         allowed_gpg_keys: a.allowed_gpg_keys.clone(),
         data_dir: a.data_dir.clone().unwrap_or_else(|| {
-            super::standalone::state_dir(&super::standalone::StateArgs::default())
-                .join("controller")
+            super::args::state_dir(&super::args::StateArgs::default()).join("controller")
         }),
         join_token: a.join_token,
         api_token: a.api_token,
@@ -222,7 +204,7 @@ pub fn controller_cmd(a: ControllerArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return failure(e),
     };
-    tokio_block(async move {
+    block_on(async move {
         let listener = match tokio::net::TcpListener::bind(&a.listen).await {
             Ok(l) => l,
             Err(e) => return usage(format!("--listen {}: {e}", a.listen)),
@@ -360,7 +342,7 @@ pub fn agent_cmd(a: AgentArgs) -> ExitCode {
         ca_cert: a.ca_cert,
         reserved_ports: a.reserved_ports,
     };
-    tokio_block(async move {
+    block_on(async move {
         tokio::select! {
             r = crate::agent::run(config) => match r {
                 Ok(()) => ExitCode::SUCCESS,
@@ -369,113 +351,6 @@ pub fn agent_cmd(a: AgentArgs) -> ExitCode {
             _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
         }
     })
-}
-
-/// How the CLI reaches a controller.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct RemoteArgs {
-    /// Run against the controller at URL instead of the local Docker engine.
-    #[arg(long, env = "RECONCILE_CONTROLLER", value_name = "URL", global = true)]
-    pub controller: Option<String>,
-    /// The controller's API token.
-    #[arg(
-        long,
-        env = "RECONCILE_API_TOKEN",
-        hide_env_values = true,
-        value_name = "TOKEN",
-        global = true
-    )]
-    pub token: Option<String>,
-    /// Trust only this CA (PEM) for an https:// controller.
-    #[arg(long, env = "RECONCILE_CA_CERT", value_name = "FILE", global = true)]
-    pub ca_cert: Option<PathBuf>,
-}
-
-struct Client {
-    base: String,
-    token: String,
-    http: reqwest::Client,
-}
-
-impl Client {
-    fn new(r: &RemoteArgs) -> Result<Client, ExitCode> {
-        let base = r
-            .controller
-            .clone()
-            .ok_or_else(|| usage("--controller URL (or RECONCILE_CONTROLLER) is required"))?;
-        let token = r.token.clone().ok_or_else(|| {
-            usage("--token (or RECONCILE_API_TOKEN) is required with --controller")
-        })?;
-        let http =
-            crate::tls::client(r.ca_cert.as_deref(), Duration::from_secs(30)).map_err(usage)?;
-        Ok(Client {
-            base: base.trim_end_matches('/').to_string(),
-            token,
-            http,
-        })
-    }
-
-    async fn call<T: serde::de::DeserializeOwned>(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-    ) -> Result<T, String> {
-        self.call_with(method, path, None::<&()>).await
-    }
-
-    async fn call_json<T: serde::de::DeserializeOwned, B: serde::Serialize>(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: &B,
-    ) -> Result<T, String> {
-        self.call_with(method, path, Some(body)).await
-    }
-
-    async fn call_with<T: serde::de::DeserializeOwned, B: serde::Serialize>(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&B>,
-    ) -> Result<T, String> {
-        let url = format!("{}{path}", self.base);
-        let mut req = self.http.request(method, &url).bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let r = req
-            .send()
-            .await
-            .map_err(|e| format!("cannot reach the controller at {}: {e}", self.base))?;
-        let status = r.status();
-        let body = r.bytes().await.map_err(|e| e.to_string())?;
-        if !status.is_success() {
-            let msg = serde_json::from_slice::<crate::wire::ApiError>(&body)
-                .map(|e| e.error)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
-            return Err(format!("the controller answered {status}: {msg}"));
-        }
-        serde_json::from_slice(&body).map_err(|e| format!("unexpected reply from {url}: {e}"))
-    }
-}
-
-fn nodes_text(nodes: &[NodeView]) -> String {
-    let mut out = String::from("NODE            CLUSTER     STATUS    TASKS  CPU (used/total)  MEMORY MiB (used/total)  LAST HEARTBEAT\n");
-    for n in nodes {
-        out.push_str(&format!(
-            "{:<15} {:<11} {:<9} {:>5}  {:>16}  {:>23}  {}\n",
-            n.info.name,
-            n.info.cluster,
-            format!("{:?}", n.status).to_uppercase(),
-            n.tasks,
-            format!("{}/{}", n.reserved_cpu, n.info.cpu),
-            format!("{}/{}", n.reserved_memory, n.info.memory),
-            n.last_heartbeat_secs
-                .map(|s| crate::clock::age(i64::try_from(s).unwrap_or(i64::MAX)))
-                .unwrap_or_else(|| "none since restart".into()),
-        ));
-    }
-    out
 }
 
 #[derive(Debug, clap::Args)]
@@ -492,14 +367,14 @@ pub fn nodes_cmd(a: NodesArgs) -> ExitCode {
         Ok(c) => c,
         Err(c) => return c,
     };
-    match tokio_block(client.call::<Vec<NodeView>>(reqwest::Method::GET, "/v1/nodes")) {
+    match block_on(client.call::<Vec<NodeView>>(reqwest::Method::GET, "/v1/nodes")) {
         Ok(nodes) => {
             match a.format {
                 Format::Json => println!(
                     "{}",
                     serde_json::to_string_pretty(&nodes).unwrap_or_default()
                 ),
-                Format::Text => print!("{}", nodes_text(&nodes)),
+                Format::Text => print!("{}", render::nodes(&nodes)),
             }
             ExitCode::SUCCESS
         }
@@ -534,45 +409,12 @@ pub fn node_cmd(a: NodeArgs) -> ExitCode {
         NodeAction::Activate { name } => ("activate", name),
     };
     let path = format!("/v1/nodes/{name}/{verb}");
-    match tokio_block(client.call::<serde_json::Value>(reqwest::Method::POST, &path)) {
+    match block_on(client.call::<serde_json::Value>(reqwest::Method::POST, &path)) {
         Ok(v) => {
             println!("node {name}: {}", v["status"].as_str().unwrap_or("updated"));
             ExitCode::SUCCESS
         }
         Err(e) => failure(e),
-    }
-}
-
-/// `reconcile plan --controller URL`: the plan the controller would apply
-/// next. Exit codes as for a local plan.
-pub fn plan_remote(remote: &RemoteArgs, format: Format, detail: bool, detailed: bool) -> ExitCode {
-    let client = match Client::new(remote) {
-        Ok(c) => c,
-        Err(c) => return c,
-    };
-    let p = match tokio_block(client.call::<Plan>(reqwest::Method::GET, "/v1/plan")) {
-        Ok(p) => p,
-        Err(e) => return failure(e),
-    };
-    match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&p).unwrap_or_default()),
-        Format::Text => print!(
-            "{}",
-            render::text(
-                &p,
-                render::Style {
-                    colour: super::diagnostics::colour(std::io::stdout().is_terminal()),
-                    detail,
-                }
-            )
-        ),
-    }
-    if !p.errors.is_empty() {
-        ExitCode::from(EXIT_FAILURE)
-    } else if detailed && p.has_changes() {
-        ExitCode::from(2)
-    } else {
-        ExitCode::SUCCESS
     }
 }
 
@@ -614,7 +456,7 @@ fn control(path: &str, verb: &str, remote: &RemoteArgs) -> ExitCode {
         Ok(c) => c,
         Err(c) => return c,
     };
-    match tokio_block(client.call::<serde_json::Value>(reqwest::Method::POST, path)) {
+    match block_on(client.call::<serde_json::Value>(reqwest::Method::POST, path)) {
         Ok(_) => {
             println!(
                 "{}",
@@ -627,281 +469,5 @@ fn control(path: &str, verb: &str, remote: &RemoteArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => failure(e),
-    }
-}
-
-/// `reconcile apply --controller URL`: the controller applies its own
-/// source; this asks it to reconcile now.
-/// Call `/v1/services/CLUSTER/NAME/VERB` for a service named `NAME` or
-/// `CLUSTER/NAME` (a bare name is looked up in the controller's status).
-pub(crate) fn service_call<T: serde::de::DeserializeOwned>(
-    remote: &RemoteArgs,
-    method: reqwest::Method,
-    service: &str,
-    verb: &str,
-    body: Option<crate::wire::RollbackRequest>,
-) -> Result<T, ExitCode> {
-    let client = Client::new(remote)?;
-    tokio_block(async {
-        let key = match service.split_once('/') {
-            Some(_) => service.to_string(),
-            None => {
-                let s: StatusReply = client.call(reqwest::Method::GET, "/v1/status").await?;
-                let found: Vec<&String> = s
-                    .services
-                    .keys()
-                    .filter(|k| k.rsplit_once('/').is_some_and(|(_, n)| n == service))
-                    .collect();
-                match found.as_slice() {
-                    [one] => (*one).clone(),
-                    [] => return Err(format!("the controller has no service `{service}`")),
-                    many => {
-                        return Err(format!(
-                            "`{service}` is in several clusters; name one of: {}",
-                            many.iter()
-                                .map(|s| s.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ))
-                    }
-                }
-            }
-        };
-        let path = format!("/v1/services/{key}/{verb}");
-        match body {
-            Some(b) => client.call_json(method, &path, &b).await,
-            None => client.call(method, &path).await,
-        }
-    })
-    .map_err(failure)
-}
-
-/// `apply --controller`: ask for a reconcile and wait for it, and for the
-/// rollouts it starts, to end. Exits non-zero naming each deployment that
-/// failed or was rolled back, or the reconcile's error.
-pub fn apply_remote(remote: &RemoteArgs, wait: Option<Duration>) -> ExitCode {
-    let client = match Client::new(remote) {
-        Ok(c) => c,
-        Err(c) => return c,
-    };
-    let Some(limit) = wait else {
-        return match tokio_block(
-            client.call::<serde_json::Value>(reqwest::Method::POST, "/v1/sync"),
-        ) {
-            Ok(_) => {
-                println!(
-                    "Reconcile requested; follow it with `reconcile status --controller URL`."
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => failure(e),
-        };
-    };
-    let result = tokio_block(async {
-        let before: StatusReply = client.call(reqwest::Method::GET, "/v1/status").await?;
-        let newest_before: BTreeMap<String, u32> = before
-            .services
-            .iter()
-            .filter_map(|(k, v)| Some((k.clone(), v.deployments.first()?.id)))
-            .collect();
-        let sync: crate::wire::SyncReply = client.call(reqwest::Method::POST, "/v1/sync").await?;
-        eprintln!("Reconcile requested; waiting for it and for the rollouts it starts.");
-        let started = std::time::Instant::now();
-        loop {
-            let s: StatusReply = client.call(reqwest::Method::GET, "/v1/status").await?;
-            let rolling: Vec<&String> = s
-                .services
-                .iter()
-                .filter(|(_, v)| {
-                    v.deployments
-                        .first()
-                        .is_some_and(|d| d.rollout_state == "IN_PROGRESS")
-                })
-                .map(|(k, _)| k)
-                .collect();
-            // Done when the pass covering the request has ended and no
-            // rollout is left, or at once when that pass failed (a rollout
-            // it left IN_PROGRESS would wait for a later pass).
-            if s.passes >= sync.until_pass && (rolling.is_empty() || s.last_error.is_some()) {
-                return Ok((s, newest_before));
-            }
-            if started.elapsed() >= limit {
-                return Err(format!(
-                    "the controller has not finished within {}s{}; `reconcile status --controller URL` shows where it stands",
-                    limit.as_secs(),
-                    if rolling.is_empty() {
-                        String::new()
-                    } else {
-                        format!(
-                            " (rolling out: {})",
-                            rolling.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
-                        )
-                    }
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    });
-    let (s, before) = match result {
-        Ok(x) => x,
-        Err(e) => return failure(e),
-    };
-    // Deployments that ended during the wait, per service, oldest first.
-    let mut failed = Vec::new();
-    for (key, v) in &s.services {
-        let since = before.get(key).copied().unwrap_or(0);
-        let new: Vec<&crate::deployment::DeploymentView> = v
-            .deployments
-            .iter()
-            .rev()
-            .filter(|d| d.id > since)
-            .collect();
-        for d in &new {
-            if d.rollout_state == "FAILED" {
-                let restored = new
-                    .iter()
-                    .find(|r| r.rollback_of == Some(d.id))
-                    .map(|r| format!("; rolled back to revision {}", r.revision))
-                    .unwrap_or_default();
-                failed.push(format!(
-                    "Service/{key}: deployment {} (revision {}) failed: {}{restored}",
-                    d.id, d.revision, d.reason
-                ));
-            }
-        }
-    }
-    if let Some(e) = &s.last_error {
-        failed.push(e.clone());
-    }
-    if failed.is_empty() {
-        println!(
-            "Apply complete: the controller converged (pass {}).",
-            s.passes
-        );
-        return ExitCode::SUCCESS;
-    }
-    for f in &failed {
-        eprintln!("error: {f}");
-    }
-    ExitCode::from(EXIT_FAILURE)
-}
-
-pub fn status_remote(remote: &RemoteArgs, format: Format) -> ExitCode {
-    let client = match Client::new(remote) {
-        Ok(c) => c,
-        Err(c) => return c,
-    };
-    let s = match tokio_block(client.call::<StatusReply>(reqwest::Method::GET, "/v1/status")) {
-        Ok(s) => s,
-        Err(e) => return failure(e),
-    };
-    if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
-        return ExitCode::SUCCESS;
-    }
-    println!("Source: {}", s.source);
-    if let Some(c) = &s.applied_commit {
-        println!("Applied commit: {c}");
-    }
-    if s.fetched_commit.is_some() && s.fetched_commit != s.applied_commit {
-        println!(
-            "Fetched commit: {} (not applied)",
-            s.fetched_commit.as_deref().unwrap_or_default()
-        );
-    }
-    if s.suspended {
-        println!("SUSPENDED: nothing is applied until `reconcile resume`.");
-    }
-    if let Some(e) = &s.last_error {
-        println!("Last reconcile failed: {e}");
-    }
-    let now = crate::clock::unix_now();
-    println!("\nServices:");
-    for (k, v) in &s.services {
-        println!(
-            "  {k}  {}:{}  running {}/{}  pending {}{}",
-            v.task_definition.split(':').next().unwrap_or_default(),
-            v.revision,
-            v.running,
-            v.desired_count
-                .map(|d| d.to_string())
-                .unwrap_or_else(|| "daemon".into()),
-            v.pending,
-            v.commit
-                .as_ref()
-                .map(|c| format!("  from commit {}", &c[..12.min(c.len())]))
-                .unwrap_or_default()
-        );
-        print!(
-            "{}",
-            super::deployments::text(&v.deployments, &v.events, v.held.as_ref(), now)
-        );
-    }
-    println!("\nTasks:");
-    for t in &s.tasks {
-        println!(
-            "  {}  {}  {}:{}  node {}  {:?}  {:?}{}",
-            crate::plan::short(&t.id),
-            t.service.as_deref().unwrap_or("-"),
-            t.family,
-            t.revision,
-            t.node,
-            t.last_status,
-            t.health,
-            t.stopped_reason
-                .as_ref()
-                .map(|r| format!("  ({r})"))
-                .unwrap_or_default()
-        );
-    }
-    println!("\nNodes:");
-    print!("{}", nodes_text(&s.nodes));
-    println!("\nEvents (newest first):");
-    for e in s.events.iter().take(20) {
-        println!(
-            "  {:<width$}  {}",
-            crate::clock::readable(e.at, now),
-            e.message,
-            width = crate::clock::READABLE_WIDTH
-        );
-    }
-    ExitCode::SUCCESS
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::NodeInfo;
-    use crate::wire::NodeStatus;
-
-    #[test]
-    fn nodes_show_their_last_heartbeat_as_an_age() {
-        let node = |name: &str, last: Option<u64>| NodeView {
-            info: NodeInfo {
-                name: name.into(),
-                cluster: "c".into(),
-                attributes: BTreeMap::new(),
-                cpu: 1024,
-                memory: 512,
-                reserved_ports: Vec::new(),
-            },
-            status: NodeStatus::Active,
-            agent_version: "1".into(),
-            last_heartbeat_secs: last,
-            tasks: 0,
-            reserved_cpu: 0,
-            reserved_memory: 0,
-        };
-        let text = nodes_text(&[
-            node("a", Some(12)),
-            node("b", Some(4 * 60 + 30)),
-            node("c", None),
-        ]);
-        let last: Vec<&str> = text
-            .lines()
-            .skip(1)
-            .map(|l| l.split("  ").last().unwrap_or_default())
-            .collect();
-        assert_eq!(last, ["12 s ago", "4 min ago", "none since restart"]);
     }
 }

@@ -1,21 +1,28 @@
 //! The command line: argument parsing, terminals, colours and exit codes.
 //! Everything below this module returns data and typed errors.
 
+mod args;
 mod deployments;
 mod diagnostics;
 mod fleet;
 mod import;
 mod logging;
+mod remote;
+mod render;
+mod run;
 mod standalone;
+mod status;
+
+use args::{Format, GitArgs};
+use run::{usage, EXIT_FAILURE};
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 use crate::schema;
-use crate::source;
 use crate::validate;
 
 /// Declarative container orchestration with Amazon ECS semantics, driven by
@@ -56,7 +63,7 @@ enum Command {
     /// Services, deployments and tasks applied from a source, with nodes,
     /// ports, health, status and stop reasons (a controller's with
     /// --controller, with its nodes, commits and events).
-    Status(standalone::StatusArgs),
+    Status(status::StatusArgs),
     /// A service's deployments, newest first: revision, outcome, failed
     /// tasks and why, with the service's events.
     History(deployments::HistoryArgs),
@@ -89,66 +96,7 @@ enum Command {
     Resume(fleet::RemoteOnlyArgs),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum Format {
-    /// Human-readable, with source snippets.
-    Text,
-    /// One JSON object on stdout.
-    Json,
-}
-
 /// A git source's branch and directory (`SOURCE` = `git+URL`).
-#[derive(Debug, Clone, Default, clap::Args)]
-pub(crate) struct GitArgs {
-    /// Branch of a `git+URL` source (default: main).
-    #[arg(long = "ref", value_name = "BRANCH")]
-    pub reference: Option<String>,
-    /// Directory inside a `git+URL` source's repository.
-    #[arg(long = "path", value_name = "SUBDIR")]
-    pub subdir: Option<String>,
-}
-
-impl GitArgs {
-    /// The git source `source` names, if it is `git+URL`.
-    pub(crate) fn source(
-        &self,
-        source: &std::path::Path,
-    ) -> Result<Option<crate::git::GitSource>, String> {
-        let text = source.to_string_lossy();
-        match crate::git::GitSource::parse(&text, self.reference.as_deref(), self.subdir.as_deref())
-        {
-            Some(g) => Ok(Some(g)),
-            None if self.reference.is_some() || self.subdir.is_some() => {
-                Err("--ref and --path apply to a git+URL source only".into())
-            }
-            None => Ok(None),
-        }
-    }
-
-    /// Read a source: a directory or file as it is, or the head commit of a
-    /// git branch (fetched into `cache`).
-    pub(crate) fn read(
-        &self,
-        source: &std::path::Path,
-        cache: &std::path::Path,
-    ) -> Result<Vec<source::RawFile>, String> {
-        match self.source(source)? {
-            Some(g) => {
-                let commit = g.fetch(cache)?;
-                let snap = g.read(cache, &commit)?;
-                eprintln!(
-                    "{}: commit {} ({})",
-                    g.display(),
-                    &snap.commit[..12],
-                    snap.summary
-                );
-                Ok(snap.files)
-            }
-            None => source::read_dir(source).map_err(|e| e.to_string()),
-        }
-    }
-}
-
 #[derive(Debug, clap::Args)]
 struct ValidateArgs {
     /// Directory (read recursively), manifest file, or `git+URL`.
@@ -169,11 +117,6 @@ struct SchemaArgs {
     out: Option<PathBuf>,
 }
 
-/// Exit status for "the input is wrong" (invalid manifests, failed apply).
-pub(crate) const EXIT_FAILURE: u8 = 1;
-/// Exit status for usage errors, as clap uses.
-pub(crate) const EXIT_USAGE: u8 = 2;
-
 /// Run the program; returns the process exit status.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -184,11 +127,11 @@ pub fn main() -> ExitCode {
         logging::COMMAND
     };
     if let Err(e) = logging::init(&cli.log, level) {
-        return usage_error(e);
+        return usage(e);
     }
     // Before any thread exists: libgit2's options are process globals.
     if let Err(e) = crate::git::set_network_timeouts() {
-        return usage_error(e);
+        return usage(e);
     }
     match cli.command {
         Command::Validate(a) => validate_cmd(a),
@@ -196,7 +139,7 @@ pub fn main() -> ExitCode {
         Command::Import(a) => import::run(a),
         Command::Plan(a) => standalone::plan_cmd(a),
         Command::Apply(a) => standalone::apply_cmd(a),
-        Command::Status(a) => standalone::status_cmd(a),
+        Command::Status(a) => status::status_cmd(a),
         Command::Destroy(a) => standalone::destroy_cmd(a),
         Command::History(a) => deployments::history_cmd(a),
         Command::Rollback(a) => deployments::rollback_cmd(a),
@@ -211,19 +154,14 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn usage_error(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {message}");
-    ExitCode::from(EXIT_USAGE)
-}
-
 fn validate_cmd(a: ValidateArgs) -> ExitCode {
     let cache = match tempfile::tempdir() {
         Ok(d) => d,
-        Err(e) => return usage_error(format!("temporary directory: {e}")),
+        Err(e) => return usage(format!("temporary directory: {e}")),
     };
     let files = match a.git.read(&a.source, cache.path()) {
         Ok(f) => f,
-        Err(e) => return usage_error(e),
+        Err(e) => return usage(e),
     };
     let v = validate::validate(files);
     let stdout = std::io::stdout();
@@ -260,13 +198,13 @@ fn schema_cmd(a: SchemaArgs) -> ExitCode {
         }
         Some(dir) => {
             if let Err(e) = std::fs::create_dir_all(&dir) {
-                return usage_error(format!("cannot create `{}`: {e}", dir.display()));
+                return usage(format!("cannot create `{}`: {e}", dir.display()));
             }
             for (name, text) in &files {
                 let path = dir.join(name);
                 if let Some(parent) = path.parent() {
                     if let Err(e) = std::fs::create_dir_all(parent) {
-                        return usage_error(format!("cannot create `{}`: {e}", parent.display()));
+                        return usage(format!("cannot create `{}`: {e}", parent.display()));
                     }
                 }
                 if let Err(e) = std::fs::write(&path, text) {

@@ -1,35 +1,29 @@
-//! `plan`, `apply`, `status` and `destroy` against the local Docker engine:
-//! an embedded controller and agent in one process, like `docker compose`,
-//! with ECS semantics and a printed plan.
+//! `plan`, `apply` and `destroy` against the local Docker engine: the
+//! reconcile core with the engine as its one node, like `docker compose`,
+//! with ECS semantics and a printed plan (`--controller` hands them to
+//! [`super::remote`]).
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use super::{diagnostics, Format, EXIT_FAILURE, EXIT_USAGE};
-use serde_json::Value;
+use super::args::{
+    abort_dir, open_store, resolver_for, source_id, state_dir, store_path, RemoteArgs, StateArgs,
+};
+use super::args::{Format, GitArgs};
+use super::run::{block_on, failure, usage, EXIT_FAILURE, EXIT_USAGE};
+use super::{diagnostics, remote};
 
 use crate::apply::{self, ApplyError, Event, Sink};
-use crate::model::{self, ObservedState, TaskStatus};
+use crate::model::{self, TaskStatus};
 use crate::plan::{self, render, Plan};
 use crate::reconcile::saved::SavedPlan;
 use crate::reconcile::{self, Desired, Outcome, Reconciler};
 use crate::runtime::docker::DockerRuntime;
 use crate::runtime::Runtime;
-use crate::secrets::Resolver;
 use crate::store::{FileStore, Snapshot, Stored};
 use crate::validate;
-
-/// Options shared by the commands that read a source and the local state.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct StateArgs {
-    /// Where standalone state (task definition revisions, applied
-    /// resources) is kept. Default: $RECONCILE_STATE_DIR, else
-    /// $XDG_STATE_HOME/reconcile, else ~/.local/state/reconcile.
-    #[arg(long, value_name = "DIR", global = true)]
-    pub state_dir: Option<PathBuf>,
-}
 
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {
@@ -52,9 +46,9 @@ pub struct PlanArgs {
     #[arg(long)]
     allow_mass_delete: bool,
     #[command(flatten)]
-    remote: super::fleet::RemoteArgs,
+    remote: RemoteArgs,
     #[command(flatten)]
-    git: super::GitArgs,
+    git: GitArgs,
     #[command(flatten)]
     state: StateArgs,
 }
@@ -88,9 +82,9 @@ pub struct ApplyArgs {
     #[arg(long)]
     detail: bool,
     #[command(flatten)]
-    remote: super::fleet::RemoteArgs,
+    remote: RemoteArgs,
     #[command(flatten)]
-    git: super::GitArgs,
+    git: GitArgs,
     #[command(flatten)]
     state: StateArgs,
 }
@@ -102,7 +96,7 @@ impl ApplyArgs {
         auto_approve: bool,
         timeout: u64,
         settle: u64,
-        git: super::GitArgs,
+        git: GitArgs,
         state: StateArgs,
     ) -> ApplyArgs {
         ApplyArgs {
@@ -113,27 +107,11 @@ impl ApplyArgs {
             timeout,
             settle,
             detail: false,
-            remote: super::fleet::RemoteArgs::default(),
+            remote: RemoteArgs::default(),
             git,
             state,
         }
     }
-}
-
-#[derive(Debug, clap::Args)]
-pub struct StatusArgs {
-    /// The source whose resources to show.
-    #[arg(default_value = ".")]
-    source: PathBuf,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    format: Format,
-    #[command(flatten)]
-    remote: super::fleet::RemoteArgs,
-    #[command(flatten)]
-    git: super::GitArgs,
-    #[command(flatten)]
-    state: StateArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -146,59 +124,14 @@ pub struct DestroyArgs {
     #[arg(long)]
     auto_approve: bool,
     #[command(flatten)]
-    git: super::GitArgs,
+    git: GitArgs,
     #[command(flatten)]
     state: StateArgs,
 }
 
-pub(crate) fn state_dir(args: &StateArgs) -> PathBuf {
-    if let Some(d) = &args.state_dir {
-        return d.clone();
-    }
-    if let Some(d) = std::env::var_os("RECONCILE_STATE_DIR") {
-        return PathBuf::from(d);
-    }
-    if let Some(d) = std::env::var_os("XDG_STATE_HOME") {
-        return PathBuf::from(d).join("reconcile");
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
-    home.join(".local/state/reconcile")
-}
-
-/// A source's identity: its canonical path, digested. Resources are owned
-/// by the source that applied them.
-fn source_id(path: &Path, git: &super::GitArgs) -> Result<(String, String), String> {
-    if let Some(g) = git.source(path)? {
-        let shown = format!("git+{}", g.display());
-        return Ok((model::digest(&shown), shown));
-    }
-    let canonical =
-        std::fs::canonicalize(path).map_err(|e| format!("`{}`: {e}", path.display()))?;
-    let shown = canonical.display().to_string();
-    Ok((model::digest(&shown), shown))
-}
-
-/// A source's identity, for the commands that find its state.
-pub(crate) fn source_id_of(path: &Path, git: &super::GitArgs) -> Result<String, String> {
-    source_id(path, git).map(|(id, _)| id)
-}
-
-/// Where a source's bare secret names are read: next to a directory source;
-/// for a git source (a repository holds no secrets) in the current
-/// directory's `.reconcile/secrets`, or `RECONCILE_SECRETS_DIR`.
-fn resolver_for(path: &Path) -> Resolver {
-    if path.to_string_lossy().starts_with("git+") {
-        Resolver::for_source(Path::new("."))
-    } else {
-        Resolver::for_source(path)
-    }
-}
-
 /// Read and validate a source; on invalid input print the diagnostics and
 /// return the exit status.
-fn load(path: &Path, git: &super::GitArgs, state: &StateArgs) -> Result<Desired, ExitCode> {
+fn load(path: &Path, git: &GitArgs, state: &StateArgs) -> Result<Desired, ExitCode> {
     let files = match git.read(path, &state_dir(state).join("git")) {
         Ok(f) => f,
         Err(e) => {
@@ -223,23 +156,6 @@ fn load(path: &Path, git: &super::GitArgs, state: &StateArgs) -> Result<Desired,
     Ok(Desired::from_valid(&v, &resolver_for(path)))
 }
 
-fn runtime_block<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime starts")
-        .block_on(f)
-}
-
-pub(crate) fn store_path(state: &StateArgs, id: &str) -> PathBuf {
-    state_dir(state).join(format!("standalone-{id}.json"))
-}
-
-fn open_store(state: &StateArgs, id: &str) -> Result<FileStore, String> {
-    FileStore::open(&store_path(state, id)).map_err(|e| e.to_string())
-}
-
 fn style(detail: bool) -> render::Style {
     render::Style {
         colour: diagnostics::colour(std::io::stdout().is_terminal()),
@@ -252,7 +168,7 @@ pub fn plan_cmd(a: PlanArgs) -> ExitCode {
         if a.out.is_some() {
             return usage("--out is not available with --controller");
         }
-        return super::fleet::plan_remote(&a.remote, a.format, a.detail, a.detailed_exitcode);
+        return remote::plan(&a.remote, a.format, a.detail, a.detailed_exitcode);
     }
     let desired = match load(&a.source, &a.git, &a.state) {
         Ok(l) => l,
@@ -268,7 +184,7 @@ pub fn plan_cmd(a: PlanArgs) -> ExitCode {
         allow_mass_delete: a.allow_mass_delete,
         record_observed: a.out.is_some(),
     };
-    let result = runtime_block(async {
+    let result = block_on(async {
         // Not locked: plan works while an apply runs.
         let stored = FileStore::peek(&store_path(&a.state, &id)).map_err(|e| e.to_string())?;
         let rt = DockerRuntime::connect(&id, "local")
@@ -317,11 +233,6 @@ pub fn plan_cmd(a: PlanArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     ExitCode::SUCCESS
-}
-
-fn usage(e: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {e}");
-    ExitCode::from(EXIT_USAGE)
 }
 
 /// Ask on the terminal; refuse without one unless auto-approved.
@@ -527,19 +438,9 @@ pub fn apply_cmd(a: ApplyArgs) -> ExitCode {
 
 pub(crate) use crate::reconcile::Prepare;
 
-/// Where `reconcile deployment abort` leaves its request for the apply in
-/// progress on service `key` of source `id`.
-pub(crate) fn abort_marker(state: &StateArgs, id: &str, key: &str) -> PathBuf {
-    abort_dir(state, id).join(model::digest(&key.to_string()))
-}
-
-fn abort_dir(state: &StateArgs, id: &str) -> PathBuf {
-    state_dir(state).join("aborts").join(id)
-}
-
 pub(crate) fn apply_with(a: ApplyArgs, prepare: Option<Prepare>) -> ExitCode {
     if a.remote.controller.is_some() {
-        return super::fleet::apply_remote(
+        return remote::apply(
             &a.remote,
             (!a.no_wait).then(|| Duration::from_secs(a.timeout)),
         );
@@ -604,7 +505,7 @@ pub(crate) fn apply_with(a: ApplyArgs, prepare: Option<Prepare>) -> ExitCode {
     };
     let resolver = resolver_for(&source_path);
     let aborts = abort_dir(&a.state, &id);
-    runtime_block(async move {
+    block_on(async move {
         let store = match open_store(&a.state, &id) {
             Ok(s) => s,
             Err(e) => return failure(e),
@@ -634,11 +535,6 @@ pub(crate) fn apply_with(a: ApplyArgs, prepare: Option<Prepare>) -> ExitCode {
         let declined = progress.declined.lock().ok().and_then(|mut d| d.take());
         finish(&rt, &store, outcome, declined, a.detail, Ending::Apply).await
     })
-}
-
-fn failure(e: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {e}");
-    ExitCode::from(EXIT_FAILURE)
 }
 
 /// Which command's pass ended.
@@ -740,145 +636,6 @@ async fn steady_summary(rt: &DockerRuntime, stored: &Stored) -> String {
     }
 }
 
-pub fn status_cmd(a: StatusArgs) -> ExitCode {
-    if a.remote.controller.is_some() {
-        return super::fleet::status_remote(&a.remote, a.format);
-    }
-    let (id, _) = match source_id(&a.source, &a.git) {
-        Ok(x) => x,
-        Err(e) => return usage(e),
-    };
-    let result = runtime_block(async {
-        // Not locked: status works while an apply runs.
-        let stored = FileStore::peek(&store_path(&a.state, &id)).map_err(|e| e.to_string())?;
-        let rt = DockerRuntime::connect(&id, "local")
-            .await
-            .map_err(|e| e.message)?;
-        let resolver = resolver_for(&a.source);
-        Reconciler {
-            runtime: &rt,
-            store: &Snapshot(Stored::default()),
-            resolver: &resolver,
-        }
-        .observe(stored)
-        .await
-    });
-    let o = match result {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
-    };
-    let report = status_report(&o);
-    match a.format {
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        ),
-        Format::Text => print!("{}", status_text(&report, crate::clock::unix_now())),
-    }
-    ExitCode::SUCCESS
-}
-
-fn status_report(o: &ObservedState) -> Value {
-    let services: Vec<Value> = o
-        .services
-        .iter()
-        .map(|(key, s)| {
-            let tasks: Vec<&model::Task> = o
-                .tasks
-                .iter()
-                .filter(|t| format!("{}/{}", t.cluster, t.service.clone().unwrap_or_default()) == *key)
-                .collect();
-            let count = |st: TaskStatus| tasks.iter().filter(|t| t.last_status == st).count();
-            serde_json::json!({
-                "service": key,
-                "cluster": s.key.cluster,
-                "name": s.key.name,
-                "taskDefinition": format!("{}:{}", s.spec.task_definition.split(':').next().unwrap_or_default(), s.revision),
-                "desired": s.spec.desired_count,
-                "running": count(TaskStatus::Running),
-                "pending": count(TaskStatus::Pending),
-                "deployments": o.deployments.get(key).map(|h| h.views(&tasks)).unwrap_or_default(),
-                "events": o.deployments.get(key).map(|h| h.events.iter().rev().take(STATUS_EVENTS).collect::<Vec<_>>()).unwrap_or_default(),
-                "held": o.deployments.get(key).and_then(|h| h.held.as_ref()),
-                "tasks": tasks.iter().map(|t| serde_json::json!({
-                    "id": t.id, "node": t.node, "revision": t.revision,
-                    "lastStatus": t.last_status, "health": t.health,
-                    "ports": t.bindings, "stopCode": t.stop_code, "stoppedReason": t.stopped_reason,
-                })).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    serde_json::json!({"services": services, "nodes": o.nodes})
-}
-
-/// Events per service that `status` shows, newest first.
-const STATUS_EVENTS: usize = 5;
-
-/// `status` as text; times relative to `now` (unix seconds).
-fn status_text(r: &Value, now: i64) -> String {
-    let mut out = String::new();
-    let services = r["services"].as_array().cloned().unwrap_or_default();
-    if services.is_empty() {
-        out.push_str("No services applied from this source.\n");
-    }
-    for s in services {
-        out.push_str(&format!(
-            "Service {}  {}  running {}/{}  pending {}\n",
-            s["service"].as_str().unwrap_or_default(),
-            s["taskDefinition"].as_str().unwrap_or_default(),
-            s["running"],
-            s["desired"],
-            s["pending"]
-        ));
-        out.push_str(&super::deployments::text(
-            &serde_json::from_value::<Vec<_>>(s["deployments"].clone()).unwrap_or_default(),
-            &serde_json::from_value::<Vec<_>>(s["events"].clone()).unwrap_or_default(),
-            serde_json::from_value(s["held"].clone())
-                .ok()
-                .flatten()
-                .as_ref(),
-            now,
-        ));
-        for t in s["tasks"].as_array().cloned().unwrap_or_default() {
-            let ports: Vec<String> = t["ports"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .iter()
-                .map(|p| {
-                    format!(
-                        "{}:{}->{}",
-                        p["containerName"].as_str().unwrap_or_default(),
-                        p["hostPort"],
-                        p["containerPort"]
-                    )
-                })
-                .collect();
-            out.push_str(&format!(
-                "  task {}  {}  rev {}  {}  {}{}{}\n",
-                plan::short(t["id"].as_str().unwrap_or_default()),
-                t["node"].as_str().unwrap_or_default(),
-                t["revision"],
-                t["lastStatus"].as_str().unwrap_or_default(),
-                t["health"].as_str().unwrap_or_default(),
-                if ports.is_empty() {
-                    String::new()
-                } else {
-                    format!("  ports {}", ports.join(","))
-                },
-                t["stoppedReason"]
-                    .as_str()
-                    .map(|r| format!("  stopped: {r}"))
-                    .unwrap_or_default(),
-            ));
-        }
-    }
-    out
-}
-
 pub fn destroy_cmd(a: DestroyArgs) -> ExitCode {
     let (id, _) = match source_id(&a.source, &a.git) {
         Ok(x) => x,
@@ -897,7 +654,7 @@ pub fn destroy_cmd(a: DestroyArgs) -> ExitCode {
         suspended: false,
     };
     let resolver = resolver_for(&a.source);
-    runtime_block(async move {
+    block_on(async move {
         let store = match open_store(&a.state, &id) {
             Ok(s) => s,
             Err(e) => return failure(e),

@@ -5,9 +5,10 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::report::StatusReport;
 use crate::wire::{
     Accepted, ApiError, Changes, Heartbeat, HeartbeatReply, HistoryReply, NodeView,
-    RollbackRequest, StatusReply, SyncReply,
+    RollbackRequest, SyncReply,
 };
 
 fn schema<T: schemars::JsonSchema>() -> Value {
@@ -36,7 +37,7 @@ pub fn document() -> Value {
     schemas.insert("HeartbeatReply".into(), schema::<HeartbeatReply>());
     schemas.insert("Changes".into(), schema::<Changes>());
     schemas.insert("NodeView".into(), schema::<NodeView>());
-    schemas.insert("StatusReply".into(), schema::<StatusReply>());
+    schemas.insert("StatusReport".into(), schema::<StatusReport>());
     schemas.insert("ApiError".into(), schema::<ApiError>());
     schemas.insert("HistoryReply".into(), schema::<HistoryReply>());
     schemas.insert("RollbackRequest".into(), schema::<RollbackRequest>());
@@ -97,7 +98,7 @@ pub fn document() -> Value {
             }},
             "/v1/status": {"get": {
                 "summary": "Nodes, services, tasks and recent events",
-                "responses": ok("status", reference("StatusReply"))
+                "responses": ok("status", reference("StatusReport"))
             }},
             "/v1/plan": {"get": {
                 "summary": "The plan the next reconcile would apply (the JSON plan document of `reconcile plan --format json`)",

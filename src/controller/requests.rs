@@ -4,8 +4,8 @@
 
 use super::{Controller, ABORTED, ROLLED_BACK};
 use crate::apply;
-use crate::model::{DesiredState, Task, TaskStatus};
-use crate::wire::{ServiceView, StatusReply};
+use crate::model::{DesiredState, ObservedState};
+use crate::report::{self, ControllerStatus, StatusReport};
 
 impl Controller {
     /// Approve once a plan deleting most services: the one of the commit
@@ -91,18 +91,7 @@ impl Controller {
         if !s.stored.services.contains_key(key) {
             return Err(format!("no service `{key}` has been applied"));
         }
-        let h = s.stored.deployments.get(key).cloned().unwrap_or_default();
-        Ok(crate::wire::HistoryReply {
-            service: key.to_string(),
-            deployments: h
-                .deployments
-                .iter()
-                .rev()
-                .map(|d| crate::deployment::DeploymentView::of(d, &[]))
-                .collect(),
-            events: h.events.iter().rev().cloned().collect(),
-            held: h.held,
-        })
+        Ok(report::history(key, s.stored.deployments.get(key)))
     }
 
     /// `reconcile deployment abort`: the running rollout of `key` rolls
@@ -176,68 +165,35 @@ impl Controller {
         ))
     }
 
-    pub fn status(&self) -> StatusReply {
+    /// The status document, as `reconcile status` shows it in both modes.
+    pub fn status(&self) -> StatusReport {
         let nodes = self.nodes();
         let tasks = self.observation().tasks;
         let s = self.lock();
-        let services = s
-            .stored
-            .services
-            .iter()
-            .map(|(key, svc)| {
-                let mine: Vec<&Task> = tasks
-                    .iter()
-                    .filter(|t| {
-                        t.service
-                            .as_deref()
-                            .is_some_and(|n| key.split_once('/') == Some((t.cluster.as_str(), n)))
-                    })
-                    .collect();
-                let history = s.stored.deployments.get(key);
-                let (mut running, mut pending) = (0, 0);
-                for t in &mine {
-                    match t.last_status {
-                        TaskStatus::Running => running += 1,
-                        TaskStatus::Pending => pending += 1,
-                        TaskStatus::Stopped => {}
-                    }
-                }
-                (
-                    key.clone(),
-                    ServiceView {
-                        task_definition: svc.spec.task_definition.clone(),
-                        revision: svc.revision,
-                        desired_count: svc.spec.desired_count,
-                        running,
-                        pending,
-                        commit: s.commits.get(&format!("Service/{key}")).cloned(),
-                        deployments: history.map(|h| h.views(&mine)).unwrap_or_default(),
-                        events: history
-                            .map(|h| h.events.iter().rev().take(5).cloned().collect())
-                            .unwrap_or_default(),
-                        held: history.and_then(|h| h.held.clone()),
-                    },
-                )
-            })
-            .collect();
-        StatusReply {
-            source: self.config.source.display(),
-            fetched_commit: s.fetched.as_ref().map(|c| c.id.clone()),
-            applied_commit: s.applied.as_ref().map(|c| c.id.clone()),
-            suspended: s.suspended,
-            commits: s.commits.clone(),
-            nodes,
+        let mut observed = ObservedState {
             tasks,
-            services,
-            last_error: s.last_error.clone(),
-            passes: s.passes,
-            events: s
-                .events
-                .iter()
-                .rev()
-                .take(50)
-                .map(|(_, e)| e.clone())
-                .collect(),
+            ..ObservedState::default()
+        };
+        s.stored.clone().into_observed(&mut observed);
+        StatusReport {
+            source: self.config.source.display(),
+            services: report::services(&observed, &s.commits),
+            nodes,
+            controller: Some(ControllerStatus {
+                fetched_commit: s.fetched.as_ref().map(|c| c.id.clone()),
+                applied_commit: s.applied.as_ref().map(|c| c.id.clone()),
+                suspended: s.suspended,
+                commits: s.commits.clone(),
+                last_error: s.last_error.clone(),
+                passes: s.passes,
+                events: s
+                    .events
+                    .iter()
+                    .rev()
+                    .take(50)
+                    .map(|(_, e)| e.clone())
+                    .collect(),
+            }),
         }
     }
 }

@@ -1,0 +1,161 @@
+//! The arguments every command shares, and where they lead: a source (a
+//! directory or `git+URL`, with its branch and subdirectory), the local
+//! state directory, and the controller to talk to instead of the local
+//! engine.
+
+use std::path::{Path, PathBuf};
+
+use clap::ValueEnum;
+
+use crate::model;
+use crate::secrets::Resolver;
+use crate::source;
+use crate::store::FileStore;
+
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct GitArgs {
+    /// Branch of a `git+URL` source (default: main).
+    #[arg(long = "ref", value_name = "BRANCH")]
+    pub reference: Option<String>,
+    /// Directory inside a `git+URL` source's repository.
+    #[arg(long = "path", value_name = "SUBDIR")]
+    pub subdir: Option<String>,
+}
+
+impl GitArgs {
+    /// The git source `source` names, if it is `git+URL`.
+    pub(crate) fn source(
+        &self,
+        source: &std::path::Path,
+    ) -> Result<Option<crate::git::GitSource>, String> {
+        let text = source.to_string_lossy();
+        match crate::git::GitSource::parse(&text, self.reference.as_deref(), self.subdir.as_deref())
+        {
+            Some(g) => Ok(Some(g)),
+            None if self.reference.is_some() || self.subdir.is_some() => {
+                Err("--ref and --path apply to a git+URL source only".into())
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Read a source: a directory or file as it is, or the head commit of a
+    /// git branch (fetched into `cache`).
+    pub(crate) fn read(
+        &self,
+        source: &std::path::Path,
+        cache: &std::path::Path,
+    ) -> Result<Vec<source::RawFile>, String> {
+        match self.source(source)? {
+            Some(g) => {
+                let commit = g.fetch(cache)?;
+                let snap = g.read(cache, &commit)?;
+                eprintln!(
+                    "{}: commit {} ({})",
+                    g.display(),
+                    &snap.commit[..12],
+                    snap.summary
+                );
+                Ok(snap.files)
+            }
+            None => source::read_dir(source).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Options shared by the commands that read a source and the local state.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct StateArgs {
+    /// Where standalone state (task definition revisions, applied
+    /// resources) is kept. Default: $RECONCILE_STATE_DIR, else
+    /// $XDG_STATE_HOME/reconcile, else ~/.local/state/reconcile.
+    #[arg(long, value_name = "DIR", global = true)]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// How the CLI reaches a controller.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RemoteArgs {
+    /// Run against the controller at URL instead of the local Docker engine.
+    #[arg(long, env = "RECONCILE_CONTROLLER", value_name = "URL", global = true)]
+    pub controller: Option<String>,
+    /// The controller's API token.
+    #[arg(
+        long,
+        env = "RECONCILE_API_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN",
+        global = true
+    )]
+    pub token: Option<String>,
+    /// Trust only this CA (PEM) for an https:// controller.
+    #[arg(long, env = "RECONCILE_CA_CERT", value_name = "FILE", global = true)]
+    pub ca_cert: Option<PathBuf>,
+}
+
+pub(crate) fn state_dir(args: &StateArgs) -> PathBuf {
+    if let Some(d) = &args.state_dir {
+        return d.clone();
+    }
+    if let Some(d) = std::env::var_os("RECONCILE_STATE_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME") {
+        return PathBuf::from(d).join("reconcile");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    home.join(".local/state/reconcile")
+}
+
+/// A source's identity: its canonical path, digested. Resources are owned
+/// by the source that applied them.
+pub(crate) fn source_id(path: &Path, git: &GitArgs) -> Result<(String, String), String> {
+    if let Some(g) = git.source(path)? {
+        let shown = format!("git+{}", g.display());
+        return Ok((model::digest(&shown), shown));
+    }
+    let canonical =
+        std::fs::canonicalize(path).map_err(|e| format!("`{}`: {e}", path.display()))?;
+    let shown = canonical.display().to_string();
+    Ok((model::digest(&shown), shown))
+}
+
+/// Where a source's bare secret names are read: next to a directory source;
+/// for a git source (a repository holds no secrets) in the current
+/// directory's `.reconcile/secrets`, or `RECONCILE_SECRETS_DIR`.
+pub(crate) fn resolver_for(path: &Path) -> Resolver {
+    if path.to_string_lossy().starts_with("git+") {
+        Resolver::for_source(Path::new("."))
+    } else {
+        Resolver::for_source(path)
+    }
+}
+
+pub(crate) fn store_path(state: &StateArgs, id: &str) -> PathBuf {
+    state_dir(state).join(format!("standalone-{id}.json"))
+}
+
+pub(crate) fn open_store(state: &StateArgs, id: &str) -> Result<FileStore, String> {
+    FileStore::open(&store_path(state, id)).map_err(|e| e.to_string())
+}
+
+/// Where `reconcile deployment abort` leaves its request for the apply in
+/// progress on service `key` of source `id`.
+pub(crate) fn abort_marker(state: &StateArgs, id: &str, key: &str) -> PathBuf {
+    abort_dir(state, id).join(model::digest(&key.to_string()))
+}
+
+pub(crate) fn abort_dir(state: &StateArgs, id: &str) -> PathBuf {
+    state_dir(state).join("aborts").join(id)
+}
+
+/// Output format of the commands that print a document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    /// Human-readable, with source snippets.
+    Text,
+    /// One JSON object on stdout.
+    Json,
+}

@@ -1,0 +1,277 @@
+//! The controller's API as the CLI uses it: the `--controller` side of
+//! `plan`, `apply`, `status`, `history`, `rollback` and `deployment
+//! abort`, returning the same documents as the local side.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::args::Format;
+use super::args::RemoteArgs;
+use super::run::{block_on, failure, usage, EXIT_FAILURE};
+use crate::plan::{render, Plan};
+use crate::report::StatusReport;
+
+pub(crate) struct Client {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub(crate) fn new(r: &RemoteArgs) -> Result<Client, ExitCode> {
+        let base = r
+            .controller
+            .clone()
+            .ok_or_else(|| usage("--controller URL (or RECONCILE_CONTROLLER) is required"))?;
+        let token = r.token.clone().ok_or_else(|| {
+            usage("--token (or RECONCILE_API_TOKEN) is required with --controller")
+        })?;
+        let http =
+            crate::tls::client(r.ca_cert.as_deref(), Duration::from_secs(30)).map_err(usage)?;
+        Ok(Client {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http,
+        })
+    }
+
+    pub(crate) async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> Result<T, String> {
+        self.call_with(method, path, None::<&()>).await
+    }
+
+    pub(crate) async fn call_json<T: serde::de::DeserializeOwned, B: serde::Serialize>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &B,
+    ) -> Result<T, String> {
+        self.call_with(method, path, Some(body)).await
+    }
+
+    async fn call_with<T: serde::de::DeserializeOwned, B: serde::Serialize>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, String> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let r = req
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach the controller at {}: {e}", self.base))?;
+        let status = r.status();
+        let body = r.bytes().await.map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            let msg = serde_json::from_slice::<crate::wire::ApiError>(&body)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+            return Err(format!("the controller answered {status}: {msg}"));
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("unexpected reply from {url}: {e}"))
+    }
+}
+
+/// `reconcile plan --controller URL`: the plan the controller would apply
+/// next. Exit codes as for a local plan.
+pub(crate) fn plan(remote: &RemoteArgs, format: Format, detail: bool, detailed: bool) -> ExitCode {
+    let client = match Client::new(remote) {
+        Ok(c) => c,
+        Err(c) => return c,
+    };
+    let p = match block_on(client.call::<Plan>(reqwest::Method::GET, "/v1/plan")) {
+        Ok(p) => p,
+        Err(e) => return failure(e),
+    };
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&p).unwrap_or_default()),
+        Format::Text => print!(
+            "{}",
+            render::text(
+                &p,
+                render::Style {
+                    colour: super::diagnostics::colour(std::io::stdout().is_terminal()),
+                    detail,
+                }
+            )
+        ),
+    }
+    if !p.errors.is_empty() {
+        ExitCode::from(EXIT_FAILURE)
+    } else if detailed && p.has_changes() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Call `/v1/services/CLUSTER/NAME/VERB` for a service named `NAME` or
+/// `CLUSTER/NAME` (a bare name is looked up in the controller's status).
+pub(crate) fn service_call<T: serde::de::DeserializeOwned>(
+    remote: &RemoteArgs,
+    method: reqwest::Method,
+    service: &str,
+    verb: &str,
+    body: Option<crate::wire::RollbackRequest>,
+) -> Result<T, ExitCode> {
+    let client = Client::new(remote)?;
+    block_on(async {
+        let key = match service.split_once('/') {
+            Some(_) => service.to_string(),
+            None => {
+                let s: StatusReport = client.call(reqwest::Method::GET, "/v1/status").await?;
+                let found: Vec<&String> = s
+                    .services
+                    .iter()
+                    .filter(|v| v.name == service)
+                    .map(|v| &v.service)
+                    .collect();
+                match found.as_slice() {
+                    [one] => (*one).clone(),
+                    [] => return Err(format!("the controller has no service `{service}`")),
+                    many => {
+                        return Err(format!(
+                            "`{service}` is in several clusters; name one of: {}",
+                            many.iter()
+                                .map(|s| s.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ))
+                    }
+                }
+            }
+        };
+        let path = format!("/v1/services/{key}/{verb}");
+        match body {
+            Some(b) => client.call_json(method, &path, &b).await,
+            None => client.call(method, &path).await,
+        }
+    })
+    .map_err(failure)
+}
+
+/// `apply --controller`: ask for a reconcile and wait for it, and for the
+/// rollouts it starts, to end. Exits non-zero naming each deployment that
+/// failed or was rolled back, or the reconcile's error.
+pub(crate) fn apply(remote: &RemoteArgs, wait: Option<Duration>) -> ExitCode {
+    let client = match Client::new(remote) {
+        Ok(c) => c,
+        Err(c) => return c,
+    };
+    let Some(limit) = wait else {
+        return match block_on(client.call::<serde_json::Value>(reqwest::Method::POST, "/v1/sync")) {
+            Ok(_) => {
+                println!(
+                    "Reconcile requested; follow it with `reconcile status --controller URL`."
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => failure(e),
+        };
+    };
+    let result = block_on(async {
+        let before: StatusReport = client.call(reqwest::Method::GET, "/v1/status").await?;
+        let newest_before: BTreeMap<String, u32> = before
+            .services
+            .iter()
+            .filter_map(|v| Some((v.service.clone(), v.deployments.first()?.id)))
+            .collect();
+        let sync: crate::wire::SyncReply = client.call(reqwest::Method::POST, "/v1/sync").await?;
+        eprintln!("Reconcile requested; waiting for it and for the rollouts it starts.");
+        let started = std::time::Instant::now();
+        loop {
+            let s: StatusReport = client.call(reqwest::Method::GET, "/v1/status").await?;
+            let rolling: Vec<&String> = s
+                .services
+                .iter()
+                .filter(|v| {
+                    v.deployments
+                        .first()
+                        .is_some_and(|d| d.rollout_state == "IN_PROGRESS")
+                })
+                .map(|v| &v.service)
+                .collect();
+            let c = s.controller.clone().unwrap_or_default();
+            // Done when the pass covering the request has ended and no
+            // rollout is left, or at once when that pass failed (a rollout
+            // it left IN_PROGRESS would wait for a later pass).
+            if c.passes >= sync.until_pass && (rolling.is_empty() || c.last_error.is_some()) {
+                return Ok((s, newest_before));
+            }
+            if started.elapsed() >= limit {
+                return Err(format!(
+                    "the controller has not finished within {}s{}; `reconcile status --controller URL` shows where it stands",
+                    limit.as_secs(),
+                    if rolling.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " (rolling out: {})",
+                            rolling.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+                        )
+                    }
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    let (s, before) = match result {
+        Ok(x) => x,
+        Err(e) => return failure(e),
+    };
+    // Deployments that ended during the wait, per service, oldest first.
+    let mut failed = Vec::new();
+    for v in &s.services {
+        let key = &v.service;
+        let since = before.get(key).copied().unwrap_or(0);
+        let new: Vec<&crate::deployment::DeploymentView> = v
+            .deployments
+            .iter()
+            .rev()
+            .filter(|d| d.id > since)
+            .collect();
+        for d in &new {
+            if d.rollout_state == "FAILED" {
+                let restored = new
+                    .iter()
+                    .find(|r| r.rollback_of == Some(d.id))
+                    .map(|r| format!("; rolled back to revision {}", r.revision))
+                    .unwrap_or_default();
+                failed.push(format!(
+                    "Service/{key}: deployment {} (revision {}) failed: {}{restored}",
+                    d.id, d.revision, d.reason
+                ));
+            }
+        }
+    }
+    let c = s.controller.unwrap_or_default();
+    if let Some(e) = &c.last_error {
+        failed.push(e.clone());
+    }
+    if failed.is_empty() {
+        println!(
+            "Apply complete: the controller converged (pass {}).",
+            c.passes
+        );
+        return ExitCode::SUCCESS;
+    }
+    for f in &failed {
+        eprintln!("error: {f}");
+    }
+    ExitCode::from(EXIT_FAILURE)
+}
+
+/// `GET /v1/status`: the controller's status document.
+pub(crate) fn status(remote: &RemoteArgs) -> Result<StatusReport, ExitCode> {
+    let client = Client::new(remote)?;
+    block_on(client.call::<StatusReport>(reqwest::Method::GET, "/v1/status")).map_err(failure)
+}

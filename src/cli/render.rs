@@ -1,0 +1,216 @@
+//! Documents as people read them: status, deployments, events and nodes,
+//! the same text whether they came from the local engine or a controller.
+//! Pure: a document and `now` in, text out.
+
+use crate::clock;
+use crate::deployment::{DeploymentView, Held, ServiceEvent};
+use crate::plan;
+use crate::report::StatusReport;
+use crate::wire::NodeView;
+
+/// `reconcile status` as text; times relative to `now` (unix seconds).
+pub(crate) fn status(r: &StatusReport, now: i64) -> String {
+    let mut out = String::new();
+    if let Some(c) = &r.controller {
+        out.push_str(&format!("Source: {}\n", r.source));
+        if let Some(a) = &c.applied_commit {
+            out.push_str(&format!("Applied commit: {a}\n"));
+        }
+        if c.fetched_commit.is_some() && c.fetched_commit != c.applied_commit {
+            out.push_str(&format!(
+                "Fetched commit: {} (not applied)\n",
+                c.fetched_commit.as_deref().unwrap_or_default()
+            ));
+        }
+        if c.suspended {
+            out.push_str("SUSPENDED: nothing is applied until `reconcile resume`.\n");
+        }
+        if let Some(e) = &c.last_error {
+            out.push_str(&format!("Last reconcile failed: {e}\n"));
+        }
+        out.push('\n');
+    }
+    if r.services.is_empty() {
+        out.push_str("No services applied from this source.\n");
+    }
+    for s in &r.services {
+        out.push_str(&format!(
+            "Service {}  {}  running {}/{}  pending {}{}\n",
+            s.service,
+            s.task_definition,
+            s.running,
+            s.desired_count
+                .map(|d| d.to_string())
+                .unwrap_or_else(|| "daemon".into()),
+            s.pending,
+            s.commit
+                .as_ref()
+                .map(|c| format!("  from commit {}", &c[..12.min(c.len())]))
+                .unwrap_or_default()
+        ));
+        out.push_str(&deployments(
+            &s.deployments,
+            &s.events,
+            s.held.as_ref(),
+            now,
+        ));
+        for t in &s.tasks {
+            let ports: Vec<String> = t
+                .ports
+                .iter()
+                .map(|p| format!("{}:{}->{}", p.container_name, p.host_port, p.container_port))
+                .collect();
+            out.push_str(&format!(
+                "  task {}  {}  rev {}  {:?}  {:?}{}{}\n",
+                plan::short(&t.id),
+                t.node,
+                t.revision,
+                t.last_status,
+                t.health,
+                if ports.is_empty() {
+                    String::new()
+                } else {
+                    format!("  ports {}", ports.join(","))
+                },
+                t.stopped_reason
+                    .as_ref()
+                    .map(|r| format!("  stopped: {r}"))
+                    .unwrap_or_default(),
+            ));
+        }
+    }
+    if let Some(c) = &r.controller {
+        out.push_str("\nNodes:\n");
+        out.push_str(&nodes(&r.nodes));
+        out.push_str("\nEvents (newest first):\n");
+        for e in c.events.iter().take(20) {
+            out.push_str(&format!(
+                "  {:<width$}  {}\n",
+                clock::readable(e.at, now),
+                e.message,
+                width = clock::READABLE_WIDTH
+            ));
+        }
+    }
+    out
+}
+
+/// Deployments (newest first), the hold and recent events, as text; event
+/// times in UTC and relative to `now` (unix seconds).
+pub(crate) fn deployments(
+    deps: &[DeploymentView],
+    events: &[ServiceEvent],
+    held: Option<&Held>,
+    now: i64,
+) -> String {
+    let mut out = String::new();
+    if !deps.is_empty() {
+        out.push_str("  deployments:\n");
+        for d in deps {
+            out.push_str(&format!("    {}\n", d.line()));
+        }
+    }
+    if let Some(h) = held {
+        out.push_str(&format!(
+            "  held: revision {} is not deployed ({}); runs revision {}\n",
+            h.revision, h.reason, h.to
+        ));
+    }
+    if !events.is_empty() {
+        out.push_str("  events:\n");
+        for e in events {
+            out.push_str(&format!(
+                "    {:<width$}  {}  {}\n",
+                clock::readable(e.at, now),
+                serde_json::to_value(e.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                e.message,
+                width = clock::READABLE_WIDTH
+            ));
+        }
+    }
+    out
+}
+
+pub(crate) fn nodes(nodes: &[NodeView]) -> String {
+    let mut out = String::from("NODE            CLUSTER     STATUS    TASKS  CPU (used/total)  MEMORY MiB (used/total)  LAST HEARTBEAT\n");
+    for n in nodes {
+        out.push_str(&format!(
+            "{:<15} {:<11} {:<9} {:>5}  {:>16}  {:>23}  {}\n",
+            n.info.name,
+            n.info.cluster,
+            format!("{:?}", n.status).to_uppercase(),
+            n.tasks,
+            format!("{}/{}", n.reserved_cpu, n.info.cpu),
+            format!("{}/{}", n.reserved_memory, n.info.memory),
+            n.last_heartbeat_secs
+                .map(|s| crate::clock::age(i64::try_from(s).unwrap_or(i64::MAX)))
+                .unwrap_or_else(|| "none since restart".into()),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deployment::EventKind;
+    use crate::model::NodeInfo;
+    use crate::wire::NodeStatus;
+
+    #[test]
+    fn event_times_are_utc_and_relative() {
+        let now = 1_795_000_000;
+        let events = [
+            ServiceEvent {
+                at: now - 12,
+                kind: EventKind::ServiceSteadyState,
+                message: "steady".into(),
+            },
+            ServiceEvent {
+                at: now - 2 * 86_400,
+                kind: EventKind::ServiceTaskFailed,
+                message: "exited".into(),
+            },
+        ];
+        assert_eq!(
+            deployments(&[], &events, None, now),
+            "  events:\n\
+             \x20   2026-11-18T11:06:28Z (12 s ago)    SERVICE_STEADY_STATE  steady\n\
+             \x20   2026-11-16T11:06:40Z (2 d ago)     SERVICE_TASK_FAILED  exited\n"
+        );
+    }
+
+    #[test]
+    fn nodes_show_their_last_heartbeat_as_an_age() {
+        let node = |name: &str, last: Option<u64>| NodeView {
+            info: NodeInfo {
+                name: name.into(),
+                cluster: "c".into(),
+                attributes: Default::default(),
+                cpu: 1024,
+                memory: 512,
+                reserved_ports: Vec::new(),
+            },
+            status: NodeStatus::Active,
+            agent_version: "1".into(),
+            last_heartbeat_secs: last,
+            tasks: 0,
+            reserved_cpu: 0,
+            reserved_memory: 0,
+        };
+        let text = nodes(&[
+            node("a", Some(12)),
+            node("b", Some(4 * 60 + 30)),
+            node("c", None),
+        ]);
+        let last: Vec<&str> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.split("  ").last().unwrap_or_default())
+            .collect();
+        assert_eq!(last, ["12 s ago", "4 min ago", "none since restart"]);
+    }
+}

@@ -1,0 +1,115 @@
+//! `reconcile status`: one document ([`StatusReport`]) from the local
+//! engine or from a controller, shown as text or JSON.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::args::{resolver_for, source_id, store_path, RemoteArgs, StateArgs};
+use super::args::{Format, GitArgs};
+use super::run::{block_on, failure, usage};
+use super::{remote, render};
+use crate::model::NodeInfo;
+use crate::reconcile::Reconciler;
+use crate::report::{self, StatusReport};
+use crate::runtime::docker::DockerRuntime;
+use crate::store::{FileStore, Snapshot, Stored};
+use crate::wire::{NodeStatus, NodeView};
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The source whose resources to show.
+    #[arg(default_value = ".")]
+    source: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    #[command(flatten)]
+    remote: RemoteArgs,
+    #[command(flatten)]
+    git: GitArgs,
+    #[command(flatten)]
+    state: StateArgs,
+}
+
+pub fn status_cmd(a: StatusArgs) -> ExitCode {
+    let report = if a.remote.controller.is_some() {
+        match remote::status(&a.remote) {
+            Ok(r) => r,
+            Err(code) => return code,
+        }
+    } else {
+        match local(&a) {
+            Ok(r) => r,
+            Err(code) => return code,
+        }
+    };
+    match a.format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        ),
+        Format::Text => print!("{}", render::status(&report, crate::clock::unix_now())),
+    }
+    ExitCode::SUCCESS
+}
+
+/// The status of a source applied to the local engine.
+fn local(a: &StatusArgs) -> Result<StatusReport, ExitCode> {
+    let (id, shown) = source_id(&a.source, &a.git).map_err(usage)?;
+    let observed = block_on(async {
+        // Not locked: status works while an apply runs.
+        let stored = FileStore::peek(&store_path(&a.state, &id)).map_err(|e| e.to_string())?;
+        let rt = DockerRuntime::connect(&id, "local")
+            .await
+            .map_err(|e| e.message)?;
+        Reconciler {
+            runtime: &rt,
+            store: &Snapshot(Stored::default()),
+            resolver: &resolver_for(&a.source),
+        }
+        .observe(stored)
+        .await
+    })
+    .map_err(failure)?;
+    let nodes = observed
+        .nodes
+        .iter()
+        .map(|n| local_node(n, &observed))
+        .collect();
+    Ok(StatusReport {
+        source: shown,
+        services: report::services(&observed, &Default::default()),
+        nodes,
+        controller: None,
+    })
+}
+
+/// The local engine as a node: this program is its agent, always there.
+fn local_node(n: &NodeInfo, o: &crate::model::ObservedState) -> NodeView {
+    let live: Vec<&crate::model::Task> = o
+        .tasks
+        .iter()
+        .filter(|t| t.node == n.name && t.is_live())
+        .collect();
+    let (mut cpu, mut memory) = (0, 0);
+    for t in &live {
+        let spec = o
+            .revisions
+            .get(&t.family)
+            .and_then(|rs| rs.iter().find(|r| r.number == t.revision));
+        if let Some(r) = spec {
+            let (c, m, _) = crate::model::reservation(&r.spec);
+            cpu += c;
+            memory += m;
+        }
+    }
+    NodeView {
+        info: n.clone(),
+        status: NodeStatus::Active,
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        last_heartbeat_secs: Some(0),
+        tasks: live.len(),
+        reserved_cpu: cpu,
+        reserved_memory: memory,
+    }
+}

@@ -1,0 +1,181 @@
+//! What `status` shows, one document in both modes: `reconcile status
+//! --format json` has one schema whether it reads the local engine or a
+//! controller (`GET /v1/status`), published in the API document.
+//!
+//! Built from the observed state alone (pure): the services as last
+//! applied, their tasks, deployments and events, and the nodes. A
+//! controller adds its own view (commits, passes, its events).
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::deployment::{DeploymentView, Held, History, ServiceEvent};
+use crate::model::{Health, NetworkBinding, ObservedState, Task, TaskStatus};
+use crate::wire::{EventRecord, HistoryReply, NodeView};
+
+/// Events per service that `status` shows, newest first.
+pub const SERVICE_EVENTS: usize = 5;
+
+/// `reconcile status`: the source's services and the nodes they run on.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusReport {
+    /// The source, as it was named (a directory, or `git+URL`).
+    pub source: String,
+    /// Services as last applied, by key (`cluster/name`).
+    pub services: Vec<ServiceStatus>,
+    pub nodes: Vec<NodeView>,
+    /// What only a controller knows; absent in standalone mode.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub controller: Option<ControllerStatus>,
+}
+
+/// A service as last applied, with what runs of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceStatus {
+    /// `cluster/name`.
+    pub service: String,
+    pub cluster: String,
+    pub name: String,
+    /// `family:revision` of the PRIMARY deployment.
+    pub task_definition: String,
+    pub revision: u32,
+    /// None for DAEMON services.
+    pub desired_count: Option<u32>,
+    pub running: usize,
+    pub pending: usize,
+    /// The commit the service was last changed from (git sources).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// PRIMARY and ACTIVE deployments and the newest one, newest first.
+    pub deployments: Vec<DeploymentView>,
+    /// Recent events, newest first.
+    pub events: Vec<ServiceEvent>,
+    /// A configuration rolled back and not deployed again.
+    pub held: Option<Held>,
+    pub tasks: Vec<TaskView>,
+}
+
+/// A task of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskView {
+    pub id: String,
+    pub node: String,
+    pub revision: u32,
+    pub last_status: TaskStatus,
+    pub health: Health,
+    /// Unix seconds.
+    pub started_at: Option<i64>,
+    /// Host ports as bound: one per port mapping.
+    pub ports: Vec<NetworkBinding>,
+    pub stop_code: Option<String>,
+    pub stopped_reason: Option<String>,
+}
+
+/// What a controller adds to the status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ControllerStatus {
+    /// The commit last fetched and the one last applied in full (git
+    /// sources).
+    pub fetched_commit: Option<String>,
+    pub applied_commit: Option<String>,
+    /// Suspended: nothing is applied until resumed.
+    pub suspended: bool,
+    /// The commit each resource (by plan address, e.g.
+    /// `TaskDefinition/web`) was last changed from.
+    pub commits: BTreeMap<String, String>,
+    /// Why the last reconcile did not apply, if it did not.
+    pub last_error: Option<String>,
+    /// Reconcile passes completed since the controller started.
+    pub passes: u64,
+    /// The controller's events, newest first.
+    pub events: Vec<EventRecord>,
+}
+
+impl From<&Task> for TaskView {
+    fn from(t: &Task) -> TaskView {
+        TaskView {
+            id: t.id.clone(),
+            node: t.node.clone(),
+            revision: t.revision,
+            last_status: t.last_status,
+            health: t.health,
+            started_at: t.started_at,
+            ports: t.bindings.clone(),
+            stop_code: t.stop_code.clone(),
+            stopped_reason: t.stopped_reason.clone(),
+        }
+    }
+}
+
+/// The services of an observed state, with their tasks; `commits` names
+/// the commit each was last changed from (empty without git).
+pub fn services(o: &ObservedState, commits: &BTreeMap<String, String>) -> Vec<ServiceStatus> {
+    let mut by_service: BTreeMap<(&str, &str), Vec<&Task>> = BTreeMap::new();
+    for t in &o.tasks {
+        if let Some(s) = &t.service {
+            by_service
+                .entry((t.cluster.as_str(), s.as_str()))
+                .or_default()
+                .push(t);
+        }
+    }
+    o.services
+        .iter()
+        .map(|(key, s)| {
+            let tasks = by_service
+                .get(&(s.key.cluster.as_str(), s.key.name.as_str()))
+                .cloned()
+                .unwrap_or_default();
+            let count = |st: TaskStatus| tasks.iter().filter(|t| t.last_status == st).count();
+            let history = o.deployments.get(key);
+            let family = s.spec.task_definition.split(':').next().unwrap_or_default();
+            ServiceStatus {
+                service: key.clone(),
+                cluster: s.key.cluster.clone(),
+                name: s.key.name.clone(),
+                task_definition: format!("{family}:{}", s.revision),
+                revision: s.revision,
+                desired_count: s.spec.desired_count,
+                running: count(TaskStatus::Running),
+                pending: count(TaskStatus::Pending),
+                commit: commits.get(&format!("Service/{key}")).cloned(),
+                deployments: history.map(|h| h.views(&tasks)).unwrap_or_default(),
+                events: history
+                    .map(|h| {
+                        h.events
+                            .iter()
+                            .rev()
+                            .take(SERVICE_EVENTS)
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                held: history.and_then(|h| h.held.clone()),
+                tasks: tasks.iter().map(|t| TaskView::from(*t)).collect(),
+            }
+        })
+        .collect()
+}
+
+/// `reconcile history`: every deployment of service `key` and its events,
+/// newest first.
+pub fn history(key: &str, h: Option<&History>) -> HistoryReply {
+    let h = h.cloned().unwrap_or_default();
+    HistoryReply {
+        service: key.to_string(),
+        deployments: h
+            .deployments
+            .iter()
+            .rev()
+            .map(|d| DeploymentView::of(d, &[]))
+            .collect(),
+        events: h.events.iter().rev().cloned().collect(),
+        held: h.held,
+    }
+}
