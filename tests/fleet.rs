@@ -4,11 +4,14 @@
 //! label, as it would on a host of its own.
 //!
 //! Needs root, `ip` and a running Docker engine with `busybox:stable`
-//! (`scripts/docker-setup.sh`). Tests run one at a time: they share the
+//! (`scripts/docker-setup.sh`): without them a test fails under CI and is
+//! skipped, saying so, elsewhere. Tests run one at a time: they share the
 //! engine and measure container counts.
 
 #[path = "common/netns.rs"]
 mod netns;
+#[path = "common/prereq.rs"]
+mod prereq;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -111,7 +114,11 @@ impl Fleet {
         extra: impl Fn(usize) -> Vec<String>,
         tls: bool,
     ) -> Option<Fleet> {
-        if !netns::available() {
+        if !prereq::satisfied(
+            [netns::unavailable(), prereq::docker()]
+                .into_iter()
+                .flatten(),
+        ) {
             return None;
         }
         let lab = netns::Lab::new(test, 3).expect("network lab");

@@ -10,10 +10,14 @@
 //!   password) with a certificate of a test CA, trusted through
 //!   `SSL_CERT_FILE`.
 //!
-//! `reconcile validate` (and `plan`, when a Docker engine answers) read a
-//! bare repository holding a Cluster, a TaskDefinition and a Service. No
-//! Docker is needed otherwise. A missing tool (sshd, ssh-agent, python3,
-//! git http-backend) skips a test, except under CI, where it fails it.
+//! `reconcile validate` and `plan` read a bare repository holding a
+//! Cluster, a TaskDefinition and a Service; `plan` needs a Docker engine.
+//! A missing tool (sshd, ssh-agent, python3, git http-backend) or engine
+//! fails a test under CI and skips it (or, for Docker, its `plan` part),
+//! saying so, elsewhere.
+
+#[path = "common/prereq.rs"]
+mod prereq;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpStream;
@@ -28,53 +32,36 @@ fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_reconcile"))
 }
 
-fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
-}
-
-/// `name` in PATH or in the sbin directories (sshd lives there and they
-/// are often not in a user's PATH).
-fn find_tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
 fn git_http_backend() -> Option<PathBuf> {
     let out = Command::new("git").arg("--exec-path").output().ok()?;
     let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     Some(dir.join("git-http-backend")).filter(|p| p.is_file())
 }
 
-/// The tools a test needs; None (the test is skipped, saying why) when one
-/// is missing outside CI. Under CI a missing tool fails the test: the
-/// project's setup installs them.
-fn require(test: &str, tools: &[&str]) -> Option<Vec<PathBuf>> {
-    let mut found = Vec::new();
-    let mut missing = Vec::new();
-    for tool in tools {
-        let hit = match *tool {
+/// The paths of the tools a test needs (`git-http-backend` is looked up
+/// in git's exec path); None when one is missing and the test is skipped
+/// (see `prereq.rs`).
+fn require(tools: &[&str]) -> Option<Vec<PathBuf>> {
+    let found: Vec<Option<PathBuf>> = tools
+        .iter()
+        .map(|tool| match *tool {
             "git-http-backend" => git_http_backend(),
-            t => find_tool(t),
-        };
-        match hit {
-            Some(p) => found.push(p),
-            None => missing.push(*tool),
-        }
-    }
-    if missing.is_empty() {
-        return Some(found);
-    }
-    let why = format!(
-        "{test}: {} not found (Debian: openssh-server, openssh-client, python3, git; \
-         scripts/docker-setup.sh installs them)",
-        missing.join(", ")
-    );
-    assert!(!under_ci(), "CI is set, so this is a failure: {why}");
-    eprintln!("skipped: {why}");
-    None
+            t => prereq::find_tool(t),
+        })
+        .collect();
+    let missing: Vec<&str> = tools
+        .iter()
+        .zip(&found)
+        .filter(|(_, p)| p.is_none())
+        .map(|(t, _)| *t)
+        .collect();
+    let why = (!missing.is_empty()).then(|| {
+        format!(
+            "{} not found (Debian: openssh-server, openssh-client, python3, git)",
+            missing.join(", ")
+        )
+    });
+    prereq::satisfied(why).then(|| found.into_iter().flatten().collect())
 }
 
 fn free_port() -> u16 {
@@ -253,16 +240,8 @@ fn reconcile(args: &[&str], home: &Path, env: &[(&str, &str)]) -> Run {
     }
 }
 
-fn docker_answers() -> bool {
-    Command::new("docker")
-        .arg("info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// validate (and plan, when Docker answers) read the remote's manifests;
+/// validate and plan (when Docker is there: see `prereq.rs`) read the
+/// remote's manifests;
 /// then a broken commit pushed to the remote is reported with file:line.
 fn reads_the_remote(repo: &Repo, source: &str, home: &Path, env: &[(&str, &str)]) {
     let head = git(&repo.work(), &["rev-parse", "HEAD"]);
@@ -279,7 +258,7 @@ fn reads_the_remote(repo: &Repo, source: &str, home: &Path, env: &[(&str, &str)]
     // The three documents of deploy/app.yaml; README.txt is no manifest.
     assert!(v.stdout.contains("3 documents valid in 1 file"), "{v:#?}");
 
-    if docker_answers() {
+    if prereq::part_satisfied("plan", prereq::docker()) {
         let state = tempfile::tempdir().unwrap();
         let mut args = vec![
             "plan",
@@ -300,8 +279,6 @@ fn reads_the_remote(repo: &Repo, source: &str, home: &Path, env: &[(&str, &str)]
                 "the plan creates the service: {p:#?}"
             );
         }
-    } else {
-        eprintln!("note: no Docker engine answers, so `plan` is not run (validate is)");
     }
 
     let bad = repo.commit(&broken_manifests(), "point at a missing task definition");
@@ -551,8 +528,8 @@ struct SshRig {
 }
 
 impl SshRig {
-    fn new(test: &str, authorised: bool, passwords: bool) -> Option<SshRig> {
-        let tools = require(test, &["sshd", "ssh-agent", "ssh-add", "ssh-keygen", "git"])?;
+    fn new(authorised: bool, passwords: bool) -> Option<SshRig> {
+        let tools = require(&["sshd", "ssh-agent", "ssh-add", "ssh-keygen", "git"])?;
         let repo = Repo::new();
         let keys = repo.root().join("keys");
         std::fs::create_dir_all(&keys).unwrap();
@@ -580,11 +557,7 @@ impl SshRig {
 
 #[test]
 fn ssh_remote_read_with_agent_key_and_known_host_key() {
-    let Some(rig) = SshRig::new(
-        "ssh_remote_read_with_agent_key_and_known_host_key",
-        true,
-        false,
-    ) else {
+    let Some(rig) = SshRig::new(true, false) else {
         return;
     };
     let url = rig.sshd.url(&whoami(), &rig.repo);
@@ -624,7 +597,7 @@ fn ssh_remote_read_with_agent_key_and_known_host_key() {
 
 #[test]
 fn ssh_unknown_or_changed_host_key_is_refused() {
-    let Some(rig) = SshRig::new("ssh_unknown_or_changed_host_key_is_refused", true, false) else {
+    let Some(rig) = SshRig::new(true, false) else {
         return;
     };
     let url = rig.sshd.url(&whoami(), &rig.repo);
@@ -678,11 +651,7 @@ fn ssh_unknown_or_changed_host_key_is_refused() {
 fn ssh_without_agent_or_with_an_unauthorised_key_fails_clearly() {
     // Password authentication is on in this sshd, to see that the https
     // token is never offered to an ssh server as a password.
-    let Some(rig) = SshRig::new(
-        "ssh_without_agent_or_with_an_unauthorised_key_fails_clearly",
-        false,
-        true,
-    ) else {
+    let Some(rig) = SshRig::new(false, true) else {
         return;
     };
     let user = whoami();
@@ -762,8 +731,8 @@ fn make_ca(dir: &Path, with_server: bool) {
 
 impl Https {
     /// A repo and the server for it; None when a tool is missing.
-    fn start(test: &str) -> Option<(Repo, Https)> {
-        let tools = require(test, &["python3", "git", "git-http-backend"])?;
+    fn start() -> Option<(Repo, Https)> {
+        let tools = require(&["python3", "git", "git-http-backend"])?;
         let repo = Repo::new();
         let pki = repo.root().join("pki");
         make_ca(&pki, true);
@@ -826,7 +795,7 @@ impl Https {
 
 #[test]
 fn https_remote_read_with_token_and_trusted_ca() {
-    let Some((repo, server)) = Https::start("https_remote_read_with_token_and_trusted_ca") else {
+    let Some((repo, server)) = Https::start() else {
         return;
     };
     let home = repo.home("home");
@@ -855,7 +824,7 @@ fn https_remote_read_with_token_and_trusted_ca() {
 
 #[test]
 fn https_missing_or_wrong_token_is_refused() {
-    let Some((repo, server)) = Https::start("https_missing_or_wrong_token_is_refused") else {
+    let Some((repo, server)) = Https::start() else {
         return;
     };
     let home = repo.home("home");
@@ -895,7 +864,7 @@ fn https_missing_or_wrong_token_is_refused() {
 
 #[test]
 fn https_untrusted_certificate_is_refused() {
-    let Some((repo, server)) = Https::start("https_untrusted_certificate_is_refused") else {
+    let Some((repo, server)) = Https::start() else {
         return;
     };
     let home = repo.home("home");

@@ -1,7 +1,11 @@
 //! The controller following a git branch (a bare remote and a clone made
 //! in a temp dir) and a watched directory, with one agent on the local
 //! Docker engine. Needs Docker and `busybox:stable`
-//! (`scripts/docker-setup.sh`) and `git`.
+//! (`scripts/docker-setup.sh`) and `git`: without them a test fails under
+//! CI and is skipped, saying so, elsewhere.
+
+#[path = "common/prereq.rs"]
+mod prereq;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,15 +30,6 @@ fn docker(args: &[&str]) -> String {
         .output()
         .expect("docker runs");
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn docker_ok() -> bool {
-    Command::new("docker")
-        .args(["image", "inspect", "busybox:stable"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 fn git(dir: &Path, args: &[&str]) -> String {
@@ -123,11 +118,16 @@ impl Drop for Rig {
 }
 
 impl Rig {
-    fn new(test: &str) -> Option<Rig> {
-        if !docker_ok() {
-            eprintln!(
-                "skipped: Docker with busybox:stable is not available (scripts/docker-setup.sh)"
-            );
+    /// None when the machine lacks Docker with busybox:stable, git, or one
+    /// of `tools` (see `prereq.rs`).
+    fn new(test: &str, tools: &[&str]) -> Option<Rig> {
+        let mut all = vec!["git"];
+        all.extend_from_slice(tools);
+        if !prereq::satisfied(
+            [prereq::docker(), prereq::tools(&all)]
+                .into_iter()
+                .flatten(),
+        ) {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -163,8 +163,8 @@ impl Rig {
     /// A remote whose first commit runs one task (`one`), followed
     /// (`--path deploy`) by a controller that fetches every `interval`
     /// seconds, once that commit runs.
-    fn following(test: &str, interval: &str) -> Option<Rig> {
-        let mut r = Rig::new(test)?;
+    fn following(test: &str, interval: &str, tools: &[&str]) -> Option<Rig> {
+        let mut r = Rig::new(test, tools)?;
         r.git_source(1);
         let source = format!("git+{}", r.remote.display());
         r.start(&[&source, "--path", "deploy"], interval);
@@ -321,7 +321,7 @@ fn modes(mode: &str, n: usize) -> Vec<String> {
 #[test]
 fn commits_are_applied_broken_ones_never_and_force_pushes_followed() {
     let _g = lock();
-    let Some(mut r) = Rig::new("commits") else {
+    let Some(mut r) = Rig::new("commits", &[]) else {
         return;
     };
     r.git_source(2);
@@ -384,7 +384,7 @@ fn commits_are_applied_broken_ones_never_and_force_pushes_followed() {
 #[test]
 fn an_unreachable_remote_keeps_what_runs_and_recovers() {
     let _g = lock();
-    let Some(r) = Rig::following("remote", "1") else {
+    let Some(r) = Rig::following("remote", "1", &[]) else {
         return;
     };
     let moved = r.dir.path().join("moved.git");
@@ -428,7 +428,7 @@ fn an_unreachable_remote_keeps_what_runs_and_recovers() {
 fn webhook_sync_and_suspend() {
     let _g = lock();
     // A long interval: only the webhook or a sync makes it fetch.
-    let Some(r) = Rig::following("hook", "300") else {
+    let Some(r) = Rig::following("hook", "300", &["openssl"]) else {
         return;
     };
     r.commit(1, "two", "second");
@@ -494,7 +494,7 @@ fn webhook_sync_and_suspend() {
 #[test]
 fn a_watched_directory_is_applied_after_an_edit() {
     let _g = lock();
-    let Some(mut r) = Rig::new("dir") else {
+    let Some(mut r) = Rig::new("dir", &[]) else {
         return;
     };
     let src = r.dir.path().join("src");
@@ -536,7 +536,7 @@ fn hmac_hex(key: &[u8], message: &[u8]) -> String {
 #[test]
 fn drift_is_repaired_unless_self_heal_is_off_then_only_reported() {
     let _g = lock();
-    let Some(mut r) = Rig::new("drift") else {
+    let Some(mut r) = Rig::new("drift", &[]) else {
         return;
     };
     let src = r.dir.path().join("src");
@@ -587,7 +587,7 @@ fn drift_is_repaired_unless_self_heal_is_off_then_only_reported() {
 #[test]
 fn under_verification_only_commits_signed_by_allowed_keys_are_applied() {
     let _g = lock();
-    let Some(mut r) = Rig::new("signed") else {
+    let Some(mut r) = Rig::new("signed", &["ssh-keygen"]) else {
         return;
     };
     let keys = r.dir.path().join("keys");
@@ -677,7 +677,7 @@ impl Drop for GpgHome {
 #[test]
 fn openpgp_signed_commits_are_verified_against_the_allowed_keys() {
     let _g = lock();
-    let Some(mut r) = Rig::new("gpgsigned") else {
+    let Some(mut r) = Rig::new("gpgsigned", &["gpg", "gpgconf"]) else {
         return;
     };
     // A short home: gpg-agent's socket path must fit.
@@ -776,7 +776,7 @@ fn openpgp_signed_commits_are_verified_against_the_allowed_keys() {
 #[test]
 fn validate_plan_apply_and_destroy_take_a_git_source_too() {
     let _g = lock();
-    let Some(r) = Rig::new("standalone") else {
+    let Some(r) = Rig::new("standalone", &[]) else {
         return;
     };
     r.git_source(1);
@@ -859,7 +859,7 @@ fn the_controller_keeps_its_state_in_the_state_directory_by_default() {
 #[test]
 fn a_failing_rollout_is_superseded_by_the_next_good_commit() {
     let _g = lock();
-    let Some(r) = Rig::following("supersede", "1") else {
+    let Some(r) = Rig::following("supersede", "1", &[]) else {
         return;
     };
     let log = || std::fs::read_to_string(r.dir.path().join("controller.log")).unwrap_or_default();
@@ -912,7 +912,7 @@ fn services(cluster: &str, names: &[&str]) -> String {
 #[test]
 fn removed_services_are_pruned_and_a_mass_deletion_waits_for_approval() {
     let _g = lock();
-    let Some(mut r) = Rig::new("prune") else {
+    let Some(mut r) = Rig::new("prune", &[]) else {
         return;
     };
     r.git_source(1);
