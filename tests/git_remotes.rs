@@ -16,6 +16,10 @@
 //! fails a test under CI and skips it (or, for Docker, its `plan` part),
 //! saying so, elsewhere.
 
+#[path = "common/controller.rs"]
+mod controller;
+#[path = "common/git.rs"]
+mod git;
 #[path = "common/prereq.rs"]
 mod prereq;
 
@@ -25,12 +29,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use controller::{bin, test_ca};
+use git::{git, run_ok};
+
 /// Longest a single `reconcile` run may take, success or failure.
 const RUN_LIMIT: Duration = Duration::from_secs(60);
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_reconcile"))
-}
 
 fn git_http_backend() -> Option<PathBuf> {
     let out = Command::new("git").arg("--exec-path").output().ok()?;
@@ -65,92 +68,47 @@ fn require(tools: &[&str]) -> Option<Vec<PathBuf>> {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    run_ok(
-        Command::new("git")
-            .args([
-                "-c",
-                "user.name=test",
-                "-c",
-                "user.email=test@example.invalid",
-            ])
-            .args(args)
-            .current_dir(dir),
-    )
+    controller::free_port([127, 0, 0, 1].into())
 }
 
 fn manifests(replicas: u32) -> String {
-    format!(
-        r#"apiVersion: reconcile/v1alpha1
-kind: Cluster
-metadata: {{name: remotes}}
-spec: {{}}
----
-apiVersion: reconcile/v1alpha1
-kind: TaskDefinition
-metadata: {{name: app}}
-spec:
-  networkMode: none
-  containerDefinitions:
-    - name: app
-      image: busybox:stable
-      command: [sleep, "3600"]
-      memory: 32
----
-apiVersion: reconcile/v1alpha1
-kind: Service
-metadata: {{name: app}}
-spec:
-  cluster: remotes
-  taskDefinition: app
-  desiredCount: {replicas}
-"#
-    )
+    controller::app_manifests("remotes", replicas, "one")
+}
+
+fn broken_manifests() -> String {
+    manifests(2).replace("  taskDefinition: app\n", "  taskDefinition: missing-app\n")
 }
 
 /// Where the broken manifest names a task definition that does not exist:
 /// file (relative to `--path deploy`), line and column of the value.
-const BROKEN: &str = "app.yaml:22:19";
-
-fn broken_manifests() -> String {
-    manifests(2).replace("  taskDefinition: app\n", "  taskDefinition: missing-app\n")
+fn broken_at() -> String {
+    let text = broken_manifests();
+    let (n, line) = text
+        .lines()
+        .enumerate()
+        .find(|(_, l)| l.contains("missing-app"))
+        .unwrap();
+    format!(
+        "app.yaml:{}:{}",
+        n + 1,
+        line.find("missing-app").unwrap() + 1
+    )
 }
 
 /// A bare repository (`srv/fleet.git`, the remote) with manifests below
 /// `deploy/`, and the clone commits are made in, pushed by path.
 struct Repo {
     dir: tempfile::TempDir,
+    remote: git::Remote,
 }
 
 impl Repo {
     fn new() -> Repo {
         let dir = tempfile::tempdir().unwrap();
-        let bare = dir.path().join("srv/fleet.git");
-        std::fs::create_dir_all(&bare).unwrap();
-        git(&bare, &["init", "-q", "--bare", "-b", "main"]);
-        git(dir.path(), &["clone", "-q", bare.to_str().unwrap(), "work"]);
-        let repo = Repo { dir };
-        git(&repo.work(), &["checkout", "-q", "-b", "main"]);
-        std::fs::create_dir_all(repo.work().join("deploy")).unwrap();
-        std::fs::write(repo.work().join("README.txt"), "not a manifest\n").unwrap();
+        let remote = git::Remote::at(dir.path().join("srv/fleet.git"), dir.path().join("work"));
+        remote.init();
+        std::fs::write(remote.work.join("README.txt"), "not a manifest\n").unwrap();
+        let repo = Repo { dir, remote };
         repo.commit(&manifests(2), "two replicas");
         repo
     }
@@ -160,19 +118,15 @@ impl Repo {
     }
 
     fn work(&self) -> PathBuf {
-        self.root().join("work")
+        self.remote.work.clone()
     }
 
     fn bare(&self) -> PathBuf {
-        self.root().join("srv/fleet.git")
+        self.remote.bare.clone()
     }
 
     fn commit(&self, text: &str, message: &str) -> String {
-        std::fs::write(self.work().join("deploy/app.yaml"), text).unwrap();
-        git(&self.work(), &["add", "-A"]);
-        git(&self.work(), &["commit", "-q", "-m", message]);
-        git(&self.work(), &["push", "-q", "-f", "origin", "main"]);
-        git(&self.work(), &["rev-parse", "HEAD"])
+        self.remote.commit(text, message)
     }
 
     /// A fresh HOME for reconcile (its `.ssh/known_hosts` is what libgit2
@@ -288,7 +242,10 @@ fn reads_the_remote(repo: &Repo, source: &str, home: &Path, env: &[(&str, &str)]
         b.stderr.contains(&format!("commit {}", &bad[..12])),
         "{b:#?}"
     );
-    assert!(b.stdout.contains(BROKEN), "reported with file:line: {b:#?}");
+    assert!(
+        b.stdout.contains(&broken_at()),
+        "reported with file:line: {b:#?}"
+    );
     assert!(b.stdout.contains("missing-app"), "{b:#?}");
     // Back to a good commit for whatever runs next.
     repo.commit(&manifests(2), "two replicas");
@@ -704,38 +661,13 @@ impl Drop for Https {
     }
 }
 
-/// A test CA's certificate (`ca.pem`) and, `with_server`, a certificate
-/// for 127.0.0.1 it issued (`server.pem`, key in `server.key`), in `dir`.
-fn make_ca(dir: &Path, with_server: bool) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    std::fs::create_dir_all(dir).unwrap();
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "reconcile test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-    if with_server {
-        let issuer = Issuer::new(ca_params, ca_key);
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
-            .unwrap()
-            .signed_by(&key, &issuer)
-            .unwrap();
-        std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
-        std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
-    }
-}
-
 impl Https {
     /// A repo and the server for it; None when a tool is missing.
     fn start() -> Option<(Repo, Https)> {
         let tools = require(&["python3", "git", "git-http-backend"])?;
         let repo = Repo::new();
         let pki = repo.root().join("pki");
-        make_ca(&pki, true);
+        test_ca(&pki, Some("127.0.0.1"));
         let script =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/git_https_server.py");
         let log = repo.root().join("https.log");
@@ -882,7 +814,7 @@ fn https_untrusted_certificate_is_refused() {
 
     // Another CA than the one that issued the server's certificate.
     let other = repo.root().join("other-ca");
-    make_ca(&other, false);
+    test_ca(&other, None);
     let other_ca = other.join("ca.pem");
     refused(
         &url,
