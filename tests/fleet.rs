@@ -154,6 +154,26 @@ impl Fleet {
         }
         n
     }
+
+    /// Lines of every agent's log that start or stop a task, from the
+    /// `skip`-th line of each on.
+    fn agent_actions(&self, skip: &[usize; 3]) -> Vec<String> {
+        (0..3)
+            .flat_map(|i| {
+                self.log(&format!("agent-node{i}"))
+                    .lines()
+                    .skip(skip[i])
+                    .filter(|l| l.contains("starting task") || l.contains("stopping task"))
+                    .map(|l| format!("node{i}: {l}"))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Lines in each agent's log so far.
+    fn agent_log_lines(&self) -> [usize; 3] {
+        [0, 1, 2].map(|i| self.log(&format!("agent-node{i}")).lines().count())
+    }
 }
 
 fn manifests(count: u32, extra_service: &str) -> String {
@@ -204,7 +224,8 @@ fn distinct_instance_refuses_a_fourth_task_on_three_nodes_and_says_why() {
     f.wait_for("3 running tasks", Duration::from_secs(60), |f| {
         f.running().len() == 3
     });
-    std::thread::sleep(Duration::from_secs(3));
+    // A whole reconcile pass after the third task ran: still no fourth.
+    f.sync_and_wait();
     assert_eq!(f.per_node(), [1, 1, 1]);
     let (code, out, err) = f.cli(&["plan", "--detailed-exitcode"]);
     assert_eq!(code, 2, "{out}\n{err}");
@@ -289,7 +310,8 @@ fn a_node_cut_off_and_reconnected_leaves_no_duplicates() {
         Duration::from_secs(30),
         |f| f.per_node()[1] == 0,
     );
-    std::thread::sleep(Duration::from_secs(3));
+    // A whole reconcile pass later, still exactly the six.
+    f.sync_and_wait();
     let running = f.running();
     assert_eq!(running.len(), 6, "no duplicates: {running:?}");
     let (code, out, err) = f.cli(&["plan", "--detailed-exitcode"]);
@@ -305,19 +327,42 @@ fn a_controller_restart_restarts_nothing() {
     f.wait_for("6 running tasks", Duration::from_secs(60), |f| {
         f.running().len() == 6
     });
-    std::thread::sleep(Duration::from_secs(2));
+    // Settled: a whole pass after the rollout.
+    f.sync_and_wait();
     let before = f.started_at();
+    let lines = f.agent_log_lines();
+    let count = |f: &Fleet, what: &str| -> [usize; 3] {
+        [0, 1, 2].map(|i| f.log(&format!("agent-node{i}")).matches(what).count())
+    };
+    let connected = count(&f, "connected;");
+    let unreachable = count(&f, "cannot reach the controller");
     f.kill_controller();
-    std::thread::sleep(Duration::from_secs(2));
+    // Every agent has noticed that the controller is gone.
+    f.wait_for(
+        "the agents to lose the controller",
+        Duration::from_secs(30),
+        |f| {
+            let now = count(f, "cannot reach the controller");
+            (0..3).all(|i| now[i] > unreachable[i])
+        },
+    );
     f.restart_controller();
-    // Several reconcile intervals and heartbeats later, the same tasks run.
-    std::thread::sleep(Duration::from_secs(8));
+    // Every agent is back, and a whole reconcile pass has planned from
+    // what they report: the same tasks run, and no agent started or
+    // stopped one.
+    f.wait_for("the agents to reconnect", Duration::from_secs(30), |f| {
+        let now = count(f, "connected;");
+        (0..3).all(|i| now[i] > connected[i])
+    });
+    f.sync_and_wait();
     assert_eq!(
         f.started_at(),
         before,
         "controller log:\n{}",
         f.tail("controller")
     );
+    let actions = f.agent_actions(&lines);
+    assert!(actions.is_empty(), "{actions:#?}");
     let (code, out, err) = f.cli(&["plan", "--detailed-exitcode"]);
     assert_eq!(code, 0, "plan not empty:\n{out}\n{err}");
 }
@@ -642,21 +687,41 @@ fn an_agent_restart_readopts_its_containers_without_restarting_them() {
     f.wait_for("6 running tasks", Duration::from_secs(60), |f| {
         f.running().len() == 6
     });
-    std::thread::sleep(Duration::from_secs(2));
+    // Settled: a whole pass after the rollout.
+    f.sync_and_wait();
     let before = f.started_at();
+    let lines = f.agent_log_lines();
     let mut agent = f.agents[1].take().unwrap();
     agent.kill().unwrap();
     agent.wait().unwrap();
-    std::thread::sleep(Duration::from_secs(1));
+    // Back at once, well within the node timeout (3 s): the node is never
+    // lost.
     f.agents[1] = Some(f.spawn_node(1, &[]));
-    // Well within the node timeout (3 s): the node is never lost.
-    std::thread::sleep(Duration::from_secs(6));
+    f.wait_for("the new agent to connect", Duration::from_secs(30), |f| {
+        f.log("agent-node1")
+            .lines()
+            .skip(lines[1])
+            .any(|l| l.contains("connected;"))
+    });
+    // A whole reconcile pass after the new agent reported its tasks: the
+    // same containers run, and no agent started or stopped one.
+    f.sync_and_wait();
     assert_eq!(
         f.started_at(),
         before,
         "agent log:\n{}",
         f.tail("agent-node1")
     );
+    let actions = f.agent_actions(&lines);
+    assert!(actions.is_empty(), "{actions:#?}");
+    let s = f.status();
+    let statuses: Vec<&Value> = s["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| &n["status"])
+        .collect();
+    assert!(statuses.iter().all(|st| *st == "ACTIVE"), "{statuses:?}");
     let (code, out, err) = f.cli(&["plan", "--detailed-exitcode"]);
     assert_eq!(code, 0, "plan not empty:\n{out}\n{err}");
 }

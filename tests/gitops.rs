@@ -161,7 +161,8 @@ fn commits_are_applied_broken_ones_never_and_force_pushes_followed() {
                 .is_some_and(|e| e.contains(&bad[..12]) && e.contains("app.yaml:"))
         },
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // A whole reconcile pass after the refusal: still nothing of it.
+    r.sync_and_wait();
     assert_eq!(
         r.modes(),
         modes("two", 2),
@@ -269,7 +270,8 @@ fn webhook_sync_and_suspend() {
             s["fetchedCommit"] == third.as_str() && s["suspended"] == true
         },
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // A whole reconcile pass after the fetch: planned, not applied.
+    r.sync_and_wait();
     assert_eq!(r.modes(), modes("two", 1));
     let (code, out) = r.cli_text(&["resume"]);
     assert_eq!(code, 0, "{out}");
@@ -355,9 +357,17 @@ fn drift_is_repaired_unless_self_heal_is_off_then_only_reported() {
     );
     assert!(text.contains("self-heal"));
     std::fs::write(src.join("app.yaml"), text).unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    // A whole reconcile pass has read the edit.
+    r.sync_and_wait();
     remove_one(&r);
-    std::thread::sleep(Duration::from_secs(5));
+    // The controller has seen the task go, and a whole pass after that
+    // it is still gone.
+    r.wait_for("the drift to be seen", Duration::from_secs(30), |r| {
+        r.cli_text(&["plan"])
+            .1
+            .contains("drift: 1 of 2 tasks running")
+    });
+    r.sync_and_wait();
     assert_eq!(
         r.modes(),
         modes("one", 1),
@@ -427,7 +437,8 @@ fn under_verification_only_commits_signed_by_allowed_keys_are_applied() {
             .as_str()
             .is_some_and(|e| e.contains(&format!("commit {} is not signed", &unsigned[..12])))
     });
-    std::thread::sleep(Duration::from_secs(2));
+    // A whole reconcile pass after the refusal: still nothing of it.
+    r.sync_and_wait();
     assert_eq!(r.modes(), modes("two", 1));
     // A key that is not allowed is refused too.
     git(&r.ext.work, &["reset", "-q", "--hard", &signed]);
@@ -716,7 +727,8 @@ fn removed_services_are_pruned_and_a_mass_deletion_waits_for_approval() {
                 && e.contains("reconcile sync --allow-mass-delete")
         })
     });
-    std::thread::sleep(Duration::from_secs(2));
+    // A whole reconcile pass after the refusal: still nothing of it.
+    r.sync_and_wait();
     assert_eq!(r.modes().len(), 3, "nothing of a refused plan is applied");
 
     // Approved once, for that commit: applied.

@@ -357,6 +357,37 @@ impl<X> Harness<X> {
         serde_json::from_str(&out).unwrap()
     }
 
+    /// Reconcile passes the controller has completed.
+    pub fn passes(&self) -> u64 {
+        self.status()["passes"].as_u64().expect("status has passes")
+    }
+
+    /// Ask for a reconcile now (`POST /v1/sync`) and wait until the pass
+    /// that serves the request has completed: everything that happened
+    /// before this call has been seen by a whole pass since. Returns that
+    /// pass's number.
+    pub fn sync_and_wait(&self) -> u64 {
+        assert!(self.ca.is_none(), "sync_and_wait speaks plain HTTP");
+        let (code, reply) = post(
+            self.addr(),
+            "/v1/sync",
+            &format!("Authorization: Bearer {API}\r\n"),
+            b"",
+        );
+        assert_eq!(code, 202, "{reply}");
+        let body = reply.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let until = serde_json::from_str::<Value>(body).unwrap()["untilPass"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no untilPass in {reply}"));
+        wait_until(
+            &format!("reconcile pass {until}"),
+            Duration::from_secs(120),
+            || self.passes() >= until,
+            || format!("controller log:\n{}", self.tail("controller")),
+        );
+        until
+    }
+
     /// IDs of the cluster's containers: running ones, or `all`.
     pub fn container_ids(&self, all: bool) -> Vec<String> {
         let filter = format!("label=reconcile.io/cluster={}", self.cluster);
