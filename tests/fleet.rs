@@ -418,15 +418,23 @@ fn requests_without_the_right_token_are_refused() {
         403,
         "a cluster the source does not define"
     );
-    let log = f.tail("controller");
-    assert!(
-        log.contains("refused heartbeat from") || log.contains("refused heartbeat"),
-        "{log}"
+    let log = f.log("controller");
+    assert!(log.contains("refused heartbeat"), "{log}");
+    // The whole of every log: the controller's and each agent's.
+    let logs = f.logs();
+    assert_eq!(
+        logs.len(),
+        4,
+        "{:?}",
+        logs.iter().map(|l| &l.0).collect::<Vec<_>>()
     );
-    assert!(
-        !log.contains(JOIN) && !log.contains(API),
-        "tokens must never be logged"
-    );
+    for (name, text) in &logs {
+        assert!(!text.is_empty(), "{name} logged nothing");
+        assert!(
+            !text.contains(JOIN) && !text.contains(API),
+            "tokens must never be logged, and {name}'s log has one"
+        );
+    }
 }
 
 #[test]

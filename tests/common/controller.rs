@@ -261,6 +261,20 @@ impl<X> Harness<X> {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
+    /// Every log so far, the controller's and every agent's: (name, text).
+    pub fn logs(&self) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.unwrap().file_name().to_string_lossy().into_owned();
+                let name = name.strip_suffix(".log")?.to_string();
+                Some((name.clone(), self.log(&name)))
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Start the controller and wait until it listens.
     pub fn start_controller(&mut self, args: ControllerArgs) {
         self.args = Some(args);
