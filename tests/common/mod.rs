@@ -112,10 +112,16 @@ impl World {
 
     /// Plan and apply; returns the plan that was applied.
     pub fn apply(&mut self, d: &DesiredState) -> Result<Plan, apply::ApplyError> {
+        self.apply_with(d, &Resolver::in_dir(std::env::temp_dir()))
+    }
+
+    /// [`World::apply`] resolving secrets with `resolver`.
+    pub fn apply_with(
+        &mut self,
+        d: &DesiredState,
+        resolver: &Resolver,
+    ) -> Result<Plan, apply::ApplyError> {
         let p = self.plan(d);
-        let resolver = Resolver {
-            dir: std::env::temp_dir(),
-        };
         let opts = apply::Options {
             settle: Duration::ZERO,
             ..apply::Options::default()
@@ -125,7 +131,7 @@ impl World {
             d,
             &mut self.stored,
             &self.sim,
-            &resolver,
+            resolver,
             &opts,
             &self.sink,
         ))?;
