@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use common::{desired, nodes, World};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use reconcile::deployment::{EventKind, Rollout};
 use reconcile::plan::rollout::Bounds;
 use reconcile::runtime::sim::Behaviour;
@@ -85,7 +86,14 @@ fn cases() -> u32 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: cases(),
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/proptest-regressions/deployment_properties.txt"
+        )))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn rollouts_keep_their_bounds_and_always_end(

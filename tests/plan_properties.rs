@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 
 use common::{desired, nodes, World};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use reconcile::apply::Event;
 use reconcile::model::{DesiredState, ObservedState, TaskStatus};
 use reconcile::plan::{self, Plan};
@@ -218,7 +219,14 @@ fn cases() -> u32 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: cases(),
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/proptest-regressions/plan_properties.txt"
+        )))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn apply_then_plan_is_empty_and_planning_is_deterministic(
