@@ -61,6 +61,11 @@ pub struct SecretError {
 }
 
 impl Resolver {
+    /// Bare names looked up in `dir`, whatever the environment says.
+    pub fn in_dir(dir: impl Into<PathBuf>) -> Resolver {
+        Resolver { dir: dir.into() }
+    }
+
     /// The default secrets directory of a source directory, overridden by
     /// `RECONCILE_SECRETS_DIR`.
     pub fn for_source(source: &Path) -> Resolver {

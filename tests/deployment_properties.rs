@@ -2,7 +2,9 @@
 //! random counts, percentages, circuit breakers and failure patterns:
 //! - the ECS bounds hold after every task change: never more than
 //!   floor(desired x maximumPercent / 100) tasks running or pending, never
-//!   fewer than ceil(desired x minimumHealthyPercent / 100) healthy;
+//!   fewer than ceil(desired x minimumHealthyPercent / 100) HEALTHY, with
+//!   tasks that take a while (on apply's clock) to report their health, so
+//!   an old task stopped before the new ones are healthy breaks the floor;
 //! - every rollout ends: its deployment is COMPLETED or FAILED, never left
 //!   IN_PROGRESS, and a failure has an event saying why;
 //! - a rolled-back service runs the previous revision at its desired count
@@ -16,6 +18,7 @@ use std::time::Duration;
 
 use common::{desired, nodes, World};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use reconcile::deployment::{EventKind, Rollout};
 use reconcile::plan::rollout::Bounds;
 use reconcile::runtime::sim::Behaviour;
@@ -70,7 +73,7 @@ fn yaml(c: &Case, version: u32) -> String {
         ),
     };
     format!(
-        "apiVersion: reconcile/v1alpha1\nkind: Cluster\nmetadata: {{name: c}}\nspec: {{}}\n---\napiVersion: reconcile/v1alpha1\nkind: TaskDefinition\nmetadata: {{name: f}}\nspec:\n  memory: 64\n  containerDefinitions:\n    - {{name: app, image: busybox:stable, environment: [{{name: V, value: \"{version}\"}}]}}\n---\napiVersion: reconcile/v1alpha1\nkind: Service\nmetadata: {{name: s}}\nspec:\n  cluster: c\n  taskDefinition: f\n  desiredCount: {}\n  healthCheckGracePeriodSeconds: {}\n  deploymentConfiguration: {{minimumHealthyPercent: {}, maximumPercent: {}{breaker}}}\n",
+        "apiVersion: reconcile/v1alpha1\nkind: Cluster\nmetadata: {{name: c}}\nspec: {{}}\n---\napiVersion: reconcile/v1alpha1\nkind: TaskDefinition\nmetadata: {{name: f}}\nspec:\n  memory: 64\n  containerDefinitions:\n    - {{name: app, image: busybox:stable, environment: [{{name: V, value: \"{version}\"}}], healthCheck: {{command: [CMD, \"true\"]}}}}\n---\napiVersion: reconcile/v1alpha1\nkind: Service\nmetadata: {{name: s}}\nspec:\n  cluster: c\n  taskDefinition: f\n  desiredCount: {}\n  healthCheckGracePeriodSeconds: {}\n  deploymentConfiguration: {{minimumHealthyPercent: {}, maximumPercent: {}{breaker}}}\n",
         c.count, c.grace, c.min, c.max
     )
 }
@@ -83,15 +86,26 @@ fn cases() -> u32 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: cases(),
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/proptest-regressions/deployment_properties.txt"
+        )))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn rollouts_keep_their_bounds_and_always_end(
         c in case(),
         b in behaviour(),
         pending in 0i64..3,
+        // Seconds of apply's clock from a task's start to its health
+        // showing (apply polls every 250 ms).
+        healthy_after in prop::sample::select(vec![0u64, 1, 4, 15]),
     ) {
         let mut w = World::new(nodes(3, 64 * 1024, 64 * 1024));
+        w.sim.set_healthy_after(Duration::from_secs(healthy_after));
         let d1 = desired(&yaml(&c, 1));
         w.apply(&d1).unwrap();
         let old_hash = w.stored.services["c/s"].config_hash.clone();

@@ -122,6 +122,43 @@ fn http_get(host: &str, port: u16) -> String {
     body
 }
 
+/// The example worker (examples/manifests/worker.yaml) prints the status
+/// page its sidecar serves, fetched by the sidecar's container name: its
+/// log holds that page only if a request to `queue` succeeded.
+#[test]
+fn the_example_worker_reaches_its_sidecar_by_name() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let files = ["cluster.yaml", "worker.yaml"]
+        .map(|n| (n, std::fs::read_to_string(examples().join(n)).unwrap()));
+    let refs: Vec<(&str, &str)> = files.iter().map(|(n, t)| (*n, t.as_str())).collect();
+    let s = Source::new(&refs);
+    s.apply();
+    let names = s.running("worker");
+    assert_eq!(names.len(), 2, "{names:?}");
+    let worker = names.iter().find(|n| n.ends_with("-worker")).unwrap();
+    let log = || {
+        let out = Command::new("docker")
+            .args(["logs", worker])
+            .output()
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    // The worker polls every 5 s, from the moment the sidecar is healthy.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !log().lines().any(|l| l.trim() == "ready") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let text = log();
+    assert!(
+        text.lines().any(|l| l.trim() == "ready"),
+        "the worker never got the sidecar's status page from http://queue:9000:\n{text}"
+    );
+}
+
 #[test]
 fn drift_is_repaired_exactly() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -325,10 +362,13 @@ fn killed_apply_continues_without_duplicates() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let s = Source::new(&[("c.yaml", cluster()), ("a.yaml", &sleeper("a", 6, "1"))]);
     let src = s.path().display().to_string();
+    // Progress lines go to stderr. A long settle period keeps the rollout
+    // open after its starts, so the kill cannot come after its end.
+    let progress = s.state.path().join("progress.log");
     let mut child = s
-        .cmd(&["apply", &src, "--auto-approve", "--settle", "1"])
+        .cmd(&["apply", &src, "--auto-approve", "--settle", "60"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&progress).unwrap())
         .spawn()
         .unwrap();
     // Kill it as soon as the first containers exist.
@@ -336,8 +376,24 @@ fn killed_apply_continues_without_duplicates() {
     while s.containers().len() < 2 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
+    let said = || std::fs::read_to_string(&progress).unwrap();
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the apply ended before it was killed:\n{}",
+        said()
+    );
     child.kill().unwrap();
     child.wait().unwrap();
+    // Killed mid-rollout: the deployment had begun, and neither its tasks'
+    // health nor its end was reported.
+    let said = said();
+    assert!(
+        said.contains("deployment 1 (revision 1) in progress"),
+        "{said}"
+    );
+    for end in ["healthy", "completed", "Apply complete"] {
+        assert!(!said.contains(end), "killed after `{end}`:\n{said}");
+    }
     let out = s.apply();
     eprintln!(
         "{out}\n{:?}",

@@ -4,73 +4,41 @@
 //! label, as it would on a host of its own.
 //!
 //! Needs root, `ip` and a running Docker engine with `busybox:stable`
-//! (`scripts/docker-setup.sh`). Tests run one at a time: they share the
+//! (`scripts/docker-setup.sh`): without them a test fails under CI and is
+//! skipped, saying so, elsewhere. Tests run one at a time: they share the
 //! engine and measure container counts.
 
+#[path = "common/controller.rs"]
+mod controller;
 #[path = "common/netns.rs"]
 mod netns;
+#[path = "common/prereq.rs"]
+mod prereq;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use controller::{bin, docker, ControllerArgs, Harness, API, JOIN};
 use serde_json::Value;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-const JOIN: &str = "join-token-for-tests-0123";
-const API: &str = "api-token-for-tests-45678";
+/// The controller harness on a lab of three hosts.
+type Fleet = Harness<Hosts>;
 
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_reconcile"))
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker runs");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Kills what it started and removes every container of its cluster.
-struct Fleet {
+struct Hosts {
     lab: netns::Lab,
-    cluster: String,
-    dir: tempfile::TempDir,
-    port: u16,
-    controller: Option<Child>,
-    agents: Vec<Option<Child>>,
-    /// With TLS: the CA that signed the controller's certificate.
-    ca: Option<PathBuf>,
+    _images: AgentImages,
 }
 
-impl Drop for Fleet {
+/// Removes the agent images managed scaling built, once the fleet's
+/// containers are gone (an image still used by another run's container is
+/// kept).
+struct AgentImages;
+
+impl Drop for AgentImages {
     fn drop(&mut self) {
-        for c in self
-            .agents
-            .iter_mut()
-            .flatten()
-            .chain(self.controller.as_mut())
-        {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let ids = docker(&[
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=reconcile.io/cluster={}", self.cluster),
-        ]);
-        let ids: Vec<&str> = ids.split_whitespace().collect();
-        if !ids.is_empty() {
-            let mut args = vec!["rm", "-f", "-v"];
-            args.extend(ids);
-            docker(&args);
-        }
-        // Agent images the controller built for managed scaling (an image
-        // still used by another run's container is kept).
         let images = docker(&["images", "-q", "reconcile-agent"]);
         for image in images.split_whitespace() {
             let _ = Command::new("docker")
@@ -86,7 +54,8 @@ const ZONES: [&str; 3] = ["a", "b", "c"];
 
 impl Fleet {
     /// A fleet whose source is `manifests` (with CLUSTER replaced by a
-    /// unique cluster name), with a running controller and three agents.
+    /// unique cluster name), with a running controller and three agents;
+    /// None when the machine cannot run one (see `prereq.rs`).
     fn start(test: &str, manifests: &str) -> Option<Fleet> {
         Fleet::start_with(test, manifests, |_| Vec::new())
     }
@@ -111,41 +80,37 @@ impl Fleet {
         extra: impl Fn(usize) -> Vec<String>,
         tls: bool,
     ) -> Option<Fleet> {
-        if !netns::available() {
+        if !prereq::satisfied(
+            [netns::unavailable(), prereq::docker()]
+                .into_iter()
+                .flatten(),
+        ) {
             return None;
         }
         let lab = netns::Lab::new(test, 3).expect("network lab");
         let cluster = format!("t{}{}", std::process::id(), test);
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("src")).unwrap();
+        let mut f = Fleet::create(cluster, lab.bridge_ip().into(), |_| Hosts {
+            lab,
+            _images: AgentImages,
+        });
         // First the cluster alone: the service is committed once every node
         // has joined, so that its placement sees all three.
-        let cluster_only =
-            "apiVersion: reconcile/v1alpha1\nkind: Cluster\nmetadata: {name: CLUSTER}\nspec: {}\n";
-        std::fs::write(
-            dir.path().join("src/fleet.yaml"),
-            cluster_only.replace("CLUSTER", &cluster),
-        )
-        .unwrap();
-        let port = {
-            let l = std::net::TcpListener::bind((lab.bridge_ip(), 0)).unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let mut f = Fleet {
-            lab,
-            cluster,
-            dir,
-            port,
-            controller: None,
-            agents: Vec::new(),
-            ca: None,
-        };
+        let src = f.dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        f.write_source(
+            "apiVersion: reconcile/v1alpha1\nkind: Cluster\nmetadata: {name: CLUSTER}\nspec: {}\n",
+        );
         if tls {
-            f.ca = Some(f.make_certificates());
+            f.use_tls();
         }
-        f.start_controller();
+        f.start_controller(ControllerArgs {
+            source: vec![src.into()],
+            interval: 2,
+            node_timeout: 3,
+            env: Vec::new(),
+        });
         for i in 0..3 {
-            let agent = f.spawn_agent(i, &extra(i));
+            let agent = f.spawn_node(i, &extra(i));
             f.agents.push(Some(agent));
         }
         f.wait_for("three active nodes", Duration::from_secs(30), |f| {
@@ -153,154 +118,28 @@ impl Fleet {
             serde_json::from_str::<Vec<Value>>(&out)
                 .is_ok_and(|n| n.iter().filter(|n| n["status"] == "ACTIVE").count() == 3)
         });
-        std::fs::write(
-            f.dir.path().join("src/fleet.yaml"),
-            manifests.replace("CLUSTER", &f.cluster),
-        )
-        .unwrap();
+        f.write_source(manifests);
         let (code, out, err) = f.cli(&["apply", "--no-wait"]);
         assert_eq!(code, 0, "apply --controller: {out}{err}");
         Some(f)
     }
 
-    fn url(&self) -> String {
-        let scheme = if self.ca.is_some() { "https" } else { "http" };
-        format!("{scheme}://{}:{}", self.lab.bridge_ip(), self.port)
-    }
-
-    /// A CA and a certificate for the controller's address, signed by it;
-    /// returns the CA's path.
-    fn make_certificates(&self) -> PathBuf {
-        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::new(ca_params, ca_key);
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec![self.lab.bridge_ip().to_string()])
-            .unwrap()
-            .signed_by(&key, &issuer)
-            .unwrap();
-        let d = self.dir.path();
-        std::fs::write(d.join("ca.pem"), ca.pem()).unwrap();
-        std::fs::write(d.join("cert.pem"), cert.pem()).unwrap();
-        std::fs::write(d.join("key.pem"), key.serialize_pem()).unwrap();
-        d.join("ca.pem")
-    }
-
-    fn log(&self, name: &str) -> std::fs::File {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join(format!("{name}.log")))
-            .unwrap()
-    }
-
-    fn start_controller(&mut self) {
-        let child = Command::new(bin())
-            .args(["controller", "--source"])
-            .arg(self.dir.path().join("src"))
-            .arg("--data-dir")
-            .arg(self.dir.path().join("data"))
-            .args([
-                "--listen",
-                &format!("{}:{}", self.lab.bridge_ip(), self.port),
-            ])
-            .args([
-                "--interval",
-                "2",
-                "--heartbeat-ms",
-                "500",
-                "--node-timeout",
-                "3",
-            ])
-            .args(["--settle", "1", "--step-timeout", "60"])
-            .args(match &self.ca {
-                Some(_) => vec![
-                    "--tls-cert".to_string(),
-                    self.dir.path().join("cert.pem").display().to_string(),
-                    "--tls-key".to_string(),
-                    self.dir.path().join("key.pem").display().to_string(),
-                ],
-                None => vec![],
-            })
-            .env("RECONCILE_JOIN_TOKEN", JOIN)
-            .env("RECONCILE_API_TOKEN", API)
-            .stdout(self.log("controller"))
-            .stderr(self.log("controller"))
-            .spawn()
-            .unwrap();
-        self.controller = Some(child);
-        self.wait_for("the controller to listen", Duration::from_secs(20), |f| {
-            std::net::TcpStream::connect((f.lab.bridge_ip(), f.port)).is_ok()
-        });
-    }
-
-    fn spawn_agent(&self, i: usize, extra: &[String]) -> Child {
-        let mut cmd = self.lab.command(i, bin().to_str().unwrap());
-        cmd.args([
-            "agent",
-            "--controller",
-            &self.url(),
-            "--cluster",
-            &self.cluster,
-        ]);
-        cmd.args(extra);
-        if let Some(ca) = &self.ca {
-            cmd.arg("--ca-cert").arg(ca);
-        }
-        cmd.args(["--name", &format!("node{i}")])
-            .args(["--attribute", &format!("zone={}", ZONES[i])])
-            .args(["--cpu", "4096", "--memory", "4096"])
-            .env("RECONCILE_JOIN_TOKEN", JOIN)
-            .stdin(Stdio::null())
-            .stdout(self.log(&format!("agent{i}")))
-            .stderr(self.log(&format!("agent{i}")));
-        cmd.spawn().unwrap()
-    }
-
-    fn cli(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(bin())
-            .args(args)
-            .args(["--controller", &self.url()])
-            .args(
-                self.ca
-                    .iter()
-                    .flat_map(|ca| ["--ca-cert".into(), ca.display().to_string()]),
-            )
-            .env("RECONCILE_API_TOKEN", API)
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
+    /// Replace the controller's source with `manifests`, CLUSTER replaced
+    /// by the fleet's cluster.
+    fn write_source(&self, manifests: &str) {
+        std::fs::write(
+            self.dir.path().join("src/fleet.yaml"),
+            manifests.replace("CLUSTER", &self.cluster),
         )
+        .unwrap();
     }
 
-    fn status(&self) -> Value {
-        let (code, out, err) = self.cli(&["status", "--format", "json"]);
-        assert_eq!(code, 0, "status failed: {err}");
-        serde_json::from_str(&out).unwrap()
-    }
-
-    /// Running containers of the cluster: (task id, node).
-    fn running(&self) -> Vec<(String, String)> {
-        let out = docker(&[
-            "ps",
-            "--filter",
-            &format!("label=reconcile.io/cluster={}", self.cluster),
-            "--format",
-            "{{.Label \"reconcile.io/task\"}} {{.Label \"reconcile.io/node\"}}",
-        ]);
-        let mut v: Vec<(String, String)> = out
-            .lines()
-            .filter_map(|l| l.split_once(' '))
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect();
-        v.sort();
-        v
+    /// Agent `i` (`node{i}`, in zone ZONES[i]) in host i's namespace.
+    fn spawn_node(&self, i: usize, extra: &[String]) -> std::process::Child {
+        let mut args = vec!["--attribute".to_string(), format!("zone={}", ZONES[i])];
+        args.extend_from_slice(extra);
+        let cmd = self.ext.lab.command(i, bin().to_str().unwrap());
+        self.spawn_agent(cmd, &format!("node{i}"), &args)
     }
 
     fn per_node(&self) -> [usize; 3] {
@@ -316,57 +155,29 @@ impl Fleet {
         n
     }
 
-    fn wait_for(&self, what: &str, limit: Duration, ok: impl Fn(&Fleet) -> bool) -> Duration {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if ok(self) {
-                return start.elapsed();
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        panic!(
-            "timed out after {limit:?} waiting for {what}; running: {:?}\ncontroller log:\n{}",
-            self.running(),
-            self.tail("controller")
-        );
+    /// Lines of every agent's log that start or stop a task, from the
+    /// `skip`-th line of each on.
+    fn agent_actions(&self, skip: &[usize; 3]) -> Vec<String> {
+        (0..3)
+            .flat_map(|i| {
+                self.log(&format!("agent-node{i}"))
+                    .lines()
+                    .skip(skip[i])
+                    .filter(|l| l.contains("starting task") || l.contains("stopping task"))
+                    .map(|l| format!("node{i}: {l}"))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
-    fn tail(&self, name: &str) -> String {
-        let text = std::fs::read_to_string(self.dir.path().join(format!("{name}.log")))
-            .unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+    /// Lines in each agent's log so far.
+    fn agent_log_lines(&self) -> [usize; 3] {
+        [0, 1, 2].map(|i| self.log(&format!("agent-node{i}")).lines().count())
     }
 }
 
 fn manifests(count: u32, extra_service: &str) -> String {
-    format!(
-        r#"apiVersion: reconcile/v1alpha1
-kind: Cluster
-metadata: {{name: CLUSTER}}
-spec: {{}}
----
-apiVersion: reconcile/v1alpha1
-kind: TaskDefinition
-metadata: {{name: app}}
-spec:
-  networkMode: none
-  containerDefinitions:
-    - name: app
-      image: busybox:stable
-      command: [sleep, "3600"]
-      memory: 32
-      stopTimeout: 1
----
-apiVersion: reconcile/v1alpha1
-kind: Service
-metadata: {{name: app}}
-spec:
-  cluster: CLUSTER
-  taskDefinition: app
-  desiredCount: {count}
-{extra_service}"#
-    )
+    controller::app_manifests("CLUSTER", count, "one") + extra_service
 }
 
 fn spread_by_zone() -> String {
@@ -413,7 +224,8 @@ fn distinct_instance_refuses_a_fourth_task_on_three_nodes_and_says_why() {
     f.wait_for("3 running tasks", Duration::from_secs(60), |f| {
         f.running().len() == 3
     });
-    std::thread::sleep(Duration::from_secs(3));
+    // A whole reconcile pass after the third task ran: still no fourth.
+    f.sync_and_wait();
     assert_eq!(f.per_node(), [1, 1, 1]);
     let (code, out, err) = f.cli(&["plan", "--detailed-exitcode"]);
     assert_eq!(code, 2, "{out}\n{err}");
@@ -481,7 +293,7 @@ fn a_node_cut_off_and_reconnected_leaves_no_duplicates() {
     f.wait_for("6 running tasks", Duration::from_secs(60), |f| {
         f.running().len() == 6
     });
-    f.lab.disconnect(1);
+    f.ext.lab.disconnect(1);
     // Lost, its tasks placed on the others; its own keep running meanwhile.
     f.wait_for(
         "replacements for node1's tasks",
@@ -492,13 +304,14 @@ fn a_node_cut_off_and_reconnected_leaves_no_duplicates() {
         },
     );
     assert_eq!(f.per_node()[1], 2, "a cut-off node keeps running its tasks");
-    f.lab.reconnect(1);
+    f.ext.lab.reconnect(1);
     f.wait_for(
         "node1's stale tasks to be stopped",
         Duration::from_secs(30),
         |f| f.per_node()[1] == 0,
     );
-    std::thread::sleep(Duration::from_secs(3));
+    // A whole reconcile pass later, still exactly the six.
+    f.sync_and_wait();
     let running = f.running();
     assert_eq!(running.len(), 6, "no duplicates: {running:?}");
     let (code, out, err) = f.cli(&["plan", "--detailed-exitcode"]);
@@ -514,21 +327,42 @@ fn a_controller_restart_restarts_nothing() {
     f.wait_for("6 running tasks", Duration::from_secs(60), |f| {
         f.running().len() == 6
     });
-    std::thread::sleep(Duration::from_secs(2));
+    // Settled: a whole pass after the rollout.
+    f.sync_and_wait();
     let before = f.started_at();
-    let mut c = f.controller.take().unwrap();
-    c.kill().unwrap();
-    c.wait().unwrap();
-    std::thread::sleep(Duration::from_secs(2));
-    f.start_controller();
-    // Several reconcile intervals and heartbeats later, the same tasks run.
-    std::thread::sleep(Duration::from_secs(8));
+    let lines = f.agent_log_lines();
+    let count = |f: &Fleet, what: &str| -> [usize; 3] {
+        [0, 1, 2].map(|i| f.log(&format!("agent-node{i}")).matches(what).count())
+    };
+    let connected = count(&f, "connected;");
+    let unreachable = count(&f, "cannot reach the controller");
+    f.kill_controller();
+    // Every agent has noticed that the controller is gone.
+    f.wait_for(
+        "the agents to lose the controller",
+        Duration::from_secs(30),
+        |f| {
+            let now = count(f, "cannot reach the controller");
+            (0..3).all(|i| now[i] > unreachable[i])
+        },
+    );
+    f.restart_controller();
+    // Every agent is back, and a whole reconcile pass has planned from
+    // what they report: the same tasks run, and no agent started or
+    // stopped one.
+    f.wait_for("the agents to reconnect", Duration::from_secs(30), |f| {
+        let now = count(f, "connected;");
+        (0..3).all(|i| now[i] > connected[i])
+    });
+    f.sync_and_wait();
     assert_eq!(
         f.started_at(),
         before,
         "controller log:\n{}",
         f.tail("controller")
     );
+    let actions = f.agent_actions(&lines);
+    assert!(actions.is_empty(), "{actions:#?}");
     let (code, out, err) = f.cli(&["plan", "--detailed-exitcode"]);
     assert_eq!(code, 0, "plan not empty:\n{out}\n{err}");
 }
@@ -555,27 +389,20 @@ fn requests_without_the_right_token_are_refused() {
     // another cluster, are refused and logged.
     // Raw HTTP, so the exact request is what the test says.
     let post = |auth: Option<&str>, cluster: &str| -> u16 {
-        use std::io::{Read, Write};
         let body = format!(
             r#"{{"cluster":"{cluster}","cpu":1024,"memory":512,"agentVersion":"0","tasks":[]}}"#
         );
-        let mut s = std::net::TcpStream::connect((f.lab.bridge_ip(), f.port)).unwrap();
         let auth = auth
             .map(|t| format!("Authorization: Bearer {t}\r\n"))
             .unwrap_or_default();
-        write!(
-            s,
-            "POST /v1/nodes/intruder/heartbeat HTTP/1.1\r\nHost: c\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
+        let headers = format!("Content-Type: application/json\r\n{auth}");
+        controller::post(
+            f.addr(),
+            "/v1/nodes/intruder/heartbeat",
+            &headers,
+            body.as_bytes(),
         )
-        .unwrap();
-        let mut reply = String::new();
-        s.read_to_string(&mut reply).unwrap();
-        reply
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0)
+        .0
     };
     assert_eq!(post(None, &f.cluster), 401);
     assert_eq!(
@@ -591,36 +418,22 @@ fn requests_without_the_right_token_are_refused() {
         403,
         "a cluster the source does not define"
     );
-    let log = f.tail("controller");
-    assert!(
-        log.contains("refused heartbeat from") || log.contains("refused heartbeat"),
-        "{log}"
+    let log = f.log("controller");
+    assert!(log.contains("refused heartbeat"), "{log}");
+    // The whole of every log: the controller's and each agent's.
+    let logs = f.logs();
+    assert_eq!(
+        logs.len(),
+        4,
+        "{:?}",
+        logs.iter().map(|l| &l.0).collect::<Vec<_>>()
     );
-    assert!(
-        !log.contains(JOIN) && !log.contains(API),
-        "tokens must never be logged"
-    );
-}
-
-impl Fleet {
-    /// Every container of the cluster with the time it started: equal
-    /// before and after means nothing was restarted or replaced.
-    fn started_at(&self) -> Vec<String> {
-        let ids = docker(&[
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=reconcile.io/cluster={}", self.cluster),
-        ]);
-        let mut args = vec![
-            "inspect",
-            "--format",
-            "{{.Id}} {{.State.Status}} {{.State.StartedAt}}",
-        ];
-        args.extend(ids.split_whitespace());
-        let mut v: Vec<String> = docker(&args).lines().map(str::to_string).collect();
-        v.sort();
-        v
+    for (name, text) in &logs {
+        assert!(!text.is_empty(), "{name} logged nothing");
+        assert!(
+            !text.contains(JOIN) && !text.contains(API),
+            "tokens must never be logged, and {name}'s log has one"
+        );
     }
 }
 
@@ -852,11 +665,7 @@ spec:
     let busy_before: Vec<String> = f.running().into_iter().map(|(_, n)| n).collect();
     // Scale in: one node goes idle and is removed; the busy one stays
     // (termination protection).
-    std::fs::write(
-        f.dir.path().join("src/fleet.yaml"),
-        source(1).replace("CLUSTER", &f.cluster),
-    )
-    .unwrap();
+    f.write_source(&source(1));
     let (code, out, err) = f.cli(&["apply"]);
     assert_eq!(code, 0, "{out}{err}");
     f.wait_for("one launched node left", Duration::from_secs(60), |f| {
@@ -886,16 +695,41 @@ fn an_agent_restart_readopts_its_containers_without_restarting_them() {
     f.wait_for("6 running tasks", Duration::from_secs(60), |f| {
         f.running().len() == 6
     });
-    std::thread::sleep(Duration::from_secs(2));
+    // Settled: a whole pass after the rollout.
+    f.sync_and_wait();
     let before = f.started_at();
+    let lines = f.agent_log_lines();
     let mut agent = f.agents[1].take().unwrap();
     agent.kill().unwrap();
     agent.wait().unwrap();
-    std::thread::sleep(Duration::from_secs(1));
-    f.agents[1] = Some(f.spawn_agent(1, &[]));
-    // Well within the node timeout (3 s): the node is never lost.
-    std::thread::sleep(Duration::from_secs(6));
-    assert_eq!(f.started_at(), before, "agent log:\n{}", f.tail("agent1"));
+    // Back at once, well within the node timeout (3 s): the node is never
+    // lost.
+    f.agents[1] = Some(f.spawn_node(1, &[]));
+    f.wait_for("the new agent to connect", Duration::from_secs(30), |f| {
+        f.log("agent-node1")
+            .lines()
+            .skip(lines[1])
+            .any(|l| l.contains("connected;"))
+    });
+    // A whole reconcile pass after the new agent reported its tasks: the
+    // same containers run, and no agent started or stopped one.
+    f.sync_and_wait();
+    assert_eq!(
+        f.started_at(),
+        before,
+        "agent log:\n{}",
+        f.tail("agent-node1")
+    );
+    let actions = f.agent_actions(&lines);
+    assert!(actions.is_empty(), "{actions:#?}");
+    let s = f.status();
+    let statuses: Vec<&Value> = s["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| &n["status"])
+        .collect();
+    assert!(statuses.iter().all(|st| *st == "ACTIVE"), "{statuses:?}");
     let (code, out, err) = f.cli(&["plan", "--detailed-exitcode"]);
     assert_eq!(code, 0, "plan not empty:\n{out}\n{err}");
 }
@@ -953,39 +787,19 @@ spec:
 /// after their first health check (5 s), so each rollout step takes a
 /// few seconds.
 fn rolling(version: &str) -> String {
-    format!(
-        r#"apiVersion: reconcile/v1alpha1
-kind: Cluster
-metadata: {{name: CLUSTER}}
-spec: {{}}
----
-apiVersion: reconcile/v1alpha1
-kind: TaskDefinition
-metadata: {{name: app}}
-spec:
-  networkMode: none
-  containerDefinitions:
-    - name: app
-      image: busybox:stable
-      command: [sleep, "3600"]
-      memory: 32
-      stopTimeout: 1
-      environment: [{{name: VERSION, value: "{version}"}}]
-      healthCheck: {{command: [CMD-SHELL, "true"], interval: 5, timeout: 2, retries: 1}}
----
-apiVersion: reconcile/v1alpha1
-kind: Service
-metadata: {{name: app}}
-spec:
-  cluster: CLUSTER
-  taskDefinition: app
-  desiredCount: 4
-  deploymentConfiguration:
+    let check = "      healthCheck: {command: [CMD-SHELL, \"true\"], interval: 5, timeout: 2, retries: 1}\n";
+    let text = manifests(4, "")
+        .replace(
+            "      environment:\n",
+            &format!("{check}      environment:\n"),
+        )
+        .replace("value: \"one\"", &format!("value: \"{version}\""));
+    assert!(text.contains("healthCheck") && text.contains(&format!("\"{version}\"")));
+    text + "  deploymentConfiguration:
     minimumHealthyPercent: 50
     maximumPercent: 100
-    deploymentCircuitBreaker: {{enable: true, rollback: true}}
-"#
-    )
+    deploymentCircuitBreaker: {enable: true, rollback: true}
+"
 }
 
 /// The newest deployment of the only service in a status reply.
@@ -1028,11 +842,7 @@ fn a_controller_restart_mid_rollout_resumes_the_same_deployment() {
     f.wait_for("deployment 1 completed", Duration::from_secs(30), |f| {
         newest(&f.status())["rolloutState"] == "COMPLETED"
     });
-    std::fs::write(
-        f.dir.path().join("src/fleet.yaml"),
-        rolling("2").replace("CLUSTER", &f.cluster),
-    )
-    .unwrap();
+    f.write_source(&rolling("2"));
     let (code, out, err) = f.cli(&["sync"]);
     assert_eq!(code, 0, "{out}{err}");
     // The first step is under way: 2 old tasks stopped, 2 new started.
@@ -1049,10 +859,8 @@ fn a_controller_restart_mid_rollout_resumes_the_same_deployment() {
         .map(|(id, _)| id)
         .collect();
 
-    let mut c = f.controller.take().unwrap();
-    c.kill().unwrap();
-    c.wait().unwrap();
-    f.start_controller();
+    f.kill_controller();
+    f.restart_controller();
 
     f.wait_for(
         "4 running tasks of revision 2",
@@ -1118,16 +926,10 @@ fn a_controller_restart_mid_rollout_resumes_the_same_deployment() {
 
     // `apply --controller` waits for the rollout and fails, naming the
     // cause, when the breaker trips and rolls back.
-    std::fs::write(
-        f.dir.path().join("src/fleet.yaml"),
-        rolling("3")
-            .replace(
-                "command: [sleep, \"3600\"]",
-                "command: [sh, -c, \"exit 3\"]",
-            )
-            .replace("CLUSTER", &f.cluster),
-    )
-    .unwrap();
+    f.write_source(&rolling("3").replace(
+        "command: [sleep, \"3600\"]",
+        "command: [sh, -c, \"exit 3\"]",
+    ));
     let (code, out, err) = f.cli(&["apply"]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(
@@ -1167,13 +969,7 @@ fn an_abort_through_the_controller_rolls_the_running_rollout_back() {
     // period, which does not count, so the rollout waits.
     let stuck = rolling("2").replace("retries: 1}", "retries: 1, startPeriod: 300}");
     assert!(stuck.contains("startPeriod"));
-    std::fs::write(
-        f.dir.path().join("src/fleet.yaml"),
-        stuck
-            .replace("CLUSTER", &f.cluster)
-            .replace("\"true\"", "\"false\""),
-    )
-    .unwrap();
+    f.write_source(&stuck.replace("\"true\"", "\"false\""));
     // maximumPercent 100: never more than 4 containers run, sampled from
     // Docker (the controller's own view drops a task when it unassigns it).
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -10,10 +10,18 @@
 //!   password) with a certificate of a test CA, trusted through
 //!   `SSL_CERT_FILE`.
 //!
-//! `reconcile validate` (and `plan`, when a Docker engine answers) read a
-//! bare repository holding a Cluster, a TaskDefinition and a Service. No
-//! Docker is needed otherwise. A missing tool (sshd, ssh-agent, python3,
-//! git http-backend) skips a test, except under CI, where it fails it.
+//! `reconcile validate` and `plan` read a bare repository holding a
+//! Cluster, a TaskDefinition and a Service; `plan` needs a Docker engine.
+//! A missing tool (sshd, ssh-agent, python3, git http-backend) or engine
+//! fails a test under CI and skips it (or, for Docker, its `plan` part),
+//! saying so, elsewhere.
+
+#[path = "common/controller.rs"]
+mod controller;
+#[path = "common/git.rs"]
+mod git;
+#[path = "common/prereq.rs"]
+mod prereq;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpStream;
@@ -21,26 +29,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use controller::{bin, test_ca};
+use git::{git, run_ok};
+
 /// Longest a single `reconcile` run may take, success or failure.
 const RUN_LIMIT: Duration = Duration::from_secs(60);
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_reconcile"))
-}
-
-fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
-}
-
-/// `name` in PATH or in the sbin directories (sshd lives there and they
-/// are often not in a user's PATH).
-fn find_tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
 
 fn git_http_backend() -> Option<PathBuf> {
     let out = Command::new("git").arg("--exec-path").output().ok()?;
@@ -48,122 +41,74 @@ fn git_http_backend() -> Option<PathBuf> {
     Some(dir.join("git-http-backend")).filter(|p| p.is_file())
 }
 
-/// The tools a test needs; None (the test is skipped, saying why) when one
-/// is missing outside CI. Under CI a missing tool fails the test: the
-/// project's setup installs them.
-fn require(test: &str, tools: &[&str]) -> Option<Vec<PathBuf>> {
-    let mut found = Vec::new();
-    let mut missing = Vec::new();
-    for tool in tools {
-        let hit = match *tool {
+/// The paths of the tools a test needs (`git-http-backend` is looked up
+/// in git's exec path); None when one is missing and the test is skipped
+/// (see `prereq.rs`).
+fn require(tools: &[&str]) -> Option<Vec<PathBuf>> {
+    let found: Vec<Option<PathBuf>> = tools
+        .iter()
+        .map(|tool| match *tool {
             "git-http-backend" => git_http_backend(),
-            t => find_tool(t),
-        };
-        match hit {
-            Some(p) => found.push(p),
-            None => missing.push(*tool),
-        }
-    }
-    if missing.is_empty() {
-        return Some(found);
-    }
-    let why = format!(
-        "{test}: {} not found (Debian: openssh-server, openssh-client, python3, git; \
-         scripts/docker-setup.sh installs them)",
-        missing.join(", ")
-    );
-    assert!(!under_ci(), "CI is set, so this is a failure: {why}");
-    eprintln!("skipped: {why}");
-    None
+            t => prereq::find_tool(t),
+        })
+        .collect();
+    let missing: Vec<&str> = tools
+        .iter()
+        .zip(&found)
+        .filter(|(_, p)| p.is_none())
+        .map(|(t, _)| *t)
+        .collect();
+    let why = (!missing.is_empty()).then(|| {
+        format!(
+            "{} not found (Debian: openssh-server, openssh-client, python3, git)",
+            missing.join(", ")
+        )
+    });
+    prereq::satisfied(why).then(|| found.into_iter().flatten().collect())
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    run_ok(
-        Command::new("git")
-            .args([
-                "-c",
-                "user.name=test",
-                "-c",
-                "user.email=test@example.invalid",
-            ])
-            .args(args)
-            .current_dir(dir),
-    )
+    controller::free_port([127, 0, 0, 1].into())
 }
 
 fn manifests(replicas: u32) -> String {
-    format!(
-        r#"apiVersion: reconcile/v1alpha1
-kind: Cluster
-metadata: {{name: remotes}}
-spec: {{}}
----
-apiVersion: reconcile/v1alpha1
-kind: TaskDefinition
-metadata: {{name: app}}
-spec:
-  networkMode: none
-  containerDefinitions:
-    - name: app
-      image: busybox:stable
-      command: [sleep, "3600"]
-      memory: 32
----
-apiVersion: reconcile/v1alpha1
-kind: Service
-metadata: {{name: app}}
-spec:
-  cluster: remotes
-  taskDefinition: app
-  desiredCount: {replicas}
-"#
-    )
+    controller::app_manifests("remotes", replicas, "one")
+}
+
+fn broken_manifests() -> String {
+    manifests(2).replace("  taskDefinition: app\n", "  taskDefinition: missing-app\n")
 }
 
 /// Where the broken manifest names a task definition that does not exist:
 /// file (relative to `--path deploy`), line and column of the value.
-const BROKEN: &str = "app.yaml:22:19";
-
-fn broken_manifests() -> String {
-    manifests(2).replace("  taskDefinition: app\n", "  taskDefinition: missing-app\n")
+fn broken_at() -> String {
+    let text = broken_manifests();
+    let (n, line) = text
+        .lines()
+        .enumerate()
+        .find(|(_, l)| l.contains("missing-app"))
+        .unwrap();
+    format!(
+        "app.yaml:{}:{}",
+        n + 1,
+        line.find("missing-app").unwrap() + 1
+    )
 }
 
 /// A bare repository (`srv/fleet.git`, the remote) with manifests below
 /// `deploy/`, and the clone commits are made in, pushed by path.
 struct Repo {
     dir: tempfile::TempDir,
+    remote: git::Remote,
 }
 
 impl Repo {
     fn new() -> Repo {
         let dir = tempfile::tempdir().unwrap();
-        let bare = dir.path().join("srv/fleet.git");
-        std::fs::create_dir_all(&bare).unwrap();
-        git(&bare, &["init", "-q", "--bare", "-b", "main"]);
-        git(dir.path(), &["clone", "-q", bare.to_str().unwrap(), "work"]);
-        let repo = Repo { dir };
-        git(&repo.work(), &["checkout", "-q", "-b", "main"]);
-        std::fs::create_dir_all(repo.work().join("deploy")).unwrap();
-        std::fs::write(repo.work().join("README.txt"), "not a manifest\n").unwrap();
+        let remote = git::Remote::at(dir.path().join("srv/fleet.git"), dir.path().join("work"));
+        remote.init();
+        std::fs::write(remote.work.join("README.txt"), "not a manifest\n").unwrap();
+        let repo = Repo { dir, remote };
         repo.commit(&manifests(2), "two replicas");
         repo
     }
@@ -173,19 +118,15 @@ impl Repo {
     }
 
     fn work(&self) -> PathBuf {
-        self.root().join("work")
+        self.remote.work.clone()
     }
 
     fn bare(&self) -> PathBuf {
-        self.root().join("srv/fleet.git")
+        self.remote.bare.clone()
     }
 
     fn commit(&self, text: &str, message: &str) -> String {
-        std::fs::write(self.work().join("deploy/app.yaml"), text).unwrap();
-        git(&self.work(), &["add", "-A"]);
-        git(&self.work(), &["commit", "-q", "-m", message]);
-        git(&self.work(), &["push", "-q", "-f", "origin", "main"]);
-        git(&self.work(), &["rev-parse", "HEAD"])
+        self.remote.commit(text, message)
     }
 
     /// A fresh HOME for reconcile (its `.ssh/known_hosts` is what libgit2
@@ -253,16 +194,8 @@ fn reconcile(args: &[&str], home: &Path, env: &[(&str, &str)]) -> Run {
     }
 }
 
-fn docker_answers() -> bool {
-    Command::new("docker")
-        .arg("info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// validate (and plan, when Docker answers) read the remote's manifests;
+/// validate and plan (when Docker is there: see `prereq.rs`) read the
+/// remote's manifests;
 /// then a broken commit pushed to the remote is reported with file:line.
 fn reads_the_remote(repo: &Repo, source: &str, home: &Path, env: &[(&str, &str)]) {
     let head = git(&repo.work(), &["rev-parse", "HEAD"]);
@@ -279,7 +212,7 @@ fn reads_the_remote(repo: &Repo, source: &str, home: &Path, env: &[(&str, &str)]
     // The three documents of deploy/app.yaml; README.txt is no manifest.
     assert!(v.stdout.contains("3 documents valid in 1 file"), "{v:#?}");
 
-    if docker_answers() {
+    if prereq::part_satisfied("plan", prereq::docker()) {
         let state = tempfile::tempdir().unwrap();
         let mut args = vec![
             "plan",
@@ -300,8 +233,6 @@ fn reads_the_remote(repo: &Repo, source: &str, home: &Path, env: &[(&str, &str)]
                 "the plan creates the service: {p:#?}"
             );
         }
-    } else {
-        eprintln!("note: no Docker engine answers, so `plan` is not run (validate is)");
     }
 
     let bad = repo.commit(&broken_manifests(), "point at a missing task definition");
@@ -311,7 +242,10 @@ fn reads_the_remote(repo: &Repo, source: &str, home: &Path, env: &[(&str, &str)]
         b.stderr.contains(&format!("commit {}", &bad[..12])),
         "{b:#?}"
     );
-    assert!(b.stdout.contains(BROKEN), "reported with file:line: {b:#?}");
+    assert!(
+        b.stdout.contains(&broken_at()),
+        "reported with file:line: {b:#?}"
+    );
     assert!(b.stdout.contains("missing-app"), "{b:#?}");
     // Back to a good commit for whatever runs next.
     repo.commit(&manifests(2), "two replicas");
@@ -551,8 +485,8 @@ struct SshRig {
 }
 
 impl SshRig {
-    fn new(test: &str, authorised: bool, passwords: bool) -> Option<SshRig> {
-        let tools = require(test, &["sshd", "ssh-agent", "ssh-add", "ssh-keygen", "git"])?;
+    fn new(authorised: bool, passwords: bool) -> Option<SshRig> {
+        let tools = require(&["sshd", "ssh-agent", "ssh-add", "ssh-keygen", "git"])?;
         let repo = Repo::new();
         let keys = repo.root().join("keys");
         std::fs::create_dir_all(&keys).unwrap();
@@ -580,11 +514,7 @@ impl SshRig {
 
 #[test]
 fn ssh_remote_read_with_agent_key_and_known_host_key() {
-    let Some(rig) = SshRig::new(
-        "ssh_remote_read_with_agent_key_and_known_host_key",
-        true,
-        false,
-    ) else {
+    let Some(rig) = SshRig::new(true, false) else {
         return;
     };
     let url = rig.sshd.url(&whoami(), &rig.repo);
@@ -624,7 +554,7 @@ fn ssh_remote_read_with_agent_key_and_known_host_key() {
 
 #[test]
 fn ssh_unknown_or_changed_host_key_is_refused() {
-    let Some(rig) = SshRig::new("ssh_unknown_or_changed_host_key_is_refused", true, false) else {
+    let Some(rig) = SshRig::new(true, false) else {
         return;
     };
     let url = rig.sshd.url(&whoami(), &rig.repo);
@@ -678,11 +608,7 @@ fn ssh_unknown_or_changed_host_key_is_refused() {
 fn ssh_without_agent_or_with_an_unauthorised_key_fails_clearly() {
     // Password authentication is on in this sshd, to see that the https
     // token is never offered to an ssh server as a password.
-    let Some(rig) = SshRig::new(
-        "ssh_without_agent_or_with_an_unauthorised_key_fails_clearly",
-        false,
-        true,
-    ) else {
+    let Some(rig) = SshRig::new(false, true) else {
         return;
     };
     let user = whoami();
@@ -735,38 +661,13 @@ impl Drop for Https {
     }
 }
 
-/// A test CA's certificate (`ca.pem`) and, `with_server`, a certificate
-/// for 127.0.0.1 it issued (`server.pem`, key in `server.key`), in `dir`.
-fn make_ca(dir: &Path, with_server: bool) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    std::fs::create_dir_all(dir).unwrap();
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "reconcile test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-    if with_server {
-        let issuer = Issuer::new(ca_params, ca_key);
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
-            .unwrap()
-            .signed_by(&key, &issuer)
-            .unwrap();
-        std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
-        std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
-    }
-}
-
 impl Https {
     /// A repo and the server for it; None when a tool is missing.
-    fn start(test: &str) -> Option<(Repo, Https)> {
-        let tools = require(test, &["python3", "git", "git-http-backend"])?;
+    fn start() -> Option<(Repo, Https)> {
+        let tools = require(&["python3", "git", "git-http-backend"])?;
         let repo = Repo::new();
         let pki = repo.root().join("pki");
-        make_ca(&pki, true);
+        test_ca(&pki, Some("127.0.0.1"));
         let script =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/git_https_server.py");
         let log = repo.root().join("https.log");
@@ -826,7 +727,7 @@ impl Https {
 
 #[test]
 fn https_remote_read_with_token_and_trusted_ca() {
-    let Some((repo, server)) = Https::start("https_remote_read_with_token_and_trusted_ca") else {
+    let Some((repo, server)) = Https::start() else {
         return;
     };
     let home = repo.home("home");
@@ -855,7 +756,7 @@ fn https_remote_read_with_token_and_trusted_ca() {
 
 #[test]
 fn https_missing_or_wrong_token_is_refused() {
-    let Some((repo, server)) = Https::start("https_missing_or_wrong_token_is_refused") else {
+    let Some((repo, server)) = Https::start() else {
         return;
     };
     let home = repo.home("home");
@@ -895,7 +796,7 @@ fn https_missing_or_wrong_token_is_refused() {
 
 #[test]
 fn https_untrusted_certificate_is_refused() {
-    let Some((repo, server)) = Https::start("https_untrusted_certificate_is_refused") else {
+    let Some((repo, server)) = Https::start() else {
         return;
     };
     let home = repo.home("home");
@@ -913,7 +814,7 @@ fn https_untrusted_certificate_is_refused() {
 
     // Another CA than the one that issued the server's certificate.
     let other = repo.root().join("other-ca");
-    make_ca(&other, false);
+    test_ca(&other, None);
     let other_ca = other.join("ca.pem");
     refused(
         &url,

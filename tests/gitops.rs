@@ -1,172 +1,63 @@
 //! The controller following a git branch (a bare remote and a clone made
 //! in a temp dir) and a watched directory, with one agent on the local
 //! Docker engine. Needs Docker and `busybox:stable`
-//! (`scripts/docker-setup.sh`) and `git`.
+//! (`scripts/docker-setup.sh`) and `git`: without them a test fails under
+//! CI and is skipped, saying so, elsewhere.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+#[path = "common/controller.rs"]
+mod controller;
+#[path = "common/git.rs"]
+mod git;
+#[path = "common/prereq.rs"]
+mod prereq;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use controller::{app_manifests as manifests, bin, docker, ControllerArgs, Harness, API, JOIN};
+use git::git;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-const JOIN: &str = "join-token-for-gitops-tests";
-const API: &str = "api-token-for-gitops-tests";
 const HOOK: &str = "webhook-secret-for-tests";
 
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_reconcile"))
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker runs");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn docker_ok() -> bool {
-    Command::new("docker")
-        .args(["image", "inspect", "busybox:stable"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=test",
-            "-c",
-            "user.email=test@example.invalid",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn manifests(cluster: &str, count: u32, mode: &str) -> String {
-    format!(
-        r#"apiVersion: reconcile/v1alpha1
-kind: Cluster
-metadata: {{name: {cluster}}}
-spec: {{}}
----
-apiVersion: reconcile/v1alpha1
-kind: TaskDefinition
-metadata: {{name: app}}
-spec:
-  networkMode: none
-  containerDefinitions:
-    - name: app
-      image: busybox:stable
-      command: [sleep, "3600"]
-      memory: 32
-      stopTimeout: 1
-      environment:
-        - {{name: MODE, value: "{mode}"}}
----
-apiVersion: reconcile/v1alpha1
-kind: Service
-metadata: {{name: app}}
-spec:
-  cluster: {cluster}
-  taskDefinition: app
-  desiredCount: {count}
-"#
-    )
-}
-
-/// A controller and one agent; removes everything of its cluster on drop.
-struct Rig {
-    dir: tempfile::TempDir,
-    cluster: String,
-    port: u16,
-    controller: Option<Child>,
-    agent: Option<Child>,
-    /// The clone commits are made in (git sources).
-    work: PathBuf,
-    remote: PathBuf,
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        for c in self.agent.iter_mut().chain(self.controller.as_mut()) {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let ids = docker(&[
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=reconcile.io/cluster={}", self.cluster),
-        ]);
-        let ids: Vec<&str> = ids.split_whitespace().collect();
-        if !ids.is_empty() {
-            let mut args = vec!["rm", "-f", "-v"];
-            args.extend(ids);
-            docker(&args);
-        }
-    }
-}
+/// The controller harness on 127.0.0.1 with one agent, and a git remote.
+type Rig = Harness<git::Remote>;
 
 impl Rig {
-    fn new(test: &str) -> Option<Rig> {
-        if !docker_ok() {
-            eprintln!(
-                "skipped: Docker with busybox:stable is not available (scripts/docker-setup.sh)"
-            );
+    /// None when the machine lacks Docker with busybox:stable, git, or one
+    /// of `tools` (see `prereq.rs`).
+    fn new(test: &str, tools: &[&str]) -> Option<Rig> {
+        let mut all = vec!["git"];
+        all.extend_from_slice(tools);
+        if !prereq::satisfied(
+            [prereq::docker(), prereq::tools(&all)]
+                .into_iter()
+                .flatten(),
+        ) {
             return None;
         }
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Some(Rig {
-            cluster: format!("g{}{test}", std::process::id()),
-            remote: dir.path().join("remote.git"),
-            work: dir.path().join("work"),
-            dir,
-            port,
-            controller: None,
-            agent: None,
-        })
+        let cluster = format!("g{}{test}", std::process::id());
+        Some(Rig::create(cluster, [127, 0, 0, 1].into(), |d| {
+            git::Remote::at(d.join("remote.git"), d.join("work"))
+        }))
     }
 
-    /// A bare remote with a first commit of `count` tasks, and a clone.
+    /// The remote with a first commit of `count` tasks, and a clone.
     fn git_source(&self, count: u32) {
-        std::fs::create_dir_all(&self.remote).unwrap();
-        git(&self.remote, &["init", "-q", "--bare", "-b", "main"]);
-        git(
-            self.dir.path(),
-            &["clone", "-q", self.remote.to_str().unwrap(), "work"],
-        );
-        git(&self.work, &["checkout", "-q", "-b", "main"]);
-        std::fs::create_dir_all(self.work.join("deploy")).unwrap();
+        self.ext.init();
         self.commit(count, "one", "first");
     }
 
     /// A remote whose first commit runs one task (`one`), followed
     /// (`--path deploy`) by a controller that fetches every `interval`
     /// seconds, once that commit runs.
-    fn following(test: &str, interval: &str) -> Option<Rig> {
-        let mut r = Rig::new(test)?;
+    fn following(test: &str, interval: u32, tools: &[&str]) -> Option<Rig> {
+        let mut r = Rig::new(test, tools)?;
         r.git_source(1);
-        let source = format!("git+{}", r.remote.display());
+        let source = format!("git+{}", r.ext.bare.display());
         r.start(&[&source, "--path", "deploy"], interval);
         r.wait_for("the first commit", Duration::from_secs(60), |r| {
             r.modes() == modes("one", 1)
@@ -179,102 +70,33 @@ impl Rig {
     }
 
     fn commit_text(&self, text: &str, message: &str) -> String {
-        std::fs::write(self.work.join("deploy/app.yaml"), text).unwrap();
-        git(&self.work, &["add", "-A"]);
-        git(&self.work, &["commit", "-q", "-m", message]);
-        git(&self.work, &["push", "-q", "-f", "origin", "main"]);
-        git(&self.work, &["rev-parse", "HEAD"])
+        self.ext.commit(text, message)
     }
 
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+    /// The controller (source and its options, `interval` seconds between
+    /// passes) and agent `node0`.
+    fn start(&mut self, source: &[&str], interval: u32) {
+        self.start_controller(ControllerArgs {
+            source: source.iter().map(Into::into).collect(),
+            interval,
+            node_timeout: 5,
+            env: vec![("RECONCILE_WEBHOOK_SECRET".into(), HOOK.into())],
+        });
+        let agent = self.spawn_agent(Command::new(bin()), "node0", &[]);
+        self.agents.push(Some(agent));
     }
 
-    fn log(&self, name: &str) -> std::fs::File {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join(format!("{name}.log")))
-            .unwrap()
-    }
-
-    fn start(&mut self, source: &[&str], interval: &str) {
-        let child = Command::new(bin())
-            .args(["controller", "--source"])
-            .args(source)
-            .arg("--data-dir")
-            .arg(self.dir.path().join("data"))
-            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
-            .args([
-                "--interval",
-                interval,
-                "--heartbeat-ms",
-                "500",
-                "--node-timeout",
-                "5",
-            ])
-            .args(["--settle", "1", "--step-timeout", "60"])
-            .env("RECONCILE_JOIN_TOKEN", JOIN)
-            .env("RECONCILE_API_TOKEN", API)
-            .env("RECONCILE_WEBHOOK_SECRET", HOOK)
-            .stdout(self.log("controller"))
-            .stderr(self.log("controller"))
-            .spawn()
-            .unwrap();
-        self.controller = Some(child);
-        let agent = Command::new(bin())
-            .args([
-                "agent",
-                "--controller",
-                &self.url(),
-                "--cluster",
-                &self.cluster,
-            ])
-            .args(["--name", "node0", "--cpu", "4096", "--memory", "4096"])
-            .env("RECONCILE_JOIN_TOKEN", JOIN)
-            .stdout(self.log("agent"))
-            .stderr(self.log("agent"))
-            .spawn()
-            .unwrap();
-        self.agent = Some(agent);
-    }
-
-    fn status(&self) -> Value {
-        let out = Command::new(bin())
-            .args(["status", "--format", "json", "--controller", &self.url()])
-            .env("RECONCILE_API_TOKEN", API)
-            .output()
-            .unwrap();
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-    }
-
-    fn cli(&self, args: &[&str]) -> (i32, String) {
-        let out = Command::new(bin())
-            .args(args)
-            .args(["--controller", &self.url()])
-            .env("RECONCILE_API_TOKEN", API)
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+    /// [`Harness::cli`] with standard output and error together.
+    fn cli_text(&self, args: &[&str]) -> (i32, String) {
+        let (code, out, err) = self.cli(args);
+        (code, out + &err)
     }
 
     /// Running task containers: their MODE environment value.
     fn modes(&self) -> Vec<String> {
-        let ids = docker(&[
-            "ps",
-            "-q",
-            "--filter",
-            &format!("label=reconcile.io/cluster={}", self.cluster),
-        ]);
-        let mut v: Vec<String> = ids
-            .split_whitespace()
+        let mut v: Vec<String> = self
+            .container_ids(false)
+            .iter()
             .map(|id| {
                 docker(&[
                     "inspect",
@@ -290,24 +112,6 @@ impl Rig {
         v.sort();
         v
     }
-
-    fn wait_for(&self, what: &str, limit: Duration, ok: impl Fn(&Rig) -> bool) -> Duration {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if ok(self) {
-                return start.elapsed();
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        let log =
-            std::fs::read_to_string(self.dir.path().join("controller.log")).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().collect();
-        panic!(
-            "timed out after {limit:?} waiting for {what}; modes {:?}\ncontroller log:\n{}",
-            self.modes(),
-            tail[tail.len().saturating_sub(40)..].join("\n")
-        );
-    }
 }
 
 fn lock() -> std::sync::MutexGuard<'static, ()> {
@@ -321,16 +125,16 @@ fn modes(mode: &str, n: usize) -> Vec<String> {
 #[test]
 fn commits_are_applied_broken_ones_never_and_force_pushes_followed() {
     let _g = lock();
-    let Some(mut r) = Rig::new("commits") else {
+    let Some(mut r) = Rig::new("commits", &[]) else {
         return;
     };
     r.git_source(2);
-    let source = format!("git+{}", r.remote.display());
-    r.start(&[&source, "--ref", "main", "--path", "deploy"], "1");
+    let source = format!("git+{}", r.ext.bare.display());
+    r.start(&[&source, "--ref", "main", "--path", "deploy"], 1);
     r.wait_for("the first commit", Duration::from_secs(60), |r| {
         r.modes() == modes("one", 2)
     });
-    let first = git(&r.work, &["rev-parse", "HEAD"]);
+    let first = git(&r.ext.work, &["rev-parse", "HEAD"]);
 
     // A change is applied, and status names the commit.
     let second = r.commit(2, "two", "mode two");
@@ -357,7 +161,8 @@ fn commits_are_applied_broken_ones_never_and_force_pushes_followed() {
                 .is_some_and(|e| e.contains(&bad[..12]) && e.contains("app.yaml:"))
         },
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // A whole reconcile pass after the refusal: still nothing of it.
+    r.sync_and_wait();
     assert_eq!(
         r.modes(),
         modes("two", 2),
@@ -372,23 +177,23 @@ fn commits_are_applied_broken_ones_never_and_force_pushes_followed() {
     });
 
     // A force-push back to the first commit converges to it.
-    git(&r.work, &["reset", "-q", "--hard", &first]);
-    git(&r.work, &["push", "-q", "-f", "origin", "main"]);
+    git(&r.ext.work, &["reset", "-q", "--hard", &first]);
+    git(&r.ext.work, &["push", "-q", "-f", "origin", "main"]);
     r.wait_for("the force-pushed commit", Duration::from_secs(60), |r| {
         r.modes() == modes("one", 2)
     });
-    let (code, out) = r.cli(&["plan", "--detailed-exitcode"]);
+    let (code, out) = r.cli_text(&["plan", "--detailed-exitcode"]);
     assert_eq!(code, 0, "{out}");
 }
 
 #[test]
 fn an_unreachable_remote_keeps_what_runs_and_recovers() {
     let _g = lock();
-    let Some(r) = Rig::following("remote", "1") else {
+    let Some(r) = Rig::following("remote", 1, &[]) else {
         return;
     };
     let moved = r.dir.path().join("moved.git");
-    std::fs::rename(&r.remote, &moved).unwrap();
+    std::fs::rename(&r.ext.bare, &moved).unwrap();
     r.wait_for("the fetch error", Duration::from_secs(20), |r| {
         r.status()["lastError"]
             .as_str()
@@ -415,7 +220,7 @@ fn an_unreachable_remote_keeps_what_runs_and_recovers() {
         backing_off.contains("still running commit"),
         "{backing_off}"
     );
-    std::fs::rename(&moved, &r.remote).unwrap();
+    std::fs::rename(&moved, &r.ext.bare).unwrap();
     r.commit(1, "two", "after the outage");
     r.wait_for(
         "the commit after the outage",
@@ -428,31 +233,14 @@ fn an_unreachable_remote_keeps_what_runs_and_recovers() {
 fn webhook_sync_and_suspend() {
     let _g = lock();
     // A long interval: only the webhook or a sync makes it fetch.
-    let Some(r) = Rig::following("hook", "300") else {
+    let Some(r) = Rig::following("hook", 300, &["openssl"]) else {
         return;
     };
     r.commit(1, "two", "second");
     // A signed webhook.
     let body = br#"{"ref":"refs/heads/main"}"#;
     let sig = "sha256=0000";
-    let post = |headers: &str| -> u16 {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", r.port)).unwrap();
-        write!(
-            s,
-            "POST /v1/webhook HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        )
-        .unwrap();
-        s.write_all(body).unwrap();
-        let mut reply = String::new();
-        s.read_to_string(&mut reply).unwrap();
-        reply
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0)
-    };
+    let post = |headers: &str| controller::post(r.addr(), "/v1/webhook", headers, body).0;
     assert_eq!(post(&format!("X-Hub-Signature-256: {sig}\r\n")), 401);
     let good = hmac_hex(HOOK.as_bytes(), body);
     let took = Instant::now();
@@ -469,10 +257,10 @@ fn webhook_sync_and_suspend() {
     );
 
     // Suspended: the next commit is fetched and planned, not applied.
-    let (code, out) = r.cli(&["suspend"]);
+    let (code, out) = r.cli_text(&["suspend"]);
     assert_eq!(code, 0, "{out}");
     let third = r.commit(1, "three", "third");
-    let (code, out) = r.cli(&["sync"]);
+    let (code, out) = r.cli_text(&["sync"]);
     assert_eq!(code, 0, "{out}");
     r.wait_for(
         "the suspended commit to be fetched",
@@ -482,9 +270,10 @@ fn webhook_sync_and_suspend() {
             s["fetchedCommit"] == third.as_str() && s["suspended"] == true
         },
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // A whole reconcile pass after the fetch: planned, not applied.
+    r.sync_and_wait();
     assert_eq!(r.modes(), modes("two", 1));
-    let (code, out) = r.cli(&["resume"]);
+    let (code, out) = r.cli_text(&["resume"]);
     assert_eq!(code, 0, "{out}");
     r.wait_for("the commit after resume", Duration::from_secs(60), |r| {
         r.modes() == modes("three", 1)
@@ -494,14 +283,14 @@ fn webhook_sync_and_suspend() {
 #[test]
 fn a_watched_directory_is_applied_after_an_edit() {
     let _g = lock();
-    let Some(mut r) = Rig::new("dir") else {
+    let Some(mut r) = Rig::new("dir", &[]) else {
         return;
     };
     let src = r.dir.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("app.yaml"), manifests(&r.cluster, 1, "one")).unwrap();
     // A long interval: only the watcher picks up the edit.
-    r.start(&[src.to_str().unwrap()], "300");
+    r.start(&[src.to_str().unwrap()], 300);
     r.wait_for("the first state", Duration::from_secs(60), |r| {
         r.modes() == modes("one", 1)
     });
@@ -536,13 +325,13 @@ fn hmac_hex(key: &[u8], message: &[u8]) -> String {
 #[test]
 fn drift_is_repaired_unless_self_heal_is_off_then_only_reported() {
     let _g = lock();
-    let Some(mut r) = Rig::new("drift") else {
+    let Some(mut r) = Rig::new("drift", &[]) else {
         return;
     };
     let src = r.dir.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("app.yaml"), manifests(&r.cluster, 2, "one")).unwrap();
-    r.start(&[src.to_str().unwrap()], "1");
+    r.start(&[src.to_str().unwrap()], 1);
     r.wait_for("2 tasks", Duration::from_secs(60), |r| {
         r.modes() == modes("one", 2)
     });
@@ -568,15 +357,23 @@ fn drift_is_repaired_unless_self_heal_is_off_then_only_reported() {
     );
     assert!(text.contains("self-heal"));
     std::fs::write(src.join("app.yaml"), text).unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    // A whole reconcile pass has read the edit.
+    r.sync_and_wait();
     remove_one(&r);
-    std::thread::sleep(Duration::from_secs(5));
+    // The controller has seen the task go, and a whole pass after that
+    // it is still gone.
+    r.wait_for("the drift to be seen", Duration::from_secs(30), |r| {
+        r.cli_text(&["plan"])
+            .1
+            .contains("drift: 1 of 2 tasks running")
+    });
+    r.sync_and_wait();
     assert_eq!(
         r.modes(),
         modes("one", 1),
         "self-heal off: nothing restarted"
     );
-    let (code, out) = r.cli(&["plan", "--detailed-exitcode"]);
+    let (code, out) = r.cli_text(&["plan", "--detailed-exitcode"]);
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains("drift: 1 of 2 tasks running") && out.contains("self-heal is off"),
@@ -587,7 +384,7 @@ fn drift_is_repaired_unless_self_heal_is_off_then_only_reported() {
 #[test]
 fn under_verification_only_commits_signed_by_allowed_keys_are_applied() {
     let _g = lock();
-    let Some(mut r) = Rig::new("signed") else {
+    let Some(mut r) = Rig::new("signed", &["ssh-keygen"]) else {
         return;
     };
     let keys = r.dir.path().join("keys");
@@ -604,7 +401,7 @@ fn under_verification_only_commits_signed_by_allowed_keys_are_applied() {
     let public = std::fs::read_to_string(keys.join("allowed.pub")).unwrap();
     let signers = keys.join("allowed_signers");
     std::fs::write(&signers, format!("ops@example.invalid {public}")).unwrap();
-    let work = r.work.clone();
+    let work = r.ext.work.clone();
     let sign_with = |key: &str| {
         let k = keys.join(key);
         git(&work, &["config", "gpg.format", "ssh"]);
@@ -614,7 +411,7 @@ fn under_verification_only_commits_signed_by_allowed_keys_are_applied() {
     r.git_source(1);
     sign_with("allowed");
     let signed = r.commit(1, "two", "signed");
-    let source = format!("git+{}", r.remote.display());
+    let source = format!("git+{}", r.ext.bare.display());
     r.start(
         &[
             &source,
@@ -624,14 +421,14 @@ fn under_verification_only_commits_signed_by_allowed_keys_are_applied() {
             "--allowed-signers",
             signers.to_str().unwrap(),
         ],
-        "1",
+        1,
     );
     r.wait_for("the signed head", Duration::from_secs(60), |r| {
         r.modes() == modes("two", 1)
     });
     // An unsigned commit followed by a signed one: the range fails, so
     // nothing of either is applied, and the unsigned one is named.
-    git(&r.work, &["config", "commit.gpgsign", "false"]);
+    git(&r.ext.work, &["config", "commit.gpgsign", "false"]);
     let unsigned = r.commit(1, "three", "unsigned");
     sign_with("allowed");
     r.commit(1, "four", "signed on top");
@@ -640,10 +437,11 @@ fn under_verification_only_commits_signed_by_allowed_keys_are_applied() {
             .as_str()
             .is_some_and(|e| e.contains(&format!("commit {} is not signed", &unsigned[..12])))
     });
-    std::thread::sleep(Duration::from_secs(2));
+    // A whole reconcile pass after the refusal: still nothing of it.
+    r.sync_and_wait();
     assert_eq!(r.modes(), modes("two", 1));
     // A key that is not allowed is refused too.
-    git(&r.work, &["reset", "-q", "--hard", &signed]);
+    git(&r.ext.work, &["reset", "-q", "--hard", &signed]);
     sign_with("other");
     let foreign = r.commit(1, "five", "foreign key");
     r.wait_for("the foreign key refusal", Duration::from_secs(30), |r| {
@@ -653,7 +451,7 @@ fn under_verification_only_commits_signed_by_allowed_keys_are_applied() {
     });
     assert_eq!(r.modes(), modes("two", 1));
     // Force-pushing a properly signed history is applied.
-    git(&r.work, &["reset", "-q", "--hard", &signed]);
+    git(&r.ext.work, &["reset", "-q", "--hard", &signed]);
     sign_with("allowed");
     r.commit(1, "six", "signed again");
     r.wait_for("the signed commit", Duration::from_secs(60), |r| {
@@ -677,7 +475,7 @@ impl Drop for GpgHome {
 #[test]
 fn openpgp_signed_commits_are_verified_against_the_allowed_keys() {
     let _g = lock();
-    let Some(mut r) = Rig::new("gpgsigned") else {
+    let Some(mut r) = Rig::new("gpgsigned", &["gpg", "gpgconf"]) else {
         return;
     };
     // A short home: gpg-agent's socket path must fit.
@@ -721,7 +519,7 @@ fn openpgp_signed_commits_are_verified_against_the_allowed_keys() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let work = r.work.clone();
+    let work = r.ext.work.clone();
     let sign_as = |who: &str| {
         git(&work, &["config", "gpg.format", "openpgp"]);
         git(&work, &["config", "gpg.program", wrapper.to_str().unwrap()]);
@@ -731,7 +529,7 @@ fn openpgp_signed_commits_are_verified_against_the_allowed_keys() {
     r.git_source(1);
     sign_as("ops@example.invalid");
     let signed = r.commit(1, "two", "signed");
-    let source = format!("git+{}", r.remote.display());
+    let source = format!("git+{}", r.ext.bare.display());
     r.start(
         &[
             &source,
@@ -741,7 +539,7 @@ fn openpgp_signed_commits_are_verified_against_the_allowed_keys() {
             "--allowed-gpg-keys",
             keys.to_str().unwrap(),
         ],
-        "1",
+        1,
     );
     r.wait_for("the signed head", Duration::from_secs(60), |r| {
         r.modes() == modes("two", 1)
@@ -757,15 +555,15 @@ fn openpgp_signed_commits_are_verified_against_the_allowed_keys() {
     assert_eq!(r.modes(), modes("two", 1));
     // So is an SSH-signed or unsigned commit when only OpenPGP keys are
     // allowed; a properly signed history is applied.
-    git(&r.work, &["reset", "-q", "--hard", &signed]);
-    git(&r.work, &["config", "commit.gpgsign", "false"]);
+    git(&r.ext.work, &["reset", "-q", "--hard", &signed]);
+    git(&r.ext.work, &["config", "commit.gpgsign", "false"]);
     let unsigned = r.commit(1, "four", "unsigned");
     r.wait_for("the unsigned refusal", Duration::from_secs(30), |r| {
         r.status()["lastError"]
             .as_str()
             .is_some_and(|e| e.contains(&format!("commit {} is not signed", &unsigned[..12])))
     });
-    git(&r.work, &["reset", "-q", "--hard", &signed]);
+    git(&r.ext.work, &["reset", "-q", "--hard", &signed]);
     sign_as("ops@example.invalid");
     r.commit(1, "five", "signed again");
     r.wait_for("the signed commit", Duration::from_secs(60), |r| {
@@ -776,26 +574,21 @@ fn openpgp_signed_commits_are_verified_against_the_allowed_keys() {
 #[test]
 fn validate_plan_apply_and_destroy_take_a_git_source_too() {
     let _g = lock();
-    let Some(r) = Rig::new("standalone") else {
+    let Some(r) = Rig::new("standalone", &[]) else {
         return;
     };
     r.git_source(1);
-    let source = format!("git+file://{}", r.remote.display());
+    let source = format!("git+file://{}", r.ext.bare.display());
     let state = r.dir.path().join("state");
     let run = |args: &[&str]| {
-        let out = Command::new(bin())
-            .args(args)
-            .env("RECONCILE_STATE_DIR", &state)
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+        let (code, out, err) = controller::outcome(
+            Command::new(bin())
+                .args(args)
+                .env("RECONCILE_STATE_DIR", &state)
+                .output()
+                .unwrap(),
+        );
+        (code, out + &err)
     };
     let (code, out) = run(&["validate", &source, "--ref", "main", "--path", "deploy"]);
     assert_eq!(code, 0, "{out}");
@@ -830,11 +623,7 @@ fn the_controller_keeps_its_state_in_the_state_directory_by_default() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = controller::free_port([127, 0, 0, 1].into());
     let mut c = Command::new(bin())
         .args(["controller", "--source"])
         .arg(&src)
@@ -859,10 +648,10 @@ fn the_controller_keeps_its_state_in_the_state_directory_by_default() {
 #[test]
 fn a_failing_rollout_is_superseded_by_the_next_good_commit() {
     let _g = lock();
-    let Some(r) = Rig::following("supersede", "1") else {
+    let Some(r) = Rig::following("supersede", 1, &[]) else {
         return;
     };
-    let log = || std::fs::read_to_string(r.dir.path().join("controller.log")).unwrap_or_default();
+    let log = || r.log("controller");
 
     // A revision whose container exits at once, in a service without a
     // circuit breaker: its rollout relaunches the task until the step
@@ -891,7 +680,7 @@ fn a_failing_rollout_is_superseded_by_the_next_good_commit() {
     r.wait_for("status to name the fix", Duration::from_secs(30), |r| {
         r.status()["appliedCommit"] == fix.as_str()
     });
-    let (code, out) = r.cli(&["plan", "--detailed-exitcode"]);
+    let (code, out) = r.cli_text(&["plan", "--detailed-exitcode"]);
     assert_eq!(code, 0, "{out}");
 }
 
@@ -912,12 +701,12 @@ fn services(cluster: &str, names: &[&str]) -> String {
 #[test]
 fn removed_services_are_pruned_and_a_mass_deletion_waits_for_approval() {
     let _g = lock();
-    let Some(mut r) = Rig::new("prune") else {
+    let Some(mut r) = Rig::new("prune", &[]) else {
         return;
     };
     r.git_source(1);
-    let source = format!("git+{}", r.remote.display());
-    r.start(&[&source, "--path", "deploy"], "1");
+    let source = format!("git+{}", r.ext.bare.display());
+    r.start(&[&source, "--path", "deploy"], 1);
     r.commit_text(&services(&r.cluster, &["app", "b", "c", "d"]), "four");
     r.wait_for("four services", Duration::from_secs(60), |r| {
         r.modes().len() == 4
@@ -938,15 +727,16 @@ fn removed_services_are_pruned_and_a_mass_deletion_waits_for_approval() {
                 && e.contains("reconcile sync --allow-mass-delete")
         })
     });
-    std::thread::sleep(Duration::from_secs(2));
+    // A whole reconcile pass after the refusal: still nothing of it.
+    r.sync_and_wait();
     assert_eq!(r.modes().len(), 3, "nothing of a refused plan is applied");
 
     // Approved once, for that commit: applied.
-    let (code, out) = r.cli(&["sync", "--allow-mass-delete"]);
+    let (code, out) = r.cli_text(&["sync", "--allow-mass-delete"]);
     assert_eq!(code, 0, "{out}");
     r.wait_for("b and c pruned", Duration::from_secs(60), |r| {
         r.modes().len() == 1 && r.status()["appliedCommit"] == most.as_str()
     });
-    let (code, out) = r.cli(&["plan", "--detailed-exitcode"]);
+    let (code, out) = r.cli_text(&["plan", "--detailed-exitcode"]);
     assert_eq!(code, 0, "{out}");
 }

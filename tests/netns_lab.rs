@@ -1,13 +1,15 @@
 //! The network-namespace lab (tests/common/netns.rs) does what multi-host
 //! tests rely on: hosts reach a server on the bridge and each other,
 //! `disconnect` really cuts a host off, and dropping the lab leaves nothing
-//! behind. Skips, saying why, only where namespaces cannot be used at all
-//! (not root, no `ip netns`).
+//! behind. Where namespaces cannot be used at all (not root, no `ip
+//! netns`) a test fails under CI and is skipped, saying so, elsewhere.
 //!
 //! Tests run in parallel, each on a lab of its own.
 
 #[path = "common/netns.rs"]
 mod netns;
+#[path = "common/prereq.rs"]
+mod prereq;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -26,12 +28,8 @@ const GREETING: &str = "hello from the lab";
 /// namespace as the server.
 const LISTEN_ENV: &str = "NETNS_LAB_LISTEN";
 
-fn skip(test: &str) -> bool {
-    let skip = !netns::available();
-    if skip {
-        eprintln!("skipping {test}: network namespaces are unavailable (see above)");
-    }
-    skip
+fn skip() -> bool {
+    !prereq::satisfied(netns::unavailable())
 }
 
 /// Greets every connection, from a thread of the test process, until dropped.
@@ -134,7 +132,7 @@ fn iptables_rules() -> Option<String> {
 
 #[test]
 fn hosts_reach_server_on_bridge() {
-    if skip("hosts_reach_server_on_bridge") {
+    if skip() {
         return;
     }
     let lab = Lab::new("reach", 2).unwrap();
@@ -164,7 +162,7 @@ fn hosts_reach_server_on_bridge() {
 
 #[test]
 fn disconnect_cuts_one_host_off() {
-    if skip("disconnect_cuts_one_host_off") {
+    if skip() {
         return;
     }
     let lab = Lab::new("cut", 2).unwrap();
@@ -191,7 +189,7 @@ fn disconnect_cuts_one_host_off() {
 /// very test binary (see `listen_in_namespace`).
 #[test]
 fn hosts_reach_each_other() {
-    if skip("hosts_reach_each_other") {
+    if skip() {
         return;
     }
     let lab = Lab::new("peer", 2).unwrap();
@@ -240,7 +238,7 @@ fn listen_in_namespace() {
 
 #[test]
 fn drop_removes_everything() {
-    if skip("drop_removes_everything") {
+    if skip() {
         return;
     }
     // A long prefix: names must still fit the 15-char interface limit.

@@ -4,8 +4,10 @@
 mod common;
 
 use common::{desired, nodes, World, BASE};
+use reconcile::model::DesiredState;
 use reconcile::plan::render::{self, Style};
 use reconcile::plan::Plan;
+use reconcile::secrets::{Resolver, SecretValue};
 
 fn text(p: &Plan) -> String {
     render::text(
@@ -116,45 +118,57 @@ fn placement_failure() {
 
 #[test]
 fn secret_change_shows_only_fingerprints() {
+    const OLD: &str = "correct horse battery staple";
+    const NEW: &str = "Tr0ub4dor&3 was never better";
     let with_secret = BASE.replace(
         "environment: [{name: MODE, value: prod}]",
         "environment: [{name: MODE, value: prod}]\n      secrets: [{name: DB_PASSWORD, valueFrom: db-password}]",
     );
-    let mut d = desired(&with_secret);
-    d.secret_fingerprints
-        .insert("db-password".into(), "sha256:1111aaaa2222".into());
-    let mut w = World::new(nodes(3, 2048, 4096));
-    // The sim resolves nothing: apply with a resolver pointed at a file.
+    // The secret is a file in a secrets directory, resolved as the CLI and
+    // the controller resolve it: the plan sees what the real path makes of
+    // the value.
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("db-password"),
-        "correct horse battery staple",
-    )
-    .unwrap();
-    std::env::set_var("RECONCILE_SECRETS_DIR", dir.path());
-    let p = w.plan(&d);
-    let resolver = reconcile::secrets::Resolver {
-        dir: dir.path().to_path_buf(),
+    let resolver = Resolver::in_dir(dir.path());
+    let resolved = |value: &str| -> DesiredState {
+        std::fs::write(dir.path().join("db-password"), format!("{value}\n")).unwrap();
+        let mut d = desired(&with_secret);
+        let errors = d.fingerprint_secrets(&resolver);
+        assert!(errors.is_empty(), "{errors:?}");
+        d
     };
-    common::block(reconcile::apply::apply(
-        &p,
-        &d,
-        &mut w.stored,
-        &w.sim,
-        &resolver,
-        &reconcile::apply::Options {
-            settle: std::time::Duration::ZERO,
-            ..Default::default()
-        },
-        &w.sink,
-    ))
-    .unwrap();
-    d.secret_fingerprints
-        .insert("db-password".into(), "sha256:3333bbbb4444".into());
+    let fingerprint = |value: &str| SecretValue::new(value.into()).fingerprint();
+
+    let d = resolved(OLD);
+    assert_eq!(d.secret_fingerprints["db-password"], fingerprint(OLD));
+    let mut w = World::new(nodes(3, 2048, 4096));
+    w.apply_with(&d, &resolver).unwrap();
+    assert!(!w.plan(&d).has_changes());
+
+    let d = resolved(NEW);
+    let (old, new) = (fingerprint(OLD), fingerprint(NEW));
+    assert_ne!(old, new);
     let p = w.plan(&d);
     let t = text(&p);
     let j = serde_json::to_string(&json(&p)).unwrap();
-    assert!(!t.contains("correct horse") && !j.contains("correct horse"));
+    for (what, out) in [
+        ("text", &t),
+        ("detailed text", &detail(&p)),
+        ("JSON", &j),
+        ("Debug", &format!("{p:?}")),
+    ] {
+        for secret in [OLD, NEW, "horse battery", "Tr0ub4dor"] {
+            assert!(
+                !out.contains(secret),
+                "the plan's {what} shows the secret:\n{out}"
+            );
+        }
+    }
+    // What changed shows, as fingerprints.
+    assert!(
+        t.contains(&format!("secrets[db-password]: \"{old}\" -> \"{new}\"")),
+        "{t}"
+    );
+    assert!(j.contains(&old) && j.contains(&new), "{j}");
     insta::assert_snapshot!("secret_change", t);
     insta::assert_json_snapshot!("secret_change_json", json(&p));
 }

@@ -1,9 +1,12 @@
 //! An in-process simulated runtime for property tests and scale
 //! benchmarks: tasks start instantly and are healthy unless a failure is
-//! injected.
+//! injected, at once or, with [`Sim::set_healthy_after`], once they have
+//! run for a while on a simulated [`Clock`] that the caller advances (a
+//! test's apply `Sink` sleeps by advancing it).
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::{Launch, Observation, Runtime, RuntimeError};
 use crate::model::{Health, NodeInfo, Task, TaskStatus};
@@ -35,10 +38,25 @@ pub struct Extremes {
     pub min_healthy: usize,
 }
 
+/// Simulated time: it only moves when advanced. Clones share it.
+#[derive(Debug, Clone, Default)]
+pub struct Clock(Arc<Mutex<Duration>>);
+
+impl Clock {
+    pub fn now(&self) -> Duration {
+        *self.0.lock().unwrap()
+    }
+
+    pub fn advance(&self, d: Duration) {
+        *self.0.lock().unwrap() += d;
+    }
+}
+
 /// The simulation.
 #[derive(Debug, Default)]
 pub struct Sim {
     state: Mutex<SimState>,
+    clock: Clock,
 }
 
 #[derive(Debug, Default)]
@@ -55,6 +73,11 @@ struct SimState {
     starts: BTreeMap<String, u32>,
     /// When tasks that crash do, by task id.
     crash_at: BTreeMap<String, i64>,
+    /// How long a started task runs before its health shows.
+    healthy_after: Duration,
+    /// Tasks whose health does not show yet, by id: from when (on the
+    /// clock) it shows, and what it is then.
+    settling: BTreeMap<String, (Duration, Health)>,
     /// Service watched for extremes, and the extremes so far.
     watched: Option<(String, Extremes)>,
 }
@@ -109,6 +132,19 @@ impl Sim {
         self.state.lock().unwrap().pending_for = observations;
     }
 
+    /// Tasks started from now on report their health (healthy, or
+    /// unhealthy if their behaviour says so) only once they are RUNNING
+    /// and `d` has passed on the clock since their start; until then it
+    /// is UNKNOWN.
+    pub fn set_healthy_after(&self, d: Duration) {
+        self.state.lock().unwrap().healthy_after = d;
+    }
+
+    /// The simulation's clock, for whoever drives its time.
+    pub fn clock(&self) -> Clock {
+        self.clock.clone()
+    }
+
     /// Track the extremes of service `name`'s task counts from now on.
     pub fn watch(&self, name: &str) {
         let mut s = self.state.lock().unwrap();
@@ -158,6 +194,28 @@ impl Runtime for Sim {
             }
         }
         s.crash_at = crash_at;
+        // Health shows once its time has come, on tasks that run.
+        let now = self.clock.now();
+        let mut settling = std::mem::take(&mut s.settling);
+        for t in &mut s.tasks {
+            if t.last_status != TaskStatus::Running {
+                continue;
+            }
+            if let Some((at, health)) = settling.get(&t.id) {
+                if *at <= now {
+                    t.health = *health;
+                    settling.remove(&t.id);
+                }
+            }
+        }
+        let live: std::collections::BTreeSet<&str> = s
+            .tasks
+            .iter()
+            .filter(|t| t.is_live())
+            .map(|t| t.id.as_str())
+            .collect();
+        settling.retain(|id, _| live.contains(id.as_str()));
+        s.settling = settling;
         s.sample();
         Ok(Observation {
             tasks: s.tasks.clone(),
@@ -205,6 +263,13 @@ impl Runtime for Sim {
                 // No health check: only the settle period tells.
                 (up, Health::Unknown, None)
             }
+        };
+        let health = if health != Health::Unknown && !s.healthy_after.is_zero() {
+            let at = self.clock.now() + s.healthy_after;
+            s.settling.insert(l.id.clone(), (at, health));
+            Health::Unknown
+        } else {
+            health
         };
         s.tasks.push(Task {
             id: l.id,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use reconcile::apply::{self, Event, Sink};
 use reconcile::model::{DesiredState, NodeInfo, ObservedState};
 use reconcile::plan::{self, Plan};
-use reconcile::runtime::sim::Sim;
+use reconcile::runtime::sim::{Clock, Sim};
 use reconcile::runtime::Runtime;
 use reconcile::secrets::Resolver;
 use reconcile::source::{Content, RawFile};
@@ -26,12 +26,13 @@ pub fn desired(yaml: &str) -> DesiredState {
     DesiredState::from_manifests(v.entries.iter().map(|e| &e.manifest))
 }
 
-/// A sink that records events and never sleeps.
+/// A sink that records events and never sleeps: its sleeps advance a
+/// simulated clock (the simulation's, in a [`World`]).
 #[derive(Default)]
 pub struct TestSink {
     pub events: std::sync::Mutex<Vec<Event>>,
     pub saved: std::sync::Mutex<Option<Stored>>,
-    clock: std::sync::Mutex<Duration>,
+    clock: Clock,
     ids: std::sync::atomic::AtomicU32,
 }
 
@@ -44,13 +45,12 @@ impl Sink for TestSink {
         Ok(())
     }
     fn sleep(&self, d: Duration) -> impl std::future::Future<Output = ()> + Send {
-        *self.clock.lock().unwrap() += d;
+        self.clock.advance(d);
         std::future::ready(())
     }
     fn elapsed(&self) -> Duration {
-        let mut c = self.clock.lock().unwrap();
-        *c += Duration::from_millis(1);
-        *c
+        self.clock.advance(Duration::from_millis(1));
+        self.clock.now()
     }
     fn new_task_id(&self) -> String {
         let n = self.ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
@@ -88,10 +88,15 @@ pub fn block<F: std::future::Future>(f: F) -> F::Output {
 
 impl World {
     pub fn new(nodes: Vec<NodeInfo>) -> World {
+        let sim = Sim::new(nodes);
+        let sink = TestSink {
+            clock: sim.clock(),
+            ..TestSink::default()
+        };
         World {
-            sim: Sim::new(nodes),
+            sim,
             stored: Stored::default(),
-            sink: TestSink::default(),
+            sink,
         }
     }
 
@@ -112,10 +117,16 @@ impl World {
 
     /// Plan and apply; returns the plan that was applied.
     pub fn apply(&mut self, d: &DesiredState) -> Result<Plan, apply::ApplyError> {
+        self.apply_with(d, &Resolver::in_dir(std::env::temp_dir()))
+    }
+
+    /// [`World::apply`] resolving secrets with `resolver`.
+    pub fn apply_with(
+        &mut self,
+        d: &DesiredState,
+        resolver: &Resolver,
+    ) -> Result<Plan, apply::ApplyError> {
         let p = self.plan(d);
-        let resolver = Resolver {
-            dir: std::env::temp_dir(),
-        };
         let opts = apply::Options {
             settle: Duration::ZERO,
             ..apply::Options::default()
@@ -125,7 +136,7 @@ impl World {
             d,
             &mut self.stored,
             &self.sim,
-            &resolver,
+            resolver,
             &opts,
             &self.sink,
         ))?;

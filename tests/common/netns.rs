@@ -245,18 +245,16 @@ impl Drop for Lab {
     }
 }
 
-/// Whether labs can be created here: false, saying why on stderr, when not
-/// root or when `ip netns`/bridges are unusable (e.g. an unprivileged
-/// container). Tests should skip only on false and fail on any later error.
-pub fn available() -> bool {
+/// Why labs cannot be created here, if they cannot: not root, or `ip
+/// netns`/bridges unusable (e.g. an unprivileged container). Tests should
+/// skip (see `prereq.rs`) only on this and fail on any later error.
+pub fn unavailable() -> Option<String> {
     static PROBE: OnceLock<Result<(), String>> = OnceLock::new();
-    match PROBE.get_or_init(probe) {
-        Ok(()) => true,
-        Err(why) => {
-            eprintln!("network namespace lab unavailable: {why}");
-            false
-        }
-    }
+    PROBE
+        .get_or_init(probe)
+        .as_ref()
+        .err()
+        .map(|why| format!("network namespaces are unavailable: {why}"))
 }
 
 fn probe() -> Result<(), String> {
