@@ -1318,12 +1318,7 @@ pub fn request_rollback(
                 .task_definitions
                 .get(&family)
                 .ok_or_else(|| format!("task definition family `{family}` is not in the source"))?;
-            let digest = model::digest(spec);
-            let n = registered
-                .iter()
-                .find(|r| r.digest == digest)
-                .map(|r| r.number)
-                .unwrap_or_else(|| registered.iter().map(|r| r.number).max().unwrap_or(0) + 1);
+            let (n, _) = crate::plan::resolve_revision(&registered, &model::digest(spec));
             (n, spec.clone())
         }
     };

@@ -18,9 +18,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::manifest::service::SchedulingStrategy;
-use crate::manifest::{Kind, PlacementConstraintType, TaskDefinitionSpec};
+use crate::manifest::{Kind, TaskDefinitionSpec};
 use crate::model::{
-    self, DesiredService, DesiredState, Health, ObservedService, ObservedState, ServiceKey, Task,
+    self, DesiredService, DesiredState, Health, ObservedService, ObservedState, Revision,
+    ServiceKey, Task,
 };
 use crate::scheduler;
 pub use diff::FieldChange;
@@ -175,26 +176,16 @@ fn to_value<T: Serialize>(v: &T) -> Value {
     serde_json::to_value(v).expect("specs serialise")
 }
 
-/// Resolve the revision a family's desired spec maps to: an existing one
-/// with the same digest, else the next number.
-pub fn resolve_revision(
-    observed: &ObservedState,
-    family: &str,
-    spec: &TaskDefinitionSpec,
-) -> (u32, bool) {
-    resolve_digest(observed, family, &model::digest(spec))
-}
-
-/// [`resolve_revision`] for a spec already digested.
-fn resolve_digest(observed: &ObservedState, family: &str, digest: &str) -> (u32, bool) {
-    let revs = observed
-        .revisions
-        .get(family)
-        .map(Vec::as_slice)
-        .unwrap_or(&[]);
-    match revs.iter().find(|r| r.digest == digest) {
+/// The revision a family's spec of `digest` ([`model::digest`]) maps to
+/// among its `registered` ones: the one with the same digest, else the next
+/// number; and whether it must be registered.
+pub fn resolve_revision(registered: &[Revision], digest: &str) -> (u32, bool) {
+    match registered.iter().find(|r| r.digest == digest) {
         Some(r) => (r.number, false),
-        None => (revs.iter().map(|r| r.number).max().unwrap_or(0) + 1, true),
+        None => (
+            registered.iter().map(|r| r.number).max().unwrap_or(0) + 1,
+            true,
+        ),
     }
 }
 
@@ -344,7 +335,8 @@ pub fn plan(desired: &DesiredState, observed: &ObservedState, opts: &Options) ->
             continue;
         };
         let digest = model::digest(spec);
-        let (number, registers) = resolve_digest(observed, family, &digest);
+        let registered = observed.revisions.get(family).map(Vec::as_slice);
+        let (number, registers) = resolve_revision(registered.unwrap_or_default(), &digest);
         spec_digests.insert((family, number), digest);
         desired_revisions.insert(family, number);
         let mut c = change(Kind::TaskDefinition, family, None);
@@ -1183,16 +1175,8 @@ impl PlacementInputs {
             .placement_constraints
             .iter()
             .chain(spec.placement_constraints.iter())
-            .filter_map(|pc| match pc.kind {
-                PlacementConstraintType::DistinctInstance => {
-                    Some(scheduler::Constraint::DistinctInstance)
-                }
-                PlacementConstraintType::MemberOf => pc
-                    .expression
-                    .as_deref()
-                    .and_then(|e| crate::expression::parse(e).ok())
-                    .map(scheduler::Constraint::MemberOf),
-            })
+            // Validation refuses a constraint that does not parse.
+            .filter_map(|pc| scheduler::Constraint::from_manifest(pc).ok())
             .collect();
         PlacementInputs {
             providers: if observed.nodes.iter().any(|n| n.cluster == "*") {
