@@ -662,11 +662,8 @@ async fn service<R: Runtime + Sync, S: Sink>(
         .get(&key)
         .ok_or_else(|| fail("not in the desired state".into()))?;
     let spec = &ds.spec;
-    let family = spec
-        .task_definition
-        .split(':')
-        .next()
-        .unwrap_or_default()
+    let family = model::TaskDefRef::parse(&spec.task_definition)
+        .family
         .to_string();
     let revision = {
         let st = shared.lock().unwrap_or_else(|e| e.into_inner());
@@ -1193,7 +1190,7 @@ pub fn complete_settled(
             .services
             .get(&key)
             .and_then(|s| {
-                let family = s.spec.task_definition.split(':').next()?;
+                let family = model::TaskDefRef::parse(&s.spec.task_definition).family;
                 state
                     .revisions
                     .get(family)?
@@ -1298,11 +1295,11 @@ pub fn request_rollback(
         .services
         .get(key)
         .ok_or_else(|| format!("service `{key}` has not been applied"))?;
-    let (family, pinned) = match ds.spec.task_definition.split_once(':') {
-        Some((f, r)) => (f.to_string(), r.parse::<u32>().ok()),
-        None => (ds.spec.task_definition.clone(), None),
-    };
-    let registered = stored.revisions.get(&family).cloned().unwrap_or_default();
+    let model::TaskDefRef {
+        family,
+        revision: pinned,
+    } = model::TaskDefRef::parse(&ds.spec.task_definition);
+    let registered = stored.revisions.get(family).cloned().unwrap_or_default();
     // The revision and configuration the source asks for.
     let (want, want_spec) = match pinned {
         Some(n) => (
@@ -1316,13 +1313,13 @@ pub fn request_rollback(
         None => {
             let spec = desired
                 .task_definitions
-                .get(&family)
+                .get(family)
                 .ok_or_else(|| format!("task definition family `{family}` is not in the source"))?;
             let (n, _) = crate::plan::resolve_revision(&registered, &model::digest(spec));
             (n, spec.clone())
         }
     };
-    let want_hash = model::task_config_hash(&family, &want_spec, &desired.secret_fingerprints);
+    let want_hash = model::task_config_hash(family, &want_spec, &desired.secret_fingerprints);
     let history = stored.deployments.entry(key.to_string()).or_default();
     let to = match to {
         Some(n) => n,

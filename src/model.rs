@@ -26,6 +26,48 @@ impl fmt::Display for ServiceKey {
     }
 }
 
+/// A service's `taskDefinition` reference: `family` (the revision the
+/// source defines) or `family:revision` (a revision registered earlier).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskDefRef<'a> {
+    pub family: &'a str,
+    /// The pinned revision; None without one (or when it is not a number,
+    /// which validation refuses).
+    pub revision: Option<u32>,
+}
+
+impl<'a> TaskDefRef<'a> {
+    pub fn parse(s: &'a str) -> Self {
+        match s.split_once(':') {
+            Some((family, r)) => TaskDefRef {
+                family,
+                revision: r.parse().ok(),
+            },
+            None => TaskDefRef {
+                family: s,
+                revision: None,
+            },
+        }
+    }
+
+    /// The same family at `revision`.
+    pub fn at(self, revision: u32) -> Self {
+        TaskDefRef {
+            revision: Some(revision),
+            ..self
+        }
+    }
+}
+
+impl fmt::Display for TaskDefRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.revision {
+            Some(r) => write!(f, "{}:{r}", self.family),
+            None => f.write_str(self.family),
+        }
+    }
+}
+
 /// The state a source asks for, normalised (see [`crate::plan::normalize`]).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -356,4 +398,21 @@ pub fn secret_fingerprints_of(
             (s.value_from.clone(), fp)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_definition_references() {
+        let r = TaskDefRef::parse("web");
+        assert_eq!((r.family, r.revision), ("web", None));
+        assert_eq!(r.to_string(), "web");
+        let r = TaskDefRef::parse("web:12");
+        assert_eq!((r.family, r.revision), ("web", Some(12)));
+        assert_eq!(r.to_string(), "web:12");
+        assert_eq!(TaskDefRef::parse("web:3").at(4).to_string(), "web:4");
+        assert_eq!(TaskDefRef::parse("web").at(4).to_string(), "web:4");
+    }
 }

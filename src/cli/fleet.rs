@@ -818,9 +818,8 @@ pub fn status_remote(remote: &RemoteArgs, format: Format) -> ExitCode {
     println!("\nServices:");
     for (k, v) in &s.services {
         println!(
-            "  {k}  {}:{}  running {}/{}  pending {}{}",
-            v.task_definition.split(':').next().unwrap_or_default(),
-            v.revision,
+            "  {k}  {}  running {}/{}  pending {}{}",
+            crate::model::TaskDefRef::parse(&v.task_definition).at(v.revision),
             v.running,
             v.desired_count
                 .map(|d| d.to_string())

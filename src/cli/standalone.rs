@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::{diagnostics, Format, EXIT_FAILURE, EXIT_USAGE};
 use crate::apply::{self, ApplyError, Event, Sink};
-use crate::model::{self, DesiredState, ObservedState, TaskStatus};
+use crate::model::{self, DesiredState, ObservedState, TaskDefRef, TaskStatus};
 use crate::plan::{self, render, Plan};
 use crate::runtime::docker::DockerRuntime;
 use crate::runtime::Runtime;
@@ -744,9 +744,8 @@ async fn steady_summary(rt: &DockerRuntime, stored: &Stored) -> String {
             .map(|d| d.to_string())
             .unwrap_or_else(|| "daemon".into());
         parts.push(format!(
-            "{key} {running}/{desired} running ({}:{})",
-            s.spec.task_definition.split(':').next().unwrap_or_default(),
-            s.revision
+            "{key} {running}/{desired} running ({})",
+            TaskDefRef::parse(&s.spec.task_definition).at(s.revision)
         ));
     }
     if parts.is_empty() {
@@ -805,7 +804,7 @@ fn status_report(o: &ObservedState) -> Value {
                 "service": key,
                 "cluster": s.key.cluster,
                 "name": s.key.name,
-                "taskDefinition": format!("{}:{}", s.spec.task_definition.split(':').next().unwrap_or_default(), s.revision),
+                "taskDefinition": TaskDefRef::parse(&s.spec.task_definition).at(s.revision).to_string(),
                 "desired": s.spec.desired_count,
                 "running": count(TaskStatus::Running),
                 "pending": count(TaskStatus::Pending),

@@ -714,10 +714,10 @@ fn plan_service(
     let spec = &ds.spec;
 
     // Which revision and configuration the service's tasks should run.
-    let (family, pinned) = match spec.task_definition.split_once(':') {
-        Some((f, r)) => (f, r.parse::<u32>().ok()),
-        None => (spec.task_definition.as_str(), None),
-    };
+    let model::TaskDefRef {
+        family,
+        revision: pinned,
+    } = model::TaskDefRef::parse(&spec.task_definition);
     let mut revision = match pinned.or_else(|| desired_revisions.get(family).copied()) {
         Some(r) => r,
         None => {
