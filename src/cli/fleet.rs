@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::{Format, EXIT_FAILURE, EXIT_USAGE};
 use crate::controller::{self, Controller};
+use crate::deployment::Rollout;
 use crate::plan::{render, Plan};
 use crate::wire::{NodeView, StatusReply};
 
@@ -715,7 +716,7 @@ pub fn apply_remote(remote: &RemoteArgs, wait: Option<Duration>) -> ExitCode {
                 .filter(|(_, v)| {
                     v.deployments
                         .first()
-                        .is_some_and(|d| d.rollout_state == "IN_PROGRESS")
+                        .is_some_and(|d| d.rollout_state == Rollout::InProgress)
                 })
                 .map(|(k, _)| k)
                 .collect();
@@ -757,7 +758,7 @@ pub fn apply_remote(remote: &RemoteArgs, wait: Option<Duration>) -> ExitCode {
             .filter(|d| d.id > since)
             .collect();
         for d in &new {
-            if d.rollout_state == "FAILED" {
+            if d.rollout_state == Rollout::Failed {
                 let restored = new
                     .iter()
                     .find(|r| r.rollback_of == Some(d.id))
