@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use super::rollout::{Ctx, Halt, Watched};
-use super::service::{stop_all, target, Target};
+use super::rollout::{stop_all, Ctx, Halt, Rollout};
+use super::service::{target, Target};
 use super::settle::healthy;
 use super::{update, ApplyError, Sink};
 use crate::model::{self, DesiredState, ObservedService, Task};
-use crate::plan::TaskStop;
+use crate::plan::{rollout, TaskStop};
 use crate::runtime::Runtime;
 use crate::secrets::Resolver;
 use crate::store::Stored;
@@ -151,86 +151,81 @@ async fn roll_back<R: Runtime + Sync, S: Sink>(
     .map_err(|e| e.to_string())?;
     // The rollback is a rolling deployment of its own, within the same
     // bounds: tasks of the failed configuration that are not healthy go at
-    // once (they hold up nothing), healthy ones only while the floor holds.
-    let bounds = crate::plan::rollout::Bounds::new(
+    // once (they hold up nothing), healthy ones in the steps the planner's
+    // rollout arithmetic gives, driven as a deployment's are.
+    let bounds = rollout::Bounds::new(
         count,
         spec.deployment_configuration
             .min_healthy(spec.scheduling_strategy),
         spec.deployment_configuration
             .max_percent(spec.scheduling_strategy),
     );
+    let obs = ctx.runtime.observe().await.map_err(|e| e.message)?;
+    let now = ctx.sink.now();
+    let mine: Vec<&Task> = obs
+        .tasks
+        .iter()
+        .filter(|t| {
+            t.is_live()
+                && t.cluster == failed.cluster
+                && t.service.as_deref() == Some(&failed.service)
+        })
+        .collect();
+    let (restored, leaving): (Vec<&Task>, Vec<&Task>) = mine
+        .into_iter()
+        .partition(|t| t.config_hash == old.config_hash);
     let has_checks = failed.has_checks();
+    let ran = |t: &Task| {
+        Duration::from_secs(now.saturating_sub(t.started_at.unwrap_or(now)).max(0) as u64)
+    };
+    let (steady, unsteady): (Vec<&Task>, Vec<&Task>) = leaving
+        .into_iter()
+        .partition(|t| healthy(t, has_checks, ran(t), ctx.opts.settle));
+    let stop = |t: &&Task| TaskStop {
+        task: t.id.clone(),
+        revision: t.revision,
+        node: t.node.clone(),
+        reason: format!("rolled back to revision {to}"),
+    };
+    // Restored tasks go where the service's tasks ran, else anywhere.
     let mut pool: Vec<String> = vacated;
-    let mut watched: Vec<Watched> = Vec::new();
-    let result = loop {
-        let obs = ctx.runtime.observe().await.map_err(|e| e.message)?;
-        let now = ctx.sink.now();
-        let mine: Vec<&Task> = obs
-            .tasks
-            .iter()
-            .filter(|t| {
-                t.is_live()
-                    && t.cluster == failed.cluster
-                    && t.service.as_deref() == Some(&failed.service)
-            })
-            .collect();
-        let (restored, leaving): (Vec<&Task>, Vec<&Task>) = mine
-            .into_iter()
-            .partition(|t| t.config_hash == old.config_hash);
-        let ran = |t: &Task| {
-            Duration::from_secs(now.saturating_sub(t.started_at.unwrap_or(now)).max(0) as u64)
-        };
-        let (steady, unsteady): (Vec<&Task>, Vec<&Task>) = leaving
-            .into_iter()
-            .partition(|t| healthy(t, has_checks, ran(t), ctx.opts.settle));
-        let stop = |t: &&Task| TaskStop {
-            task: t.id.clone(),
-            revision: t.revision,
-            node: t.node.clone(),
-            reason: format!("rolled back to revision {to}"),
-        };
-        pool.extend(steady.iter().chain(&unsteady).map(|t| t.node.clone()));
-        if pool.is_empty() {
-            pool = obs.nodes.iter().map(|n| n.name.clone()).collect();
-        }
-        let unsteady: Vec<TaskStop> = unsteady.iter().map(stop).collect();
-        stop_all(ctx.runtime, &ctx.key, &unsteady, ctx.sink)
-            .await
-            .map_err(|e| e.to_string())?;
-        let have = restored.len() as u32;
-        if steady.is_empty() && have >= count {
-            break Ok(());
-        }
-        let Some(step) =
-            crate::plan::rollout::next_step(count, have.min(count), steady.len() as u32, bounds)
-        else {
-            break Err(Halt::TimedOut {
-                reason: format!(
-                    "the rollback cannot progress: minimumHealthyPercent keeps {} healthy and maximumPercent allows {} running",
-                    bounds.min_healthy, bounds.max_running
-                ),
-                task: None,
-            });
-        };
-        let stops: Vec<TaskStop> = steady
-            .iter()
-            .take(step.stop_old as usize)
-            .map(stop)
-            .collect();
-        stop_all(ctx.runtime, &ctx.key, &stops, ctx.sink)
-            .await
-            .map_err(|e| e.to_string())?;
-        if step.start_new > 0 && pool.is_empty() {
-            return Err("no node to run the restored tasks on".into());
-        }
-        let nodes: Vec<String> = (0..step.start_new as usize)
-            .map(|i| pool[i % pool.len()].clone())
-            .collect();
-        if let Err(h) = ctx
-            .run_tasks(&old, nodes, Some(rb), false, &mut watched)
-            .await
-        {
-            break Err(h);
+    pool.extend(steady.iter().chain(&unsteady).map(|t| t.node.clone()));
+    if pool.is_empty() {
+        pool = obs.nodes.iter().map(|n| n.name.clone()).collect();
+    }
+    let unsteady: Vec<TaskStop> = unsteady.iter().map(stop).collect();
+    stop_all(ctx.runtime, &ctx.key, &unsteady, ctx.sink)
+        .await
+        .map_err(|e| e.to_string())?;
+    let have = restored.len() as u32;
+    let result = match rollout::plan(count, have.min(count), steady.len() as u32, bounds) {
+        Err(_) => Err(Halt::TimedOut {
+            reason: format!(
+                "the rollback cannot progress: minimumHealthyPercent keeps {} healthy and maximumPercent allows {} running",
+                bounds.min_healthy, bounds.max_running
+            ),
+            task: None,
+        }),
+        Ok(steps) => {
+            if steps.iter().any(|s| s.start_new > 0) && pool.is_empty() {
+                return Err("no node to run the restored tasks on".into());
+            }
+            // Each step starts its tasks round the pool from its front.
+            let slots = steps
+                .iter()
+                .flat_map(|s| (0..s.start_new as usize).map(|i| pool[i % pool.len()].clone()))
+                .collect();
+            let mut rollback = Rollout {
+                target: &old,
+                dep: Some(rb),
+                steps,
+                stops: steady.iter().map(stop).collect(),
+                slots,
+                abortable: false,
+                watched: Vec::new(),
+                vacated: Vec::new(),
+            };
+            ctx.drive(&mut rollback).await
         }
     };
     let now = ctx.sink.now();

@@ -1,7 +1,10 @@
-//! A rollout's tasks, step by step: launched together, watched until
-//! healthy, and a failed one halted, counted against its deployment and
-//! relaunched after the throttling delay.
+//! Driving a rollout, a deployment's or a rollback's, step by step: each
+//! step's old tasks stopped while the new ones so far are healthy, its new
+//! tasks launched together and watched until healthy, and a failed one
+//! halted, counted against its deployment and relaunched after the
+//! throttling delay.
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -10,6 +13,8 @@ use super::settle::healthy;
 use super::{ApplyError, Event, Options, Sink};
 use crate::deployment::{History, Verdict};
 use crate::model::{Health, Task, TaskStatus};
+use crate::plan::rollout::Step;
+use crate::plan::TaskStop;
 use crate::runtime::{Launch, Runtime};
 use crate::store::Stored;
 
@@ -318,4 +323,87 @@ impl<R: Runtime + Sync, S: Sink> Ctx<'_, R, S> {
             self.sink.sleep(self.opts.poll).await;
         }
     }
+}
+
+/// A rollout to carry out, forward or back: the configuration it
+/// launches, the deployment its failed tasks count against, its steps (as
+/// the planner computes them), the tasks it stops and the nodes it starts
+/// tasks on, both in order.
+pub(super) struct Rollout<'t> {
+    pub(super) target: &'t Target,
+    pub(super) dep: Option<u32>,
+    pub(super) steps: Vec<Step>,
+    /// Stops the steps do not cover are left here.
+    pub(super) stops: VecDeque<TaskStop>,
+    pub(super) slots: VecDeque<String>,
+    /// Whether `reconcile deployment abort` ends it (a rollback is not
+    /// aborted).
+    pub(super) abortable: bool,
+    /// Tasks of the target configuration watched until healthy: those
+    /// already running when it starts (they count towards the floor only
+    /// once healthy), then those it launches.
+    pub(super) watched: Vec<Watched>,
+    /// The nodes of the tasks it stopped and started, for a rollback.
+    pub(super) vacated: Vec<String>,
+}
+
+impl<R: Runtime + Sync, S: Sink> Ctx<'_, R, S> {
+    /// Carry out `r`'s steps in order: each stops its share of the old
+    /// tasks, only while the tasks started so far are healthy, then
+    /// launches its new ones and watches them until they are healthy too
+    /// ([`Ctx::run_tasks`]). The min/max bounds of the steps hold at every
+    /// task change.
+    pub(super) async fn drive(&self, r: &mut Rollout<'_>) -> Result<(), Halt> {
+        let total = r.steps.len();
+        for (i, step) in r.steps.iter().enumerate() {
+            if total > 1 {
+                self.sink.event(Event::Step {
+                    service: self.key.clone(),
+                    step: i + 1,
+                    steps: total,
+                });
+            }
+            if r.abortable && self.sink.aborted(&self.key) {
+                return Err(Halt::Aborted);
+            }
+            // Old tasks go only while the new ones so far are healthy.
+            if n_unhealthy(&r.watched) > 0 {
+                self.run_tasks(r.target, Vec::new(), r.dep, r.abortable, &mut r.watched)
+                    .await?;
+            }
+            let n = (step.stop_old as usize).min(r.stops.len());
+            let batch: Vec<TaskStop> = r.stops.drain(..n).collect();
+            stop_all(self.runtime, &self.key, &batch, self.sink)
+                .await
+                .map_err(Halt::Error)?;
+            r.vacated.extend(batch.iter().map(|s| s.node.clone()));
+            let nodes: Vec<String> = (0..step.start_new)
+                .map_while(|_| r.slots.pop_front())
+                .collect();
+            r.vacated.extend(nodes.iter().cloned());
+            self.run_tasks(r.target, nodes, r.dep, r.abortable, &mut r.watched)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+pub(super) async fn stop_all<R: Runtime, S: Sink>(
+    runtime: &R,
+    key: &str,
+    stops: &[TaskStop],
+    sink: &S,
+) -> Result<(), ApplyError> {
+    let results =
+        futures_util::future::join_all(stops.iter().map(|s| runtime.stop(&s.task, &s.reason)))
+            .await;
+    for (s, r) in stops.iter().zip(results) {
+        r?;
+        sink.event(Event::Stopped {
+            service: key.to_string(),
+            task: s.task.clone(),
+            reason: s.reason.clone(),
+        });
+    }
+    Ok(())
 }

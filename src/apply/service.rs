@@ -7,11 +7,12 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::rollback::deployment_failed;
-use super::rollout::{n_unhealthy, Ctx, Halt, Watched};
+use super::rollout::{stop_all, Ctx, Rollout, Watched};
 use super::settle::has_checks;
-use super::{update, ApplyError, Event, Options, Sink};
+use super::{update, ApplyError, Options, Sink};
 use crate::deployment::EventKind;
 use crate::model::{self, DesiredState, Health, ObservedService};
+use crate::plan::rollout::Step;
 use crate::plan::{Action, ResourceChange, TaskChanges, TaskStop};
 use crate::runtime::{Launch, Runtime};
 use crate::secrets::Resolver;
@@ -170,16 +171,13 @@ pub(super) async fn service<R: Runtime + Sync, S: Sink>(
             slots.push(s.node.clone());
         }
     }
-    let steps: Vec<(u32, u32)> = match &tc.deployment {
-        Some(d) if !d.steps.is_empty() && d.from_revision.is_some() => {
-            d.steps.iter().map(|s| (s.stop_old, s.start_new)).collect()
-        }
-        _ => vec![(tc.stop.len() as u32, slots.len() as u32)],
+    let steps = match &tc.deployment {
+        Some(d) if !d.steps.is_empty() && d.from_revision.is_some() => d.steps.clone(),
+        _ => vec![Step {
+            stop_old: tc.stop.len() as u32,
+            start_new: slots.len() as u32,
+        }],
     };
-    let mut stops: std::collections::VecDeque<TaskStop> = tc.stop.iter().cloned().collect();
-    let mut slots: std::collections::VecDeque<String> = slots.into();
-    // Where tasks of this service ran, for a rollback.
-    let mut vacated: Vec<String> = Vec::new();
     let mut watched: Vec<Watched> = Vec::new();
     if tc.deployment.is_some() {
         // Tasks of this configuration already running (a rollout resumed
@@ -205,48 +203,22 @@ pub(super) async fn service<R: Runtime + Sync, S: Sink>(
                 }),
         );
     }
-    let total = steps.len();
-    for (i, (stop_n, start_n)) in steps.into_iter().enumerate() {
-        if total > 1 {
-            sink.event(Event::Step {
-                service: key.clone(),
-                step: i + 1,
-                steps: total,
-            });
-        }
-        if sink.aborted(&key) {
-            return deployment_failed(
-                &ctx,
-                desired,
-                resolver,
-                &target,
-                dep,
-                Halt::Aborted,
-                vacated,
-            )
-            .await;
-        }
-        // Old tasks go only while the new ones so far are healthy.
-        if n_unhealthy(&watched) > 0 {
-            if let Err(h) = ctx
-                .run_tasks(&target, Vec::new(), dep, true, &mut watched)
-                .await
-            {
-                return deployment_failed(&ctx, desired, resolver, &target, dep, h, vacated).await;
-            }
-        }
-        let n = (stop_n as usize).min(stops.len());
-        let batch: Vec<TaskStop> = stops.drain(..n).collect();
-        stop_all(runtime, &key, &batch, sink).await?;
-        vacated.extend(batch.iter().map(|s| s.node.clone()));
-        let nodes: Vec<String> = (0..start_n).map_while(|_| slots.pop_front()).collect();
-        vacated.extend(nodes.iter().cloned());
-        if let Err(h) = ctx.run_tasks(&target, nodes, dep, true, &mut watched).await {
-            return deployment_failed(&ctx, desired, resolver, &target, dep, h, vacated).await;
-        }
+    let mut rollout = Rollout {
+        target: &target,
+        dep,
+        steps,
+        stops: tc.stop.iter().cloned().collect(),
+        slots: slots.into(),
+        abortable: true,
+        watched,
+        vacated: Vec::new(),
+    };
+    if let Err(h) = ctx.drive(&mut rollout).await {
+        let vacated = rollout.vacated;
+        return deployment_failed(&ctx, desired, resolver, &target, dep, h, vacated).await;
     }
     // Stops the steps did not cover (e.g. unhealthy tasks replaced).
-    let rest: Vec<TaskStop> = stops.into_iter().collect();
+    let rest: Vec<TaskStop> = rollout.stops.into();
     stop_all(runtime, &key, &rest, sink).await?;
     // What is left of tasks that had stopped when the plan was made, and of
     // the ones that failed and were replaced.
@@ -314,24 +286,4 @@ pub(super) fn target(
         td,
         secrets,
     })
-}
-
-pub(super) async fn stop_all<R: Runtime, S: Sink>(
-    runtime: &R,
-    key: &str,
-    stops: &[TaskStop],
-    sink: &S,
-) -> Result<(), ApplyError> {
-    let results =
-        futures_util::future::join_all(stops.iter().map(|s| runtime.stop(&s.task, &s.reason)))
-            .await;
-    for (s, r) in stops.iter().zip(results) {
-        r?;
-        sink.event(Event::Stopped {
-            service: key.to_string(),
-            task: s.task.clone(),
-            reason: s.reason.clone(),
-        });
-    }
-    Ok(())
 }
