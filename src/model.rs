@@ -205,18 +205,29 @@ pub struct NetworkBinding {
     pub protocol: Protocol,
 }
 
+/// What identifies a task and what it runs, the same wherever the task
+/// appears: observed ([`Task`]), launched ([`crate::runtime::Launch`]) or
+/// assigned to a node ([`crate::wire::Assignment`]). `service` is the
+/// owning service (None for a standalone task); `config_hash` the digest of
+/// the effective configuration the task is started with
+/// ([`task_config_hash`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskIdentity {
+    pub id: String,
+    pub cluster: String,
+    pub service: Option<String>,
+    pub family: String,
+    pub revision: u32,
+    pub config_hash: String,
+}
+
 /// A task as observed on a node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Task {
-    pub id: String,
-    pub cluster: String,
-    /// The owning service, or None for a standalone task.
-    pub service: Option<String>,
-    pub family: String,
-    pub revision: u32,
-    /// Digest of the effective configuration the task was started with.
-    pub config_hash: String,
+    #[serde(flatten)]
+    pub identity: TaskIdentity,
     pub node: String,
     pub last_status: TaskStatus,
     pub health: Health,
@@ -226,6 +237,21 @@ pub struct Task {
     pub stopped_reason: Option<String>,
     #[serde(default)]
     pub bindings: Vec<NetworkBinding>,
+}
+
+/// A task's identity fields read as its own (`task.id`): the identity is
+/// embedded, not a part the task refers to.
+impl std::ops::Deref for Task {
+    type Target = TaskIdentity;
+    fn deref(&self) -> &TaskIdentity {
+        &self.identity
+    }
+}
+
+impl std::ops::DerefMut for Task {
+    fn deref_mut(&mut self) -> &mut TaskIdentity {
+        &mut self.identity
+    }
 }
 
 impl Task {
@@ -403,6 +429,20 @@ pub fn secret_fingerprints_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_task_serialises_with_its_identity_inline() {
+        let text = r#"{"id":"t1","cluster":"c","service":null,"family":"f","revision":2,"configHash":"h","node":"n","lastStatus":"RUNNING","health":"UNKNOWN","startedAt":null,"stopCode":null,"stoppedReason":null,"bindings":[]}"#;
+        let t: Task = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            (t.id.as_str(), t.revision, t.service.as_deref()),
+            ("t1", 2, None)
+        );
+        assert_eq!(serde_json::to_string(&t).unwrap(), text);
+        let t: Task =
+            serde_json::from_str(&text.replace(r#""service":null"#, r#""service":"s""#)).unwrap();
+        assert_eq!(t.service.as_deref(), Some("s"));
+    }
 
     #[test]
     fn task_definition_references() {

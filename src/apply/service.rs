@@ -11,7 +11,7 @@ use super::rollout::{stop_all, Ctx, Rollout, Watched};
 use super::settle::has_checks;
 use super::{update, ApplyError, Options, Sink};
 use crate::deployment::EventKind;
-use crate::model::{self, DesiredState, Health, ObservedService};
+use crate::model::{self, DesiredState, Health, ObservedService, TaskIdentity};
 use crate::plan::rollout::Step;
 use crate::plan::{Action, ResourceChange, TaskChanges, TaskStop};
 use crate::runtime::{Launch, Runtime};
@@ -32,12 +32,14 @@ pub(super) struct Target {
 impl Target {
     pub(super) fn launch(&self, id: String, node: String) -> Launch {
         Launch {
-            id,
-            cluster: self.cluster.clone(),
-            service: Some(self.service.clone()),
-            family: self.family.clone(),
-            revision: self.revision,
-            config_hash: self.config_hash.clone(),
+            identity: TaskIdentity {
+                id,
+                cluster: self.cluster.clone(),
+                service: Some(self.service.clone()),
+                family: self.family.clone(),
+                revision: self.revision,
+                config_hash: self.config_hash.clone(),
+            },
             node,
             spec: self.td.clone(),
             secrets: self.secrets.clone(),

@@ -1417,12 +1417,7 @@ impl Controller {
 /// An assigned task its node does not report, as the planner sees it.
 fn unreported(a: &AssignmentRecord, status: TaskStatus) -> Task {
     Task {
-        id: a.task.id.clone(),
-        cluster: a.task.cluster.clone(),
-        service: a.task.service.clone(),
-        family: a.task.family.clone(),
-        revision: a.task.revision,
-        config_hash: a.task.config_hash.clone(),
+        identity: a.task.identity.clone(),
         node: a.node.clone(),
         last_status: status,
         health: Health::Unknown,
@@ -1482,19 +1477,14 @@ impl Runtime for Fleet {
             _ => {
                 return Err(RuntimeError {
                     message: format!("node `{}` is not active", launch.node),
-                    task: Some(launch.id),
+                    task: Some(launch.identity.id),
                 })
             }
         }
         let record = AssignmentRecord {
             node: launch.node.clone(),
             task: Assignment {
-                id: launch.id.clone(),
-                cluster: launch.cluster,
-                service: launch.service,
-                family: launch.family,
-                revision: launch.revision,
-                config_hash: launch.config_hash,
+                identity: launch.identity,
                 spec: launch.spec,
                 reported: false,
                 secrets: launch
@@ -1506,7 +1496,7 @@ impl Runtime for Fleet {
         };
         c.db.assign(&[&record], &[])
             .map_err(|e| RuntimeError::new(e.to_string()))?;
-        s.assignments.insert(launch.id, record);
+        s.assignments.insert(record.task.id.clone(), record);
         drop(s);
         c.assignments_changed();
         Ok(())
@@ -1926,14 +1916,20 @@ mod tests {
         }
     }
 
-    fn launch(id: &str) -> Launch {
-        Launch {
+    fn identity(id: &str) -> model::TaskIdentity {
+        model::TaskIdentity {
             id: id.into(),
             cluster: "c".into(),
             service: Some("web".into()),
             family: "web".into(),
             revision: 1,
             config_hash: "h".into(),
+        }
+    }
+
+    fn launch(id: &str) -> Launch {
+        Launch {
+            identity: identity(id),
             node: "n1".into(),
             spec: serde_json::from_value(serde_json::json!({
                 "containerDefinitions": [{"name": "a", "image": "busybox:stable"}]
@@ -1945,12 +1941,7 @@ mod tests {
 
     fn running(id: &str) -> Task {
         Task {
-            id: id.into(),
-            cluster: "c".into(),
-            service: Some("web".into()),
-            family: "web".into(),
-            revision: 1,
-            config_hash: "h".into(),
+            identity: identity(id),
             node: "n1".into(),
             last_status: TaskStatus::Running,
             health: model::Health::Unknown,
