@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use reconcile::manifest::Kind;
 use reconcile::model::{
     self, DesiredState, Health, NodeInfo, ObservedService, ObservedState, Revision, Task,
-    TaskStatus,
+    TaskIdentity, TaskStatus,
 };
 use reconcile::plan::{self, Action, Plan};
 use reconcile::source::{Content, RawFile};
@@ -185,12 +185,14 @@ fn converged(d: &DesiredState, nodes: Vec<NodeInfo>) -> ObservedState {
             .any(|c| c.health_check.is_some());
         for _ in 0..s.spec.desired_count.unwrap_or(0) {
             o.tasks.push(Task {
-                id: format!("{n:032x}"),
-                cluster: s.key.cluster.clone(),
-                service: Some(s.key.name.clone()),
-                family: family.clone(),
-                revision: 1,
-                config_hash: hash.clone(),
+                identity: TaskIdentity {
+                    id: format!("{n:032x}"),
+                    cluster: s.key.cluster.clone(),
+                    service: Some(s.key.name.clone()),
+                    family: family.clone(),
+                    revision: 1,
+                    config_hash: hash.clone(),
+                },
                 node: o.nodes[n % o.nodes.len()].name.clone(),
                 last_status: TaskStatus::Running,
                 health: if checked {

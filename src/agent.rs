@@ -106,12 +106,7 @@ fn release(inflight: &InFlight, id: &str) {
 
 fn launch_of(a: Assignment, node: &str) -> Launch {
     Launch {
-        id: a.id,
-        cluster: a.cluster,
-        service: a.service,
-        family: a.family,
-        revision: a.revision,
-        config_hash: a.config_hash,
+        identity: a.identity,
         node: node.to_string(),
         spec: a.spec,
         secrets: a

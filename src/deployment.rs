@@ -37,12 +37,19 @@ pub enum Status {
 }
 
 /// ECS rollout state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Rollout {
     InProgress,
     Completed,
     Failed,
+}
+
+impl std::fmt::Display for Rollout {
+    /// As ECS names it (`IN_PROGRESS`), padded as asked.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(&upper(self))
+    }
 }
 
 /// ECS circuit breaker status.
@@ -421,8 +428,7 @@ pub struct DeploymentView {
     pub revision: u32,
     /// PRIMARY, ACTIVE or INACTIVE.
     pub status: String,
-    /// IN_PROGRESS, COMPLETED or FAILED.
-    pub rollout_state: String,
+    pub rollout_state: Rollout,
     pub reason: String,
     pub desired: u32,
     pub running: u32,
@@ -459,7 +465,7 @@ impl DeploymentView {
             id: d.id,
             revision: d.revision,
             status: upper(&d.status),
-            rollout_state: upper(&d.rollout),
+            rollout_state: d.rollout,
             reason: d.reason.clone(),
             desired: d.desired,
             running,
@@ -590,6 +596,20 @@ mod tests {
             .iter()
             .filter(|d| d.id != c)
             .all(|d| d.status == Status::Inactive));
+    }
+
+    #[test]
+    fn views_show_the_rollout_state_as_ecs_names_it() {
+        let mut h = History::default();
+        let a = h.begin(1, "a", 2, &breaker(true), None, 0);
+        let v = DeploymentView::of(h.get(a).unwrap(), &[]);
+        assert_eq!(v.rollout_state, Rollout::InProgress);
+        assert_eq!(format!("[{:<13}]", v.rollout_state), "[IN_PROGRESS  ]");
+        assert!(v.line().contains(" IN_PROGRESS "), "{}", v.line());
+        assert_eq!(
+            serde_json::to_value(&v).unwrap()["rolloutState"],
+            "IN_PROGRESS"
+        );
     }
 
     #[test]

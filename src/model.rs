@@ -26,6 +26,48 @@ impl fmt::Display for ServiceKey {
     }
 }
 
+/// A service's `taskDefinition` reference: `family` (the revision the
+/// source defines) or `family:revision` (a revision registered earlier).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskDefRef<'a> {
+    pub family: &'a str,
+    /// The pinned revision; None without one (or when it is not a number,
+    /// which validation refuses).
+    pub revision: Option<u32>,
+}
+
+impl<'a> TaskDefRef<'a> {
+    pub fn parse(s: &'a str) -> Self {
+        match s.split_once(':') {
+            Some((family, r)) => TaskDefRef {
+                family,
+                revision: r.parse().ok(),
+            },
+            None => TaskDefRef {
+                family: s,
+                revision: None,
+            },
+        }
+    }
+
+    /// The same family at `revision`.
+    pub fn at(self, revision: u32) -> Self {
+        TaskDefRef {
+            revision: Some(revision),
+            ..self
+        }
+    }
+}
+
+impl fmt::Display for TaskDefRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.revision {
+            Some(r) => write!(f, "{}:{r}", self.family),
+            None => f.write_str(self.family),
+        }
+    }
+}
+
 /// The state a source asks for, normalised (see [`crate::plan::normalize`]).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -189,18 +231,29 @@ pub struct NetworkBinding {
     pub protocol: Protocol,
 }
 
+/// What identifies a task and what it runs, the same wherever the task
+/// appears: observed ([`Task`]), launched ([`crate::runtime::Launch`]) or
+/// assigned to a node ([`crate::wire::Assignment`]). `service` is the
+/// owning service (None for a standalone task); `config_hash` the digest of
+/// the effective configuration the task is started with
+/// ([`task_config_hash`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskIdentity {
+    pub id: String,
+    pub cluster: String,
+    pub service: Option<String>,
+    pub family: String,
+    pub revision: u32,
+    pub config_hash: String,
+}
+
 /// A task as observed on a node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Task {
-    pub id: String,
-    pub cluster: String,
-    /// The owning service, or None for a standalone task.
-    pub service: Option<String>,
-    pub family: String,
-    pub revision: u32,
-    /// Digest of the effective configuration the task was started with.
-    pub config_hash: String,
+    #[serde(flatten)]
+    pub identity: TaskIdentity,
     pub node: String,
     pub last_status: TaskStatus,
     pub health: Health,
@@ -210,6 +263,21 @@ pub struct Task {
     pub stopped_reason: Option<String>,
     #[serde(default)]
     pub bindings: Vec<NetworkBinding>,
+}
+
+/// A task's identity fields read as its own (`task.id`): the identity is
+/// embedded, not a part the task refers to.
+impl std::ops::Deref for Task {
+    type Target = TaskIdentity;
+    fn deref(&self) -> &TaskIdentity {
+        &self.identity
+    }
+}
+
+impl std::ops::DerefMut for Task {
+    fn deref_mut(&mut self) -> &mut TaskIdentity {
+        &mut self.identity
+    }
 }
 
 impl Task {
@@ -382,4 +450,35 @@ pub fn secret_fingerprints_of(
             (s.value_from.clone(), fp)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_serialises_with_its_identity_inline() {
+        let text = r#"{"id":"t1","cluster":"c","service":null,"family":"f","revision":2,"configHash":"h","node":"n","lastStatus":"RUNNING","health":"UNKNOWN","startedAt":null,"stopCode":null,"stoppedReason":null,"bindings":[]}"#;
+        let t: Task = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            (t.id.as_str(), t.revision, t.service.as_deref()),
+            ("t1", 2, None)
+        );
+        assert_eq!(serde_json::to_string(&t).unwrap(), text);
+        let t: Task =
+            serde_json::from_str(&text.replace(r#""service":null"#, r#""service":"s""#)).unwrap();
+        assert_eq!(t.service.as_deref(), Some("s"));
+    }
+
+    #[test]
+    fn task_definition_references() {
+        let r = TaskDefRef::parse("web");
+        assert_eq!((r.family, r.revision), ("web", None));
+        assert_eq!(r.to_string(), "web");
+        let r = TaskDefRef::parse("web:12");
+        assert_eq!((r.family, r.revision), ("web", Some(12)));
+        assert_eq!(r.to_string(), "web:12");
+        assert_eq!(TaskDefRef::parse("web:3").at(4).to_string(), "web:4");
+        assert_eq!(TaskDefRef::parse("web").at(4).to_string(), "web:4");
+    }
 }

@@ -12,7 +12,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::deployment::{DeploymentView, Held, History, ServiceEvent};
-use crate::model::{Health, NetworkBinding, ObservedState, Task, TaskStatus};
+use crate::model::{Health, NetworkBinding, ObservedState, Task, TaskDefRef, TaskStatus};
 use crate::wire::{EventRecord, HistoryReply, NodeView};
 
 /// Events per service that `status` shows, newest first.
@@ -134,12 +134,13 @@ pub fn services(o: &ObservedState, commits: &BTreeMap<String, String>) -> Vec<Se
                 .unwrap_or_default();
             let count = |st: TaskStatus| tasks.iter().filter(|t| t.last_status == st).count();
             let history = o.deployments.get(key);
-            let family = s.spec.task_definition.split(':').next().unwrap_or_default();
             ServiceStatus {
                 service: key.clone(),
                 cluster: s.key.cluster.clone(),
                 name: s.key.name.clone(),
-                task_definition: format!("{family}:{}", s.revision),
+                task_definition: TaskDefRef::parse(&s.spec.task_definition)
+                    .at(s.revision)
+                    .to_string(),
                 revision: s.revision,
                 desired_count: s.spec.desired_count,
                 running: count(TaskStatus::Running),

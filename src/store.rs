@@ -32,18 +32,6 @@ pub struct Stored {
 }
 
 impl Stored {
-    /// The stored part of an observed state.
-    pub fn from_observed(o: &ObservedState) -> Stored {
-        Stored {
-            clusters: o.clusters.clone(),
-            capacity_providers: o.capacity_providers.clone(),
-            revisions: o.revisions.clone(),
-            task_definitions: o.task_definitions.clone(),
-            services: o.services.clone(),
-            deployments: o.deployments.clone(),
-        }
-    }
-
     /// Merge into an observed state whose tasks and nodes came from a
     /// runtime.
     pub fn into_observed(self, o: &mut ObservedState) {

@@ -11,7 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::TaskDefinitionSpec;
-use crate::model::{NodeInfo, Task};
+use crate::model::{NodeInfo, Task, TaskIdentity};
 
 /// Path prefix of every endpoint.
 pub const PREFIX: &str = "/v1";
@@ -94,12 +94,8 @@ pub struct Changes {
 #[derive(Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Assignment {
-    pub id: String,
-    pub cluster: String,
-    pub service: Option<String>,
-    pub family: String,
-    pub revision: u32,
-    pub config_hash: String,
+    #[serde(flatten)]
+    pub identity: TaskIdentity,
     #[schemars(with = "serde_json::Value")]
     pub spec: TaskDefinitionSpec,
     /// The node has reported the task: if its containers disappear the
@@ -111,6 +107,14 @@ pub struct Assignment {
     /// controller, never logged.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, String>,
+}
+
+/// The identity fields read as the assignment's own, as a [`Task`]'s do.
+impl std::ops::Deref for Assignment {
+    type Target = TaskIdentity;
+    fn deref(&self) -> &TaskIdentity {
+        &self.identity
+    }
 }
 
 impl fmt::Debug for Assignment {
@@ -226,12 +230,14 @@ mod tests {
     #[test]
     fn assignment_debug_hides_secret_values() {
         let a = Assignment {
-            id: "t1".into(),
-            cluster: "c".into(),
-            service: None,
-            family: "f".into(),
-            revision: 1,
-            config_hash: "h".into(),
+            identity: TaskIdentity {
+                id: "t1".into(),
+                cluster: "c".into(),
+                service: None,
+                family: "f".into(),
+                revision: 1,
+                config_hash: "h".into(),
+            },
             spec: serde_json::from_value(serde_json::json!({
                 "containerDefinitions": [{"name": "a", "image": "busybox:stable"}]
             }))
@@ -242,5 +248,15 @@ mod tests {
         let shown = format!("{a:?}");
         assert!(shown.contains("DB"));
         assert!(!shown.contains("hunter2"));
+        // The identity is inline in the JSON, as the API schema says.
+        let json = serde_json::to_string(&a).unwrap();
+        assert!(
+            json.starts_with(
+                r#"{"id":"t1","cluster":"c","service":null,"family":"f","revision":1,"configHash":"h","spec":"#
+            ),
+            "{json}"
+        );
+        let back: Assignment = serde_json::from_str(&json).unwrap();
+        assert!(back == a);
     }
 }

@@ -804,8 +804,7 @@ fn rolling(version: &str) -> String {
 
 /// The newest deployment of the only service in a status reply.
 fn newest(status: &Value) -> Value {
-    let services = status["services"].as_object().unwrap();
-    services.values().next().unwrap()["deployments"][0].clone()
+    status["services"][0]["deployments"][0].clone()
 }
 
 #[test]
@@ -816,7 +815,7 @@ fn a_controller_restart_mid_rollout_resumes_the_same_deployment() {
     };
     let revisions = |f: &Fleet| -> Vec<(String, u64)> {
         let s = f.status();
-        let mut v: Vec<(String, u64)> = s["tasks"]
+        let mut v: Vec<(String, u64)> = s["services"][0]["tasks"]
             .as_array()
             .unwrap()
             .iter()
@@ -912,7 +911,7 @@ fn a_controller_restart_mid_rollout_resumes_the_same_deployment() {
         d["rolloutState"] == "COMPLETED" && d["revision"] == 1
     });
     let s = f.status();
-    let svc = s["services"].as_object().unwrap().values().next().unwrap();
+    let svc = &s["services"][0];
     assert_eq!(svc["held"]["revision"], 2, "{s:#}");
     let (code, out, err) = f.cli(&["plan", "--detailed-exitcode"]);
     assert_eq!(
@@ -947,7 +946,7 @@ fn an_abort_through_the_controller_rolls_the_running_rollout_back() {
         return;
     };
     let revisions = |f: &Fleet| -> Vec<u64> {
-        let mut v: Vec<u64> = f.status()["tasks"]
+        let mut v: Vec<u64> = f.status()["services"][0]["tasks"]
             .as_array()
             .unwrap()
             .iter()

@@ -144,7 +144,7 @@ fn commits_are_applied_broken_ones_never_and_force_pushes_followed() {
     r.wait_for("status to name the commit", Duration::from_secs(10), |r| {
         let s = r.status();
         s["appliedCommit"] == second.as_str()
-            && s["services"][format!("{}/app", r.cluster)]["commit"] == second.as_str()
+            && service(&s, &format!("{}/app", r.cluster))["commit"] == second.as_str()
     });
 
     // A broken commit: nothing of it is applied, the error names the commit
@@ -715,7 +715,7 @@ fn removed_services_are_pruned_and_a_mass_deletion_waits_for_approval() {
     // One of four removed from the source: pruned.
     r.commit_text(&services(&r.cluster, &["app", "b", "c"]), "drop d");
     r.wait_for("d pruned", Duration::from_secs(60), |r| {
-        r.modes().len() == 3 && r.status()["services"][format!("{}/d", r.cluster)].is_null()
+        r.modes().len() == 3 && service(&r.status(), &format!("{}/d", r.cluster)).is_null()
     });
 
     // Two of the remaining three: the guard refuses the whole commit.
@@ -739,4 +739,13 @@ fn removed_services_are_pruned_and_a_mass_deletion_waits_for_approval() {
     });
     let (code, out) = r.cli_text(&["plan", "--detailed-exitcode"]);
     assert_eq!(code, 0, "{out}");
+}
+
+/// The service `key` (`cluster/name`) of a status document, or null.
+fn service(status: &serde_json::Value, key: &str) -> serde_json::Value {
+    status["services"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["service"] == key))
+        .cloned()
+        .unwrap_or(serde_json::Value::Null)
 }

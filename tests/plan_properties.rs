@@ -274,7 +274,7 @@ proptest! {
         let (started, stopped) = w.sim.counters();
         prop_assert_eq!((started - started_before) as usize, planned_starts.len(), "no start unreported");
         prop_assert_eq!((stopped - stopped_before) as usize, planned_stops.len(), "no stop unreported");
-        let live: Vec<String> = w.sim.tasks().into_iter().map(|t| t.id).collect();
+        let live: Vec<String> = w.sim.tasks().into_iter().map(|t| t.identity.id).collect();
         prop_assert!(planned_stops.iter().all(|id| !live.contains(id)), "a stopped task still runs");
 
         let after = w.plan(&d2);

@@ -10,6 +10,7 @@ use std::time::Duration;
 use super::args::Format;
 use super::args::RemoteArgs;
 use super::run::{block_on, failure, usage, EXIT_FAILURE};
+use crate::deployment::Rollout;
 use crate::plan::{render, Plan};
 use crate::report::StatusReport;
 
@@ -196,7 +197,7 @@ pub(crate) fn apply(remote: &RemoteArgs, wait: Option<Duration>) -> ExitCode {
                 .filter(|v| {
                     v.deployments
                         .first()
-                        .is_some_and(|d| d.rollout_state == "IN_PROGRESS")
+                        .is_some_and(|d| d.rollout_state == Rollout::InProgress)
                 })
                 .map(|v| &v.service)
                 .collect();
@@ -240,7 +241,7 @@ pub(crate) fn apply(remote: &RemoteArgs, wait: Option<Duration>) -> ExitCode {
             .filter(|d| d.id > since)
             .collect();
         for d in &new {
-            if d.rollout_state == "FAILED" {
+            if d.rollout_state == Rollout::Failed {
                 let restored = new
                     .iter()
                     .find(|r| r.rollback_of == Some(d.id))

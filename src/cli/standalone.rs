@@ -624,9 +624,8 @@ async fn steady_summary(rt: &DockerRuntime, stored: &Stored) -> String {
             .map(|d| d.to_string())
             .unwrap_or_else(|| "daemon".into());
         parts.push(format!(
-            "{key} {running}/{desired} running ({}:{})",
-            s.spec.task_definition.split(':').next().unwrap_or_default(),
-            s.revision
+            "{key} {running}/{desired} running ({})",
+            crate::model::TaskDefRef::parse(&s.spec.task_definition).at(s.revision)
         ));
     }
     if parts.is_empty() {

@@ -214,12 +214,7 @@ impl Controller {
                 .find(|i| i.base > 0 || i.weight > 0)
                 .map(|i| i.capacity_provider.as_str());
             if strategy.is_empty() || first == Some(provider) {
-                let family = svc
-                    .spec
-                    .task_definition
-                    .split(':')
-                    .next()
-                    .unwrap_or_default();
+                let family = model::TaskDefRef::parse(&svc.spec.task_definition).family;
                 let Some(td) = desired.task_definitions.get(family) else {
                     continue;
                 };

@@ -62,19 +62,14 @@ impl Runtime for Fleet {
             _ => {
                 return Err(RuntimeError {
                     message: format!("node `{}` is not active", launch.node),
-                    task: Some(launch.id),
+                    task: Some(launch.identity.id),
                 })
             }
         }
         let record = AssignmentRecord {
             node: launch.node.clone(),
             task: Assignment {
-                id: launch.id.clone(),
-                cluster: launch.cluster,
-                service: launch.service,
-                family: launch.family,
-                revision: launch.revision,
-                config_hash: launch.config_hash,
+                identity: launch.identity,
                 spec: launch.spec,
                 reported: false,
                 secrets: launch
@@ -86,7 +81,7 @@ impl Runtime for Fleet {
         };
         c.db.assign(&[&record], &[])
             .map_err(|e| RuntimeError::new(e.to_string()))?;
-        s.assignments.insert(launch.id, record);
+        s.assignments.insert(record.task.id.clone(), record);
         drop(s);
         c.assignments_changed();
         Ok(())

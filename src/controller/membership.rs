@@ -15,12 +15,7 @@ use crate::wire::{Changes, Heartbeat, HeartbeatReply, NodeStatus, NodeView};
 /// An assigned task its node does not report, as the planner sees it.
 pub(super) fn unreported(a: &AssignmentRecord, status: TaskStatus) -> Task {
     Task {
-        id: a.task.id.clone(),
-        cluster: a.task.cluster.clone(),
-        service: a.task.service.clone(),
-        family: a.task.family.clone(),
-        revision: a.task.revision,
-        config_hash: a.task.config_hash.clone(),
+        identity: a.task.identity.clone(),
         node: a.node.clone(),
         last_status: status,
         health: Health::Unknown,

@@ -361,14 +361,20 @@ mod tests {
         }
     }
 
-    fn launch(id: &str) -> Launch {
-        Launch {
+    fn identity(id: &str) -> model::TaskIdentity {
+        model::TaskIdentity {
             id: id.into(),
             cluster: "c".into(),
             service: Some("web".into()),
             family: "web".into(),
             revision: 1,
             config_hash: "h".into(),
+        }
+    }
+
+    fn launch(id: &str) -> Launch {
+        Launch {
+            identity: identity(id),
             node: "n1".into(),
             spec: serde_json::from_value(serde_json::json!({
                 "containerDefinitions": [{"name": "a", "image": "busybox:stable"}]
@@ -380,12 +386,7 @@ mod tests {
 
     fn running(id: &str) -> Task {
         Task {
-            id: id.into(),
-            cluster: "c".into(),
-            service: Some("web".into()),
-            family: "web".into(),
-            revision: 1,
-            config_hash: "h".into(),
+            identity: identity(id),
             node: "n1".into(),
             last_status: TaskStatus::Running,
             health: model::Health::Unknown,

@@ -365,12 +365,14 @@ mod tests {
         AssignmentRecord {
             node: "n1".into(),
             task: Assignment {
-                id: id.into(),
-                cluster: "c".into(),
-                service: Some("web".into()),
-                family: "web".into(),
-                revision: 1,
-                config_hash: "h".into(),
+                identity: crate::model::TaskIdentity {
+                    id: id.into(),
+                    cluster: "c".into(),
+                    service: Some("web".into()),
+                    family: "web".into(),
+                    revision: 1,
+                    config_hash: "h".into(),
+                },
                 spec: serde_json::from_value(serde_json::json!({
                     "containerDefinitions": [{"name": "a", "image": "busybox:stable"}]
                 }))

@@ -11,17 +11,15 @@ pub mod diff;
 pub mod normalize;
 pub mod render;
 pub mod rollout;
+mod service;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::manifest::service::SchedulingStrategy;
-use crate::manifest::{Kind, PlacementConstraintType, TaskDefinitionSpec};
-use crate::model::{
-    self, DesiredService, DesiredState, Health, ObservedService, ObservedState, ServiceKey, Task,
-};
+use crate::manifest::{Kind, TaskDefinitionSpec};
+use crate::model::{self, DesiredState, ObservedState, Revision, ServiceKey, Task};
 use crate::scheduler;
 pub use diff::FieldChange;
 
@@ -175,26 +173,16 @@ fn to_value<T: Serialize>(v: &T) -> Value {
     serde_json::to_value(v).expect("specs serialise")
 }
 
-/// Resolve the revision a family's desired spec maps to: an existing one
-/// with the same digest, else the next number.
-pub fn resolve_revision(
-    observed: &ObservedState,
-    family: &str,
-    spec: &TaskDefinitionSpec,
-) -> (u32, bool) {
-    resolve_digest(observed, family, &model::digest(spec))
-}
-
-/// [`resolve_revision`] for a spec already digested.
-fn resolve_digest(observed: &ObservedState, family: &str, digest: &str) -> (u32, bool) {
-    let revs = observed
-        .revisions
-        .get(family)
-        .map(Vec::as_slice)
-        .unwrap_or(&[]);
-    match revs.iter().find(|r| r.digest == digest) {
+/// The revision a family's spec of `digest` ([`model::digest`]) maps to
+/// among its `registered` ones: the one with the same digest, else the next
+/// number; and whether it must be registered.
+pub fn resolve_revision(registered: &[Revision], digest: &str) -> (u32, bool) {
+    match registered.iter().find(|r| r.digest == digest) {
         Some(r) => (r.number, false),
-        None => (revs.iter().map(|r| r.number).max().unwrap_or(0) + 1, true),
+        None => (
+            registered.iter().map(|r| r.number).max().unwrap_or(0) + 1,
+            true,
+        ),
     }
 }
 
@@ -216,6 +204,35 @@ fn revision_spec<'a>(
         .iter()
         .find(|r| r.number == number)
         .map(|r| &r.spec)
+}
+
+/// What planning each service reads besides the service itself: both
+/// states, the options, and what [`plan`] derived from them once.
+struct Inputs<'a> {
+    desired: &'a DesiredState,
+    observed: &'a ObservedState,
+    opts: &'a Options,
+    /// The revision each desired family maps to.
+    // Hash maps keyed by borrowed names: the planner runs over every
+    // resource on every pass, and these lookups are most of its own work.
+    desired_revisions: HashMap<&'a str, u32>,
+    /// Digest of each revision's spec: each spec is digested once;
+    /// revisions and task configurations are identified by these digests.
+    spec_digests: HashMap<(&'a str, u32), String>,
+}
+
+impl<'a> Inputs<'a> {
+    /// The spec of revision `number` of `family`: the desired one when the
+    /// desired spec maps to it, else the registered one.
+    fn revision_spec(&self, family: &str, number: u32) -> Option<&'a TaskDefinitionSpec> {
+        revision_spec(
+            self.desired,
+            self.observed,
+            family,
+            number,
+            self.desired_revisions.get(family).copied(),
+        )
+    }
 }
 
 /// Summary of a resource's observed state, compared when a saved plan is
@@ -289,9 +306,14 @@ fn join<'a, V, W>(
 /// Observed tasks by (cluster, service name).
 type TasksByService<'a> = HashMap<(&'a str, &'a str), Vec<&'a Task>>;
 
+/// `cluster/name` -> (cluster, name).
+fn split_key(key: &str) -> (&str, &str) {
+    key.split_once('/').unwrap_or(("", key))
+}
+
 /// The tasks of the service with key `cluster/name`.
 fn tasks_of<'a>(by_service: &'a TasksByService<'a>, key: &'a str) -> &'a [&'a Task] {
-    let (cluster, name) = key.split_once('/').unwrap_or(("", key));
+    let (cluster, name) = split_key(key);
     by_service
         .get(&(cluster, name))
         .map(Vec::as_slice)
@@ -319,78 +341,8 @@ pub fn plan(desired: &DesiredState, observed: &ObservedState, opts: &Options) ->
         &mut changes,
     );
 
-    // Task definitions: immutable revisions.
-    // Hash maps keyed by borrowed names: the planner runs over every
-    // resource on every pass, and these lookups are most of its own work.
-    let mut desired_revisions: HashMap<&str, u32> = HashMap::new();
-    // Each spec is digested once; revisions and task configurations are
-    // identified by these digests.
-    let mut spec_digests: HashMap<(&str, u32), String> = HashMap::new();
-    for (family, revs) in &observed.revisions {
-        for r in revs {
-            spec_digests.insert((family, r.number), r.digest.clone());
-        }
-    }
-    for (family, spec, current) in join(&desired.task_definitions, &observed.task_definitions) {
-        let current = current.copied();
-        let Some(spec) = spec else {
-            let mut c = change(Kind::TaskDefinition, family, None);
-            c.action = Action::Delete;
-            c.reasons.push(
-                "no longer in the source; its revisions stay registered for history and rollback"
-                    .into(),
-            );
-            changes.push(c);
-            continue;
-        };
-        let digest = model::digest(spec);
-        let (number, registers) = resolve_digest(observed, family, &digest);
-        spec_digests.insert((family, number), digest);
-        desired_revisions.insert(family, number);
-        let mut c = change(Kind::TaskDefinition, family, None);
-        c.revision = Some(RevisionChange {
-            from: current,
-            to: number,
-            registers,
-        });
-        match current {
-            None => {
-                c.action = Action::Create;
-                c.reasons.push(if registers {
-                    format!("new family: registers revision {family}:{number}")
-                } else {
-                    format!("uses the registered revision {family}:{number}, which has this spec")
-                });
-                c.fields = diff::diff(&Value::Null, &to_value(spec))
-                    .into_iter()
-                    .chain(std::iter::once(FieldChange {
-                        path: String::new(),
-                        before: None,
-                        after: Some(to_value(spec)),
-                    }))
-                    .filter(|f| !f.path.is_empty())
-                    .collect();
-            }
-            Some(cur) if cur == number => c.action = Action::NoOp,
-            Some(cur) => {
-                c.action = Action::Update;
-                let before = revision_spec(desired, observed, family, cur, None)
-                    .map(to_value)
-                    .unwrap_or(Value::Null);
-                c.fields = diff::diff(&before, &to_value(spec));
-                c.reasons.push(if registers {
-                    format!("spec changed: new revision {family}:{cur} -> {family}:{number}")
-                } else {
-                    format!("spec matches registered revision {family}:{number}: {family}:{cur} -> {family}:{number}")
-                });
-            }
-        }
-        changes.push(c);
-    }
-
+    let inputs = task_definitions(desired, observed, opts, &mut changes);
     // Services: spec changes, deployments and tasks.
-    let mut nodes = scheduler_nodes(desired, observed, &desired_revisions);
-    let services = join(&desired.services, &observed.services);
     // Tasks by service, indexed once: planning is linear in the number of
     // services and tasks.
     let mut by_service: TasksByService = HashMap::new();
@@ -399,42 +351,7 @@ pub fn plan(desired: &DesiredState, observed: &ObservedState, opts: &Options) ->
             by_service.entry((&t.cluster, s)).or_default().push(t);
         }
     }
-    // Orphans: live service tasks whose service is neither desired nor
-    // recorded (e.g. the record was lost): they are stopped too.
-    let known: std::collections::HashSet<(&str, &str)> = services
-        .iter()
-        .map(|(k, _, _)| k.split_once('/').unwrap_or(("", k)))
-        .collect();
-    let mut orphan_keys: Vec<String> = by_service
-        .iter()
-        .filter(|(k, ts)| !known.contains(*k) && ts.iter().any(|t| t.is_live()))
-        .map(|((cluster, name), _)| {
-            ServiceKey {
-                cluster: cluster.to_string(),
-                name: name.to_string(),
-            }
-            .to_string()
-        })
-        .collect();
-    orphan_keys.sort();
-    let orphans = orphan_keys.iter().map(|k| (k.as_str(), None, None));
-    for (key, desired_svc, observed_svc) in services.into_iter().chain(orphans) {
-        let tasks = tasks_of(&by_service, key);
-        let c = plan_service(
-            key,
-            desired_svc,
-            observed_svc,
-            tasks,
-            desired,
-            observed,
-            &desired_revisions,
-            &spec_digests,
-            &mut nodes,
-            opts,
-            &mut errors,
-        );
-        changes.push(c);
-    }
+    services(&inputs, &by_service, &mut changes, &mut errors);
 
     // Apply order: creates and updates by kind, then deletes in reverse.
     changes.sort_by(|a, b| order(a).cmp(&order(b)));
@@ -506,6 +423,123 @@ pub fn plan(desired: &DesiredState, observed: &ObservedState, opts: &Options) ->
     }
 }
 
+/// Task definitions: immutable revisions. Each desired spec maps to a
+/// revision, registered or new; the planner's inputs record which.
+fn task_definitions<'a>(
+    desired: &'a DesiredState,
+    observed: &'a ObservedState,
+    opts: &'a Options,
+    changes: &mut Vec<ResourceChange>,
+) -> Inputs<'a> {
+    let mut desired_revisions: HashMap<&str, u32> = HashMap::new();
+    let mut spec_digests: HashMap<(&str, u32), String> = HashMap::new();
+    for (family, revs) in &observed.revisions {
+        for r in revs {
+            spec_digests.insert((family, r.number), r.digest.clone());
+        }
+    }
+    for (family, spec, current) in join(&desired.task_definitions, &observed.task_definitions) {
+        let current = current.copied();
+        let Some(spec) = spec else {
+            let mut c = change(Kind::TaskDefinition, family, None);
+            c.action = Action::Delete;
+            c.reasons.push(
+                "no longer in the source; its revisions stay registered for history and rollback"
+                    .into(),
+            );
+            changes.push(c);
+            continue;
+        };
+        let digest = model::digest(spec);
+        let registered = observed.revisions.get(family).map(Vec::as_slice);
+        let (number, registers) = resolve_revision(registered.unwrap_or_default(), &digest);
+        spec_digests.insert((family, number), digest);
+        desired_revisions.insert(family, number);
+        let mut c = change(Kind::TaskDefinition, family, None);
+        c.revision = Some(RevisionChange {
+            from: current,
+            to: number,
+            registers,
+        });
+        match current {
+            None => {
+                c.action = Action::Create;
+                c.reasons.push(if registers {
+                    format!("new family: registers revision {family}:{number}")
+                } else {
+                    format!("uses the registered revision {family}:{number}, which has this spec")
+                });
+                c.fields = diff::diff(&Value::Null, &to_value(spec))
+                    .into_iter()
+                    .chain(std::iter::once(FieldChange {
+                        path: String::new(),
+                        before: None,
+                        after: Some(to_value(spec)),
+                    }))
+                    .filter(|f| !f.path.is_empty())
+                    .collect();
+            }
+            Some(cur) if cur == number => c.action = Action::NoOp,
+            Some(cur) => {
+                c.action = Action::Update;
+                let before = revision_spec(desired, observed, family, cur, None)
+                    .map(to_value)
+                    .unwrap_or(Value::Null);
+                c.fields = diff::diff(&before, &to_value(spec));
+                c.reasons.push(if registers {
+                    format!("spec changed: new revision {family}:{cur} -> {family}:{number}")
+                } else {
+                    format!("spec matches registered revision {family}:{number}: {family}:{cur} -> {family}:{number}")
+                });
+            }
+        }
+        changes.push(c);
+    }
+    Inputs {
+        desired,
+        observed,
+        opts,
+        desired_revisions,
+        spec_digests,
+    }
+}
+
+/// Services, desired or recorded, and orphans: live service tasks whose
+/// service is neither (e.g. the record was lost), which are stopped too.
+fn services(
+    inputs: &Inputs,
+    by_service: &TasksByService,
+    changes: &mut Vec<ResourceChange>,
+    errors: &mut Vec<String>,
+) {
+    let (desired, observed) = (inputs.desired, inputs.observed);
+    let mut nodes = scheduler_nodes(inputs);
+    let services = join(&desired.services, &observed.services);
+    let known: std::collections::HashSet<(&str, &str)> =
+        services.iter().map(|(k, _, _)| split_key(k)).collect();
+    let mut orphan_keys: Vec<String> = by_service
+        .iter()
+        .filter(|(k, ts)| !known.contains(*k) && ts.iter().any(|t| t.is_live()))
+        .map(|((cluster, name), _)| {
+            ServiceKey {
+                cluster: cluster.to_string(),
+                name: name.to_string(),
+            }
+            .to_string()
+        })
+        .collect();
+    orphan_keys.sort();
+    let orphans = orphan_keys.iter().map(|k| (k.as_str(), None, None));
+    for (key, desired_svc, observed_svc) in services.into_iter().chain(orphans) {
+        let tasks = tasks_of(by_service, key);
+        changes.push(match desired_svc {
+            Some(ds) => service::ServiceCtx::new(inputs, key, ds, observed_svc, tasks)
+                .plan(&mut nodes, errors),
+            None => service::deleted(key, observed_svc, tasks),
+        });
+    }
+}
+
 fn order(c: &ResourceChange) -> (u8, u8, &str) {
     let k = Kind::ALL.iter().position(|k| *k == c.kind).unwrap_or(0) as u8;
     match c.action {
@@ -566,11 +600,8 @@ fn simple<T: Serialize + PartialEq>(
 }
 
 /// Scheduler view of the nodes, with the reservations of every live task.
-fn scheduler_nodes(
-    desired: &DesiredState,
-    observed: &ObservedState,
-    desired_revisions: &HashMap<&str, u32>,
-) -> Vec<scheduler::Node> {
+fn scheduler_nodes(inputs: &Inputs) -> Vec<scheduler::Node> {
+    let (desired, observed) = (inputs.desired, inputs.observed);
     let mut nodes: Vec<scheduler::Node> = observed
         .nodes
         .iter()
@@ -607,14 +638,9 @@ fn scheduler_nodes(
         let reservation = reservations
             .entry((&t.family, t.revision))
             .or_insert_with(|| {
-                revision_spec(
-                    desired,
-                    observed,
-                    &t.family,
-                    t.revision,
-                    desired_revisions.get(t.family.as_str()).copied(),
-                )
-                .map(model::reservation)
+                inputs
+                    .revision_spec(&t.family, t.revision)
+                    .map(model::reservation)
             });
         if let Some((cpu, mem, ports)) = reservation {
             node.used_cpu += *cpu;
@@ -670,615 +696,6 @@ pub fn provider_of(desired: &DesiredState, n: &crate::model::NodeInfo) -> Option
             })
         })
         .cloned()
-}
-
-/// Nodes of a cluster (a node whose cluster is `*` serves every cluster:
-/// the local Docker host in standalone mode).
-fn cluster_node_indices(observed: &ObservedState, cluster: &str) -> Vec<usize> {
-    observed
-        .nodes
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| n.cluster == cluster || n.cluster == "*")
-        .map(|(i, _)| i)
-        .collect()
-}
-
-#[allow(clippy::too_many_arguments)]
-fn plan_service(
-    key: &str,
-    desired_svc: Option<&DesiredService>,
-    observed_svc: Option<&ObservedService>,
-    tasks: &[&Task],
-    desired: &DesiredState,
-    observed: &ObservedState,
-    desired_revisions: &HashMap<&str, u32>,
-    spec_digests: &HashMap<(&str, u32), String>,
-    nodes: &mut [scheduler::Node],
-    opts: &Options,
-    errors: &mut Vec<String>,
-) -> ResourceChange {
-    let (cluster, name) = key.split_once('/').unwrap_or(("", key));
-    let mut c = change(Kind::Service, name, Some(cluster));
-    let live: Vec<&Task> = tasks.iter().copied().filter(|t| t.is_live()).collect();
-    let stopped: Vec<&Task> = tasks.iter().copied().filter(|t| !t.is_live()).collect();
-
-    let Some(ds) = desired_svc else {
-        // Deleted: stop everything.
-        c.action = Action::Delete;
-        c.reasons.push(if observed_svc.is_some() {
-            "no longer in the source".into()
-        } else {
-            "tasks of a service that is not in the source".into()
-        });
-        c.tasks = Some(TaskChanges {
-            stop: live.iter().map(|t| stop(t, "service deleted")).collect(),
-            cleanup: stopped.iter().map(|t| t.id.clone()).collect(),
-            running_after: 0,
-            ..TaskChanges::default()
-        });
-        return c;
-    };
-    let spec = &ds.spec;
-
-    // Which revision and configuration the service's tasks should run.
-    let (family, pinned) = match spec.task_definition.split_once(':') {
-        Some((f, r)) => (f, r.parse::<u32>().ok()),
-        None => (spec.task_definition.as_str(), None),
-    };
-    let mut revision = match pinned.or_else(|| desired_revisions.get(family).copied()) {
-        Some(r) => r,
-        None => {
-            errors.push(format!(
-                "{}: task definition family `{family}` is not defined",
-                c.address
-            ));
-            return c;
-        }
-    };
-    let Some(mut td) = revision_spec(
-        desired,
-        observed,
-        family,
-        revision,
-        desired_revisions.get(family).copied(),
-    ) else {
-        errors.push(format!(
-            "{}: revision {family}:{revision} is not registered",
-            c.address
-        ));
-        return c;
-    };
-    let mut fingerprints = model::secret_fingerprints_of(td, &desired.secret_fingerprints);
-    let mut target_hash = match spec_digests.get(&(family, revision)) {
-        Some(d) => model::config_hash_of(family, d, &fingerprints),
-        None => model::task_config_hash(family, td, &desired.secret_fingerprints),
-    };
-    // A configuration that was rolled back is not deployed again until the
-    // desired state changes: what runs is kept, and the plan says why.
-    // A rollback (`reconcile rollback`) holds the desired configuration the
-    // same way and names the revision to run instead: that is deployed.
-    let mut held_note = None;
-    if let (Some(h), Some(o)) = (
-        observed.deployments.get(key).and_then(|h| h.held.as_ref()),
-        observed_svc,
-    ) {
-        let to = if h.to > 0 { h.to } else { o.revision };
-        let kept = revision_spec(
-            desired,
-            observed,
-            family,
-            to,
-            desired_revisions.get(family).copied(),
-        );
-        if let (true, Some(kept)) = (h.config_hash == target_hash, kept) {
-            held_note = Some(if o.revision == to {
-                format!(
-                    "revision {} is not deployed again ({}); revision {to} keeps running. Change the service or its task definition to deploy again",
-                    h.revision, h.reason
-                )
-            } else {
-                format!("rollback to revision {to} ({})", h.reason)
-            });
-            revision = to;
-            td = kept;
-            fingerprints = model::secret_fingerprints_of(td, &desired.secret_fingerprints);
-            target_hash = if o.revision == to {
-                o.config_hash.clone()
-            } else {
-                model::task_config_hash(family, td, &desired.secret_fingerprints)
-            };
-        }
-    }
-
-    // Field changes of the service spec itself.
-    // Specs are normalised, so equal specs need no field-level diff.
-    let mut fields = match observed_svc {
-        Some(o) if o.spec == *spec => Vec::new(),
-        Some(o) => diff::diff(&to_value(&o.spec), &to_value(spec)),
-        None => diff::diff(&serde_json::json!({}), &to_value(spec)),
-    };
-    let prev_revision = observed_svc.map(|o| o.revision);
-    if let Some(o) = observed_svc {
-        if o.revision != revision {
-            fields.retain(|f| f.path != "taskDefinition");
-            fields.insert(
-                0,
-                FieldChange {
-                    path: "taskDefinition".into(),
-                    before: Some(Value::String(format!("{family}:{}", o.revision))),
-                    after: Some(Value::String(format!("{family}:{revision}"))),
-                },
-            );
-        } else if o.spec.task_definition != spec.task_definition {
-            // `web` -> `web:3` naming the same revision changes nothing.
-            fields.retain(|f| f.path != "taskDefinition");
-        }
-        for (secret, fp) in &fingerprints {
-            let old = o.secret_fingerprints.get(secret);
-            if old != Some(fp) && old.is_some() {
-                fields.push(FieldChange {
-                    path: format!("secrets[{secret}]"),
-                    before: old.map(|v| Value::String(v.clone())),
-                    after: Some(Value::String(fp.clone())),
-                });
-            }
-        }
-    }
-    c.fields = fields;
-
-    let replace =
-        observed_svc.is_some_and(|o| o.spec.scheduling_strategy != spec.scheduling_strategy);
-    let new_deployment = observed_svc.is_none_or(|o| o.config_hash != target_hash) || replace;
-
-    // Task-level consequences. What placement needs is built only when
-    // something is placed: a converged service skips it.
-    let placement = || PlacementInputs::new(desired, observed, cluster, name, td, spec);
-    let mut inputs: Option<PlacementInputs> = None;
-    let desired_count = match spec.scheduling_strategy {
-        SchedulingStrategy::Replica => spec.desired_count.unwrap_or(0),
-        SchedulingStrategy::Daemon => {
-            let p = inputs.insert(placement());
-            let req = p.request(spec);
-            with_cluster_view(nodes, &p.indices, |view| {
-                // Nodes that keep their task plus nodes that get one.
-                let t = scheduler::daemon_targets(view, &req);
-                let keeping = (0..view.len())
-                    .filter(|i| view[*i].group_count(&p.group) > 0 && !t.stop.contains(i))
-                    .count();
-                (keeping + t.place.len()) as u32
-            })
-        }
-    };
-
-    // Tasks on a draining node are replaced like tasks of an old
-    // configuration: new ones start elsewhere before they stop.
-    let on_draining = |t: &Task| observed.draining.contains(&t.node);
-    let (current, old): (Vec<&Task>, Vec<&Task>) = live
-        .iter()
-        .copied()
-        .partition(|t| t.config_hash == target_hash && !replace && !on_draining(t));
-    let draining = old.iter().filter(|t| on_draining(t)).count();
-    let grace = i64::from(spec.health_check_grace_period_seconds);
-    let unhealthy: Vec<&Task> = current
-        .iter()
-        .copied()
-        .filter(|t| {
-            t.health == Health::Unhealthy && t.started_at.is_none_or(|s| s + grace <= opts.now)
-        })
-        .collect();
-
-    let mut tc = TaskChanges::default();
-    let mut reasons: Vec<String> = held_note.into_iter().collect();
-    if observed_svc.is_none() {
-        reasons.push("new in the source".to_string());
-    } else if replace {
-        reasons.push("schedulingStrategy changed: the service is recreated".to_string());
-    } else if prev_revision != Some(revision) {
-        reasons.push(format!(
-            "new deployment: task definition {family}:{} -> {family}:{revision}",
-            prev_revision.unwrap_or(0)
-        ));
-    } else if !new_deployment && draining > 0 {
-        reasons.push(format!(
-            "{draining} task(s) on draining node(s) are replaced on other nodes"
-        ));
-    } else if new_deployment {
-        let changed: Vec<&String> = fingerprints
-            .iter()
-            .filter(|(k, v)| observed_svc.and_then(|o| o.secret_fingerprints.get(*k)) != Some(v))
-            .map(|(k, _)| k)
-            .collect();
-        if changed.is_empty() {
-            reasons.push("new deployment: the tasks' configuration changed".to_string());
-        } else {
-            reasons.push(format!(
-                "new deployment: secret value changed ({})",
-                changed
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-    }
-
-    // Tasks of an old configuration are replaced by a rolling deployment
-    // (or all at once when recreating); current ones are scaled.
-    let keep: Vec<&Task> = current
-        .iter()
-        .copied()
-        .filter(|t| !unhealthy.iter().any(|u| u.id == t.id))
-        .collect();
-    let mut to_stop: Vec<(&Task, String)> = Vec::new();
-    let mut start = 0u32;
-    let mut drift_only = false;
-    for t in &old {
-        to_stop.push((
-            t,
-            if replace {
-                "service recreated".into()
-            } else if on_draining(t) && t.config_hash == target_hash {
-                format!("node {} is draining", t.node)
-            } else if t.revision != revision {
-                format!("replaced by revision {revision} (rolling deployment)")
-            } else {
-                "configuration changed (rolling deployment)".into()
-            },
-        ));
-    }
-    let have = keep.len() as u32;
-    if have < desired_count {
-        start = desired_count - have;
-    } else if have > desired_count {
-        let excess = have - desired_count;
-        let candidates: Vec<usize> = keep
-            .iter()
-            .filter_map(|t| nodes.iter().position(|n| n.name == t.node))
-            .collect();
-        let chosen =
-            scheduler::choose_to_stop(nodes, &candidates, &spec.placement_strategy, excess);
-        for i in chosen {
-            to_stop.push((keep[i], format!("scale in to desiredCount {desired_count}")));
-        }
-        reasons.push(format!("scale in: {have} -> {desired_count} tasks"));
-    }
-    for t in &unhealthy {
-        to_stop.push((t, "task failed container health checks".into()));
-        reasons.push(format!(
-            "task {} is unhealthy and is replaced",
-            short(&t.id)
-        ));
-    }
-    if observed_svc.is_some() && start > 0 && !new_deployment {
-        let same_count = observed_svc.and_then(|o| o.spec.desired_count) == spec.desired_count;
-        if same_count || spec.scheduling_strategy == SchedulingStrategy::Daemon {
-            let replacing = start.saturating_sub(unhealthy.len() as u32);
-            if replacing > 0 {
-                let why: BTreeSet<String> = stopped
-                    .iter()
-                    .map(|t| {
-                        let code = t.stop_code.clone().unwrap_or_else(|| "stopped".into());
-                        match &t.stopped_reason {
-                            Some(r) => format!("{code}: {r}"),
-                            None => code,
-                        }
-                    })
-                    .collect();
-                let missing = (replacing as usize).saturating_sub(stopped.len());
-                let mut causes: Vec<String> = why.into_iter().collect();
-                if missing > 0 {
-                    causes.push(format!("{missing} task(s) gone from the runtime"));
-                }
-                if ds.self_heal {
-                    reasons.push(format!(
-                        "{have} of {desired_count} tasks running; replacing {replacing} ({})",
-                        causes.join("; ")
-                    ));
-                } else {
-                    // Reported, not repaired: nothing is started or cleaned up.
-                    start -= replacing;
-                    drift_only = true;
-                    reasons.push(format!(
-                        "drift: {have} of {desired_count} tasks running ({}); not repaired: self-heal is off (reconcile.io/self-heal: \"false\")",
-                        causes.join("; ")
-                    ));
-                }
-            }
-        } else {
-            reasons.push(format!("scale out: {have} -> {desired_count} tasks"));
-        }
-    }
-
-    // Placement of the new tasks. Placements are recorded on the nodes, so
-    // later services see them. When tasks stop before new ones start (0%
-    // minimum, or a recreate), their resources are released first;
-    // otherwise they are kept: the conservative choice.
-    if start > 0 {
-        let p = inputs.get_or_insert_with(placement);
-        let req = p.request(spec);
-        let group = &p.group;
-        let release_first =
-            spec.deployment_configuration.minimum_healthy_percent == Some(0) || replace;
-        if release_first {
-            for (t, _) in &to_stop {
-                if let Some(n) = nodes.iter_mut().find(|n| n.name == t.node) {
-                    release(n, t, desired, observed, desired_revisions, group);
-                }
-            }
-        }
-        let daemon = spec.scheduling_strategy == SchedulingStrategy::Daemon;
-        // The strategy's bases count the service's tasks already running on
-        // each provider.
-        let mut already: BTreeMap<String, u32> = BTreeMap::new();
-        if !p.providers.is_empty() {
-            for t in &keep {
-                if let Some(pr) = nodes
-                    .iter()
-                    .find(|n| n.name == t.node)
-                    .and_then(|n| n.capacity_provider.clone())
-                {
-                    *already.entry(pr).or_default() += 1;
-                }
-            }
-        }
-        let (names, failure) = with_cluster_view(nodes, &p.indices, |view| {
-            if daemon {
-                let t = scheduler::daemon_targets(view, &req);
-                let names: Vec<String> = t.place.iter().map(|&i| view[i].name.clone()).collect();
-                for &i in &t.place {
-                    view[i].add_task(&req);
-                }
-                (names, t.failures.into_iter().next().map(|(_, f)| f))
-            } else {
-                let p = scheduler::place(view, &req, start, &already, opts.seed);
-                let names = p
-                    .assignments
-                    .iter()
-                    .map(|&i| view[i].name.clone())
-                    .collect();
-                (names, p.failure)
-            }
-        });
-        let mut by_node: BTreeMap<String, u32> = BTreeMap::new();
-        for n in names {
-            *by_node.entry(n).or_default() += 1;
-        }
-        tc.start = by_node
-            .into_iter()
-            .map(|(node, count)| TaskStart {
-                revision,
-                node,
-                count,
-            })
-            .collect();
-        if let Some(f) = failure {
-            tc.placement_failure = Some(PlacementProblem {
-                unplaced: f.unplaced,
-                reason: f.reason,
-            });
-        }
-    }
-    if !drift_only {
-        tc.cleanup = stopped.iter().map(|t| t.id.clone()).collect();
-    }
-    let started: u32 = tc.start.iter().map(|s| s.count).sum();
-    tc.stop = to_stop.iter().map(|(t, why)| stop(t, why)).collect();
-    tc.running_after = have + started
-        - tc.stop
-            .iter()
-            .filter(|s| keep.iter().any(|k| k.id == s.task))
-            .count() as u32;
-
-    if new_deployment || !old.is_empty() {
-        let min = spec
-            .deployment_configuration
-            .min_healthy(spec.scheduling_strategy);
-        let max = spec
-            .deployment_configuration
-            .max_percent(spec.scheduling_strategy);
-        let bounds = rollout::Bounds::new(desired_count, min, max);
-        let steps = if replace {
-            vec![rollout::Step {
-                stop_old: old.len() as u32,
-                start_new: desired_count,
-            }]
-        } else if spec.scheduling_strategy == SchedulingStrategy::Daemon {
-            // A DAEMON service rolls node by node: on each node its old
-            // task stops and the new one starts, and the next node waits
-            // for it to be healthy. Stops and starts are in node order, so
-            // each step takes its node's.
-            tc.stop.sort_by(|a, b| a.node.cmp(&b.node));
-            let mut per_node: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
-            for s in &tc.stop {
-                per_node.entry(s.node.as_str()).or_default().0 += 1;
-            }
-            for s in &tc.start {
-                per_node.entry(s.node.as_str()).or_default().1 += s.count;
-            }
-            per_node
-                .into_values()
-                .map(|(stop_old, start_new)| rollout::Step {
-                    stop_old,
-                    start_new,
-                })
-                .collect()
-        } else {
-            // Tasks of the new configuration already running (an
-            // interrupted rollout) count: the steps continue from them.
-            match rollout::plan(
-                desired_count,
-                have.min(desired_count),
-                old.len() as u32,
-                bounds,
-            ) {
-                Ok(s) => s,
-                Err(e) => {
-                    errors.push(format!("{}: {e}", c.address));
-                    Vec::new()
-                }
-            }
-        };
-        tc.deployment = Some(DeploymentChange {
-            from_revision: prev_revision,
-            to_revision: revision,
-            minimum_healthy_percent: min,
-            maximum_percent: max,
-            bounds,
-            steps,
-        });
-    }
-
-    let spec_changed = !c.fields.is_empty();
-    let tasks_change = !tc.start.is_empty()
-        || !tc.stop.is_empty()
-        || !tc.cleanup.is_empty()
-        || tc.placement_failure.is_some()
-        || tc.deployment.is_some();
-    c.action = match (observed_svc, replace) {
-        (None, _) => Action::Create,
-        (Some(_), true) => Action::Replace,
-        (Some(_), false) if spec_changed || tasks_change => Action::Update,
-        _ => Action::NoOp,
-    };
-    if c.action == Action::Update && reasons.is_empty() {
-        reasons.push(if spec_changed {
-            "spec changed; updated in place (affects future placements only)".into()
-        } else {
-            "tasks differ from the desired state".into()
-        });
-    }
-    c.reasons = reasons;
-    if c.action != Action::NoOp {
-        c.tasks = Some(tc);
-    }
-    c
-}
-
-/// What placing a service's tasks needs: its cluster's nodes, its task
-/// group, constraints and reservation.
-struct PlacementInputs {
-    indices: Vec<usize>,
-    /// The service's capacity provider strategy, else its cluster's default;
-    /// empty on a standalone host (one node serving every cluster).
-    providers: Vec<crate::manifest::CapacityProviderStrategyItem>,
-    group: String,
-    constraints: Vec<scheduler::Constraint>,
-    cpu: u32,
-    memory: u32,
-    ports: Vec<(u16, crate::manifest::task_definition::Protocol)>,
-}
-
-impl PlacementInputs {
-    fn new(
-        desired: &DesiredState,
-        observed: &ObservedState,
-        cluster: &str,
-        name: &str,
-        td: &TaskDefinitionSpec,
-        spec: &crate::manifest::service::ServiceSpec,
-    ) -> Self {
-        let (cpu, memory, ports) = model::reservation(td);
-        let constraints = td
-            .placement_constraints
-            .iter()
-            .chain(spec.placement_constraints.iter())
-            .filter_map(|pc| match pc.kind {
-                PlacementConstraintType::DistinctInstance => {
-                    Some(scheduler::Constraint::DistinctInstance)
-                }
-                PlacementConstraintType::MemberOf => pc
-                    .expression
-                    .as_deref()
-                    .and_then(|e| crate::expression::parse(e).ok())
-                    .map(scheduler::Constraint::MemberOf),
-            })
-            .collect();
-        PlacementInputs {
-            providers: if observed.nodes.iter().any(|n| n.cluster == "*") {
-                Vec::new()
-            } else {
-                strategy_of(desired, cluster, spec).to_vec()
-            },
-            indices: cluster_node_indices(observed, cluster),
-            group: format!("service:{name}"),
-            constraints,
-            cpu,
-            memory,
-            ports,
-        }
-    }
-
-    fn request<'a>(
-        &'a self,
-        spec: &'a crate::manifest::service::ServiceSpec,
-    ) -> scheduler::TaskRequest<'a> {
-        scheduler::TaskRequest {
-            group: self.group.clone(),
-            cpu: self.cpu,
-            memory: self.memory,
-            host_ports: self.ports.clone(),
-            constraints: &self.constraints,
-            strategy: &spec.placement_strategy,
-            capacity_provider_strategy: &self.providers,
-        }
-    }
-}
-
-/// Run `f` on the nodes of a cluster: on the node list itself when the
-/// cluster spans every node (standalone mode, and most fleets), else on a
-/// copy of its nodes, written back afterwards.
-fn with_cluster_view<T>(
-    nodes: &mut [scheduler::Node],
-    indices: &[usize],
-    f: impl FnOnce(&mut [scheduler::Node]) -> T,
-) -> T {
-    if indices.len() == nodes.len() {
-        return f(nodes);
-    }
-    let mut view: Vec<scheduler::Node> = indices.iter().map(|&i| nodes[i].clone()).collect();
-    let out = f(&mut view);
-    for (node, &i) in view.into_iter().zip(indices) {
-        nodes[i] = node;
-    }
-    out
-}
-
-fn release(
-    n: &mut scheduler::Node,
-    t: &Task,
-    desired: &DesiredState,
-    observed: &ObservedState,
-    desired_revisions: &HashMap<&str, u32>,
-    group: &str,
-) {
-    if let Some(spec) = revision_spec(
-        desired,
-        observed,
-        &t.family,
-        t.revision,
-        desired_revisions.get(t.family.as_str()).copied(),
-    ) {
-        let (cpu, mem, ports) = model::reservation(spec);
-        n.used_cpu = n.used_cpu.saturating_sub(cpu);
-        n.used_memory = n.used_memory.saturating_sub(mem);
-        for p in ports {
-            n.used_ports.remove(&p);
-        }
-    }
-    if let Some(g) = n.task_groups.get_mut(group) {
-        *g = g.saturating_sub(1);
-    }
-    n.running_tasks = n.running_tasks.saturating_sub(1);
-}
-
-fn stop(t: &Task, reason: &str) -> TaskStop {
-    TaskStop {
-        task: t.id.clone(),
-        revision: t.revision,
-        node: t.node.clone(),
-        reason: reason.to_string(),
-    }
 }
 
 /// First 8 characters of a task id, as shown to people.

@@ -282,7 +282,7 @@ fn family_of(c: &ResourceChange) -> String {
         .find(|f| f.path == "taskDefinition")
         .and_then(|f| f.after.as_ref().or(f.before.as_ref()))
         .and_then(Value::as_str)
-        .map(|s| s.split(':').next().unwrap_or(s).to_string())
+        .map(|s| crate::model::TaskDefRef::parse(s).family.to_string())
         .unwrap_or_else(|| c.name.clone())
 }
 

@@ -29,7 +29,7 @@ use super::{ports, Launch, Observation, Runtime, RuntimeError};
 use crate::manifest::task_definition::{
     ContainerDefinition, DependencyCondition, NetworkMode, Protocol, VolumeScope,
 };
-use crate::model::{Health, NetworkBinding, NodeInfo, Task, TaskStatus};
+use crate::model::{Health, NetworkBinding, NodeInfo, Task, TaskIdentity, TaskStatus};
 
 /// Label keys. Everything the program owns carries `MANAGED`.
 pub mod label {
@@ -889,12 +889,14 @@ pub fn tasks_from_containers(containers: &[ContainerSummary]) -> Vec<Task> {
             Health::Unknown
         };
         tasks.push(Task {
-            id,
-            cluster: get(label::CLUSTER),
-            service: l.get(label::SERVICE).cloned(),
-            family: get(label::FAMILY),
-            revision: get(label::REVISION).parse().unwrap_or(0),
-            config_hash: get(label::CONFIG),
+            identity: TaskIdentity {
+                id,
+                cluster: get(label::CLUSTER),
+                service: l.get(label::SERVICE).cloned(),
+                family: get(label::FAMILY),
+                revision: get(label::REVISION).parse().unwrap_or(0),
+                config_hash: get(label::CONFIG),
+            },
             node: get(label::NODE),
             last_status: status,
             health,

@@ -11,22 +11,25 @@ pub mod sim;
 use std::collections::BTreeMap;
 
 use crate::manifest::TaskDefinitionSpec;
-use crate::model::{NodeInfo, Task};
+use crate::model::{NodeInfo, Task, TaskIdentity};
 use crate::secrets::SecretValue;
 
 /// Everything needed to start one task.
 #[derive(Debug, Clone)]
 pub struct Launch {
-    pub id: String,
-    pub cluster: String,
-    pub service: Option<String>,
-    pub family: String,
-    pub revision: u32,
-    pub config_hash: String,
+    pub identity: TaskIdentity,
     pub node: String,
     pub spec: TaskDefinitionSpec,
     /// Secret values by reference (`valueFrom`). Debug prints placeholders.
     pub secrets: BTreeMap<String, SecretValue>,
+}
+
+/// The identity fields read as the launch's own, as a [`Task`]'s do.
+impl std::ops::Deref for Launch {
+    type Target = TaskIdentity;
+    fn deref(&self) -> &TaskIdentity {
+        &self.identity
+    }
 }
 
 /// What a runtime sees.

@@ -272,12 +272,7 @@ impl Runtime for Sim {
             health
         };
         s.tasks.push(Task {
-            id: l.id,
-            cluster: l.cluster,
-            service: l.service,
-            family: l.family,
-            revision: l.revision,
-            config_hash: l.config_hash,
+            identity: l.identity,
             node: l.node,
             last_status: status,
             health,

@@ -290,6 +290,16 @@ impl Scan<'_> {
     }
 }
 
+/// Where the next task goes: node `idx`, in cell `cell` of pool `pool`,
+/// whose key was `before` until then (zeros in bag mode).
+#[derive(Debug, Clone, Copy)]
+struct Pick {
+    pool: usize,
+    cell: usize,
+    idx: usize,
+    before: [u32; KEY_LEN],
+}
+
 struct Engine<'r> {
     rk: Ranking<'r>,
     /// `random` with no node-level key: cells keep plain bags.
@@ -462,10 +472,9 @@ impl<'r> Engine<'r> {
         eng
     }
 
-    /// The node for the next task in pool `p`: its cell, its index and its
-    /// key before the task (zeros in bag mode). In heap mode the node is
+    /// The node for the next task in pool `p`. In heap mode the node is
     /// taken out of its heap (see [`Engine::landed`]).
-    fn select(&mut self, p: usize) -> Option<(usize, usize, [u32; KEY_LEN])> {
+    fn select(&mut self, p: usize) -> Option<Pick> {
         let Engine {
             rk,
             bag_mode,
@@ -496,7 +505,12 @@ impl<'r> Engine<'r> {
         let (best_cell, best_key) = best?;
         if !rk.random {
             let Reverse(e) = cells[best_cell].heap.pop().expect("head exists");
-            return Some((best_cell, e.idx as usize, e.key));
+            return Some(Pick {
+                pool: p,
+                cell: best_cell,
+                idx: e.idx as usize,
+                before: e.key,
+            });
         }
         if *bag_mode {
             let total: usize = cells
@@ -508,7 +522,12 @@ impl<'r> Engine<'r> {
             for (ci, cell) in cells.iter().enumerate() {
                 if head(cell) == Some(best_key) {
                     if r < cell.bag.len() {
-                        return Some((ci, cell.bag[r] as usize, [0; KEY_LEN]));
+                        return Some(Pick {
+                            pool: p,
+                            cell: ci,
+                            idx: cell.bag[r] as usize,
+                            before: [0; KEY_LEN],
+                        });
                     }
                     r -= cell.bag.len();
                 }
@@ -537,23 +556,23 @@ impl<'r> Engine<'r> {
         for (c, e) in tied.drain(..) {
             cells[c].heap.push(Reverse(e));
         }
-        Some((ci, chosen.idx as usize, chosen.key))
+        Some(Pick {
+            pool: p,
+            cell: ci,
+            idx: chosen.idx as usize,
+            before: chosen.key,
+        })
     }
 
-    /// Account for a task that just landed on `nodes[idx]` (cell `ci` of
-    /// pool `p`, key `before` until then): bucket counts, and the node's
-    /// place in its cell.
-    #[allow(clippy::too_many_arguments)]
-    fn landed(
-        &mut self,
-        nodes: &[Node],
-        p: usize,
-        ci: usize,
-        idx: usize,
-        before: [u32; KEY_LEN],
-        req: &TaskRequest,
-        checks: &Checks,
-    ) {
+    /// Account for a task that just landed where `pick` says: bucket
+    /// counts, and the node's place in its cell.
+    fn landed(&mut self, nodes: &[Node], pick: Pick, req: &TaskRequest, checks: &Checks) {
+        let Pick {
+            pool: p,
+            cell: ci,
+            idx,
+            before,
+        } = pick;
         let n = &nodes[idx];
         let cell = &self.pools[p][ci];
         for (a, counts) in self.counts.iter_mut().enumerate() {
@@ -617,12 +636,11 @@ pub(crate) fn place(
     let mut failed: Vec<(Option<usize>, u32)> = Vec::new();
     for _ in 0..count {
         let pool = split.next();
-        let chosen = pool.and_then(|p| engine.select(p).map(|(ci, idx, key)| (p, ci, idx, key)));
-        match chosen {
-            Some((p, ci, idx, before)) => {
-                nodes[idx].add_task(req);
-                engine.landed(nodes, p, ci, idx, before, req, &checks);
-                out.assignments.push(idx);
+        match pool.and_then(|p| engine.select(p)) {
+            Some(pick) => {
+                nodes[pick.idx].add_task(req);
+                engine.landed(nodes, pick, req, &checks);
+                out.assignments.push(pick.idx);
             }
             None => match failed.iter_mut().find(|(q, _)| *q == pool) {
                 Some((_, k)) => *k += 1,

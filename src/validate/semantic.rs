@@ -848,10 +848,8 @@ fn service(
             index.clusters.keys().copied(),
         ));
     }
-    let (family, revision) = match spec.task_definition.split_once(':') {
-        Some((f, r)) => (f, Some(r)),
-        None => (spec.task_definition.as_str(), None),
-    };
+    let crate::model::TaskDefRef { family, revision } =
+        crate::model::TaskDefRef::parse(&spec.task_definition);
     if !index.families.contains_key(family) {
         let f = missing_ref(
             "reference",
