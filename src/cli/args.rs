@@ -159,3 +159,15 @@ pub(crate) enum Format {
     /// One JSON object on stdout.
     Json,
 }
+
+/// Where a command finds its source's state, or the controller it asks
+/// instead: the arguments every source command shares.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Target {
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    #[command(flatten)]
+    pub git: GitArgs,
+    #[command(flatten)]
+    pub state: StateArgs,
+}

@@ -5,8 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use super::args::{abort_marker, source_id, store_path, RemoteArgs, StateArgs};
-use super::args::{Format, GitArgs};
+use super::args::{abort_marker, source_id, store_path, Format, GitArgs, Target};
 use super::run::{failure, usage};
 use super::standalone::{self, ApplyArgs};
 use super::{remote, render};
@@ -28,11 +27,7 @@ pub struct HistoryArgs {
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
     #[command(flatten)]
-    remote: RemoteArgs,
-    #[command(flatten)]
-    git: GitArgs,
-    #[command(flatten)]
-    state: StateArgs,
+    at: Target,
 }
 
 #[derive(Debug, clap::Args)]
@@ -58,11 +53,7 @@ pub struct RollbackArgs {
     #[arg(long, default_value_t = 3, value_name = "SECONDS")]
     settle: u64,
     #[command(flatten)]
-    remote: RemoteArgs,
-    #[command(flatten)]
-    git: GitArgs,
-    #[command(flatten)]
-    state: StateArgs,
+    at: Target,
 }
 
 #[derive(Debug, clap::Args)]
@@ -92,11 +83,7 @@ struct AbortArgs {
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     timeout: u64,
     #[command(flatten)]
-    remote: RemoteArgs,
-    #[command(flatten)]
-    git: GitArgs,
-    #[command(flatten)]
-    state: StateArgs,
+    at: Target,
 }
 
 /// The identity of a local source, or the usage error.
@@ -105,9 +92,9 @@ fn local_id(a_source: &std::path::Path, git: &GitArgs) -> Result<String, ExitCod
 }
 
 pub fn history_cmd(a: HistoryArgs) -> ExitCode {
-    let reply = if a.remote.controller.is_some() {
+    let reply = if a.at.remote.controller.is_some() {
         match remote::service_call::<HistoryReply>(
-            &a.remote,
+            &a.at.remote,
             reqwest::Method::GET,
             &a.service,
             "history",
@@ -117,11 +104,11 @@ pub fn history_cmd(a: HistoryArgs) -> ExitCode {
             Err(c) => return c,
         }
     } else {
-        let id = match local_id(&a.source, &a.git) {
+        let id = match local_id(&a.source, &a.at.git) {
             Ok(id) => id,
             Err(c) => return c,
         };
-        let stored = match FileStore::peek(&store_path(&a.state, &id)) {
+        let stored = match FileStore::peek(&store_path(&a.at.state, &id)) {
             Ok(s) => s,
             Err(e) => return failure(e),
         };
@@ -174,9 +161,9 @@ pub fn history_cmd(a: HistoryArgs) -> ExitCode {
 }
 
 pub fn rollback_cmd(a: RollbackArgs) -> ExitCode {
-    if a.remote.controller.is_some() {
+    if a.at.remote.controller.is_some() {
         return match remote::service_call::<serde_json::Value>(
-            &a.remote,
+            &a.at.remote,
             reqwest::Method::POST,
             &a.service,
             "rollback",
@@ -198,14 +185,7 @@ pub fn rollback_cmd(a: RollbackArgs) -> ExitCode {
         Ok(())
     });
     standalone::apply_with(
-        ApplyArgs::new(
-            a.source,
-            a.auto_approve,
-            a.timeout,
-            a.settle,
-            a.git,
-            a.state,
-        ),
+        ApplyArgs::new(a.source, a.auto_approve, a.timeout, a.settle, a.at),
         Some(prepare),
     )
 }
@@ -217,9 +197,9 @@ pub fn deployment_cmd(a: DeploymentArgs) -> ExitCode {
 }
 
 fn abort_cmd(a: AbortArgs) -> ExitCode {
-    if a.remote.controller.is_some() {
+    if a.at.remote.controller.is_some() {
         return match remote::service_call::<serde_json::Value>(
-            &a.remote,
+            &a.at.remote,
             reqwest::Method::POST,
             &a.service,
             "abort",
@@ -232,11 +212,11 @@ fn abort_cmd(a: AbortArgs) -> ExitCode {
             Err(c) => c,
         };
     }
-    let id = match local_id(&a.source, &a.git) {
+    let id = match local_id(&a.source, &a.at.git) {
         Ok(id) => id,
         Err(c) => return c,
     };
-    let path = store_path(&a.state, &id);
+    let path = store_path(&a.at.state, &id);
     let stored = match FileStore::peek(&path) {
         Ok(s) => s,
         Err(e) => return failure(e),
@@ -251,7 +231,7 @@ fn abort_cmd(a: AbortArgs) -> ExitCode {
     };
     if lock.is_none() {
         // An apply holds the state: ask it, and wait until it has heard.
-        let marker = abort_marker(&a.state, &id, &key);
+        let marker = abort_marker(&a.at.state, &id, &key);
         if let Some(dir) = marker.parent() {
             if let Err(e) = std::fs::create_dir_all(dir) {
                 return failure(format!("`{}`: {e}", dir.display()));
@@ -297,7 +277,7 @@ fn abort_cmd(a: AbortArgs) -> ExitCode {
         Ok(())
     });
     standalone::apply_with(
-        ApplyArgs::new(a.source, true, a.timeout, 3, a.git, a.state),
+        ApplyArgs::new(a.source, true, a.timeout, 3, a.at),
         Some(prepare),
     )
 }

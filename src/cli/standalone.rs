@@ -9,9 +9,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use super::args::{
-    abort_dir, open_store, resolver_for, source_id, state_dir, store_path, RemoteArgs, StateArgs,
+    abort_dir, open_store, resolver_for, source_id, state_dir, store_path, Format, GitArgs,
+    RemoteArgs, StateArgs, Target,
 };
-use super::args::{Format, GitArgs};
 use super::run::{block_on, failure, usage, EXIT_FAILURE, EXIT_USAGE};
 use super::{diagnostics, remote};
 
@@ -46,11 +46,7 @@ pub struct PlanArgs {
     #[arg(long)]
     allow_mass_delete: bool,
     #[command(flatten)]
-    remote: RemoteArgs,
-    #[command(flatten)]
-    git: GitArgs,
-    #[command(flatten)]
-    state: StateArgs,
+    at: Target,
 }
 
 #[derive(Debug, clap::Args)]
@@ -82,11 +78,7 @@ pub struct ApplyArgs {
     #[arg(long)]
     detail: bool,
     #[command(flatten)]
-    remote: RemoteArgs,
-    #[command(flatten)]
-    git: GitArgs,
-    #[command(flatten)]
-    state: StateArgs,
+    at: Target,
 }
 
 impl ApplyArgs {
@@ -96,8 +88,7 @@ impl ApplyArgs {
         auto_approve: bool,
         timeout: u64,
         settle: u64,
-        git: GitArgs,
-        state: StateArgs,
+        at: Target,
     ) -> ApplyArgs {
         ApplyArgs {
             source,
@@ -107,9 +98,11 @@ impl ApplyArgs {
             timeout,
             settle,
             detail: false,
-            remote: RemoteArgs::default(),
-            git,
-            state,
+            // Run locally: the command that asked handles --controller.
+            at: Target {
+                remote: RemoteArgs::default(),
+                ..at
+            },
         }
     }
 }
@@ -124,9 +117,7 @@ pub struct DestroyArgs {
     #[arg(long)]
     auto_approve: bool,
     #[command(flatten)]
-    git: GitArgs,
-    #[command(flatten)]
-    state: StateArgs,
+    at: Target,
 }
 
 /// Read and validate a source; on invalid input print the diagnostics and
@@ -164,17 +155,17 @@ fn style(detail: bool) -> render::Style {
 }
 
 pub fn plan_cmd(a: PlanArgs) -> ExitCode {
-    if a.remote.controller.is_some() {
+    if a.at.remote.controller.is_some() {
         if a.out.is_some() {
             return usage("--out is not available with --controller");
         }
-        return remote::plan(&a.remote, a.format, a.detail, a.detailed_exitcode);
+        return remote::plan(&a.at.remote, a.format, a.detail, a.detailed_exitcode);
     }
-    let desired = match load(&a.source, &a.git, &a.state) {
+    let desired = match load(&a.source, &a.at.git, &a.at.state) {
         Ok(l) => l,
         Err(code) => return code,
     };
-    let (id, shown) = match source_id(&a.source, &a.git) {
+    let (id, shown) = match source_id(&a.source, &a.at.git) {
         Ok(x) => x,
         Err(e) => return usage(e),
     };
@@ -186,7 +177,7 @@ pub fn plan_cmd(a: PlanArgs) -> ExitCode {
     };
     let result = block_on(async {
         // Not locked: plan works while an apply runs.
-        let stored = FileStore::peek(&store_path(&a.state, &id)).map_err(|e| e.to_string())?;
+        let stored = FileStore::peek(&store_path(&a.at.state, &id)).map_err(|e| e.to_string())?;
         let rt = DockerRuntime::connect(&id, "local")
             .await
             .map_err(|e| e.message)?;
@@ -439,9 +430,9 @@ pub fn apply_cmd(a: ApplyArgs) -> ExitCode {
 pub(crate) use crate::reconcile::Prepare;
 
 pub(crate) fn apply_with(a: ApplyArgs, prepare: Option<Prepare>) -> ExitCode {
-    if a.remote.controller.is_some() {
+    if a.at.remote.controller.is_some() {
         return remote::apply(
-            &a.remote,
+            &a.at.remote,
             (!a.no_wait).then(|| Duration::from_secs(a.timeout)),
         );
     }
@@ -468,11 +459,11 @@ pub(crate) fn apply_with(a: ApplyArgs, prepare: Option<Prepare>) -> ExitCode {
             PathBuf::from(&s.source),
         ),
         None => {
-            let desired = match load(&a.source, &a.git, &a.state) {
+            let desired = match load(&a.source, &a.at.git, &a.at.state) {
                 Ok(l) => l,
                 Err(code) => return code,
             };
-            let (id, shown) = match source_id(&a.source, &a.git) {
+            let (id, shown) = match source_id(&a.source, &a.at.git) {
                 Ok(x) => x,
                 Err(e) => return usage(e),
             };
@@ -504,15 +495,11 @@ pub(crate) fn apply_with(a: ApplyArgs, prepare: Option<Prepare>) -> ExitCode {
         },
     };
     let resolver = resolver_for(&source_path);
-    let aborts = abort_dir(&a.state, &id);
+    let aborts = abort_dir(&a.at.state, &id);
     block_on(async move {
-        let store = match open_store(&a.state, &id) {
-            Ok(s) => s,
-            Err(e) => return failure(e),
-        };
-        let rt = match DockerRuntime::connect(&id, "local").await {
-            Ok(r) => r,
-            Err(e) => return failure(e.message),
+        let (store, rt) = match engine_and_store(&a.at.state, &id).await {
+            Ok(x) => x,
+            Err(code) => return code,
         };
         // Requests left from an earlier apply are not for this one.
         let _ = std::fs::remove_dir_all(&aborts);
@@ -535,6 +522,18 @@ pub(crate) fn apply_with(a: ApplyArgs, prepare: Option<Prepare>) -> ExitCode {
         let declined = progress.declined.lock().ok().and_then(|mut d| d.take());
         finish(&rt, &store, outcome, declined, a.detail, Ending::Apply).await
     })
+}
+
+/// The local engine, and the source's store locked for a pass.
+async fn engine_and_store(
+    state: &StateArgs,
+    id: &str,
+) -> Result<(FileStore, DockerRuntime), ExitCode> {
+    let store = open_store(state, id).map_err(failure)?;
+    let rt = DockerRuntime::connect(id, "local")
+        .await
+        .map_err(|e| failure(e.message))?;
+    Ok((store, rt))
 }
 
 /// Which command's pass ended.
@@ -636,7 +635,13 @@ async fn steady_summary(rt: &DockerRuntime, stored: &Stored) -> String {
 }
 
 pub fn destroy_cmd(a: DestroyArgs) -> ExitCode {
-    let (id, _) = match source_id(&a.source, &a.git) {
+    if a.at.remote.controller.is_some() {
+        return usage(
+            "destroy works on the local engine only; a controller removes what \
+             its source no longer holds (delete the manifests and commit)",
+        );
+    }
+    let (id, _) = match source_id(&a.source, &a.at.git) {
         Ok(x) => x,
         Err(e) => return usage(e),
     };
@@ -654,19 +659,15 @@ pub fn destroy_cmd(a: DestroyArgs) -> ExitCode {
     };
     let resolver = resolver_for(&a.source);
     block_on(async move {
-        let store = match open_store(&a.state, &id) {
-            Ok(s) => s,
-            Err(e) => return failure(e),
-        };
-        let rt = match DockerRuntime::connect(&id, "local").await {
-            Ok(r) => r,
-            Err(e) => return failure(e.message),
+        let (store, rt) = match engine_and_store(&a.at.state, &id).await {
+            Ok(x) => x,
+            Err(code) => return code,
         };
         let approval = Approval::Ask {
             auto: a.auto_approve,
             what: "destroy all these resources",
         };
-        let mut progress = Progress::new(&store, abort_dir(&a.state, &id), approval, false);
+        let mut progress = Progress::new(&store, abort_dir(&a.at.state, &id), approval, false);
         // Deleting every service is the point: no mass-deletion warning.
         progress.destroying = true;
         let reconciler = Reconciler {

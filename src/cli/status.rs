@@ -4,8 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::args::{resolver_for, source_id, store_path, RemoteArgs, StateArgs};
-use super::args::{Format, GitArgs};
+use super::args::{resolver_for, source_id, store_path, Format, Target};
 use super::run::{block_on, failure, usage};
 use super::{remote, render};
 use crate::model::NodeInfo;
@@ -24,16 +23,12 @@ pub struct StatusArgs {
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
     #[command(flatten)]
-    remote: RemoteArgs,
-    #[command(flatten)]
-    git: GitArgs,
-    #[command(flatten)]
-    state: StateArgs,
+    at: Target,
 }
 
 pub fn status_cmd(a: StatusArgs) -> ExitCode {
-    let report = if a.remote.controller.is_some() {
-        match remote::status(&a.remote) {
+    let report = if a.at.remote.controller.is_some() {
+        match remote::status(&a.at.remote) {
             Ok(r) => r,
             Err(code) => return code,
         }
@@ -55,10 +50,10 @@ pub fn status_cmd(a: StatusArgs) -> ExitCode {
 
 /// The status of a source applied to the local engine.
 fn local(a: &StatusArgs) -> Result<StatusReport, ExitCode> {
-    let (id, shown) = source_id(&a.source, &a.git).map_err(usage)?;
+    let (id, shown) = source_id(&a.source, &a.at.git).map_err(usage)?;
     let observed = block_on(async {
         // Not locked: status works while an apply runs.
-        let stored = FileStore::peek(&store_path(&a.state, &id)).map_err(|e| e.to_string())?;
+        let stored = FileStore::peek(&store_path(&a.at.state, &id)).map_err(|e| e.to_string())?;
         let rt = DockerRuntime::connect(&id, "local")
             .await
             .map_err(|e| e.message)?;

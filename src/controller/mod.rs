@@ -321,7 +321,6 @@ impl Controller {
 
 #[cfg(test)]
 mod tests {
-    use super::source::fetch_backoff;
     use super::*;
     use crate::model::{self, TaskStatus};
     use crate::runtime::{Launch, Runtime};
@@ -395,18 +394,6 @@ mod tests {
             stopped_reason: None,
             bindings: Vec::new(),
         }
-    }
-
-    #[test]
-    fn failed_fetches_back_off_doubling_up_to_five_minutes() {
-        let s = Duration::from_secs;
-        let waits: Vec<u64> = (1..=8).map(|k| fetch_backoff(s(30), k).as_secs()).collect();
-        assert_eq!(waits, [30, 60, 120, 240, 300, 300, 300, 300]);
-        assert_eq!(fetch_backoff(s(1), 1), s(1));
-        assert_eq!(fetch_backoff(s(1), 4), s(8));
-        assert_eq!(fetch_backoff(s(1), 1000), s(300));
-        // An interval above the cap is never shortened.
-        assert_eq!(fetch_backoff(s(600), 3), s(600));
     }
 
     /// What the agent relies on: assignment changes wake its long poll,

@@ -254,8 +254,12 @@ impl Controller {
     pub(super) fn watch(self: &Arc<Self>, dir: &std::path::Path) -> Result<(), String> {
         use notify::Watcher;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        // The controller's own writes (its database, git cache) must not
+        // wake it when its data directory is inside the watched one.
+        let own = std::fs::canonicalize(&self.config.data_dir)
+            .unwrap_or_else(|_| self.config.data_dir.clone());
         let mut watcher = notify::recommended_watcher(move |r: notify::Result<notify::Event>| {
-            if r.is_ok_and(|e| !e.kind.is_access()) {
+            if r.is_ok_and(|e| !e.kind.is_access() && concerns_source(&e.paths, &own)) {
                 let _ = tx.send(());
             }
         })
@@ -273,5 +277,54 @@ impl Controller {
             }
         });
         Ok(())
+    }
+}
+
+/// Whether a change to `paths` may change the source: any path outside
+/// the controller's own data directory `own` (events carry absolute
+/// paths).
+fn concerns_source(paths: &[PathBuf], own: &std::path::Path) -> bool {
+    paths.is_empty() || paths.iter().any(|p| !p.starts_with(own))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_fetches_back_off_doubling_up_to_five_minutes() {
+        let s = Duration::from_secs;
+        let waits: Vec<u64> = (1..=8).map(|k| fetch_backoff(s(30), k).as_secs()).collect();
+        assert_eq!(waits, [30, 60, 120, 240, 300, 300, 300, 300]);
+        assert_eq!(fetch_backoff(s(1), 1), s(1));
+        assert_eq!(fetch_backoff(s(1), 4), s(8));
+        assert_eq!(fetch_backoff(s(1), 1000), s(300));
+        // An interval above the cap is never shortened.
+        assert_eq!(fetch_backoff(s(600), 3), s(600));
+    }
+
+    #[test]
+    fn writes_to_the_data_directory_do_not_concern_the_source() {
+        let own = std::path::Path::new("/srv/manifests/.data");
+        let p = |s: &str| vec![PathBuf::from(s)];
+        assert!(!concerns_source(
+            &p("/srv/manifests/.data/controller.redb"),
+            own
+        ));
+        assert!(!concerns_source(
+            &p("/srv/manifests/.data/git/objects/x"),
+            own
+        ));
+        assert!(concerns_source(&p("/srv/manifests/web.yaml"), own));
+        assert!(concerns_source(&p("/srv/manifests/.database.yaml"), own));
+        assert!(concerns_source(
+            &[
+                PathBuf::from("/srv/manifests/.data/a"),
+                PathBuf::from("/srv/manifests/b.yaml")
+            ],
+            own
+        ));
+        // An event without paths (a rescan) may concern anything.
+        assert!(concerns_source(&[], own));
     }
 }
