@@ -1,0 +1,316 @@
+//! Tasks as Docker containers, through bollard.
+//!
+//! Ownership is kept in labels only, so the observed state is rebuilt from
+//! Docker with one list call and the program can be killed at any moment:
+//! every container carries its source, cluster, service, task id, task
+//! definition revision and configuration digest. A task is the set of
+//! containers with the same `reconcile.io/task` label.
+//!
+//! The API version is negotiated with the daemon (Debian's docker.io speaks
+//! an older API than bollard's default).
+//!
+//! The parts: `create` (image, volumes, labels and the create body of each
+//! container), `start` (start order and `dependsOn` waits), `observe`
+//! (tasks rebuilt from containers) and `cleanup` (stopping and removing).
+//! This file holds the connection, the labels and the `Runtime` methods
+//! that put the parts together.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bollard::models::{ContainerSummary, ContainerSummaryStateEnum, NetworkCreateRequest};
+use bollard::query_parameters::{
+    ListContainersOptionsBuilder, LogsOptionsBuilder, StopContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+
+use super::{ports, Launch, Observation, Runtime, RuntimeError};
+use crate::manifest::task_definition::NetworkMode;
+use crate::model::{NodeInfo, TaskStatus};
+
+mod cleanup;
+mod create;
+mod observe;
+mod start;
+
+use create::dynamic_ports;
+pub use observe::tasks_from_containers;
+
+/// Label keys. Everything the program owns carries `MANAGED`.
+pub mod label {
+    pub const MANAGED: &str = "reconcile.io/managed";
+    pub const SOURCE: &str = "reconcile.io/source";
+    pub const CLUSTER: &str = "reconcile.io/cluster";
+    pub const SERVICE: &str = "reconcile.io/service";
+    pub const TASK: &str = "reconcile.io/task";
+    pub const FAMILY: &str = "reconcile.io/family";
+    pub const REVISION: &str = "reconcile.io/revision";
+    pub const CONFIG: &str = "reconcile.io/config-hash";
+    pub const CONTAINER: &str = "reconcile.io/container";
+    pub const ESSENTIAL: &str = "reconcile.io/essential";
+    pub const HEALTH_CHECK: &str = "reconcile.io/health-check";
+    pub const NODE: &str = "reconcile.io/node";
+}
+
+/// Connect to the engine (honouring DOCKER_HOST), negotiate the API
+/// version, and read its info.
+pub async fn engine() -> Result<(Docker, bollard::models::SystemInfo), RuntimeError> {
+    let docker = Docker::connect_with_defaults()
+        .map_err(|e| err("cannot connect to Docker (is DOCKER_HOST right?)", e))?
+        .negotiate_version()
+        .await
+        .map_err(|e| err("cannot reach the Docker daemon", e))?;
+    let info = docker
+        .info()
+        .await
+        .map_err(|e| err("cannot read the Docker daemon's info", e))?;
+    Ok((docker, info))
+}
+
+/// What an engine offers: CPU units (cores x 1024) and MiB.
+pub fn resources(info: &bollard::models::SystemInfo) -> (u32, u32) {
+    (
+        info.ncpu.unwrap_or(1).max(1) as u32 * 1024,
+        (info.mem_total.unwrap_or(0) / (1024 * 1024)) as u32,
+    )
+}
+
+/// The local Docker engine as one node.
+pub struct DockerRuntime {
+    docker: Docker,
+    /// Identity of the source whose tasks this runtime sees.
+    source: String,
+    node: NodeInfo,
+}
+
+fn err(context: &str, e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::new(format!("{context}: {e}"))
+}
+
+impl DockerRuntime {
+    /// Connect (honouring DOCKER_HOST), negotiate the API version and read
+    /// the engine's resources. The node serves every cluster.
+    pub async fn connect(source: &str, node_name: &str) -> Result<DockerRuntime, RuntimeError> {
+        let (docker, info) = engine().await?;
+        let (cpu, memory) = resources(&info);
+        let mut attributes = BTreeMap::new();
+        attributes.insert(
+            "ecs.os-type".to_string(),
+            info.os_type.unwrap_or_else(|| "linux".into()),
+        );
+        attributes.insert(
+            "ecs.cpu-architecture".to_string(),
+            info.architecture.unwrap_or_default(),
+        );
+        Ok(DockerRuntime {
+            docker,
+            source: source.to_string(),
+            node: NodeInfo {
+                name: node_name.to_string(),
+                cluster: "*".to_string(),
+                attributes,
+                cpu,
+                memory,
+                reserved_ports: Vec::new(),
+            },
+        })
+    }
+
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    async fn list(&self, task: Option<&str>) -> Result<Vec<ContainerSummary>, RuntimeError> {
+        let mut labels = vec![format!("{}={}", label::SOURCE, self.source)];
+        if let Some(t) = task {
+            labels.push(format!("{}={t}", label::TASK));
+        }
+        let filters: HashMap<&str, Vec<String>> = HashMap::from([("label", labels)]);
+        self.docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::default()
+                    .all(true)
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(|e| err("listing containers", e))
+    }
+
+    /// The last `lines` lines a container wrote.
+    pub async fn logs(&self, container: &str, lines: usize) -> String {
+        let mut stream = self.docker.logs(
+            container,
+            Some(
+                LogsOptionsBuilder::default()
+                    .stdout(true)
+                    .stderr(true)
+                    .tail(&lines.to_string())
+                    .build(),
+            ),
+        );
+        let mut out = String::new();
+        while let Some(Ok(chunk)) = stream.next().await {
+            out.push_str(&chunk.to_string());
+            if out.len() > 64 * 1024 {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Last log lines of a task's containers, for failure reports.
+    pub async fn task_logs(&self, task_id: &str, lines: usize) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if let Ok(cs) = self.list(Some(task_id)).await {
+            for c in cs {
+                let name = c
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(label::CONTAINER))
+                    .cloned()
+                    .unwrap_or_default();
+                if let Some(id) = &c.id {
+                    out.push((name, self.logs(id, lines).await));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+impl Runtime for DockerRuntime {
+    async fn observe(&self) -> Result<Observation, RuntimeError> {
+        let containers = self.list(None).await?;
+        let mut tasks = tasks_from_containers(&containers);
+        // A task whose containers were created but not all started was
+        // interrupted (starting is done by the one process holding the
+        // state lock): it will never start by itself.
+        for t in &mut tasks {
+            if t.last_status == TaskStatus::Pending {
+                t.last_status = TaskStatus::Stopped;
+                t.stop_code = Some("TaskFailedToStart".into());
+                t.stopped_reason = Some("the start of the task was interrupted".into());
+            }
+        }
+        Ok(Observation {
+            tasks,
+            nodes: vec![self.node.clone()],
+            draining: Default::default(),
+        })
+    }
+
+    async fn start(&self, l: Launch) -> Result<(), RuntimeError> {
+        let fail = |message: String| RuntimeError {
+            message,
+            task: Some(l.id.clone()),
+        };
+        for c in &l.spec.container_definitions {
+            self.ensure_image(&c.image).await.map_err(fail)?;
+        }
+        let volumes = match self.volumes(&l).await {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = self.cleanup(&l.id, &[], false).await;
+                return Err(fail(e));
+            }
+        };
+        // Containers of a bridge task reach each other by name on a
+        // network of their own; a one-container task needs none.
+        let network = if l.spec.network_mode == NetworkMode::Bridge
+            && l.spec.container_definitions.len() > 1
+        {
+            let name = Self::network_name(&l.id);
+            let labels = HashMap::from([
+                (label::MANAGED.to_string(), "true".to_string()),
+                (label::SOURCE.to_string(), self.source.clone()),
+                (label::TASK.to_string(), l.id.clone()),
+            ]);
+            self.docker
+                .create_network(NetworkCreateRequest {
+                    name: name.clone(),
+                    driver: Some("bridge".into()),
+                    labels: Some(labels),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| fail(format!("creating the task network: {e}")))?;
+            Some(name)
+        } else {
+            None
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let dynamic = dynamic_ports(&l).map_err(fail)?;
+            match self
+                .create_and_start(&l, network.as_deref(), &volumes, &dynamic)
+                .await
+            {
+                // A host port chosen for the task was taken before Docker
+                // bound it: the same task again, on fresh ports.
+                Err(e) if attempt < ports::ATTEMPTS && ports::is_port_conflict(&e) => {
+                    let existing = self.list(Some(&l.id)).await.unwrap_or_default();
+                    self.remove_containers(&existing)
+                        .await
+                        .map_err(|e| fail(e.message))?;
+                }
+                Err(e) => return Err(fail(e)),
+                Ok(()) => return Ok(()),
+            }
+        }
+    }
+
+    async fn stop(&self, task_id: &str, _reason: &str) -> Result<(), RuntimeError> {
+        let containers = self.list(Some(task_id)).await?;
+        self.cleanup(task_id, &containers, true).await
+    }
+
+    async fn remove(&self, task_id: &str) -> Result<(), RuntimeError> {
+        let containers = self.list(Some(task_id)).await?;
+        self.cleanup(task_id, &containers, true).await
+    }
+
+    async fn halt(&self, task_id: &str) -> Result<(), RuntimeError> {
+        for c in self.list(Some(task_id)).await? {
+            if let (Some(id), Some(ContainerSummaryStateEnum::RUNNING)) = (&c.id, c.state) {
+                self.docker
+                    .stop_container(id, Some(StopContainerOptionsBuilder::default().build()))
+                    .await
+                    .map_err(|e| err("stopping a container", e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::create::split_image;
+    use super::observe::{exit_code_of, health_of};
+    use crate::model::Health;
+
+    #[test]
+    fn parses_docker_status_text() {
+        assert_eq!(health_of("Up 3 seconds (healthy)"), Some(Health::Healthy));
+        assert_eq!(
+            health_of("Up 1 second (health: starting)"),
+            Some(Health::Unknown)
+        );
+        assert_eq!(
+            health_of("Up 9 minutes (unhealthy)"),
+            Some(Health::Unhealthy)
+        );
+        assert_eq!(health_of("Up 2 hours"), None);
+        assert_eq!(exit_code_of("Exited (137) 2 seconds ago"), Some(137));
+        assert_eq!(split_image("busybox:stable"), ("busybox", Some("stable")));
+        assert_eq!(
+            split_image("localhost:5000/app"),
+            ("localhost:5000/app", Some("latest"))
+        );
+    }
+}

@@ -1,0 +1,126 @@
+//! Rules on where tasks may go: capacity provider strategies (of a Cluster
+//! or a Service) and placement constraints (of a Service or a
+//! TaskDefinition). Separate because several kinds share them.
+
+use std::collections::HashSet;
+
+use super::Finding;
+use crate::expression;
+use crate::manifest::{CapacityProviderStrategyItem, PlacementConstraint, PlacementConstraintType};
+
+pub(super) fn strategy(
+    entry: usize,
+    base: &str,
+    items: &[CapacityProviderStrategyItem],
+    attached: &HashSet<&str>,
+    cluster: &str,
+    out: &mut Vec<Finding>,
+) {
+    if items.is_empty() {
+        return;
+    }
+    let with_base: Vec<usize> = (0..items.len()).filter(|&j| items[j].base > 0).collect();
+    for &j in with_base.iter().skip(1) {
+        out.push(
+            Finding::error(
+                "capacity-provider-strategy",
+                entry,
+                format!("{base}/{j}/base"),
+                "only one item of a capacity provider strategy may have a base".into(),
+            )
+            .help(format!(
+                "`{}` already has a base",
+                items[with_base[0]].capacity_provider
+            )),
+        );
+    }
+    if items.iter().all(|it| it.weight == 0) {
+        out.push(
+            Finding::error(
+                "capacity-provider-strategy",
+                entry,
+                base.to_string(),
+                "no item of the capacity provider strategy has a weight above 0, so tasks beyond the base cannot be placed".into(),
+            )
+            .at_key()
+            .help("give at least one provider a weight, e.g. `weight: 1`"),
+        );
+    }
+    let mut seen = HashSet::new();
+    for (j, it) in items.iter().enumerate() {
+        let p = format!("{base}/{j}/capacityProvider");
+        if !seen.insert(it.capacity_provider.as_str()) {
+            out.push(Finding::error(
+                "capacity-provider-strategy",
+                entry,
+                p.clone(),
+                format!("`{}` appears twice in the strategy", it.capacity_provider),
+            ));
+        }
+        if !attached.contains(it.capacity_provider.as_str()) {
+            out.push(
+                Finding::error(
+                    "capacity-provider-strategy",
+                    entry,
+                    p,
+                    format!(
+                        "capacity provider `{}` is not attached to cluster `{cluster}`",
+                        it.capacity_provider
+                    ),
+                )
+                .help(format!(
+                    "add it to the capacityProviders of Cluster `{cluster}`"
+                )),
+            );
+        }
+    }
+}
+
+pub(super) fn constraints(
+    entry: usize,
+    base: &str,
+    list: &[PlacementConstraint],
+    memberof_only: bool,
+    out: &mut Vec<Finding>,
+) {
+    for (j, c) in list.iter().enumerate() {
+        let p = format!("{base}/{j}");
+        match (c.kind, &c.expression) {
+            (PlacementConstraintType::DistinctInstance, _) if memberof_only => out.push(
+                Finding::error(
+                    "placement",
+                    entry,
+                    format!("{p}/type"),
+                    "a task definition allows only `memberOf` constraints".into(),
+                )
+                .help("put `distinctInstance` on the Service's placementConstraints"),
+            ),
+            (PlacementConstraintType::DistinctInstance, Some(_)) => out.push(Finding::error(
+                "placement",
+                entry,
+                format!("{p}/expression"),
+                "`distinctInstance` takes no expression".into(),
+            )),
+            (PlacementConstraintType::MemberOf, None) => out.push(
+                Finding::error(
+                    "placement",
+                    entry,
+                    p,
+                    "`memberOf` needs an expression".into(),
+                )
+                .help("e.g. `expression: \"attribute:zone in [a, b]\"`"),
+            ),
+            (PlacementConstraintType::MemberOf, Some(expr)) => {
+                if let Err(e) = expression::parse(expr) {
+                    out.push(Finding::error(
+                        "placement",
+                        entry,
+                        format!("{p}/expression"),
+                        format!("invalid expression: {e}"),
+                    ));
+                }
+            }
+            (PlacementConstraintType::DistinctInstance, None) => {}
+        }
+    }
+}
