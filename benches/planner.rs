@@ -255,8 +255,11 @@ fn floor(d: &DesiredState, o: &ObservedState) -> usize {
     let mut by_service: HashMap<(&str, &str), Vec<&Task>> =
         HashMap::with_capacity(o.services.len());
     for t in &o.tasks {
-        if let Some(s) = &t.service {
-            by_service.entry((&t.cluster, s)).or_default().push(t);
+        if let Some(s) = &t.identity.service {
+            by_service
+                .entry((&t.identity.cluster, s))
+                .or_default()
+                .push(t);
         }
     }
     let mut changed = 0;
@@ -271,7 +274,9 @@ fn floor(d: &DesiredState, o: &ObservedState) -> usize {
             .is_some_and(|ts| {
                 ts.len() as u32 == s.spec.desired_count.unwrap_or(0)
                     && ts.iter().all(|t| {
-                        t.is_live() && t.config_hash == hash && t.health != Health::Unhealthy
+                        t.is_live()
+                            && t.identity.config_hash == hash
+                            && t.health != Health::Unhealthy
                     })
             });
         if !ok {

@@ -86,7 +86,7 @@ fn forget_observed(inflight: &InFlight, observed: std::time::Instant) {
 /// that was interrupted.
 fn mark_starting(starting: &HashSet<String>, tasks: &mut [crate::model::Task]) {
     for t in tasks {
-        if starting.contains(&t.id) && t.last_status == crate::model::TaskStatus::Stopped {
+        if starting.contains(&t.identity.id) && t.last_status == crate::model::TaskStatus::Stopped {
             t.last_status = crate::model::TaskStatus::Pending;
             t.stop_code = None;
             t.stopped_reason = None;
@@ -332,14 +332,21 @@ fn converge(
     } = reply;
     let assigned: HashSet<&str> = assignments
         .iter()
-        .map(|a| a.id.as_str())
+        .map(|a| a.identity.id.as_str())
         .chain(kept.iter().map(String::as_str))
         .collect();
     for t in local {
-        if assigned.contains(t.id.as_str()) || !claim(inflight, &t.id, false, observed) {
+        if assigned.contains(t.identity.id.as_str())
+            || !claim(inflight, &t.identity.id, false, observed)
+        {
             continue;
         }
-        let (rt, inflight, id, live) = (rt.clone(), inflight.clone(), t.id.clone(), t.is_live());
+        let (rt, inflight, id, live) = (
+            rt.clone(),
+            inflight.clone(),
+            t.identity.id.clone(),
+            t.is_live(),
+        );
         let (permits, wake) = (permits.clone(), wake.clone());
         tokio::spawn(async move {
             let _permit = permits.acquire_owned().await;
@@ -356,15 +363,17 @@ fn converge(
             wake.notify_one();
         });
     }
-    let present: HashSet<&str> = local.iter().map(|t| t.id.as_str()).collect();
+    let present: HashSet<&str> = local.iter().map(|t| t.identity.id.as_str()).collect();
     for a in assignments {
         // A task the controller has seen running is never started again
         // here: if it is gone, the controller decides what replaces it.
-        if a.reported || present.contains(a.id.as_str()) || !claim(inflight, &a.id, true, observed)
+        if a.reported
+            || present.contains(a.identity.id.as_str())
+            || !claim(inflight, &a.identity.id, true, observed)
         {
             continue;
         }
-        let (rt, inflight, id) = (rt.clone(), inflight.clone(), a.id.clone());
+        let (rt, inflight, id) = (rt.clone(), inflight.clone(), a.identity.id.clone());
         let launch = launch_of(a, node);
         let (permits, wake) = (permits.clone(), wake.clone());
         tokio::spawn(async move {
@@ -372,8 +381,8 @@ fn converge(
             tracing::info!(
                 task = %id,
                 "agent: starting task {id} ({}:{})",
-                launch.family,
-                launch.revision
+                launch.identity.family,
+                launch.identity.revision
             );
             if let Err(e) = rt.start(launch).await {
                 tracing::warn!(task = %id, "agent: task {id}: {}", e.message);

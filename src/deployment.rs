@@ -452,7 +452,9 @@ fn upper<T: Serialize>(v: &T) -> String {
 
 impl DeploymentView {
     pub fn of(d: &Deployment, tasks: &[&Task]) -> DeploymentView {
-        let mine = tasks.iter().filter(|t| t.config_hash == d.config_hash);
+        let mine = tasks
+            .iter()
+            .filter(|t| t.identity.config_hash == d.config_hash);
         let (mut running, mut pending) = (0, 0);
         for t in mine {
             match t.last_status {

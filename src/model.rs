@@ -265,21 +265,6 @@ pub struct Task {
     pub bindings: Vec<NetworkBinding>,
 }
 
-/// A task's identity fields read as its own (`task.id`): the identity is
-/// embedded, not a part the task refers to.
-impl std::ops::Deref for Task {
-    type Target = TaskIdentity;
-    fn deref(&self) -> &TaskIdentity {
-        &self.identity
-    }
-}
-
-impl std::ops::DerefMut for Task {
-    fn deref_mut(&mut self) -> &mut TaskIdentity {
-        &mut self.identity
-    }
-}
-
 impl Task {
     pub fn is_live(&self) -> bool {
         self.last_status != TaskStatus::Stopped
@@ -461,13 +446,17 @@ mod tests {
         let text = r#"{"id":"t1","cluster":"c","service":null,"family":"f","revision":2,"configHash":"h","node":"n","lastStatus":"RUNNING","health":"UNKNOWN","startedAt":null,"stopCode":null,"stoppedReason":null,"bindings":[]}"#;
         let t: Task = serde_json::from_str(text).unwrap();
         assert_eq!(
-            (t.id.as_str(), t.revision, t.service.as_deref()),
+            (
+                t.identity.id.as_str(),
+                t.identity.revision,
+                t.identity.service.as_deref()
+            ),
             ("t1", 2, None)
         );
         assert_eq!(serde_json::to_string(&t).unwrap(), text);
         let t: Task =
             serde_json::from_str(&text.replace(r#""service":null"#, r#""service":"s""#)).unwrap();
-        assert_eq!(t.service.as_deref(), Some("s"));
+        assert_eq!(t.identity.service.as_deref(), Some("s"));
     }
 
     #[test]

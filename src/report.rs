@@ -100,9 +100,9 @@ pub struct ControllerStatus {
 impl From<&Task> for TaskView {
     fn from(t: &Task) -> TaskView {
         TaskView {
-            id: t.id.clone(),
+            id: t.identity.id.clone(),
             node: t.node.clone(),
-            revision: t.revision,
+            revision: t.identity.revision,
             last_status: t.last_status,
             health: t.health,
             started_at: t.started_at,
@@ -118,9 +118,9 @@ impl From<&Task> for TaskView {
 pub fn services(o: &ObservedState, commits: &BTreeMap<String, String>) -> Vec<ServiceStatus> {
     let mut by_service: BTreeMap<(&str, &str), Vec<&Task>> = BTreeMap::new();
     for t in &o.tasks {
-        if let Some(s) = &t.service {
+        if let Some(s) = &t.identity.service {
             by_service
-                .entry((t.cluster.as_str(), s.as_str()))
+                .entry((t.identity.cluster.as_str(), s.as_str()))
                 .or_default()
                 .push(t);
         }

@@ -109,23 +109,15 @@ pub struct Assignment {
     pub secrets: BTreeMap<String, String>,
 }
 
-/// The identity fields read as the assignment's own, as a [`Task`]'s do.
-impl std::ops::Deref for Assignment {
-    type Target = TaskIdentity;
-    fn deref(&self) -> &TaskIdentity {
-        &self.identity
-    }
-}
-
 impl fmt::Debug for Assignment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Assignment")
-            .field("id", &self.id)
-            .field("cluster", &self.cluster)
-            .field("service", &self.service)
-            .field("family", &self.family)
-            .field("revision", &self.revision)
-            .field("config_hash", &self.config_hash)
+            .field("id", &self.identity.id)
+            .field("cluster", &self.identity.cluster)
+            .field("service", &self.identity.service)
+            .field("family", &self.identity.family)
+            .field("revision", &self.identity.revision)
+            .field("config_hash", &self.identity.config_hash)
             .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }

@@ -137,7 +137,7 @@ proptest! {
         match &result {
             Ok(()) => {
                 prop_assert_eq!(dep.rollout, Rollout::Completed);
-                prop_assert!(live.iter().all(|t| t.config_hash == new_hash));
+                prop_assert!(live.iter().all(|t| t.identity.config_hash == new_hash));
                 prop_assert_eq!(live.len(), c.count as usize);
                 let after = w.plan(&d2);
                 prop_assert!(!after.has_changes(), "{}", reconcile::plan::render::text(&after, Default::default()));
@@ -148,7 +148,7 @@ proptest! {
                 prop_assert!(h.events.iter().any(|ev| ev.kind == EventKind::ServiceDeploymentFailed && ev.message.contains(&dep.reason)), "{h:#?}");
                 if c.breaker.is_some_and(|(rollback, _)| rollback) {
                     prop_assert!(e.to_string().contains("rolled back to revision 1"), "{e}");
-                    prop_assert!(live.iter().all(|t| t.config_hash == old_hash), "{live:#?}");
+                    prop_assert!(live.iter().all(|t| t.identity.config_hash == old_hash), "{live:#?}");
                     prop_assert_eq!(live.len(), c.count as usize);
                     // The failed tasks' remains are kept for their logs;
                     // nothing else changes.

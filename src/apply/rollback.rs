@@ -167,13 +167,13 @@ async fn roll_back<R: Runtime + Sync, S: Sink>(
         .iter()
         .filter(|t| {
             t.is_live()
-                && t.cluster == failed.cluster
-                && t.service.as_deref() == Some(&failed.service)
+                && t.identity.cluster == failed.cluster
+                && t.identity.service.as_deref() == Some(&failed.service)
         })
         .collect();
     let (restored, leaving): (Vec<&Task>, Vec<&Task>) = mine
         .into_iter()
-        .partition(|t| t.config_hash == old.config_hash);
+        .partition(|t| t.identity.config_hash == old.config_hash);
     let has_checks = failed.has_checks();
     let ran = |t: &Task| {
         Duration::from_secs(now.saturating_sub(t.started_at.unwrap_or(now)).max(0) as u64)
@@ -182,8 +182,8 @@ async fn roll_back<R: Runtime + Sync, S: Sink>(
         .into_iter()
         .partition(|t| healthy(t, has_checks, ran(t), ctx.opts.settle));
     let stop = |t: &&Task| TaskStop {
-        task: t.id.clone(),
-        revision: t.revision,
+        task: t.identity.id.clone(),
+        revision: t.identity.revision,
         node: t.node.clone(),
         reason: format!("rolled back to revision {to}"),
     };

@@ -129,7 +129,7 @@ impl<R: Runtime + Sync, S: Sink> Ctx<'_, R, S> {
                 .collect();
             let meta: Vec<(String, String)> = launches
                 .iter()
-                .map(|l| (l.id.clone(), l.node.clone()))
+                .map(|l| (l.identity.id.clone(), l.node.clone()))
                 .collect();
             let started =
                 futures_util::future::join_all(launches.into_iter().map(|l| self.runtime.start(l)))
@@ -168,8 +168,11 @@ impl<R: Runtime + Sync, S: Sink> Ctx<'_, R, S> {
                 .await
                 .map_err(|e| Halt::Error(e.into()))?;
             let ran_at = self.sink.elapsed();
-            let by_id: std::collections::HashMap<&str, &Task> =
-                obs.tasks.iter().map(|t| (t.id.as_str(), t)).collect();
+            let by_id: std::collections::HashMap<&str, &Task> = obs
+                .tasks
+                .iter()
+                .map(|t| (t.identity.id.as_str(), t))
+                .collect();
             watched.retain_mut(|w| {
                 let short = crate::plan::short(&w.id);
                 let why = match by_id.get(w.id.as_str()) {

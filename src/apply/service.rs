@@ -193,12 +193,12 @@ pub(super) async fn service<R: Runtime + Sync, S: Sink>(
                 .filter(|t| {
                     t.is_live()
                         && t.health != Health::Unhealthy
-                        && t.config_hash == target.config_hash
-                        && t.cluster == cluster
-                        && t.service.as_deref() == Some(c.name.as_str())
+                        && t.identity.config_hash == target.config_hash
+                        && t.identity.cluster == cluster
+                        && t.identity.service.as_deref() == Some(c.name.as_str())
                 })
                 .map(|t| Watched {
-                    id: t.id.clone(),
+                    id: t.identity.id.clone(),
                     node: t.node.clone(),
                     since,
                     healthy: false,

@@ -61,7 +61,10 @@ pub fn complete_settled(
             .is_some_and(|r| has_checks(&r.spec));
         let live: Vec<&Task> = tasks
             .iter()
-            .filter(|t| t.cluster == cluster && t.service.as_deref() == Some(c.name.as_str()))
+            .filter(|t| {
+                t.identity.cluster == cluster
+                    && t.identity.service.as_deref() == Some(c.name.as_str())
+            })
             .filter(|t| t.is_live())
             .collect();
         let ran = |t: &Task| {
@@ -71,9 +74,9 @@ pub fn complete_settled(
             )
         };
         let settled = live.len() == desired as usize
-            && live
-                .iter()
-                .all(|t| t.config_hash == d.config_hash && healthy(t, has_checks, ran(t), settle));
+            && live.iter().all(|t| {
+                t.identity.config_hash == d.config_hash && healthy(t, has_checks, ran(t), settle)
+            });
         if settled {
             if let Some(h) = state.deployments.get_mut(&key) {
                 h.complete(id, desired, now);

@@ -614,7 +614,11 @@ async fn steady_summary(rt: &DockerRuntime, stored: &Stored) -> String {
             .iter()
             .filter(|t| {
                 t.last_status == TaskStatus::Running
-                    && format!("{}/{}", t.cluster, t.service.clone().unwrap_or_default()) == *key
+                    && format!(
+                        "{}/{}",
+                        t.identity.cluster,
+                        t.identity.service.clone().unwrap_or_default()
+                    ) == *key
             })
             .count();
         let desired = s

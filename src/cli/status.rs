@@ -90,8 +90,8 @@ fn local_node(n: &NodeInfo, o: &crate::model::ObservedState) -> NodeView {
     for t in &live {
         let spec = o
             .revisions
-            .get(&t.family)
-            .and_then(|rs| rs.iter().find(|r| r.number == t.revision));
+            .get(&t.identity.family)
+            .and_then(|rs| rs.iter().find(|r| r.number == t.identity.revision));
         if let Some(r) = spec {
             let (c, m, _) = crate::model::reservation(&r.spec);
             cpu += c;

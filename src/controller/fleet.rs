@@ -81,7 +81,8 @@ impl Runtime for Fleet {
         };
         c.db.assign(&[&record], &[])
             .map_err(|e| RuntimeError::new(e.to_string()))?;
-        s.assignments.insert(record.task.id.clone(), record);
+        s.assignments
+            .insert(record.task.identity.id.clone(), record);
         drop(s);
         c.assignments_changed();
         Ok(())
@@ -128,7 +129,11 @@ impl Fleet {
                 let s = self.controller.lock();
                 match s.nodes.get(&node) {
                     Some(n) if n.record.status != NodeStatus::Lost => {
-                        if !n.reported.iter().any(|t| t.id == task_id && t.is_live()) {
+                        if !n
+                            .reported
+                            .iter()
+                            .any(|t| t.identity.id == task_id && t.is_live())
+                        {
                             return Ok(());
                         }
                     }

@@ -109,13 +109,13 @@ impl Controller {
             let ids: std::collections::HashSet<String> = s.nodes[name]
                 .reported
                 .iter()
-                .map(|t| t.id.clone())
+                .map(|t| t.identity.id.clone())
                 .collect();
             let newly: Vec<String> = s
                 .assignments
                 .values()
-                .filter(|a| a.node == name && !a.task.reported && ids.contains(&a.task.id))
-                .map(|a| a.task.id.clone())
+                .filter(|a| a.node == name && !a.task.reported && ids.contains(&a.task.identity.id))
+                .map(|a| a.task.identity.id.clone())
                 .collect();
             if !newly.is_empty() {
                 for id in &newly {
@@ -153,7 +153,7 @@ impl Controller {
         let (mut assignments, mut kept) = (Vec::new(), Vec::new());
         for a in s.assignments.values().filter(|a| a.node == name) {
             if compact && a.task.reported {
-                kept.push(a.task.id.clone());
+                kept.push(a.task.identity.id.clone());
             } else {
                 assignments.push(a.task.clone());
             }
@@ -219,7 +219,7 @@ impl Controller {
                     .assignments
                     .values()
                     .filter(|a| a.node == name)
-                    .map(|a| a.task.id.clone())
+                    .map(|a| a.task.identity.id.clone())
                     .collect();
                 let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
                 if let Err(e) = self.db.assign(&[], &refs) {
@@ -280,13 +280,15 @@ impl Controller {
             .flat_map(|(name, n)| {
                 n.reported
                     .iter()
-                    .map(move |t| ((name.as_str(), t.id.as_str()), t))
+                    .map(move |t| ((name.as_str(), t.identity.id.as_str()), t))
             })
             .collect();
         let mut tasks = Vec::with_capacity(s.assignments.len());
         for a in s.assignments.values() {
             let node = s.nodes.get(&a.node);
-            let reported = by_id.get(&(a.node.as_str(), a.task.id.as_str())).copied();
+            let reported = by_id
+                .get(&(a.node.as_str(), a.task.identity.id.as_str()))
+                .copied();
             // Only a node that has reported since this controller started can
             // say a task is gone; before that it is PENDING, never replaced.
             let heard = node.is_some_and(|n| n.last_seen.is_some());

@@ -202,7 +202,7 @@ impl Controller {
         for mut a in loaded.assignments {
             // Secret values are not stored: resolve them again.
             a.task.secrets = resolve_secrets(&resolver, &a.task.spec);
-            assignments.insert(a.task.id.clone(), a);
+            assignments.insert(a.task.identity.id.clone(), a);
         }
         let next_event = loaded.events.last().map(|(k, _)| k + 1).unwrap_or(0);
         Ok(Arc::new(Controller {
@@ -438,7 +438,11 @@ mod tests {
         // The change comes with the node's assignments, for the agent to
         // start at once; a node that never heartbeated gets none.
         let now = woke.assignments.expect("the node's assignments");
-        let ids: Vec<&str> = now.assignments.iter().map(|a| a.id.as_str()).collect();
+        let ids: Vec<&str> = now
+            .assignments
+            .iter()
+            .map(|a| a.identity.id.as_str())
+            .collect();
         assert_eq!(ids, ["t1"]);
         assert!(now.kept.is_empty() && now.generation == woke.generation);
         let stranger = stranger.await.unwrap();
@@ -451,7 +455,11 @@ mod tests {
             .heartbeat("n1", heartbeat(vec![running("t1")], true))
             .unwrap();
         assert_eq!(reply.kept, ["t1"]);
-        let full: Vec<&str> = reply.assignments.iter().map(|a| a.id.as_str()).collect();
+        let full: Vec<&str> = reply
+            .assignments
+            .iter()
+            .map(|a| a.identity.id.as_str())
+            .collect();
         assert_eq!(full, ["t2"]);
         assert!(reply.generation >= woke);
 
@@ -460,7 +468,11 @@ mod tests {
             .heartbeat("n1", heartbeat(vec![running("t1")], false))
             .unwrap();
         assert!(reply.kept.is_empty());
-        let full: Vec<&str> = reply.assignments.iter().map(|a| a.id.as_str()).collect();
+        let full: Vec<&str> = reply
+            .assignments
+            .iter()
+            .map(|a| a.identity.id.as_str())
+            .collect();
         assert_eq!(full, ["t1", "t2"]);
         assert!(reply.assignments[0].reported && !reply.assignments[1].reported);
     }

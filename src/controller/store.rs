@@ -327,7 +327,7 @@ impl Db {
             let mut stripped = (*a).clone();
             stripped.task.secrets.clear();
             rows.push((
-                a.task.id.clone(),
+                a.task.identity.id.clone(),
                 serde_json::to_vec(&stripped).map_err(|e| self.err(e))?,
             ));
         }
@@ -488,7 +488,7 @@ mod tests {
         let db = Db::open(dir.path()).unwrap();
         let l = db.load().unwrap();
         assert_eq!(l.assignments.len(), 1);
-        assert_eq!(l.assignments[0].task.id, "t2");
+        assert_eq!(l.assignments[0].task.identity.id, "t2");
         assert!(l.assignments[0].task.secrets.is_empty());
         assert_eq!(l.nodes.len(), 1);
         assert_eq!(l.events.len() as u64, EVENTS_KEPT);

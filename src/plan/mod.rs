@@ -256,8 +256,8 @@ fn observed_summary(
                 .iter()
                 .filter(|t| t.is_live())
                 .map(|t| {
-                    serde_json::json!({"id": t.id, "status": t.last_status, "health": t.health,
-                        "revision": t.revision, "config": t.config_hash, "node": t.node})
+                    serde_json::json!({"id": t.identity.id, "status": t.last_status, "health": t.health,
+                        "revision": t.identity.revision, "config": t.identity.config_hash, "node": t.node})
                 })
                 .collect();
             tasks.sort_by_key(|t| t["id"].as_str().unwrap_or_default().to_string());
@@ -347,8 +347,11 @@ pub fn plan(desired: &DesiredState, observed: &ObservedState, opts: &Options) ->
     // services and tasks.
     let mut by_service: TasksByService = HashMap::new();
     for t in &observed.tasks {
-        if let Some(s) = &t.service {
-            by_service.entry((&t.cluster, s)).or_default().push(t);
+        if let Some(s) = &t.identity.service {
+            by_service
+                .entry((&t.identity.cluster, s))
+                .or_default()
+                .push(t);
         }
     }
     services(&inputs, &by_service, &mut changes, &mut errors);
@@ -636,10 +639,10 @@ fn scheduler_nodes(inputs: &Inputs) -> Vec<scheduler::Node> {
             continue;
         };
         let reservation = reservations
-            .entry((&t.family, t.revision))
+            .entry((&t.identity.family, t.identity.revision))
             .or_insert_with(|| {
                 inputs
-                    .revision_spec(&t.family, t.revision)
+                    .revision_spec(&t.identity.family, t.identity.revision)
                     .map(model::reservation)
             });
         if let Some((cpu, mem, ports)) = reservation {
@@ -648,7 +651,7 @@ fn scheduler_nodes(inputs: &Inputs) -> Vec<scheduler::Node> {
             node.used_ports.extend(ports.iter().copied());
         }
         node.running_tasks += 1;
-        if let Some(s) = &t.service {
+        if let Some(s) = &t.identity.service {
             group.clear();
             group.push_str("service:");
             group.push_str(s);

@@ -36,7 +36,7 @@ pub(super) fn deleted(
     let (live, stopped): (Vec<&Task>, Vec<&Task>) = tasks.iter().partition(|t| t.is_live());
     c.tasks = Some(TaskChanges {
         stop: live.iter().map(|t| stop(t, "service deleted")).collect(),
-        cleanup: stopped.iter().map(|t| t.id.clone()).collect(),
+        cleanup: stopped.iter().map(|t| t.identity.id.clone()).collect(),
         running_after: 0,
         ..TaskChanges::default()
     });
@@ -300,10 +300,9 @@ impl<'a> ServiceCtx<'a> {
         };
         // Tasks on a draining node are replaced like tasks of an old
         // configuration: new ones start elsewhere before they stop.
-        let (current, old): (Vec<&Task>, Vec<&Task>) = self
-            .live
-            .iter()
-            .partition(|x| x.config_hash == t.config_hash && !replace && !self.on_draining(x));
+        let (current, old): (Vec<&Task>, Vec<&Task>) = self.live.iter().partition(|x| {
+            x.identity.config_hash == t.config_hash && !replace && !self.on_draining(x)
+        });
         let draining = old.iter().filter(|x| self.on_draining(x)).count();
         let grace = i64::from(spec.health_check_grace_period_seconds);
         let now = self.inputs.opts.now;
@@ -383,9 +382,9 @@ impl<'a> ServiceCtx<'a> {
             .map(|x| {
                 let why = if k.replace {
                     "service recreated".into()
-                } else if self.on_draining(x) && x.config_hash == t.config_hash {
+                } else if self.on_draining(x) && x.identity.config_hash == t.config_hash {
                     format!("node {} is draining", x.node)
-                } else if x.revision != t.revision {
+                } else if x.identity.revision != t.revision {
                     format!("replaced by revision {} (rolling deployment)", t.revision)
                 } else {
                     "configuration changed (rolling deployment)".into()
@@ -423,7 +422,7 @@ impl<'a> ServiceCtx<'a> {
             stop.push((x, "task failed container health checks".into()));
             reasons.push(format!(
                 "task {} is unhealthy and is replaced",
-                super::short(&x.id)
+                super::short(&x.identity.id)
             ));
         }
         let mut drift_only = false;
@@ -501,14 +500,14 @@ impl<'a> ServiceCtx<'a> {
             (tc.start, tc.placement_failure) = self.place(t, k, s, nodes);
         }
         if !s.drift_only {
-            tc.cleanup = self.stopped.iter().map(|x| x.id.clone()).collect();
+            tc.cleanup = self.stopped.iter().map(|x| x.identity.id.clone()).collect();
         }
         let started: u32 = tc.start.iter().map(|x| x.count).sum();
         tc.stop = s.stop.iter().map(|(x, why)| stop(x, why)).collect();
         tc.running_after = k.keep.len() as u32 + started
             - tc.stop
                 .iter()
-                .filter(|x| k.keep.iter().any(|y| y.id == x.task))
+                .filter(|x| k.keep.iter().any(|y| y.identity.id == x.task))
                 .count() as u32;
         tc
     }
@@ -778,7 +777,7 @@ fn with_cluster_view<T>(
 
 /// Give back what task `t` reserves on node `n`.
 fn release(n: &mut scheduler::Node, t: &Task, inputs: &Inputs, group: &str) {
-    if let Some(spec) = inputs.revision_spec(&t.family, t.revision) {
+    if let Some(spec) = inputs.revision_spec(&t.identity.family, t.identity.revision) {
         let (cpu, mem, ports) = model::reservation(spec);
         n.used_cpu = n.used_cpu.saturating_sub(cpu);
         n.used_memory = n.used_memory.saturating_sub(mem);
@@ -794,8 +793,8 @@ fn release(n: &mut scheduler::Node, t: &Task, inputs: &Inputs, group: &str) {
 
 fn stop(t: &Task, reason: &str) -> TaskStop {
     TaskStop {
-        task: t.id.clone(),
-        revision: t.revision,
+        task: t.identity.id.clone(),
+        revision: t.identity.revision,
         node: t.node.clone(),
         reason: reason.to_string(),
     }

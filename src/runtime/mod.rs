@@ -24,14 +24,6 @@ pub struct Launch {
     pub secrets: BTreeMap<String, SecretValue>,
 }
 
-/// The identity fields read as the launch's own, as a [`Task`]'s do.
-impl std::ops::Deref for Launch {
-    type Target = TaskIdentity;
-    fn deref(&self) -> &TaskIdentity {
-        &self.identity
-    }
-}
-
 /// What a runtime sees.
 #[derive(Debug, Clone, Default)]
 pub struct Observation {

@@ -91,7 +91,7 @@ impl SimState {
         let mine = self
             .tasks
             .iter()
-            .filter(|t| t.service.as_deref() == Some(svc.as_str()));
+            .filter(|t| t.identity.service.as_deref() == Some(svc.as_str()));
         let (mut live, mut healthy) = (0, 0);
         for t in mine {
             if t.last_status != TaskStatus::Stopped {
@@ -182,7 +182,7 @@ impl Runtime for Sim {
         let pending_for = s.pending_for;
         let crash_at = std::mem::take(&mut s.crash_at);
         for t in &mut s.tasks {
-            if t.is_live() && crash_at.get(&t.id).is_some_and(|at| *at <= clock) {
+            if t.is_live() && crash_at.get(&t.identity.id).is_some_and(|at| *at <= clock) {
                 t.last_status = TaskStatus::Stopped;
                 t.stop_code = Some("EssentialContainerExited".into());
                 t.stopped_reason = Some("Essential container in task exited".into());
@@ -201,10 +201,10 @@ impl Runtime for Sim {
             if t.last_status != TaskStatus::Running {
                 continue;
             }
-            if let Some((at, health)) = settling.get(&t.id) {
+            if let Some((at, health)) = settling.get(&t.identity.id) {
                 if *at <= now {
                     t.health = *health;
-                    settling.remove(&t.id);
+                    settling.remove(&t.identity.id);
                 }
             }
         }
@@ -212,7 +212,7 @@ impl Runtime for Sim {
             .tasks
             .iter()
             .filter(|t| t.is_live())
-            .map(|t| t.id.as_str())
+            .map(|t| t.identity.id.as_str())
             .collect();
         settling.retain(|id, _| live.contains(id.as_str()));
         s.settling = settling;
@@ -228,12 +228,12 @@ impl Runtime for Sim {
         let mut s = self.state.lock().unwrap();
         let b = s
             .behaviour
-            .get(&l.config_hash)
+            .get(&l.identity.config_hash)
             .copied()
             .unwrap_or(Behaviour::Healthy);
         s.started += 1;
         let n = {
-            let n = s.starts.entry(l.config_hash.clone()).or_default();
+            let n = s.starts.entry(l.identity.config_hash.clone()).or_default();
             *n += 1;
             *n
         };
@@ -259,14 +259,14 @@ impl Runtime for Sim {
             Behaviour::Unhealthy => (up, Health::Unhealthy, None),
             Behaviour::CrashesAfter(after) => {
                 let at = now + s.pending_for + after;
-                s.crash_at.insert(l.id.clone(), at);
+                s.crash_at.insert(l.identity.id.clone(), at);
                 // No health check: only the settle period tells.
                 (up, Health::Unknown, None)
             }
         };
         let health = if health != Health::Unknown && !s.healthy_after.is_zero() {
             let at = self.clock.now() + s.healthy_after;
-            s.settling.insert(l.id.clone(), (at, health));
+            s.settling.insert(l.identity.id.clone(), (at, health));
             Health::Unknown
         } else {
             health
@@ -288,7 +288,7 @@ impl Runtime for Sim {
     async fn stop(&self, task_id: &str, _reason: &str) -> Result<(), RuntimeError> {
         let mut s = self.state.lock().unwrap();
         let before = s.tasks.len();
-        s.tasks.retain(|t| t.id != task_id);
+        s.tasks.retain(|t| t.identity.id != task_id);
         if s.tasks.len() == before {
             return Err(RuntimeError::new(format!("no task {task_id}")));
         }
@@ -298,13 +298,17 @@ impl Runtime for Sim {
     }
 
     async fn remove(&self, task_id: &str) -> Result<(), RuntimeError> {
-        self.state.lock().unwrap().tasks.retain(|t| t.id != task_id);
+        self.state
+            .lock()
+            .unwrap()
+            .tasks
+            .retain(|t| t.identity.id != task_id);
         Ok(())
     }
 
     async fn halt(&self, task_id: &str) -> Result<(), RuntimeError> {
         let mut s = self.state.lock().unwrap();
-        if let Some(t) = s.tasks.iter_mut().find(|t| t.id == task_id) {
+        if let Some(t) = s.tasks.iter_mut().find(|t| t.identity.id == task_id) {
             if t.last_status != TaskStatus::Stopped {
                 t.last_status = TaskStatus::Stopped;
                 t.stop_code = Some("TaskFailedHealthChecks".into());

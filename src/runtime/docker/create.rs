@@ -41,12 +41,12 @@ impl DockerRuntime {
     }
 
     pub(super) fn container_name(l: &Launch, c: &ContainerDefinition) -> String {
-        let owner = l.service.as_deref().unwrap_or("task");
+        let owner = l.identity.service.as_deref().unwrap_or("task");
         format!(
             "reconcile-{}-{}-{}-{}",
-            l.cluster,
+            l.identity.cluster,
             owner,
-            short(&l.id),
+            short(&l.identity.id),
             c.name
         )
     }
@@ -66,14 +66,14 @@ impl DockerRuntime {
         };
         put(label::MANAGED, "true".into());
         put(label::SOURCE, self.source.clone());
-        put(label::CLUSTER, l.cluster.clone());
-        if let Some(s) = &l.service {
+        put(label::CLUSTER, l.identity.cluster.clone());
+        if let Some(s) = &l.identity.service {
             put(label::SERVICE, s.clone());
         }
-        put(label::TASK, l.id.clone());
-        put(label::FAMILY, l.family.clone());
-        put(label::REVISION, l.revision.to_string());
-        put(label::CONFIG, l.config_hash.clone());
+        put(label::TASK, l.identity.id.clone());
+        put(label::FAMILY, l.identity.family.clone());
+        put(label::REVISION, l.identity.revision.to_string());
+        put(label::CONFIG, l.identity.config_hash.clone());
         put(label::CONTAINER, c.name.clone());
         put(label::ESSENTIAL, c.essential.to_string());
         put(label::HEALTH_CHECK, c.health_check.is_some().to_string());
@@ -84,7 +84,7 @@ impl DockerRuntime {
     fn volume_name(l: &Launch, name: &str, scope: VolumeScope) -> String {
         match scope {
             VolumeScope::Shared => name.to_string(),
-            VolumeScope::Task => format!("reconcile-{}-{name}", short(&l.id)),
+            VolumeScope::Task => format!("reconcile-{}-{name}", short(&l.identity.id)),
         }
     }
 
@@ -115,7 +115,7 @@ impl DockerRuntime {
                 labels.insert(label::MANAGED.into(), "true".into());
                 labels.insert(label::SOURCE.into(), self.source.clone());
                 if cfg.scope == VolumeScope::Task {
-                    labels.insert(label::TASK.into(), l.id.clone());
+                    labels.insert(label::TASK.into(), l.identity.id.clone());
                 }
                 self.docker
                     .create_volume(VolumeCreateRequest {

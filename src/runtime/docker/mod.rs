@@ -207,7 +207,7 @@ impl Runtime for DockerRuntime {
     async fn start(&self, l: Launch) -> Result<(), RuntimeError> {
         let fail = |message: String| RuntimeError {
             message,
-            task: Some(l.id.clone()),
+            task: Some(l.identity.id.clone()),
         };
         for c in &l.spec.container_definitions {
             self.ensure_image(&c.image).await.map_err(fail)?;
@@ -215,7 +215,7 @@ impl Runtime for DockerRuntime {
         let volumes = match self.volumes(&l).await {
             Ok(v) => v,
             Err(e) => {
-                let _ = self.cleanup(&l.id, &[], false).await;
+                let _ = self.cleanup(&l.identity.id, &[], false).await;
                 return Err(fail(e));
             }
         };
@@ -224,11 +224,11 @@ impl Runtime for DockerRuntime {
         let network = if l.spec.network_mode == NetworkMode::Bridge
             && l.spec.container_definitions.len() > 1
         {
-            let name = Self::network_name(&l.id);
+            let name = Self::network_name(&l.identity.id);
             let labels = HashMap::from([
                 (label::MANAGED.to_string(), "true".to_string()),
                 (label::SOURCE.to_string(), self.source.clone()),
-                (label::TASK.to_string(), l.id.clone()),
+                (label::TASK.to_string(), l.identity.id.clone()),
             ]);
             self.docker
                 .create_network(NetworkCreateRequest {
@@ -254,7 +254,7 @@ impl Runtime for DockerRuntime {
                 // A host port chosen for the task was taken before Docker
                 // bound it: the same task again, on fresh ports.
                 Err(e) if attempt < ports::ATTEMPTS && ports::is_port_conflict(&e) => {
-                    let existing = self.list(Some(&l.id)).await.unwrap_or_default();
+                    let existing = self.list(Some(&l.identity.id)).await.unwrap_or_default();
                     self.remove_containers(&existing)
                         .await
                         .map_err(|e| fail(e.message))?;

@@ -131,14 +131,14 @@ impl DockerRuntime {
                     ids.insert(c.name.clone(), r.id);
                 }
                 Err(e) => {
-                    let existing = self.list(Some(&l.id)).await.unwrap_or_default();
-                    let _ = self.cleanup(&l.id, &existing, false).await;
+                    let existing = self.list(Some(&l.identity.id)).await.unwrap_or_default();
+                    let _ = self.cleanup(&l.identity.id, &existing, false).await;
                     return Err(format!("creating container `{}`: {e}", c.name));
                 }
             }
         }
         if let Err(e) = self.start_in_order(l, &ids).await {
-            let existing = self.list(Some(&l.id)).await.unwrap_or_default();
+            let existing = self.list(Some(&l.identity.id)).await.unwrap_or_default();
             for c in &existing {
                 if let Some(id) = &c.id {
                     let _ = self
