@@ -4,10 +4,16 @@
 //!
 //! The corpus lives outside the repository; it is found through
 //! `RECONCILE_ECS_CORPUS` or, by default, `../shared/corpus/ecs-task-definitions`
-//! next to the crate. A missing corpus fails the test rather than skipping it.
+//! next to the crate. A missing corpus fails that test under CI and is
+//! reported as skipped elsewhere (a checkout on its own has none); the
+//! fixtures in `tests/fixtures/ecs` always run.
+
+#[path = "common/prereq.rs"]
+mod prereq;
 
 use std::collections::BTreeSet;
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
@@ -343,11 +349,20 @@ fn containers_without_image(json: &Value) -> Vec<(usize, String)> {
 #[test]
 fn every_corpus_file_imports_validates_and_accounts_for_every_field() {
     let dir = corpus_dir();
-    assert!(
-        dir.is_dir(),
-        "the ECS task definition corpus is missing: no directory at {} (set RECONCILE_ECS_CORPUS to its location)",
-        dir.display()
-    );
+    if !dir.is_dir() {
+        let why = format!(
+            "the ECS task definition corpus is not at {} (set RECONCILE_ECS_CORPUS to its location)",
+            dir.display()
+        );
+        // A checkout on its own has no corpus beside it; CI always does.
+        assert!(!prereq::under_ci(), "{why}; CI is set, so this fails");
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: {}: {why}; the fixtures in tests/fixtures/ecs still run",
+            prereq::test_name()
+        );
+        return;
+    }
     let mut paths: Vec<PathBuf> = fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
