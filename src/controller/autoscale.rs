@@ -32,7 +32,7 @@ impl Controller {
 
     /// One pass of managed scaling over every provider that has it.
     pub(super) async fn autoscale(&self) {
-        let Some(desired) = self.lock().desired.clone() else {
+        let Some(desired) = self.applied().desired.clone() else {
             return;
         };
         let managed: Vec<(&String, &crate::manifest::CapacityProviderSpec)> = desired
@@ -71,7 +71,7 @@ impl Controller {
             let view = {
                 // Launched nodes that never joined are given up.
                 let stale: Vec<String> = {
-                    let mut s = self.lock();
+                    let mut s = self.members();
                     let stale: Vec<String> = s
                         .joining
                         .iter()
@@ -90,7 +90,8 @@ impl Controller {
                     ));
                     let _ = l.retire(n).await;
                 }
-                let s = self.lock();
+                let unplaced = self.applied().unplaced.clone();
+                let s = self.members();
                 let nodes: Vec<scaling::ScalingNode> = s
                     .nodes
                     .values()
@@ -112,8 +113,7 @@ impl Controller {
                     })
                     .collect();
                 let joining = s.joining.values().filter(|(p, _)| p == name).count() as u32;
-                let needed_extra =
-                    self.needed_nodes(&desired, &cluster, name, &s.unplaced, l.engine);
+                let needed_extra = self.needed_nodes(&desired, &cluster, name, &unplaced, l.engine);
                 scaling::ProviderView {
                     target_capacity: spec.managed_scaling.target_capacity,
                     min_step: spec.managed_scaling.minimum_scaling_step_size,
@@ -145,7 +145,7 @@ impl Controller {
                         );
                         match l.launch(&cluster, name, &node, &template.attributes).await {
                             Ok(()) => {
-                                self.lock()
+                                self.members()
                                     .joining
                                     .insert(node.clone(), (name.clone(), Instant::now()));
                             }
@@ -163,7 +163,7 @@ impl Controller {
                             // Without termination protection a busy node is
                             // drained first; it is removed once empty.
                             let draining = self
-                                .lock()
+                                .members()
                                 .nodes
                                 .get(&node)
                                 .is_some_and(|n| n.record.status == NodeStatus::Draining);

@@ -37,7 +37,7 @@ pub(super) struct Fleet {
 impl Fleet {
     fn unassign(&self, task_id: &str) -> Result<(), RuntimeError> {
         let c = &self.controller;
-        let mut s = c.lock();
+        let mut s = c.members();
         if s.assignments.contains_key(task_id) {
             c.db.assign(&[], &[task_id])
                 .map_err(|e| RuntimeError::new(e.to_string()))?;
@@ -56,7 +56,7 @@ impl Runtime for Fleet {
 
     async fn start(&self, launch: Launch) -> Result<(), RuntimeError> {
         let c = &self.controller;
-        let mut s = c.lock();
+        let mut s = c.members();
         match s.nodes.get(&launch.node) {
             Some(n) if n.record.status == NodeStatus::Active => {}
             _ => {
@@ -113,7 +113,7 @@ impl Fleet {
     async fn unassign_and_wait(&self, task_id: &str) -> Result<(), RuntimeError> {
         let node = self
             .controller
-            .lock()
+            .members()
             .assignments
             .get(task_id)
             .map(|a| a.node.clone());
@@ -126,7 +126,7 @@ impl Fleet {
         loop {
             reports.borrow_and_update();
             {
-                let s = self.controller.lock();
+                let s = self.controller.members();
                 match s.nodes.get(&node) {
                     Some(n) if n.record.status != NodeStatus::Lost => {
                         if !n

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::store::{AssignmentRecord, NodeRecord};
-use super::{Controller, Node, State};
+use super::{Controller, Members, Node};
 use crate::model::{self, Health, NodeInfo, Task, TaskStatus};
 use crate::runtime::Observation;
 use crate::wire::{Changes, Heartbeat, HeartbeatReply, NodeStatus, NodeView};
@@ -33,7 +33,7 @@ impl Controller {
         let mut changed = None;
         let compact = hb.compact;
         let reply = {
-            let mut s = self.lock();
+            let mut s = self.members();
             if !s.clusters.is_empty() && !s.clusters.contains(&hb.cluster) {
                 return Err((
                     403,
@@ -147,9 +147,9 @@ impl Controller {
     }
 
     /// The node's assignments as a heartbeat reply carries them. The
-    /// generation is read under the state lock and bumped only after the
+    /// generation is read under the members lock and bumped only after the
     /// lock is released, so the assignments are never older than it.
-    pub(super) fn reply(&self, s: &State, name: &str, compact: bool) -> HeartbeatReply {
+    pub(super) fn reply(&self, s: &Members, name: &str, compact: bool) -> HeartbeatReply {
         let (mut assignments, mut kept) = (Vec::new(), Vec::new());
         for a in s.assignments.values().filter(|a| a.node == name) {
             if compact && a.task.reported {
@@ -179,7 +179,7 @@ impl Controller {
         let changed = tokio::time::timeout(timeout, rx.wait_for(|g| *g != after))
             .await
             .is_ok();
-        let s = self.lock();
+        let s = self.members();
         let generation = *self.assigned.borrow();
         let known = s
             .nodes
@@ -202,7 +202,7 @@ impl Controller {
         let timeout = self.config.node_timeout;
         let mut lost = Vec::new();
         {
-            let mut s = self.lock();
+            let mut s = self.members();
             let since_start = self.started.elapsed();
             let names: Vec<String> = s
                 .nodes
@@ -255,7 +255,7 @@ impl Controller {
     /// Set a node's status by hand (drain, activate).
     pub fn set_node_status(&self, name: &str, status: NodeStatus) -> Result<(), String> {
         {
-            let mut s = self.lock();
+            let mut s = self.members();
             let n = s
                 .nodes
                 .get_mut(name)
@@ -271,7 +271,7 @@ impl Controller {
     /// The observed state the planner sees: assigned tasks as their nodes
     /// report them (PENDING until reported), and the nodes that take tasks.
     pub(super) fn observation(&self) -> Observation {
-        let s = self.lock();
+        let s = self.members();
         // Indexed once: apply polls this several times a second, and a
         // lookup per assignment in its node's list was quadratic.
         let by_id: std::collections::HashMap<(&str, &str), &Task> = s
@@ -327,7 +327,7 @@ impl Controller {
 
     /// Nodes with their assigned load.
     pub fn nodes(&self) -> Vec<NodeView> {
-        let s = self.lock();
+        let s = self.members();
         let mut by_node: BTreeMap<&str, Vec<&AssignmentRecord>> = BTreeMap::new();
         for a in s.assignments.values() {
             by_node.entry(a.node.as_str()).or_default().push(a);
@@ -361,7 +361,7 @@ impl Controller {
     /// Remove a retired node from the registry.
     pub(super) fn forget_node(&self, name: &str) {
         let removed = {
-            let mut s = self.lock();
+            let mut s = self.members();
             let had = s.nodes.remove(name).is_some();
             if had {
                 if let Err(e) = self.db.delete_node(name) {

@@ -8,7 +8,8 @@
 //! then runs it on its Docker engine and reports it. So what a controller
 //! does is what `plan` shows, exactly as in standalone mode.
 //!
-//! Its parts, each a file of this module:
+//! Its state is in typed parts, each behind its own lock (see the fields
+//! of [`Controller`]). Its parts, each a file of this module:
 //! - `source`: what the controller follows (a watched directory or a git
 //!   branch: fetch with backoff, signature checks, validation);
 //! - `membership`: nodes, heartbeats, assignments, node loss, and the
@@ -46,7 +47,7 @@ pub use source::{Commit, Source};
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -103,30 +104,23 @@ struct Node {
     reported: Vec<Task>,
 }
 
-/// State shared by the HTTP handlers, the reconcile loop and the runtime.
-struct State {
+/// Nodes and what they run: what heartbeats, the long poll and the fleet
+/// runtime read and write.
+struct Members {
     nodes: BTreeMap<String, Node>,
     /// Task id -> assignment (with secret values, in memory only).
     assignments: BTreeMap<String, AssignmentRecord>,
-    events: VecDeque<(u64, EventRecord)>,
-    next_event: u64,
-    /// Clusters the source defines; agents of other clusters are refused.
-    clusters: BTreeSet<String>,
-    last_error: Option<String>,
-    stored: Stored,
-    /// The desired state of the last valid source.
-    desired: Option<DesiredState>,
-    /// Tasks the last plan could not place, by service key.
-    unplaced: BTreeMap<String, u32>,
     /// Nodes launched by managed scaling that have not joined yet.
     joining: BTreeMap<String, (String, Instant)>,
+    /// Clusters the source defines; agents of other clusters are refused.
+    clusters: BTreeSet<String>,
+}
+
+/// What the controller follows: fetch and signature bookkeeping.
+struct Following {
     /// The commit last fetched, and the one last applied in full.
     fetched: Option<Commit>,
     applied: Option<Commit>,
-    /// Commit each resource (by plan address) was last changed from.
-    commits: BTreeMap<String, String>,
-    /// Suspended: the source is still read and reported, nothing applied.
-    suspended: bool,
     /// The last commit whose range passed signature verification.
     verified: Option<String>,
     /// Consecutive failed fetches; no fetch before the instant unless
@@ -137,6 +131,23 @@ struct State {
     /// The failed fetch of this pass: it goes on with the commit fetched
     /// last and reports this.
     fetch_error: Option<String>,
+}
+
+/// What was applied, and what the last plan found.
+struct Applied {
+    stored: Stored,
+    /// The desired state of the last valid source.
+    desired: Option<DesiredState>,
+    /// Tasks the last plan could not place, by service key.
+    unplaced: BTreeMap<String, u32>,
+    /// Commit each resource (by plan address) was last changed from.
+    commits: BTreeMap<String, String>,
+}
+
+/// What users asked for, and whether an apply runs.
+struct Requests {
+    /// Suspended: the source is still read and reported, nothing applied.
+    suspended: bool,
     /// A mass deletion approved once (`sync --allow-mass-delete`): for
     /// this commit, or for the next pass of a directory source (`None`).
     mass_delete_approved: Option<Option<String>>,
@@ -147,9 +158,27 @@ struct State {
     /// Rollbacks asked for while an apply ran: (service, revision, reason),
     /// carried out at the start of the next pass.
     pending: Vec<(String, Option<u32>, String)>,
-    /// Reconcile passes completed, and whether one is under way.
+}
+
+/// The reconcile loop's progress.
+struct Passes {
+    /// Passes completed, and whether one is under way.
     passes: u64,
     in_pass: bool,
+    /// Why the last pass did not apply, if it did not.
+    last_error: Option<String>,
+}
+
+/// The events `status` shows, newest last.
+struct Events {
+    events: VecDeque<(u64, EventRecord)>,
+    next_event: u64,
+}
+
+/// A lock's guard; a panic while it was held leaves data that is still
+/// consistent field by field, so the poison is ignored.
+fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 const ABORTED: &str = "deployment aborted by the user";
@@ -158,7 +187,16 @@ const ROLLED_BACK: &str = "rolled back by the user";
 pub struct Controller {
     config: Config,
     db: Db,
-    state: Mutex<State>,
+    // The state in parts, each behind its own lock, so that a heartbeat, a
+    // status read and a pass contend only where they share data. A guard
+    // is held briefly and never across an await; where two are held at
+    // once they are taken in the order of these fields.
+    members: Mutex<Members>,
+    applied: Mutex<Applied>,
+    requests: Mutex<Requests>,
+    following: Mutex<Following>,
+    passes: Mutex<Passes>,
+    events: Mutex<Events>,
     started: Instant,
     /// Wakes the reconcile loop early (node joined or lost, sync request).
     wake: Notify,
@@ -208,32 +246,42 @@ impl Controller {
         Ok(Arc::new(Controller {
             config,
             db,
-            state: Mutex::new(State {
+            members: Mutex::new(Members {
                 nodes,
                 assignments,
-                events: loaded.events.into_iter().collect(),
-                next_event,
+                joining: BTreeMap::new(),
                 clusters: BTreeSet::new(),
-                last_error: None,
+            }),
+            applied: Mutex::new(Applied {
                 stored: loaded.stored,
                 desired: None,
                 unplaced: BTreeMap::new(),
-                joining: BTreeMap::new(),
+                commits: loaded.commits,
+            }),
+            requests: Mutex::new(Requests {
+                suspended: loaded.suspended,
+                mass_delete_approved: None,
+                aborts: BTreeSet::new(),
+                applying: false,
+                pending: Vec::new(),
+            }),
+            following: Mutex::new(Following {
                 fetched: None,
                 applied: None,
-                commits: loaded.commits,
-                suspended: loaded.suspended,
                 verified: None,
                 fetch_failures: 0,
                 fetch_backoff: None,
                 fetch_now: false,
                 fetch_error: None,
-                mass_delete_approved: None,
-                aborts: BTreeSet::new(),
-                applying: false,
-                pending: Vec::new(),
+            }),
+            passes: Mutex::new(Passes {
                 passes: 0,
                 in_pass: false,
+                last_error: None,
+            }),
+            events: Mutex::new(Events {
+                events: loaded.events.into_iter().collect(),
+                next_event,
             }),
             started: Instant::now(),
             wake: Notify::new(),
@@ -249,8 +297,24 @@ impl Controller {
         &self.config
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn members(&self) -> MutexGuard<'_, Members> {
+        guard(&self.members)
+    }
+
+    fn applied(&self) -> MutexGuard<'_, Applied> {
+        guard(&self.applied)
+    }
+
+    fn requests(&self) -> MutexGuard<'_, Requests> {
+        guard(&self.requests)
+    }
+
+    fn following(&self) -> MutexGuard<'_, Following> {
+        guard(&self.following)
+    }
+
+    fn passes(&self) -> MutexGuard<'_, Passes> {
+        guard(&self.passes)
     }
 
     /// Record an event (kept in the store, shown by `status`) and log it.
@@ -258,7 +322,7 @@ impl Controller {
         // Messages never hold secret values or tokens: they are built from
         // names, ids and the plan, which holds fingerprints only.
         tracing::info!(target: "reconcile::event", "{message}");
-        let mut s = self.lock();
+        let mut s = guard(&self.events);
         let seq = s.next_event;
         s.next_event += 1;
         let e = EventRecord {
@@ -290,7 +354,7 @@ impl Controller {
         });
         loop {
             let pass = {
-                let mut s = self.lock();
+                let mut s = self.passes();
                 s.in_pass = true;
                 s.passes + 1
             };
@@ -298,7 +362,7 @@ impl Controller {
             let result = tracing::Instrument::instrument(self.reconcile_once(), span.clone()).await;
             let error = result.as_ref().err().cloned();
             let changed_error = {
-                let mut s = self.lock();
+                let mut s = self.passes();
                 let changed = s.last_error != error;
                 s.last_error = error.clone();
                 s.in_pass = false;

@@ -21,11 +21,11 @@ pub(super) struct ControllerStore {
 
 impl reconcile::Store for ControllerStore {
     fn load(&self) -> Result<Stored, String> {
-        Ok(self.controller.lock().stored.clone())
+        Ok(self.controller.applied().stored.clone())
     }
 
     fn save(&self, stored: &Stored) -> Result<(), String> {
-        self.controller.lock().stored = stored.clone();
+        self.controller.applied().stored = stored.clone();
         self.controller
             .db
             .save_stored(stored)
@@ -82,7 +82,7 @@ impl reconcile::Driver for ControllerDriver {
                 c.action
             );
         }
-        let mut s = self.controller.lock();
+        let mut s = self.controller.requests();
         if self.approval_used {
             s.mass_delete_approved = None;
         }
@@ -159,7 +159,7 @@ impl apply::Sink for ControllerDriver {
     }
 
     fn aborted(&self, key: &str) -> bool {
-        self.controller.lock().aborts.remove(key)
+        self.controller.requests().aborts.remove(key)
     }
 }
 
@@ -198,7 +198,7 @@ impl Controller {
     }
 
     pub(super) fn plan_options(&self, commit: Option<&Commit>) -> plan::Options {
-        let approved = self.lock().mass_delete_approved.clone();
+        let approved = self.requests().mass_delete_approved.clone();
         plan::Options {
             now: crate::clock::unix_now(),
             seed: reconcile::seed(&self.config.source.display()),
@@ -212,10 +212,10 @@ impl Controller {
     /// fleet: returns whether it applied changes, or why it applied none.
     pub async fn reconcile_once(self: &Arc<Self>) -> Result<bool, String> {
         let began = Instant::now();
-        self.lock().fetch_error = None;
+        self.following().fetch_error = None;
         let (desired, commit) =
             self.load(true)
-                .map_err(|e| match self.lock().fetch_error.take() {
+                .map_err(|e| match self.following().fetch_error.take() {
                     Some(f) => format!("{f}\n{e}"),
                     None => e,
                 })?;
@@ -226,11 +226,8 @@ impl Controller {
             .as_ref()
             .map(|c| format!("commit {}: ", c.short()))
             .unwrap_or_default();
-        {
-            let mut s = self.lock();
-            s.clusters = desired.state.clusters.keys().cloned().collect();
-            s.desired = Some(desired.state.clone());
-        }
+        self.members().clusters = desired.state.clusters.keys().cloned().collect();
+        self.applied().desired = Some(desired.state.clone());
         self.take_pending(&desired.state);
         let plan_options = self.plan_options(commit.as_ref());
         let opts = reconcile::Options {
@@ -239,7 +236,7 @@ impl Controller {
                 settle: self.config.settle,
                 ..apply::Options::default()
             },
-            suspended: self.lock().suspended,
+            suspended: self.requests().suspended,
             plan: plan_options,
         };
         let (fleet, store) = self.parts();
@@ -287,7 +284,7 @@ impl Controller {
             | Outcome::Declined { plan }
             | Outcome::Applied { plan }
             | Outcome::Failed { plan, .. } => {
-                self.lock().unplaced = plan
+                self.applied().unplaced = plan
                     .resource_changes
                     .iter()
                     .filter_map(|c| {
@@ -308,7 +305,7 @@ impl Controller {
                 for (service, message) in settled {
                     self.event(format!("{service}: {message}"));
                 }
-                let mut s = self.lock();
+                let mut s = self.following();
                 s.applied = commit;
                 s.fetch_error.take().map_or(Ok(false), Err)
             }
@@ -343,7 +340,7 @@ impl Controller {
                     plan.summary.destroy,
                     began.elapsed().as_millis()
                 ));
-                let mut s = self.lock();
+                let mut s = self.following();
                 s.applied = commit;
                 s.fetch_error.take().map_or(Ok(true), Err)
             }
@@ -356,21 +353,22 @@ impl Controller {
     /// becomes a rollback request, unless the deployment completed
     /// meanwhile; requests wake the loop.
     pub(super) fn after_apply(&self) {
-        let mut s = self.lock();
-        s.applying = false;
-        let left: Vec<String> = std::mem::take(&mut s.aborts).into_iter().collect();
+        let applied = self.applied();
+        let mut r = self.requests();
+        r.applying = false;
+        let left: Vec<String> = std::mem::take(&mut r.aborts).into_iter().collect();
         for key in left {
-            let open = s
+            let open = applied
                 .stored
                 .deployments
                 .get(&key)
                 .and_then(|h| h.primary())
                 .is_some_and(|d| d.rollout != crate::deployment::Rollout::Completed);
             if open {
-                s.pending.push((key, None, ABORTED.to_string()));
+                r.pending.push((key, None, ABORTED.to_string()));
             }
         }
-        if !s.pending.is_empty() {
+        if !r.pending.is_empty() {
             self.wake.notify_one();
         }
     }
@@ -378,7 +376,7 @@ impl Controller {
     /// The commit each changed resource was applied from (by address),
     /// even when another resource failed: what did change came from it.
     pub(super) fn record_commit(&self, p: &plan::Plan, c: &Commit) {
-        let mut s = self.lock();
+        let mut s = self.applied();
         for ch in p.changes() {
             if ch.action == plan::Action::Delete {
                 s.commits.remove(&ch.address);
@@ -418,7 +416,7 @@ impl Controller {
             };
             if !desired.secret_errors.is_empty()
                 || desired.state == applying.state
-                || self.lock().suspended
+                || self.requests().suspended
             {
                 continue;
             }

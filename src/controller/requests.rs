@@ -2,7 +2,7 @@
 //! one-time mass-deletion approval), suspend and resume, abort and
 //! rollback (queued while an apply runs), history and status.
 
-use super::{Controller, ABORTED, ROLLED_BACK};
+use super::{guard, Controller, ABORTED, ROLLED_BACK};
 use crate::apply;
 use crate::model::{DesiredState, ObservedState};
 use crate::report::{self, ControllerStatus, StatusReport};
@@ -13,8 +13,7 @@ impl Controller {
     /// pass for a directory source. Then reconcile now.
     pub fn approve_mass_delete(&self) -> u64 {
         {
-            let mut s = self.lock();
-            let commit = s.fetched.as_ref().map(|c| c.id.clone());
+            let commit = self.following().fetched.as_ref().map(|c| c.id.clone());
             match &commit {
                 Some(c) => tracing::info!(
                     commit = &c[..12.min(c.len())],
@@ -23,7 +22,7 @@ impl Controller {
                 ),
                 None => tracing::info!("mass deletion approved for the next pass"),
             }
-            s.mass_delete_approved = Some(commit);
+            self.requests().mass_delete_approved = Some(commit);
         }
         self.sync()
     }
@@ -32,10 +31,11 @@ impl Controller {
     /// it has happened (a pass under way may have read the source before
     /// the request, so then it is the one after).
     pub fn sync(&self) -> u64 {
-        let mut s = self.lock();
-        let until = s.passes + if s.in_pass { 2 } else { 1 };
-        s.fetch_now = true;
-        drop(s);
+        let until = {
+            let p = self.passes();
+            p.passes + if p.in_pass { 2 } else { 1 }
+        };
+        self.following().fetch_now = true;
         self.wake.notify_one();
         until
     }
@@ -44,11 +44,11 @@ impl Controller {
     /// validated and planned, and the plan is reported; nothing is applied.
     pub fn set_suspended(&self, suspended: bool) -> Result<(), String> {
         {
-            let mut s = self.lock();
+            let mut r = self.requests();
             self.db
                 .save_suspended(suspended)
                 .map_err(|e| e.to_string())?;
-            s.suspended = suspended;
+            r.suspended = suspended;
         }
         self.event(if suspended {
             "suspended: changes are planned and reported, not applied".into()
@@ -61,23 +61,16 @@ impl Controller {
 
     /// Carry out the rollbacks asked for while an apply ran.
     pub(super) fn take_pending(&self, desired: &DesiredState) {
-        let mut s = self.lock();
-        let pending = std::mem::take(&mut s.pending);
+        let pending = std::mem::take(&mut self.requests().pending);
         if pending.is_empty() {
             return;
         }
+        let mut s = self.applied();
         for (key, to, reason) in pending {
+            // Events take their own lock, after this one.
             match apply::request_rollback(&mut s.stored, desired, &key, to, &reason) {
-                Ok(to) => {
-                    drop(s);
-                    self.event(format!("{key}: {reason}: rolling back to revision {to}"));
-                    s = self.lock();
-                }
-                Err(e) => {
-                    drop(s);
-                    self.event(format!("{key}: {reason}, but: {e}"));
-                    s = self.lock();
-                }
+                Ok(to) => self.event(format!("{key}: {reason}: rolling back to revision {to}")),
+                Err(e) => self.event(format!("{key}: {reason}, but: {e}")),
             }
         }
         if let Err(e) = self.db.save_stored(&s.stored) {
@@ -87,7 +80,7 @@ impl Controller {
 
     /// A service's deployments and events.
     pub fn history(&self, key: &str) -> Result<crate::wire::HistoryReply, String> {
-        let s = self.lock();
+        let s = self.applied();
         if !s.stored.services.contains_key(key) {
             return Err(format!("no service `{key}` has been applied"));
         }
@@ -98,7 +91,9 @@ impl Controller {
     /// back at once; a rollout left FAILED or interrupted is rolled back by
     /// the next pass.
     pub fn abort(&self, key: &str) -> Result<String, String> {
-        let mut s = self.lock();
+        // Both held: whether an apply runs decides who changes the state.
+        let mut s = self.applied();
+        let mut r = self.requests();
         let primary = s
             .stored
             .deployments
@@ -112,15 +107,15 @@ impl Controller {
                 primary.id
             ));
         }
-        if s.applying {
+        if r.applying {
             // A rollout in progress is rolled back by the apply running it;
             // a FAILED one after that apply, as a request for the next pass.
             if primary.rollout == crate::deployment::Rollout::InProgress {
-                s.aborts.insert(key.to_string());
+                r.aborts.insert(key.to_string());
             } else {
-                s.pending.push((key.to_string(), None, ABORTED.to_string()));
+                r.pending.push((key.to_string(), None, ABORTED.to_string()));
             }
-            drop(s);
+            drop((r, s));
             self.wake.notify_one();
             return Ok(format!(
                 "abort requested: {key} rolls back to its last COMPLETED deployment"
@@ -132,7 +127,7 @@ impl Controller {
             .ok_or_else(|| "the source has not been read yet".to_string())?;
         let to = apply::request_rollback(&mut s.stored, &desired, key, None, ABORTED)?;
         self.db.save_stored(&s.stored).map_err(|e| e.to_string())?;
-        drop(s);
+        drop((r, s));
         self.wake.notify_one();
         Ok(format!("aborted: {key} rolls back to revision {to}"))
     }
@@ -140,13 +135,14 @@ impl Controller {
     /// `reconcile rollback`: hold the source's configuration of `key` and
     /// deploy revision `to` (default: the last COMPLETED one before).
     pub fn rollback(&self, key: &str, to: Option<u32>) -> Result<String, String> {
-        let mut s = self.lock();
-        if s.applying {
+        let mut s = self.applied();
+        let mut r = self.requests();
+        if r.applying {
             // The running apply owns the stored state: the request waits
             // for the next pass.
-            s.pending
+            r.pending
                 .push((key.to_string(), to, ROLLED_BACK.to_string()));
-            drop(s);
+            drop((r, s));
             self.wake.notify_one();
             return Ok(format!(
                 "rollback queued: {key} rolls back when the running reconcile ends"
@@ -158,7 +154,7 @@ impl Controller {
             .ok_or_else(|| "the source has not been read yet".to_string())?;
         let to = apply::request_rollback(&mut s.stored, &desired, key, to, ROLLED_BACK)?;
         self.db.save_stored(&s.stored).map_err(|e| e.to_string())?;
-        drop(s);
+        drop((r, s));
         self.wake.notify_one();
         Ok(format!(
             "rollback requested: {key} rolls back to revision {to} on the next pass"
@@ -167,32 +163,50 @@ impl Controller {
 
     /// The status document, as `reconcile status` shows it in both modes.
     pub fn status(&self) -> StatusReport {
+        // The pass count first: whatever is read after it is at least as
+        // new as the passes it counts (`apply --controller` relies on it).
+        let (passes, last_error) = {
+            let p = self.passes();
+            (p.passes, p.last_error.clone())
+        };
+        let (fetched_commit, applied_commit) = {
+            let f = self.following();
+            (
+                f.fetched.as_ref().map(|c| c.id.clone()),
+                f.applied.as_ref().map(|c| c.id.clone()),
+            )
+        };
+        let suspended = self.requests().suspended;
         let nodes = self.nodes();
         let tasks = self.observation().tasks;
-        let s = self.lock();
         let mut observed = ObservedState {
             tasks,
             ..ObservedState::default()
         };
-        s.stored.clone().into_observed(&mut observed);
+        let (services, commits) = {
+            let a = self.applied();
+            a.stored.clone().into_observed(&mut observed);
+            (report::services(&observed, &a.commits), a.commits.clone())
+        };
+        let events = guard(&self.events)
+            .events
+            .iter()
+            .rev()
+            .take(50)
+            .map(|(_, e)| e.clone())
+            .collect();
         StatusReport {
             source: self.config.source.display(),
-            services: report::services(&observed, &s.commits),
+            services,
             nodes,
             controller: Some(ControllerStatus {
-                fetched_commit: s.fetched.as_ref().map(|c| c.id.clone()),
-                applied_commit: s.applied.as_ref().map(|c| c.id.clone()),
-                suspended: s.suspended,
-                commits: s.commits.clone(),
-                last_error: s.last_error.clone(),
-                passes: s.passes,
-                events: s
-                    .events
-                    .iter()
-                    .rev()
-                    .take(50)
-                    .map(|(_, e)| e.clone())
-                    .collect(),
+                fetched_commit,
+                applied_commit,
+                suspended,
+                commits,
+                last_error,
+                passes,
+                events,
             }),
         }
     }

@@ -67,7 +67,7 @@ impl Controller {
             Source::Dir(p) => Ok((read_dir(p).map_err(|e| e.to_string())?, None)),
             Source::Git(g) => {
                 let cache = self.config.data_dir.join("git");
-                let last = self.lock().fetched.clone();
+                let last = self.following().fetched.clone();
                 let id = match (fetch, last) {
                     (false, Some(c)) => c.id,
                     (_, last) => match self.fetch(g, &cache) {
@@ -80,13 +80,13 @@ impl Controller {
                         // drift is still repaired; it reports the error.
                         Err(e) => match last {
                             Some(c) => {
-                                self.lock().fetch_error = Some(e);
+                                self.following().fetch_error = Some(e);
                                 c.id
                             }
                             None => match g.cached_head(&cache) {
                                 Some(id) => {
                                     self.verify(g, &cache, &id)?;
-                                    self.lock().fetch_error = Some(e);
+                                    self.following().fetch_error = Some(e);
                                     id
                                 }
                                 None => return Err(e),
@@ -99,7 +99,7 @@ impl Controller {
                     id: snap.commit,
                     summary: snap.summary,
                 };
-                let mut s = self.lock();
+                let mut s = self.following();
                 if s.fetched.as_ref() != Some(&commit) {
                     drop(s);
                     self.event(format!(
@@ -107,7 +107,7 @@ impl Controller {
                         commit.short(),
                         commit.summary
                     ));
-                    s = self.lock();
+                    s = self.following();
                 }
                 s.fetched = Some(commit.clone());
                 Ok((snap.files, Some(commit)))
@@ -125,14 +125,14 @@ impl Controller {
         cache: &std::path::Path,
     ) -> Result<String, String> {
         let waiting = {
-            let mut s = self.lock();
+            let mut s = self.following();
             let forced = std::mem::take(&mut s.fetch_now);
             s.fetch_backoff
                 .filter(|at| !forced && Instant::now() < *at)
                 .map(|at| (at, s.fetch_failures))
         };
         let running = || {
-            self.lock()
+            self.following()
                 .applied
                 .as_ref()
                 .map(|c| format!("commit {}", c.short()))
@@ -151,14 +151,14 @@ impl Controller {
         }
         match g.fetch(cache) {
             Ok(id) => {
-                let mut s = self.lock();
+                let mut s = self.following();
                 s.fetch_failures = 0;
                 s.fetch_backoff = None;
                 Ok(id)
             }
             Err(e) => {
                 let (failures, delay) = {
-                    let mut s = self.lock();
+                    let mut s = self.following();
                     s.fetch_failures = s.fetch_failures.saturating_add(1);
                     let delay = fetch_backoff(self.config.interval, s.fetch_failures);
                     s.fetch_backoff = Some(Instant::now() + delay);
@@ -190,7 +190,7 @@ impl Controller {
             return Ok(());
         }
         let since = {
-            let s = self.lock();
+            let s = self.following();
             s.verified
                 .clone()
                 .or_else(|| s.applied.as_ref().map(|c| c.id.clone()))
@@ -200,11 +200,11 @@ impl Controller {
         }
         match crate::git::verify_range(&g.cache_dir(cache), id, since.as_deref(), signers) {
             Ok(_) => {
-                self.lock().verified = Some(id.to_string());
+                self.following().verified = Some(id.to_string());
                 Ok(())
             }
             Err(e) => {
-                let running = self.lock().applied.clone();
+                let running = self.following().applied.clone();
                 Err(format!(
                     "signature verification failed: {e}; nothing from commit {} is applied; still running {}",
                     &id[..12.min(id.len())],
