@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use clap::ValueEnum;
 
-use crate::model;
+use crate::reconcile::local::{SourceIdentity, StateDir};
 use crate::secrets::Resolver;
 use crate::source;
 use crate::store::FileStore;
@@ -93,33 +93,21 @@ pub struct RemoteArgs {
     pub ca_cert: Option<PathBuf>,
 }
 
-pub(crate) fn state_dir(args: &StateArgs) -> PathBuf {
-    if let Some(d) = &args.state_dir {
-        return d.clone();
+impl StateArgs {
+    /// The state directory these arguments name.
+    pub(crate) fn dir(&self) -> StateDir {
+        StateDir::resolve(self.state_dir.as_deref())
     }
-    if let Some(d) = std::env::var_os("RECONCILE_STATE_DIR") {
-        return PathBuf::from(d);
-    }
-    if let Some(d) = std::env::var_os("XDG_STATE_HOME") {
-        return PathBuf::from(d).join("reconcile");
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
-    home.join(".local/state/reconcile")
 }
 
-/// A source's identity: its canonical path, digested. Resources are owned
-/// by the source that applied them.
+/// A source's identity (id, as shown): a `git+URL` by its URL, branch
+/// and directory, else by its canonical path.
 pub(crate) fn source_id(path: &Path, git: &GitArgs) -> Result<(String, String), String> {
-    if let Some(g) = git.source(path)? {
-        let shown = format!("git+{}", g.display());
-        return Ok((model::digest(&shown), shown));
-    }
-    let canonical =
-        std::fs::canonicalize(path).map_err(|e| format!("`{}`: {e}", path.display()))?;
-    let shown = canonical.display().to_string();
-    Ok((model::digest(&shown), shown))
+    let identity = match git.source(path)? {
+        Some(g) => SourceIdentity::of_git(&g),
+        None => SourceIdentity::of_path(path)?,
+    };
+    Ok((identity.id, identity.shown))
 }
 
 /// Where a source's bare secret names are read: next to a directory source;
@@ -133,22 +121,8 @@ pub(crate) fn resolver_for(path: &Path) -> Resolver {
     }
 }
 
-pub(crate) fn store_path(state: &StateArgs, id: &str) -> PathBuf {
-    state_dir(state).join(format!("standalone-{id}.json"))
-}
-
 pub(crate) fn open_store(state: &StateArgs, id: &str) -> Result<FileStore, String> {
-    FileStore::open(&store_path(state, id)).map_err(|e| e.to_string())
-}
-
-/// Where `reconcile deployment abort` leaves its request for the apply in
-/// progress on service `key` of source `id`.
-pub(crate) fn abort_marker(state: &StateArgs, id: &str, key: &str) -> PathBuf {
-    abort_dir(state, id).join(model::digest(&key.to_string()))
-}
-
-pub(crate) fn abort_dir(state: &StateArgs, id: &str) -> PathBuf {
-    state_dir(state).join("aborts").join(id)
+    FileStore::open(&state.dir().store(id)).map_err(|e| e.to_string())
 }
 
 /// Output format of the commands that print a document.

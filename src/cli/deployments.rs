@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use super::args::{abort_marker, source_id, store_path, Format, GitArgs, Target};
+use super::args::{source_id, Format, GitArgs, Target};
 use super::run::{failure, usage};
 use super::standalone::{self, ApplyArgs};
 use super::{remote, render};
@@ -108,7 +108,7 @@ pub fn history_cmd(a: HistoryArgs) -> ExitCode {
             Ok(id) => id,
             Err(c) => return c,
         };
-        let stored = match FileStore::peek(&store_path(&a.at.state, &id)) {
+        let stored = match FileStore::peek(&a.at.state.dir().store(&id)) {
             Ok(s) => s,
             Err(e) => return failure(e),
         };
@@ -216,7 +216,7 @@ fn abort_cmd(a: AbortArgs) -> ExitCode {
         Ok(id) => id,
         Err(c) => return c,
     };
-    let path = store_path(&a.at.state, &id);
+    let path = a.at.state.dir().store(&id);
     let stored = match FileStore::peek(&path) {
         Ok(s) => s,
         Err(e) => return failure(e),
@@ -231,15 +231,10 @@ fn abort_cmd(a: AbortArgs) -> ExitCode {
     };
     if lock.is_none() {
         // An apply holds the state: ask it, and wait until it has heard.
-        let marker = abort_marker(&a.at.state, &id, &key);
-        if let Some(dir) = marker.parent() {
-            if let Err(e) = std::fs::create_dir_all(dir) {
-                return failure(format!("`{}`: {e}", dir.display()));
-            }
-        }
-        if let Err(e) = std::fs::write(&marker, key.as_bytes()) {
-            return failure(format!("`{}`: {e}", marker.display()));
-        }
+        let marker = match a.at.state.dir().aborts(&id).request(&key) {
+            Ok(m) => m,
+            Err(e) => return failure(e),
+        };
         let asked = Instant::now();
         while marker.exists() && asked.elapsed() < Duration::from_secs(15) {
             std::thread::sleep(Duration::from_millis(100));

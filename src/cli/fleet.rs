@@ -182,7 +182,10 @@ pub fn controller_cmd(a: ControllerArgs) -> ExitCode {
         allowed_signers: a.allowed_signers.clone(),
         allowed_gpg_keys: a.allowed_gpg_keys.clone(),
         data_dir: a.data_dir.clone().unwrap_or_else(|| {
-            super::args::state_dir(&super::args::StateArgs::default()).join("controller")
+            super::args::StateArgs::default()
+                .dir()
+                .path()
+                .join("controller")
         }),
         join_token: a.join_token,
         api_token: a.api_token,

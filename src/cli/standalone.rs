@@ -9,8 +9,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use super::args::{
-    abort_dir, open_store, resolver_for, source_id, state_dir, store_path, Format, GitArgs,
-    RemoteArgs, StateArgs, Target,
+    open_store, resolver_for, source_id, Format, GitArgs, RemoteArgs, StateArgs, Target,
 };
 use super::run::{block_on, failure, usage, EXIT_FAILURE, EXIT_USAGE};
 use super::{diagnostics, remote};
@@ -18,6 +17,7 @@ use super::{diagnostics, remote};
 use crate::apply::{self, ApplyError, Event, Sink};
 use crate::model::{self, TaskStatus};
 use crate::plan::{self, render, Plan};
+use crate::reconcile::local::Aborts;
 use crate::reconcile::saved::SavedPlan;
 use crate::reconcile::{self, Desired, Outcome, Reconciler};
 use crate::runtime::docker::DockerRuntime;
@@ -123,7 +123,7 @@ pub struct DestroyArgs {
 /// Read and validate a source; on invalid input print the diagnostics and
 /// return the exit status.
 fn load(path: &Path, git: &GitArgs, state: &StateArgs) -> Result<Desired, ExitCode> {
-    let files = match git.read(path, &state_dir(state).join("git")) {
+    let files = match git.read(path, &state.dir().git_cache()) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("error: {e}");
@@ -177,7 +177,7 @@ pub fn plan_cmd(a: PlanArgs) -> ExitCode {
     };
     let result = block_on(async {
         // Not locked: plan works while an apply runs.
-        let stored = FileStore::peek(&store_path(&a.at.state, &id)).map_err(|e| e.to_string())?;
+        let stored = FileStore::peek(&a.at.state.dir().store(&id)).map_err(|e| e.to_string())?;
         let rt = DockerRuntime::connect(&id, "local")
             .await
             .map_err(|e| e.message)?;
@@ -269,7 +269,7 @@ struct Progress<'a> {
     store: &'a FileStore,
     counter: std::sync::atomic::AtomicU64,
     /// Where abort requests for this source appear.
-    aborts: PathBuf,
+    aborts: Aborts,
     approval: Approval,
     detail: bool,
     /// Why the plan was not approved, as the exit status.
@@ -280,12 +280,7 @@ struct Progress<'a> {
 }
 
 impl<'a> Progress<'a> {
-    fn new(
-        store: &'a FileStore,
-        aborts: PathBuf,
-        approval: Approval,
-        detail: bool,
-    ) -> Progress<'a> {
+    fn new(store: &'a FileStore, aborts: Aborts, approval: Approval, detail: bool) -> Progress<'a> {
         Progress {
             bar: std::sync::OnceLock::new(),
             interactive: std::io::stderr().is_terminal(),
@@ -400,7 +395,7 @@ impl Sink for Progress<'_> {
     }
     fn aborted(&self, key: &str) -> bool {
         // Asking consumes the request.
-        std::fs::remove_file(self.aborts.join(model::digest(&key.to_string()))).is_ok()
+        self.aborts.take(key)
     }
 }
 
@@ -495,14 +490,14 @@ pub(crate) fn apply_with(a: ApplyArgs, prepare: Option<Prepare>) -> ExitCode {
         },
     };
     let resolver = resolver_for(&source_path);
-    let aborts = abort_dir(&a.at.state, &id);
+    let aborts = a.at.state.dir().aborts(&id);
     block_on(async move {
         let (store, rt) = match engine_and_store(&a.at.state, &id).await {
             Ok(x) => x,
             Err(code) => return code,
         };
         // Requests left from an earlier apply are not for this one.
-        let _ = std::fs::remove_dir_all(&aborts);
+        aborts.clear();
         let progress = Progress::new(&store, aborts, approval, a.detail);
         let reconciler = Reconciler {
             runtime: &rt,
@@ -671,7 +666,7 @@ pub fn destroy_cmd(a: DestroyArgs) -> ExitCode {
             auto: a.auto_approve,
             what: "destroy all these resources",
         };
-        let mut progress = Progress::new(&store, abort_dir(&a.at.state, &id), approval, false);
+        let mut progress = Progress::new(&store, a.at.state.dir().aborts(&id), approval, false);
         // Deleting every service is the point: no mass-deletion warning.
         progress.destroying = true;
         let reconciler = Reconciler {

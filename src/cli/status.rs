@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::args::{resolver_for, source_id, store_path, Format, Target};
+use super::args::{resolver_for, source_id, Format, Target};
 use super::run::{block_on, failure, usage};
 use super::{remote, render};
 use crate::model::NodeInfo;
@@ -53,7 +53,7 @@ fn local(a: &StatusArgs) -> Result<StatusReport, ExitCode> {
     let (id, shown) = source_id(&a.source, &a.at.git).map_err(usage)?;
     let observed = block_on(async {
         // Not locked: status works while an apply runs.
-        let stored = FileStore::peek(&store_path(&a.at.state, &id)).map_err(|e| e.to_string())?;
+        let stored = FileStore::peek(&a.at.state.dir().store(&id)).map_err(|e| e.to_string())?;
         let rt = DockerRuntime::connect(&id, "local")
             .await
             .map_err(|e| e.message)?;
