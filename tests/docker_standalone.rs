@@ -467,9 +467,23 @@ fn saved_plans_apply_exactly_and_stale_ones_are_refused() {
     assert!(s.run(&["apply", &pf]).status.success());
     assert_eq!(s.running("a").len(), 2);
 
-    // A plan made, then the world moves: refused, naming the service.
+    // The source changes after the plan was saved: the saved plan is what
+    // is applied, not the source as it is now.
     s.write("a.yaml", &sleeper("a", 3, "1"));
     assert!(s.run(&["plan", &src, "--out", &pf]).status.success());
+    s.write("a.yaml", &sleeper("a", 5, "1"));
+    let out = s.run(&["apply", &pf]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(s.running("a").len(), 3, "exactly the saved plan");
+    // The source's own change is still to come.
+    let (code, text) = s.plan();
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("desiredCount: 3 -> 5"), "{text}");
+
+    // A plan made, then the world moves: refused, naming the service.
+    s.write("a.yaml", &sleeper("a", 4, "1"));
+    assert!(s.run(&["plan", &src, "--out", &pf]).status.success());
+    let before = s.running("a").len();
     let victim = s.running("a")[0].clone();
     Command::new("docker")
         .args(["rm", "-f", &victim])
@@ -482,7 +496,7 @@ fn saved_plans_apply_exactly_and_stale_ones_are_refused() {
         err.contains("stale") && err.contains("Service/t/a"),
         "{err}"
     );
-    assert_eq!(s.running("a").len(), 1, "nothing applied");
+    assert_eq!(s.running("a").len(), before - 1, "nothing applied");
 }
 
 #[test]
