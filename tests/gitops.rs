@@ -731,12 +731,41 @@ fn removed_services_are_pruned_and_a_mass_deletion_waits_for_approval() {
     r.sync_and_wait();
     assert_eq!(r.modes().len(), 3, "nothing of a refused plan is applied");
 
+    // An approval is for the commit it was given for. Suspended, so the
+    // approved commit is not applied; then a newer commit that also
+    // deletes most services arrives: the older approval does not cover it.
+    let (code, out) = r.cli_text(&["suspend"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = r.cli_text(&["sync", "--allow-mass-delete"]);
+    assert_eq!(code, 0, "{out}");
+    r.sync_and_wait();
+    assert_eq!(r.modes().len(), 3, "suspended: nothing is applied");
+    let newer = r.commit_text(&services(&r.cluster, &["b"]), "drop app and c");
+    let (code, out) = r.cli_text(&["resume"]);
+    assert_eq!(code, 0, "{out}");
+    r.wait_for(
+        "the guard's refusal of the newer commit",
+        Duration::from_secs(30),
+        |r| {
+            r.status()["lastError"].as_str().is_some_and(|e| {
+                e.contains(&newer[..12]) && e.contains("deletes 2 of the 3 existing services")
+            })
+        },
+    );
+    r.sync_and_wait();
+    assert_eq!(
+        r.modes().len(),
+        3,
+        "an approval of an older commit does not cover a newer one"
+    );
+
     // Approved once, for that commit: applied.
     let (code, out) = r.cli_text(&["sync", "--allow-mass-delete"]);
     assert_eq!(code, 0, "{out}");
-    r.wait_for("b and c pruned", Duration::from_secs(60), |r| {
-        r.modes().len() == 1 && r.status()["appliedCommit"] == most.as_str()
+    r.wait_for("app and c pruned", Duration::from_secs(60), |r| {
+        r.modes().len() == 1 && r.status()["appliedCommit"] == newer.as_str()
     });
+    assert_ne!(most, newer);
     let (code, out) = r.cli_text(&["plan", "--detailed-exitcode"]);
     assert_eq!(code, 0, "{out}");
 }
