@@ -778,3 +778,80 @@ fn service(status: &serde_json::Value, key: &str) -> serde_json::Value {
         .cloned()
         .unwrap_or(serde_json::Value::Null)
 }
+
+#[test]
+fn a_secret_reaches_its_container_and_no_log_status_plan_or_store() {
+    let _g = lock();
+    let Some(mut r) = Rig::new("secret", &[]) else {
+        return;
+    };
+    const VALUE: &str = "s3cr3t-value-never-shown-7f3a";
+    // A git source's secrets live beside the controller's data.
+    let secrets = r.dir.path().join("data/.reconcile/secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(secrets.join("db"), format!("{VALUE}\n")).unwrap();
+    r.ext.init();
+    let text = manifests(&r.cluster, 1, "one").replace(
+        "      environment:",
+        "      secrets: [{name: DB_PASSWORD, valueFrom: db}]\n      environment:",
+    );
+    r.commit_text(&text, "a service with a secret");
+    let source = format!("git+{}", r.ext.bare.display());
+    r.start(&[&source, "--path", "deploy"], 1);
+    r.wait_for("the task with its secret", Duration::from_secs(60), |r| {
+        r.modes() == ["one"]
+    });
+    let id = r.container_ids(false).remove(0);
+    let env = docker(&[
+        "inspect",
+        "--format",
+        "{{range .Config.Env}}{{println .}}{{end}}",
+        &id,
+    ]);
+    assert!(
+        env.lines().any(|l| l == format!("DB_PASSWORD={VALUE}")),
+        "the container got its secret: {env}"
+    );
+
+    // Everything the controller and the agent say, and keep.
+    let mut seen: Vec<(String, String)> = r.logs();
+    for args in [
+        vec!["status", "--format", "json"],
+        vec!["status"],
+        vec!["plan", "--format", "json"],
+        vec!["plan", "--detail"],
+        vec!["history", "app"],
+        vec!["history", "app", "--format", "json"],
+        vec!["nodes", "--format", "json"],
+    ] {
+        let (code, out) = r.cli_text(&args);
+        assert_eq!(code, 0, "{args:?}: {out}");
+        seen.push((args.join(" "), out));
+    }
+    let mut stack = vec![r.dir.path().join("data")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.starts_with(&secrets) {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let bytes = std::fs::read(&p).unwrap();
+                seen.push((
+                    p.display().to_string(),
+                    String::from_utf8_lossy(&bytes).into(),
+                ));
+            }
+        }
+    }
+    assert!(
+        seen.len() > 8,
+        "{:?}",
+        seen.iter().map(|s| &s.0).collect::<Vec<_>>()
+    );
+    for (what, text) in &seen {
+        assert!(!text.contains(VALUE), "the secret value is in {what}");
+    }
+}
