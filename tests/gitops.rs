@@ -189,7 +189,7 @@ fn commits_are_applied_broken_ones_never_and_force_pushes_followed() {
 #[test]
 fn an_unreachable_remote_keeps_what_runs_and_recovers() {
     let _g = lock();
-    let Some(r) = Rig::following("remote", 1, &[]) else {
+    let Some(mut r) = Rig::following("remote", 1, &[]) else {
         return;
     };
     let moved = r.dir.path().join("moved.git");
@@ -219,6 +219,38 @@ fn an_unreachable_remote_keeps_what_runs_and_recovers() {
     assert!(
         backing_off.contains("still running commit"),
         "{backing_off}"
+    );
+
+    // Restarted while the remote is still away: the commit in its cache
+    // is read and reconciled, drift included.
+    let cached = r.status()["fetchedCommit"]
+        .as_str()
+        .expect("a commit was fetched")
+        .to_string();
+    r.kill_controller();
+    r.restart_controller();
+    r.wait_for(
+        "the cached commit after a restart",
+        Duration::from_secs(30),
+        |r| {
+            let s = r.status();
+            s["appliedCommit"] == cached.as_str()
+                && s["lastError"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("next attempt in"))
+        },
+    );
+    let task = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=reconcile.io/cluster={}", r.cluster),
+    ]);
+    docker(&["rm", "-f", task.trim()]);
+    r.wait_for(
+        "the removed task replaced after the restart",
+        Duration::from_secs(30),
+        |r| r.modes() == modes("one", 1),
     );
     std::fs::rename(&moved, &r.ext.bare).unwrap();
     r.commit(1, "two", "after the outage");
