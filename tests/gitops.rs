@@ -698,6 +698,21 @@ fn a_failing_rollout_is_superseded_by_the_next_good_commit() {
         l.contains(&format!("applying commit {}", &bad[..12])) && l.contains("exit code 3")
     });
 
+    // Commits that would not be applied never interrupt it: an invalid
+    // one, and one the mass-deletion guard refuses (it deletes the only
+    // service). Each is fetched while the rollout runs.
+    let invalid = r.commit_text(
+        &manifests(&r.cluster, 1, "x").replace("desiredCount: 1", "desiredCount: one"),
+        "invalid",
+    );
+    r.wait_for("the invalid commit fetched", Duration::from_secs(30), |r| {
+        r.status()["fetchedCommit"] == invalid.as_str()
+    });
+    let refused = r.commit_text(&services(&r.cluster, &[]), "deletes the only service");
+    r.wait_for("the refused commit fetched", Duration::from_secs(30), |r| {
+        r.status()["fetchedCommit"] == refused.as_str()
+    });
+
     // The fix is applied at once, not after the step timeout.
     let fix = r.commit(1, "two", "fixed");
     let took = r.wait_for("the fixing commit", Duration::from_secs(40), |r| {
@@ -709,6 +724,13 @@ fn a_failing_rollout_is_superseded_by_the_next_good_commit() {
         "{}",
         log()
     );
+    for (what, id) in [("invalid", &invalid), ("refused", &refused)] {
+        assert!(
+            !log().contains(&format!("superseded by commit {}", &id[..12])),
+            "the {what} commit interrupted the rollout:\n{}",
+            log()
+        );
+    }
     r.wait_for("status to name the fix", Duration::from_secs(30), |r| {
         r.status()["appliedCommit"] == fix.as_str()
     });
