@@ -713,8 +713,21 @@ fn a_failing_rollout_is_superseded_by_the_next_good_commit() {
         r.status()["fetchedCommit"] == refused.as_str()
     });
 
+    // Nor does a good commit that arrives while the controller is
+    // suspended.
+    let (code, out) = r.cli_text(&["suspend"]);
+    assert_eq!(code, 0, "{out}");
+    let held = r.commit(1, "held", "while suspended");
+    r.wait_for(
+        "the commit fetched while suspended",
+        Duration::from_secs(30),
+        |r| r.status()["fetchedCommit"] == held.as_str(),
+    );
+
     // The fix is applied at once, not after the step timeout.
     let fix = r.commit(1, "two", "fixed");
+    let (code, out) = r.cli_text(&["resume"]);
+    assert_eq!(code, 0, "{out}");
     let took = r.wait_for("the fixing commit", Duration::from_secs(40), |r| {
         r.modes() == modes("two", 1)
     });
@@ -724,7 +737,11 @@ fn a_failing_rollout_is_superseded_by_the_next_good_commit() {
         "{}",
         log()
     );
-    for (what, id) in [("invalid", &invalid), ("refused", &refused)] {
+    for (what, id) in [
+        ("invalid", &invalid),
+        ("refused", &refused),
+        ("suspended", &held),
+    ] {
         assert!(
             !log().contains(&format!("superseded by commit {}", &id[..12])),
             "the {what} commit interrupted the rollout:\n{}",
