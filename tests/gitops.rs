@@ -601,6 +601,147 @@ fn openpgp_signed_commits_are_verified_against_the_allowed_keys() {
     r.wait_for("the signed commit", Duration::from_secs(60), |r| {
         r.modes() == modes("five", 1)
     });
+
+    // Every commit of a pushed range is checked, not only its head: a
+    // foreign signature under an allowed head refuses the range, naming
+    // the commit.
+    let work = r.ext.work.clone();
+    sign_as("other@example.invalid");
+    std::fs::write(
+        work.join("deploy/app.yaml"),
+        manifests(&r.cluster, 1, "six"),
+    )
+    .unwrap();
+    git(
+        &work,
+        &["commit", "-q", "-a", "-m", "foreign in the middle"],
+    );
+    let middle = r.ext.head();
+    sign_as("ops@example.invalid");
+    r.commit(1, "seven", "allowed head");
+    r.wait_for("the range refusal", Duration::from_secs(30), |r| {
+        r.status()["lastError"].as_str().is_some_and(|e| {
+            e.contains(&middle[..12]) && e.contains("OpenPGP key that is not allowed")
+        })
+    });
+    r.sync_and_wait();
+    assert_eq!(
+        r.modes(),
+        modes("five", 1),
+        "nothing of the range is applied"
+    );
+
+    // A key that is allowed but revoked signs nothing that is applied:
+    // the commit is signed while the key is good, then the key is revoked.
+    git(&work, &["reset", "-q", "--hard", "HEAD~2"]);
+    git(&work, &["push", "-q", "-f", "origin", "main"]);
+    gpg(&[
+        "--quick-gen-key",
+        "Rev <rev@example.invalid>",
+        "ed25519",
+        "sign",
+        "never",
+    ]);
+    sign_as("rev@example.invalid");
+    std::fs::write(
+        work.join("deploy/app.yaml"),
+        manifests(&r.cluster, 1, "eight"),
+    )
+    .unwrap();
+    git(&work, &["commit", "-q", "-a", "-m", "revoked key"]);
+    let revoked = r.ext.head();
+    let listing = String::from_utf8(gpg(&[
+        "--with-colons",
+        "--list-keys",
+        "rev@example.invalid",
+    ]))
+    .unwrap();
+    let fpr = listing
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("fpr:")
+                .map(|f| f.trim_matches(':').to_string())
+        })
+        .expect("the key's fingerprint");
+    // gpg keeps a revocation certificate for every key it makes, its
+    // armour line guarded by a leading ':'.
+    let cert = std::fs::read_to_string(home.path().join(format!("openpgp-revocs.d/{fpr}.rev")))
+        .unwrap()
+        .replace(
+            ":-----BEGIN PGP PUBLIC KEY BLOCK-----",
+            "-----BEGIN PGP PUBLIC KEY BLOCK-----",
+        );
+    let cert_file = r.dir.path().join("rev.asc");
+    std::fs::write(&cert_file, cert).unwrap();
+    gpg(&["--import", cert_file.to_str().unwrap()]);
+    std::fs::write(
+        &keys,
+        gpg(&[
+            "--armor",
+            "--export",
+            "ops@example.invalid",
+            "rev@example.invalid",
+        ]),
+    )
+    .unwrap();
+    git(&work, &["push", "-q", "-f", "origin", "main"]);
+    r.wait_for("the revoked key refusal", Duration::from_secs(30), |r| {
+        r.status()["lastError"].as_str().is_some_and(|e| {
+            e.contains(&revoked[..12]) && e.contains("expired or revoked OpenPGP key")
+        })
+    });
+    r.sync_and_wait();
+    assert_eq!(r.modes(), modes("five", 1));
+
+    // So is a key that has expired: made and used in 2020 with a lifetime
+    // of a day (gpg's clock faked for both), allowed, and long expired.
+    git(&work, &["reset", "-q", "--hard", "HEAD~1"]);
+    gpg(&[
+        "--faked-system-time",
+        "20200101T000000!",
+        "--quick-gen-key",
+        "Exp <exp@example.invalid>",
+        "ed25519",
+        "sign",
+        "1d",
+    ]);
+    let past = r.dir.path().join("gpg-2020");
+    std::fs::write(
+        &past,
+        format!(
+            "#!/bin/sh\nexec gpg --homedir '{}' --faked-system-time 20200101T010000! \"$@\"\n",
+            home.path().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&past, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    sign_as("exp@example.invalid");
+    git(&work, &["config", "gpg.program", past.to_str().unwrap()]);
+    std::fs::write(
+        work.join("deploy/app.yaml"),
+        manifests(&r.cluster, 1, "nine"),
+    )
+    .unwrap();
+    git(&work, &["commit", "-q", "-a", "-m", "expired key"]);
+    let expired = r.ext.head();
+    std::fs::write(
+        &keys,
+        gpg(&[
+            "--armor",
+            "--export",
+            "ops@example.invalid",
+            "exp@example.invalid",
+        ]),
+    )
+    .unwrap();
+    git(&work, &["push", "-q", "-f", "origin", "main"]);
+    r.wait_for("the expired key refusal", Duration::from_secs(30), |r| {
+        r.status()["lastError"].as_str().is_some_and(|e| {
+            e.contains(&expired[..12]) && e.contains("expired or revoked OpenPGP key")
+        })
+    });
+    r.sync_and_wait();
+    assert_eq!(r.modes(), modes("five", 1));
 }
 
 #[test]
