@@ -606,17 +606,13 @@ fn openpgp_signed_commits_are_verified_against_the_allowed_keys() {
     // foreign signature under an allowed head refuses the range, naming
     // the commit.
     let work = r.ext.work.clone();
+    let commit_unpushed = |mode: &str, message: &str| {
+        std::fs::write(work.join("deploy/app.yaml"), manifests(&r.cluster, 1, mode)).unwrap();
+        git(&work, &["commit", "-q", "-a", "-m", message]);
+        r.ext.head()
+    };
     sign_as("other@example.invalid");
-    std::fs::write(
-        work.join("deploy/app.yaml"),
-        manifests(&r.cluster, 1, "six"),
-    )
-    .unwrap();
-    git(
-        &work,
-        &["commit", "-q", "-a", "-m", "foreign in the middle"],
-    );
-    let middle = r.ext.head();
+    let middle = commit_unpushed("six", "foreign in the middle");
     sign_as("ops@example.invalid");
     r.commit(1, "seven", "allowed head");
     r.wait_for("the range refusal", Duration::from_secs(30), |r| {
@@ -631,10 +627,24 @@ fn openpgp_signed_commits_are_verified_against_the_allowed_keys() {
         "nothing of the range is applied"
     );
 
-    // A key that is allowed but revoked signs nothing that is applied:
-    // the commit is signed while the key is good, then the key is revoked.
+    // A commit by a key that is allowed (beside ops) but no longer good is
+    // pushed and refused; nothing of it runs.
+    let refused_as_dead = |id: &str, key: &str, what: &str| {
+        let allowed = gpg(&["--armor", "--export", "ops@example.invalid", key]);
+        std::fs::write(&keys, allowed).unwrap();
+        git(&work, &["push", "-q", "-f", "origin", "main"]);
+        r.wait_for(what, Duration::from_secs(30), |r| {
+            r.status()["lastError"].as_str().is_some_and(|e| {
+                e.contains(&id[..12]) && e.contains("expired or revoked OpenPGP key")
+            })
+        });
+        r.sync_and_wait();
+        assert_eq!(r.modes(), modes("five", 1), "{what}");
+    };
+
+    // Revoked: the commit is signed while the key is good, then the key is
+    // revoked.
     git(&work, &["reset", "-q", "--hard", "HEAD~2"]);
-    git(&work, &["push", "-q", "-f", "origin", "main"]);
     gpg(&[
         "--quick-gen-key",
         "Rev <rev@example.invalid>",
@@ -643,13 +653,7 @@ fn openpgp_signed_commits_are_verified_against_the_allowed_keys() {
         "never",
     ]);
     sign_as("rev@example.invalid");
-    std::fs::write(
-        work.join("deploy/app.yaml"),
-        manifests(&r.cluster, 1, "eight"),
-    )
-    .unwrap();
-    git(&work, &["commit", "-q", "-a", "-m", "revoked key"]);
-    let revoked = r.ext.head();
+    let revoked = commit_unpushed("eight", "revoked key");
     let listing = String::from_utf8(gpg(&[
         "--with-colons",
         "--list-keys",
@@ -674,27 +678,10 @@ fn openpgp_signed_commits_are_verified_against_the_allowed_keys() {
     let cert_file = r.dir.path().join("rev.asc");
     std::fs::write(&cert_file, cert).unwrap();
     gpg(&["--import", cert_file.to_str().unwrap()]);
-    std::fs::write(
-        &keys,
-        gpg(&[
-            "--armor",
-            "--export",
-            "ops@example.invalid",
-            "rev@example.invalid",
-        ]),
-    )
-    .unwrap();
-    git(&work, &["push", "-q", "-f", "origin", "main"]);
-    r.wait_for("the revoked key refusal", Duration::from_secs(30), |r| {
-        r.status()["lastError"].as_str().is_some_and(|e| {
-            e.contains(&revoked[..12]) && e.contains("expired or revoked OpenPGP key")
-        })
-    });
-    r.sync_and_wait();
-    assert_eq!(r.modes(), modes("five", 1));
+    refused_as_dead(&revoked, "rev@example.invalid", "the revoked key refusal");
 
-    // So is a key that has expired: made and used in 2020 with a lifetime
-    // of a day (gpg's clock faked for both), allowed, and long expired.
+    // Expired: made and used in 2020 with a lifetime of a day (gpg's clock
+    // faked for both), and long expired now.
     git(&work, &["reset", "-q", "--hard", "HEAD~1"]);
     gpg(&[
         "--faked-system-time",
@@ -717,31 +704,8 @@ fn openpgp_signed_commits_are_verified_against_the_allowed_keys() {
     std::fs::set_permissions(&past, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     sign_as("exp@example.invalid");
     git(&work, &["config", "gpg.program", past.to_str().unwrap()]);
-    std::fs::write(
-        work.join("deploy/app.yaml"),
-        manifests(&r.cluster, 1, "nine"),
-    )
-    .unwrap();
-    git(&work, &["commit", "-q", "-a", "-m", "expired key"]);
-    let expired = r.ext.head();
-    std::fs::write(
-        &keys,
-        gpg(&[
-            "--armor",
-            "--export",
-            "ops@example.invalid",
-            "exp@example.invalid",
-        ]),
-    )
-    .unwrap();
-    git(&work, &["push", "-q", "-f", "origin", "main"]);
-    r.wait_for("the expired key refusal", Duration::from_secs(30), |r| {
-        r.status()["lastError"].as_str().is_some_and(|e| {
-            e.contains(&expired[..12]) && e.contains("expired or revoked OpenPGP key")
-        })
-    });
-    r.sync_and_wait();
-    assert_eq!(r.modes(), modes("five", 1));
+    let expired = commit_unpushed("nine", "expired key");
+    refused_as_dead(&expired, "exp@example.invalid", "the expired key refusal");
 }
 
 #[test]

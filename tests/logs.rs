@@ -3,37 +3,24 @@
 //! in them (the pass span with its commit, each applied change). Needs
 //! only git: the source has no tasks, so no node or Docker takes part.
 
-use std::path::{Path, PathBuf};
+#[path = "common/git.rs"]
+mod git;
+#[path = "common/prereq.rs"]
+mod prereq;
+
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use git::git;
 
 const API: &str = "api-token-for-the-log-test";
 const JOIN: &str = "join-token-for-the-log-test";
 
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_reconcile"))
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=test",
-            "-c",
-            "user.email=test@example.invalid",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 const MANIFESTS: &str = r#"apiVersion: reconcile/v1alpha1
@@ -78,6 +65,9 @@ fn spans(line: &Value) -> Vec<&Value> {
 
 #[test]
 fn json_logs_carry_the_pass_the_commit_and_each_applied_change() {
+    if !prereq::satisfied(prereq::tools(&["git"])) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
     std::fs::create_dir(&repo).unwrap();

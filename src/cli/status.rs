@@ -11,7 +11,7 @@ use crate::model::NodeInfo;
 use crate::reconcile::Reconciler;
 use crate::report::{self, StatusReport};
 use crate::runtime::docker::DockerRuntime;
-use crate::store::{FileStore, Snapshot, Stored};
+use crate::store::{FileStore, Snapshot};
 use crate::wire::{NodeStatus, NodeView};
 
 #[derive(Debug, clap::Args)]
@@ -59,10 +59,10 @@ fn local(a: &StatusArgs) -> Result<StatusReport, ExitCode> {
             .map_err(|e| e.message)?;
         Reconciler {
             runtime: &rt,
-            store: &Snapshot(Stored::default()),
+            store: &Snapshot(stored),
             resolver: &resolver_for(&a.source),
         }
-        .observe(stored)
+        .observed()
         .await
     })
     .map_err(failure)?;

@@ -277,23 +277,15 @@ impl Controller {
             }
         };
         use reconcile::Outcome;
-        match &outcome {
-            Outcome::Unchanged { plan, .. }
-            | Outcome::Refused { plan }
-            | Outcome::Suspended { plan }
-            | Outcome::Declined { plan }
-            | Outcome::Applied { plan }
-            | Outcome::Failed { plan, .. } => {
-                self.applied().unplaced = plan
-                    .resource_changes
-                    .iter()
-                    .filter_map(|c| {
-                        let f = c.tasks.as_ref()?.placement_failure.as_ref()?;
-                        Some((format!("{}/{}", c.cluster.as_deref()?, c.name), f.unplaced))
-                    })
-                    .collect();
-            }
-            Outcome::Stale { .. } => {}
+        if let Some(plan) = outcome.plan() {
+            self.applied().unplaced = plan
+                .resource_changes
+                .iter()
+                .filter_map(|c| {
+                    let f = c.tasks.as_ref()?.placement_failure.as_ref()?;
+                    Some((format!("{}/{}", c.cluster.as_deref()?, c.name), f.unplaced))
+                })
+                .collect();
         }
         if let (Outcome::Applied { plan } | Outcome::Failed { plan, .. }, Some(c)) =
             (&outcome, &commit)

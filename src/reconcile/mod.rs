@@ -94,6 +94,21 @@ pub enum Outcome {
     Failed { plan: Plan, error: ApplyError },
 }
 
+impl Outcome {
+    /// The plan the pass made (a stale saved plan has none).
+    pub fn plan(&self) -> Option<&Plan> {
+        match self {
+            Outcome::Unchanged { plan, .. }
+            | Outcome::Refused { plan }
+            | Outcome::Suspended { plan }
+            | Outcome::Declined { plan }
+            | Outcome::Applied { plan }
+            | Outcome::Failed { plan, .. } => Some(plan),
+            Outcome::Stale { .. } => None,
+        }
+    }
+}
+
 /// The parts a pass runs over.
 pub struct Reconciler<'a, R, S> {
     pub runtime: &'a R,
@@ -104,7 +119,11 @@ pub struct Reconciler<'a, R, S> {
 impl<R: Runtime + Sync, S: Store> Reconciler<'_, R, S> {
     /// What runs (the runtime's tasks and nodes) with what was applied (the
     /// store's resources and deployments).
-    pub async fn observe(&self, stored: Stored) -> Result<ObservedState, String> {
+    pub async fn observed(&self) -> Result<ObservedState, String> {
+        self.observe(self.store.load()?).await
+    }
+
+    async fn observe(&self, stored: Stored) -> Result<ObservedState, String> {
         let obs = self.runtime.observe().await.map_err(|e| e.message)?;
         let mut o = ObservedState {
             tasks: obs.tasks,
@@ -118,7 +137,7 @@ impl<R: Runtime + Sync, S: Store> Reconciler<'_, R, S> {
 
     /// The plan a pass would apply now; changes nothing.
     pub async fn plan(&self, desired: &Desired, opts: &plan::Options) -> Result<Plan, String> {
-        let observed = self.observe(self.store.load()?).await?;
+        let observed = self.observed().await?;
         let mut p = plan::plan(&desired.state, &observed, opts);
         p.errors.extend(desired.secret_errors.iter().cloned());
         Ok(p)
