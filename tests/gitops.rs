@@ -536,21 +536,21 @@ fn openpgp_signed_commits_are_verified_against_the_allowed_keys() {
     }
     let keys = r.dir.path().join("allowed.asc");
     std::fs::write(&keys, gpg(&["--armor", "--export", "ops@example.invalid"])).unwrap();
-    // git signs through a wrapper that uses the test's GnuPG home.
-    let wrapper = r.dir.path().join("gpg-wrapper");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nexec gpg --homedir '{}' \"$@\"\n",
+    // git signs through a wrapper that uses the test's GnuPG home (and
+    // any further options).
+    let dir = r.dir.path().to_path_buf();
+    let gpg_program = |name: &str, options: &str| {
+        let path = dir.join(name);
+        let script = format!(
+            "#!/bin/sh\nexec gpg --homedir '{}' {options} \"$@\"\n",
             home.path().display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+        );
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        path
+    };
+    let wrapper = gpg_program("gpg-wrapper", "");
     let work = r.ext.work.clone();
     let sign_as = |who: &str| {
         git(&work, &["config", "gpg.format", "openpgp"]);
@@ -692,16 +692,7 @@ fn openpgp_signed_commits_are_verified_against_the_allowed_keys() {
         "sign",
         "1d",
     ]);
-    let past = r.dir.path().join("gpg-2020");
-    std::fs::write(
-        &past,
-        format!(
-            "#!/bin/sh\nexec gpg --homedir '{}' --faked-system-time 20200101T010000! \"$@\"\n",
-            home.path().display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&past, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let past = gpg_program("gpg-2020", "--faked-system-time 20200101T010000!");
     sign_as("exp@example.invalid");
     git(&work, &["config", "gpg.program", past.to_str().unwrap()]);
     let expired = commit_unpushed("nine", "expired key");
