@@ -43,6 +43,8 @@ pub(super) struct ControllerDriver {
     counter: std::sync::atomic::AtomicU64,
     /// The commit (or directory) being applied, for the log.
     what: String,
+    /// The commit being applied, if the source is git.
+    commit: Option<Commit>,
     loaded: Duration,
     began: Instant,
     /// The plan was allowed to delete most services: an approval given
@@ -81,6 +83,12 @@ impl reconcile::Driver for ControllerDriver {
                 c.address,
                 c.action
             );
+        }
+        // Each resource the plan changes is recorded as changed from this
+        // commit before the apply starts: what changes, even in an apply
+        // that fails or is superseded, came from it.
+        if let Some(c) = &self.commit {
+            self.controller.record_commit(p, c);
         }
         let mut s = self.controller.requests();
         if self.approval_used {
@@ -248,6 +256,7 @@ impl Controller {
                 .as_ref()
                 .map(|c| format!("commit {} ({})", c.short(), c.summary))
                 .unwrap_or_else(|| self.config.source.display()),
+            commit: commit.clone(),
             loaded: began.elapsed(),
             began,
             approval_used: plan_options.allow_mass_delete,
@@ -286,11 +295,6 @@ impl Controller {
                     Some((format!("{}/{}", c.cluster.as_deref()?, c.name), f.unplaced))
                 })
                 .collect();
-        }
-        if let (Outcome::Applied { plan } | Outcome::Failed { plan, .. }, Some(c)) =
-            (&outcome, &commit)
-        {
-            self.record_commit(plan, c);
         }
         match outcome {
             Outcome::Unchanged { settled, .. } => {
@@ -365,8 +369,8 @@ impl Controller {
         }
     }
 
-    /// The commit each changed resource was applied from (by address),
-    /// even when another resource failed: what did change came from it.
+    /// Record the commit each resource of plan `p` is changed from (by
+    /// address).
     pub(super) fn record_commit(&self, p: &plan::Plan, c: &Commit) {
         let mut s = self.applied();
         for ch in p.changes() {
