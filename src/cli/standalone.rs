@@ -226,27 +226,27 @@ pub fn plan_cmd(a: PlanArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Ask on the terminal; refuse without one unless auto-approved.
-fn confirm(auto: bool, what: &str) -> Result<(), ExitCode> {
+/// Ask on the terminal; refuse without one unless auto-approved. A
+/// refusal says why on stderr.
+fn confirmed(auto: bool, what: &str) -> bool {
     if auto {
-        return Ok(());
+        return true;
     }
     if !std::io::stdin().is_terminal() {
         eprintln!(
             "error: stdin is not a terminal; pass --auto-approve to {what} without confirmation"
         );
-        return Err(ExitCode::from(EXIT_FAILURE));
+        return false;
     }
     eprint!("\nDo you want to {what}? Only 'yes' will be accepted: ");
     let _ = std::io::stderr().flush();
     let mut line = String::new();
     let _ = std::io::stdin().lock().read_line(&mut line);
-    if line.trim() == "yes" {
-        Ok(())
-    } else {
+    let yes = line.trim() == "yes";
+    if !yes {
         eprintln!("Cancelled: nothing was changed.");
-        Err(ExitCode::from(EXIT_FAILURE))
     }
+    yes
 }
 
 /// What `apply` and `destroy` do when the pass has a plan to apply.
@@ -272,8 +272,6 @@ struct Progress<'a> {
     aborts: Aborts,
     approval: Approval,
     detail: bool,
-    /// Why the plan was not approved, as the exit status.
-    declined: std::sync::Mutex<Option<ExitCode>>,
     /// A destroy: the plan deletes everything on purpose, so it shows no
     /// warnings.
     destroying: bool,
@@ -290,7 +288,6 @@ impl<'a> Progress<'a> {
             aborts,
             approval,
             detail,
-            declined: std::sync::Mutex::new(None),
             destroying: false,
         }
     }
@@ -321,8 +318,7 @@ impl reconcile::Driver for Progress<'_> {
             print!("{}", render::text(p, style(self.detail)));
         }
         if let Approval::Ask { auto, what } = self.approval {
-            if let Err(code) = confirm(auto, what) {
-                *self.declined.lock().unwrap_or_else(|e| e.into_inner()) = Some(code);
+            if !confirmed(auto, what) {
                 return false;
             }
         }
@@ -514,8 +510,7 @@ pub(crate) fn apply_with(a: ApplyArgs, prepare: Option<Prepare>) -> ExitCode {
             )
             .await;
         progress.finish();
-        let declined = progress.declined.lock().ok().and_then(|mut d| d.take());
-        finish(&rt, &store, outcome, declined, a.detail, Ending::Apply).await
+        finish(&rt, &store, outcome, a.detail, Ending::Apply).await
     })
 }
 
@@ -543,7 +538,6 @@ async fn finish(
     rt: &DockerRuntime,
     store: &FileStore,
     outcome: Result<Outcome, String>,
-    declined: Option<ExitCode>,
     detail: bool,
     ending: Ending,
 ) -> ExitCode {
@@ -575,7 +569,7 @@ async fn finish(
             ExitCode::SUCCESS
         }
         Outcome::Suspended { .. } => failure("suspended: nothing was applied"),
-        Outcome::Declined { .. } => declined.unwrap_or(ExitCode::from(EXIT_FAILURE)),
+        Outcome::Declined { .. } => ExitCode::from(EXIT_FAILURE),
         Outcome::Applied { .. } => {
             match ending {
                 Ending::Apply => {
@@ -678,7 +672,6 @@ pub fn destroy_cmd(a: DestroyArgs) -> ExitCode {
             .pass(&desired, &opts, None, None, &progress)
             .await;
         progress.finish();
-        let declined = progress.declined.lock().ok().and_then(|mut d| d.take());
-        finish(&rt, &store, outcome, declined, false, Ending::Destroy).await
+        finish(&rt, &store, outcome, false, Ending::Destroy).await
     })
 }
