@@ -61,12 +61,12 @@ pub(crate) fn status(r: &StatusReport, now: i64) -> String {
                 .map(|p| format!("{}:{}->{}", p.container_name, p.host_port, p.container_port))
                 .collect();
             out.push_str(&format!(
-                "  task {}  {}  rev {}  {:?}  {:?}{}{}\n",
+                "  task {}  {}  rev {}  {}  {}{}{}\n",
                 plan::short(&t.id),
                 t.node,
                 t.revision,
-                t.last_status,
-                t.health,
+                name(&t.last_status),
+                name(&t.health),
                 if ports.is_empty() {
                     String::new()
                 } else {
@@ -122,10 +122,7 @@ pub(crate) fn deployments(
             out.push_str(&format!(
                 "    {:<width$}  {}  {}\n",
                 clock::readable(e.at, now),
-                serde_json::to_value(e.kind)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default(),
+                name(&e.kind),
                 e.message,
                 width = clock::READABLE_WIDTH
             ));
@@ -151,6 +148,15 @@ pub(crate) fn nodes(nodes: &[NodeView]) -> String {
         ));
     }
     out
+}
+
+/// How a status or health value is named in the documents
+/// (`RUNNING`, `HEALTHY`).
+fn name<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
