@@ -7,6 +7,8 @@
 //! owner, so a restarted agent finds its containers and keeps the ones
 //! still assigned: nothing is restarted.
 
+mod credential;
+
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,10 +25,14 @@ pub struct Config {
     pub cluster: String,
     pub name: String,
     pub attributes: BTreeMap<String, String>,
-    pub token: String,
-    /// Override the CPU units / MiB the engine reports.
+    /// The join token: used only to get the node's own credential.
+    pub join_token: Option<String>,
+    /// Where the node's credential is kept.
+    pub credential_file: std::path::PathBuf,
+    /// Offer less than the engine has (more only with `allow_overcommit`).
     pub cpu: Option<u32>,
     pub memory: Option<u32>,
+    pub allow_overcommit: bool,
     /// Host ports reserved besides the standard ones.
     pub reserved_ports: Vec<u16>,
     /// Trust only this CA for an https:// controller.
@@ -136,6 +142,14 @@ pub async fn run(config: Config) -> Result<(), String> {
         config.controller.trim_end_matches('/'),
         config.name
     );
+    let credential = credential::Credential::new(
+        config.credential_file.clone(),
+        &config.controller,
+        &config.cluster,
+        &config.name,
+    );
+    let mut held = credential.load();
+    let mut warned_capacity = false;
     let inflight: InFlight = Arc::default();
     // An action that ends wakes the loop: its outcome is reported now.
     let wake = Arc::new(tokio::sync::Notify::new());
@@ -172,7 +186,40 @@ pub async fn run(config: Config) -> Result<(), String> {
         };
         forget_observed(&inflight, observed);
         mark_starting(&starting, &mut obs.tasks);
+        let token = match &held {
+            Some(t) => t.clone(),
+            None => {
+                let joined = match &config.join_token {
+                    Some(j) => credential.join(&client, j).await,
+                    None => Err(format!(
+                        "no credential in `{}` and no join token to get one",
+                        config.credential_file.display()
+                    )),
+                };
+                match joined {
+                    Ok(t) => {
+                        tracing::info!("agent: joined as node {}", config.name);
+                        held = Some(t.clone());
+                        t
+                    }
+                    Err(e) => {
+                        tracing::warn!("agent: {e}");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                }
+            }
+        };
         let engine = obs.nodes.first().cloned();
+        let (cpu, memory, capped) = capacity(&config, engine.as_ref());
+        if capped && !warned_capacity {
+            tracing::warn!(
+                "agent: --cpu/--memory exceed what the engine has; offering {cpu} CPU units and \
+                 {memory} MiB (--allow-overcommit offers more)"
+            );
+        }
+        warned_capacity |= capped;
         let mut attributes = engine
             .as_ref()
             .map(|n| n.attributes.clone())
@@ -181,12 +228,8 @@ pub async fn run(config: Config) -> Result<(), String> {
         let hb = Heartbeat {
             cluster: config.cluster.clone(),
             attributes,
-            cpu: config
-                .cpu
-                .unwrap_or_else(|| engine.as_ref().map_or(0, |n| n.cpu)),
-            memory: config
-                .memory
-                .unwrap_or_else(|| engine.as_ref().map_or(0, |n| n.memory)),
+            cpu,
+            memory,
             reserved_ports: crate::scheduler::RESERVED_PORTS
                 .iter()
                 .chain(config.reserved_ports.iter())
@@ -196,14 +239,19 @@ pub async fn run(config: Config) -> Result<(), String> {
             tasks: obs.tasks.clone(),
             compact: true,
         };
-        let reply = client
-            .post(&url)
-            .bearer_auth(&config.token)
-            .json(&hb)
-            .send()
-            .await;
+        let reply = client.post(&url).bearer_auth(&token).json(&hb).send().await;
         let reply: Result<HeartbeatReply, String> = match reply {
             Ok(r) if r.status().is_success() => r.json().await.map_err(|e| e.to_string()),
+            Ok(r) if r.status() == reqwest::StatusCode::UNAUTHORIZED => {
+                let body = r.text().await.unwrap_or_default();
+                // Removed, forgotten, or a store that was reset: the
+                // credential is worthless; join again if a join token is
+                // at hand.
+                tracing::warn!("agent: the controller refused this node's credential: {body}");
+                credential.discard();
+                held = None;
+                continue;
+            }
             Ok(r) => {
                 let status = r.status();
                 let body = r.text().await.unwrap_or_default();
@@ -261,7 +309,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             tokio::select! {
                 _ = tokio::time::sleep_until(began + wait) => break,
                 _ = wake.notified() => break,
-                c = changed(&client, &changes_url, &config.token, generation, wait) => match c {
+                c = changed(&client, &changes_url, &token, generation, wait) => match c {
                     Some(reply) => {
                         generation = reply.generation;
                         act(reply);
@@ -274,6 +322,21 @@ pub async fn run(config: Config) -> Result<(), String> {
         // A burst of ending actions is reported together.
         tokio::time::sleep_until(began + MIN_GAP.min(wait)).await;
     }
+}
+
+/// The CPU units and MiB to offer: what the operator asked for, capped at
+/// what the engine has unless overcommitting is allowed; and whether it
+/// was capped.
+fn capacity(config: &Config, engine: Option<&crate::model::NodeInfo>) -> (u32, u32, bool) {
+    let (has_cpu, has_memory) = engine.map_or((0, 0), |n| (n.cpu, n.memory));
+    let pick = |asked: Option<u32>, has: u32| match asked {
+        Some(a) if a > has && !config.allow_overcommit => (has, true),
+        Some(a) => (a, false),
+        None => (has, false),
+    };
+    let (cpu, c1) = pick(config.cpu, has_cpu);
+    let (memory, c2) = pick(config.memory, has_memory);
+    (cpu, memory, c1 || c2)
 }
 
 /// The shortest time between two heartbeats' starts.

@@ -188,6 +188,100 @@ pub struct Accepted {
     pub message: String,
 }
 
+/// `POST /v1/join`, with a join token: a node asks for its own
+/// credential. The join token only bootstraps; every later request of the
+/// node carries the credential, which is good for this name and cluster
+/// alone.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinRequest {
+    pub name: String,
+    pub cluster: String,
+}
+
+/// The credential of a node that joined. Shown once: the controller keeps
+/// only its hash.
+#[derive(Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinReply {
+    pub name: String,
+    pub cluster: String,
+    pub token: String,
+}
+
+impl fmt::Debug for JoinReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinReply")
+            .field("name", &self.name)
+            .field("cluster", &self.cluster)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an API token may do.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenRole {
+    /// Read: status, plan, history, nodes.
+    Reader,
+    /// Read and act: sync, suspend, resume, abort, rollback, drain,
+    /// activate, remove nodes, manage tokens and secrets.
+    Operator,
+    /// Only join nodes (`POST /v1/join`).
+    Join,
+}
+
+impl fmt::Display for TokenRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TokenRole::Reader => "reader",
+            TokenRole::Operator => "operator",
+            TokenRole::Join => "join",
+        })
+    }
+}
+
+/// `POST /v1/tokens`: make a named token.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRequest {
+    pub name: String,
+    pub role: TokenRole,
+    /// Seconds until it expires; none: it does not.
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+}
+
+/// A named token as listed (`GET /v1/tokens`): never the token itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenView {
+    pub name: String,
+    pub role: TokenRole,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+}
+
+/// The reply of `POST /v1/tokens`: the token, shown this once.
+#[derive(Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedToken {
+    #[serde(flatten)]
+    pub view: TokenView,
+    pub token: String,
+}
+
+impl fmt::Debug for CreatedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreatedToken")
+            .field("view", &self.view)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Body of every error reply.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ApiError {

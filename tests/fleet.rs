@@ -385,8 +385,8 @@ fn requests_without_the_right_token_are_refused() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
-    // An agent with the API token instead of the join token, and one of
-    // another cluster, are refused and logged.
+    // A heartbeat without the node's own credential is refused and
+    // logged.
     // Raw HTTP, so the exact request is what the test says.
     let post = |auth: Option<&str>, cluster: &str| -> u16 {
         let body = format!(
@@ -414,12 +414,15 @@ fn requests_without_the_right_token_are_refused() {
         f.running().len() == 1
     });
     assert_eq!(
-        post(Some(JOIN), "elsewhere"),
-        403,
-        "a cluster the source does not define"
+        post(Some(JOIN), &f.cluster),
+        401,
+        "the join token only joins (tests/security.rs has the rest)"
     );
     let log = f.log("controller");
-    assert!(log.contains("refused heartbeat"), "{log}");
+    assert!(
+        log.contains("refused POST /v1/nodes/{name}/heartbeat"),
+        "{log}"
+    );
     // The whole of every log: the controller's and each agent's.
     let logs = f.logs();
     assert_eq!(

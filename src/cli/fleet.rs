@@ -105,6 +105,10 @@ pub struct ControllerArgs {
     /// placed elsewhere.
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     node_timeout: u64,
+    /// A node LOST for this long is forgotten: its record and credential
+    /// are removed (it can join again with a join token).
+    #[arg(long, default_value_t = 86_400, value_name = "SECONDS")]
+    forget_lost_after: u64,
     /// Tasks without a health check count as healthy after running this
     /// many seconds.
     #[arg(long, default_value_t = 3, value_name = "SECONDS")]
@@ -192,6 +196,7 @@ pub fn controller_cmd(a: ControllerArgs) -> ExitCode {
         interval: Duration::from_secs(a.interval),
         heartbeat: Duration::from_millis(a.heartbeat_ms),
         node_timeout: Duration::from_secs(a.node_timeout),
+        forget_lost_after: Duration::from_secs(a.forget_lost_after),
         settle: Duration::from_secs(a.settle),
         step_timeout: Duration::from_secs(a.step_timeout),
         allow_mass_delete: a.allow_mass_delete,
@@ -260,13 +265,13 @@ pub struct AgentArgs {
     /// spread); repeatable.
     #[arg(long = "attribute", value_name = "KEY=VALUE")]
     attributes: Vec<String>,
-    /// The controller's join token.
+    /// The controller's join token: used once, to get this node's own
+    /// credential (not needed while the credential file holds one).
     #[arg(
         long,
         env = "RECONCILE_JOIN_TOKEN",
         hide_env_values = true,
-        value_name = "TOKEN",
-        required_unless_present = "token_file"
+        value_name = "TOKEN"
     )]
     token: Option<String>,
     /// Read the join token from this file (its first line) instead, so it
@@ -278,12 +283,22 @@ pub struct AgentArgs {
         conflicts_with = "token"
     )]
     token_file: Option<PathBuf>,
-    /// CPU units to offer (default: the engine's cores x 1024).
+    /// CPU units to offer (default: the engine's cores x 1024; more than
+    /// that only with --allow-overcommit).
     #[arg(long, value_name = "UNITS")]
     cpu: Option<u32>,
-    /// Memory to offer in MiB (default: the engine's memory).
+    /// Memory to offer in MiB (default: the engine's memory; more only
+    /// with --allow-overcommit).
     #[arg(long, value_name = "MIB")]
     memory: Option<u32>,
+    /// Let --cpu and --memory offer more than the engine has.
+    #[arg(long)]
+    allow_overcommit: bool,
+    /// Where this node keeps the credential it receives when it joins
+    /// (default: `agent/CLUSTER.NAME.json` in the state directory). With
+    /// it, a restarted agent is the same node without the join token.
+    #[arg(long, value_name = "FILE")]
+    credential_file: Option<PathBuf>,
     /// Trust only this CA (PEM) for an https:// controller.
     #[arg(long, env = "RECONCILE_CA_CERT", value_name = "FILE")]
     ca_cert: Option<PathBuf>,
@@ -319,10 +334,10 @@ pub fn agent_cmd(a: AgentArgs) -> ExitCode {
         ));
     }
     let token = match (a.token, &a.token_file) {
-        (Some(t), _) => t,
+        (Some(t), _) => Some(t),
         (None, Some(file)) => match std::fs::read_to_string(file) {
             Ok(text) => match text.lines().next().map(str::trim) {
-                Some(t) if !t.is_empty() => t.to_string(),
+                Some(t) if !t.is_empty() => Some(t.to_string()),
                 _ => {
                     return usage(format!(
                         "--token-file `{}`: the file is empty",
@@ -332,16 +347,31 @@ pub fn agent_cmd(a: AgentArgs) -> ExitCode {
             },
             Err(e) => return usage(format!("--token-file `{}`: {e}", file.display())),
         },
-        (None, None) => return usage("--token or --token-file is required"),
+        (None, None) => None,
     };
+    let credential_file = a.credential_file.unwrap_or_else(|| {
+        super::args::StateArgs::default()
+            .dir()
+            .path()
+            .join("agent")
+            .join(format!("{}.{name}.json", a.cluster))
+    });
+    if token.is_none() && !credential_file.exists() {
+        return usage(format!(
+            "--token or --token-file is required: there is no credential in `{}` yet",
+            credential_file.display()
+        ));
+    }
     let config = crate::agent::Config {
         controller: a.controller,
         cluster: a.cluster,
         name,
         attributes,
-        token,
+        join_token: token,
+        credential_file,
         cpu: a.cpu,
         memory: a.memory,
+        allow_overcommit: a.allow_overcommit,
         ca_cert: a.ca_cert,
         reserved_ports: a.reserved_ports,
     };
@@ -400,6 +430,10 @@ enum NodeAction {
     Drain { name: String },
     /// Make NAME take tasks again.
     Activate { name: String },
+    /// Forget NAME: revoke its credential and place its tasks elsewhere.
+    /// An agent that still runs is refused (and joins again if it still
+    /// has a valid join token: rotate join tokens to keep it out).
+    Remove { name: String },
 }
 
 pub fn node_cmd(a: NodeArgs) -> ExitCode {
@@ -410,6 +444,18 @@ pub fn node_cmd(a: NodeArgs) -> ExitCode {
     let (verb, name) = match &a.action {
         NodeAction::Drain { name } => ("drain", name),
         NodeAction::Activate { name } => ("activate", name),
+        NodeAction::Remove { name } => {
+            let path = format!("/v1/nodes/{name}");
+            return match block_on(
+                client.call::<crate::wire::Accepted>(reqwest::Method::DELETE, &path),
+            ) {
+                Ok(a) => {
+                    println!("{}", a.message);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => failure(e),
+            };
+        }
     };
     let path = format!("/v1/nodes/{name}/{verb}");
     match block_on(client.call::<serde_json::Value>(reqwest::Method::POST, &path)) {

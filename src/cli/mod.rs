@@ -12,6 +12,7 @@ mod render;
 mod run;
 mod standalone;
 mod status;
+mod token;
 
 use args::{Format, GitArgs};
 use run::{usage, EXIT_FAILURE};
@@ -85,8 +86,12 @@ enum Command {
     Agent(fleet::AgentArgs),
     /// List a controller's nodes with status, load and last heartbeat.
     Nodes(fleet::NodesArgs),
-    /// Drain a node (its service tasks move to other nodes) or activate it.
+    /// Drain a node (its service tasks move to other nodes), activate it,
+    /// or remove it (its credential is revoked).
     Node(fleet::NodeArgs),
+    /// A controller's named API tokens: create (reader, operator or join,
+    /// optionally expiring), list, rm.
+    Token(token::TokenArgs),
     /// Ask a controller to reconcile now (fetching a git source first).
     Sync(fleet::SyncArgs),
     /// Stop a controller from applying: it still reads, validates and plans
@@ -148,6 +153,7 @@ pub fn main() -> ExitCode {
         Command::Agent(a) => fleet::agent_cmd(a),
         Command::Nodes(a) => fleet::nodes_cmd(a),
         Command::Node(a) => fleet::node_cmd(a),
+        Command::Token(a) => token::token_cmd(a),
         Command::Sync(a) => fleet::sync_cmd(a),
         Command::Suspend(a) => fleet::control_cmd("suspend", a),
         Command::Resume(a) => fleet::control_cmd("resume", a),

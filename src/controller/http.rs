@@ -2,24 +2,29 @@
 //!
 //! | method and path | who | what |
 //! |---|---|---|
-//! | `POST /v1/nodes/{name}/heartbeat` | agent (join token) | register or refresh a node; returns its assignments |
-//! | `GET /v1/nodes/{name}/changes?after=G&timeoutMillis=T` | agent | long poll: returns once the assignment generation differs from `G`, with the node's assignments (at most `T` ms, capped at 30 s) |
-//! | `GET /v1/nodes` | CLI (API token) | nodes, status, load |
-//! | `POST /v1/nodes/{name}/drain` | CLI | stop placing on a node and move its tasks |
-//! | `POST /v1/nodes/{name}/activate` | CLI | undo a drain |
-//! | `GET /v1/status` | CLI | nodes, services, tasks, events |
-//! | `GET /v1/plan` | CLI | the plan the next reconcile would apply (JSON plan document) |
-//! | `GET /v1/services/{cluster}/{name}/history` | CLI | a service's deployments and events |
-//! | `POST /v1/services/{cluster}/{name}/abort` | CLI | roll back the service's rollout now |
-//! | `POST /v1/services/{cluster}/{name}/rollback` | CLI | deploy an earlier revision (body: `{"to": N}`, optional) |
-//! | `POST /v1/sync[?allowMassDelete=true]` | CLI | reconcile now (fetching a git source first); with the flag, approve once a plan deleting most services |
-//! | `POST /v1/webhook` | git host (`X-Hub-Signature-256` with the webhook secret) or CLI | same as sync |
-//! | `POST /v1/suspend`, `POST /v1/resume` | CLI | stop and restart applying |
+//! | `POST /v1/join` | join token | a node's credential, bound to its name and cluster |
+//! | `POST /v1/nodes/{name}/heartbeat` | node `name` (its credential) | register or refresh the node; returns its assignments |
+//! | `GET /v1/nodes/{name}/changes?after=G&timeoutMillis=T` | node `name` | long poll: returns once the assignment generation differs from `G`, with the node's assignments (at most `T` ms, capped at 30 s) |
+//! | `GET /v1/nodes` | reader | nodes, status, load |
+//! | `POST /v1/nodes/{name}/drain` | operator | stop placing on a node and move its tasks |
+//! | `POST /v1/nodes/{name}/activate` | operator | undo a drain |
+//! | `DELETE /v1/nodes/{name}` | operator | revoke a node's credential, forget it, move its tasks |
+//! | `GET /v1/status` | reader | nodes, services, tasks, events |
+//! | `GET /v1/plan` | reader | the plan the next reconcile would apply (JSON plan document) |
+//! | `GET /v1/services/{cluster}/{name}/history` | reader | a service's deployments and events |
+//! | `POST /v1/services/{cluster}/{name}/abort` | operator | roll back the service's rollout now |
+//! | `POST /v1/services/{cluster}/{name}/rollback` | operator | deploy an earlier revision (body: `{"to": N}`, optional) |
+//! | `POST /v1/sync[?allowMassDelete=true]` | operator | reconcile now (fetching a git source first); with the flag, approve once a plan deleting most services |
+//! | `POST /v1/webhook` | git host (`X-Hub-Signature-256` with the webhook secret) or operator | same as sync |
+//! | `POST /v1/suspend`, `POST /v1/resume` | operator | stop and restart applying |
+//! | `GET /v1/tokens`, `POST /v1/tokens`, `DELETE /v1/tokens/{name}` | operator | named API tokens |
 //! | `GET /v1/openapi.json` | anyone | this API, described |
 //! | `GET /healthz` | anyone | liveness |
 //!
-//! Every other request needs `Authorization: Bearer TOKEN`; a missing or
-//! wrong token is refused with 401 and logged (without the token).
+//! Who may call what is decided before any handler runs, in
+//! [`super::auth`]: a missing or wrong token is refused with 401, a token
+//! of a role that may not make the request with 403, both logged (without
+//! the token), and every change is written to the audit log.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,12 +32,15 @@ use std::sync::Arc;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
+use axum::Extension;
 use axum::{Json, Router};
 
+use super::auth::{gate, Access, Caller};
 use super::Controller;
 use crate::wire::{
-    token_matches, Accepted, ApiError, Heartbeat, NodeStatus, RollbackRequest, SyncReply,
+    token_matches, Accepted, ApiError, Heartbeat, JoinRequest, NodeStatus, RollbackRequest,
+    SyncReply, TokenRequest,
 };
 
 type Shared = State<Arc<Controller>>;
@@ -47,65 +55,12 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
         .into_response()
 }
 
-#[derive(Clone, Copy)]
-enum Role {
-    Agent,
-    Cli,
-}
-
-/// Check the bearer token of a request for `role`.
-fn authorize(
-    c: &Controller,
-    headers: &HeaderMap,
-    role: Role,
-    peer: SocketAddr,
-    what: &str,
-) -> Result<(), Box<Response>> {
-    let expected = match role {
-        Role::Agent => &c.config().join_token,
-        Role::Cli => &c.config().api_token,
-    };
-    let presented = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(t) if token_matches(t, expected) => Ok(()),
-        Some(_) => {
-            tracing::warn!(%peer, "refused {what} from {peer}: wrong token");
-            Err(Box::new(error(StatusCode::UNAUTHORIZED, "wrong token")))
-        }
-        None => {
-            tracing::warn!(%peer, "refused {what} from {peer}: no token");
-            Err(Box::new(error(
-                StatusCode::UNAUTHORIZED,
-                "missing `Authorization: Bearer TOKEN`",
-            )))
-        }
-    }
-}
-
 async fn heartbeat(
     State(c): Shared,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(name): Path<String>,
-    headers: HeaderMap,
     Json(hb): Json<Heartbeat>,
 ) -> Response {
-    if let Err(r) = authorize(&c, &headers, Role::Agent, peer, "heartbeat") {
-        return *r;
-    }
-    if name.is_empty()
-        || name.len() > 255
-        || !name
-            .chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
-    {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("node name `{name}`: use letters, digits, `-`, `_` and `.`"),
-        );
-    }
     match c.heartbeat(&name, hb) {
         Ok(reply) => Json(reply).into_response(),
         Err((code, message)) => {
@@ -118,86 +73,102 @@ async fn heartbeat(
     }
 }
 
-async fn nodes(
+/// A node asks for its credential, with a join token.
+async fn join(
     State(c): Shared,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Json(req): Json<JoinRequest>,
 ) -> Response {
-    if let Err(r) = authorize(&c, &headers, Role::Cli, peer, "GET /v1/nodes") {
-        return *r;
+    match c.join(&req.name, &req.cluster) {
+        Ok(reply) => Json(reply).into_response(),
+        Err((code, message)) => {
+            tracing::warn!(node = %req.name, %peer, "refused the join of node {} from {peer}: {message}", req.name);
+            error(
+                StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST),
+                message,
+            )
+        }
     }
+}
+
+async fn remove_node(State(c): Shared, Path(name): Path<String>) -> Response {
+    match c.remove_node(&name) {
+        Ok(message) => Json(Accepted { message }).into_response(),
+        Err(e) => error(StatusCode::NOT_FOUND, e),
+    }
+}
+
+async fn tokens(State(c): Shared) -> Response {
+    Json(c.tokens()).into_response()
+}
+
+async fn create_token(
+    State(c): Shared,
+    Extension(caller): Extension<Caller>,
+    Json(req): Json<TokenRequest>,
+) -> Response {
+    match c.create_token(&req) {
+        Ok(t) => {
+            tracing::info!(
+                "token `{}` ({}) created by `{}`",
+                t.view.name,
+                t.view.role,
+                caller.name
+            );
+            (StatusCode::CREATED, Json(t)).into_response()
+        }
+        Err((code, e)) => error(code, e),
+    }
+}
+
+async fn remove_token(
+    State(c): Shared,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Response {
+    match c.remove_token(&name) {
+        Ok(()) => {
+            tracing::info!("token `{name}` revoked by `{}`", caller.name);
+            Json(Accepted {
+                message: format!("token `{name}` revoked"),
+            })
+            .into_response()
+        }
+        Err((code, e)) => error(code, e),
+    }
+}
+
+async fn nodes(State(c): Shared) -> Response {
     Json(c.nodes()).into_response()
 }
 
-async fn set_status(
-    c: Arc<Controller>,
-    peer: SocketAddr,
-    headers: HeaderMap,
-    name: String,
-    status: NodeStatus,
-) -> Response {
-    if let Err(r) = authorize(&c, &headers, Role::Cli, peer, "node status change") {
-        return *r;
-    }
+async fn set_status(c: Arc<Controller>, name: String, status: NodeStatus) -> Response {
     match c.set_node_status(&name, status) {
         Ok(()) => Json(serde_json::json!({"node": name, "status": status})).into_response(),
         Err(e) => error(StatusCode::NOT_FOUND, e),
     }
 }
 
-async fn drain(
-    State(c): Shared,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    set_status(c, peer, headers, name, NodeStatus::Draining).await
+async fn drain(State(c): Shared, Path(name): Path<String>) -> Response {
+    set_status(c, name, NodeStatus::Draining).await
 }
 
-async fn activate(
-    State(c): Shared,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    set_status(c, peer, headers, name, NodeStatus::Active).await
+async fn activate(State(c): Shared, Path(name): Path<String>) -> Response {
+    set_status(c, name, NodeStatus::Active).await
 }
 
-async fn status(
-    State(c): Shared,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(r) = authorize(&c, &headers, Role::Cli, peer, "GET /v1/status") {
-        return *r;
-    }
+async fn status(State(c): Shared) -> Response {
     Json(c.status()).into_response()
 }
 
-async fn history(
-    State(c): Shared,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path((cluster, name)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(r) = authorize(&c, &headers, Role::Cli, peer, "GET /v1/services/history") {
-        return *r;
-    }
+async fn history(State(c): Shared, Path((cluster, name)): Path<(String, String)>) -> Response {
     match c.history(&format!("{cluster}/{name}")) {
         Ok(h) => Json(h).into_response(),
         Err(e) => error(StatusCode::NOT_FOUND, e),
     }
 }
 
-async fn abort(
-    State(c): Shared,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path((cluster, name)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(r) = authorize(&c, &headers, Role::Cli, peer, "POST /v1/services/abort") {
-        return *r;
-    }
+async fn abort(State(c): Shared, Path((cluster, name)): Path<(String, String)>) -> Response {
     let key = format!("{cluster}/{name}");
     match c.abort(&key) {
         Ok(message) => {
@@ -210,14 +181,9 @@ async fn abort(
 
 async fn rollback(
     State(c): Shared,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((cluster, name)): Path<(String, String)>,
-    headers: HeaderMap,
     body: Option<Json<RollbackRequest>>,
 ) -> Response {
-    if let Err(r) = authorize(&c, &headers, Role::Cli, peer, "POST /v1/services/rollback") {
-        return *r;
-    }
     let key = format!("{cluster}/{name}");
     let to = body.and_then(|Json(b)| b.to);
     match c.rollback(&key, to) {
@@ -229,14 +195,7 @@ async fn rollback(
     }
 }
 
-async fn plan(
-    State(c): Shared,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(r) = authorize(&c, &headers, Role::Cli, peer, "GET /v1/plan") {
-        return *r;
-    }
+async fn plan(State(c): Shared) -> Response {
     match c.plan().await {
         Ok(p) => Json(p).into_response(),
         Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
@@ -250,15 +209,7 @@ struct SyncQuery {
     allow_mass_delete: bool,
 }
 
-async fn sync(
-    State(c): Shared,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Query(q): Query<SyncQuery>,
-) -> Response {
-    if let Err(r) = authorize(&c, &headers, Role::Cli, peer, "POST /v1/sync") {
-        return *r;
-    }
+async fn sync(State(c): Shared, Query(q): Query<SyncQuery>) -> Response {
     let until_pass = if q.allow_mass_delete {
         c.approve_mass_delete()
     } else {
@@ -274,26 +225,15 @@ async fn sync(
         .into_response()
 }
 
-async fn suspend(
-    State(c): Shared,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    set_suspended(c, peer, headers, true)
+async fn suspend(State(c): Shared) -> Response {
+    set_suspended(c, true)
 }
 
-async fn resume(
-    State(c): Shared,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    set_suspended(c, peer, headers, false)
+async fn resume(State(c): Shared) -> Response {
+    set_suspended(c, false)
 }
 
-fn set_suspended(c: Arc<Controller>, peer: SocketAddr, headers: HeaderMap, on: bool) -> Response {
-    if let Err(r) = authorize(&c, &headers, Role::Cli, peer, "suspend/resume") {
-        return *r;
-    }
+fn set_suspended(c: Arc<Controller>, on: bool) -> Response {
     match c.set_suspended(on) {
         Ok(()) => Json(serde_json::json!({"suspended": on})).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
@@ -323,29 +263,31 @@ fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
 
 /// A push notification from a git host: signed with the webhook secret
 /// (`X-Hub-Signature-256: sha256=HEX`, as GitHub and Gitea send it) or
-/// carrying the API token. The body is not trusted for anything else: the
-/// controller fetches the branch itself.
+/// carrying an operator token (checked before this runs). The body is not
+/// trusted for anything else: the controller fetches the branch itself.
 async fn webhook(
     State(c): Shared,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let signature = headers
-        .get("x-hub-signature-256")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("sha256="));
-    let signed = match (signature, &c.config().webhook_secret) {
-        (Some(sig), Some(secret)) => {
-            let mac = hmac_sha256(secret.as_bytes(), &body);
-            let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
-            token_matches(&sig.to_ascii_lowercase(), &hex)
-        }
-        _ => false,
-    };
-    if !signed {
-        if let Err(r) = authorize(&c, &headers, Role::Cli, peer, "POST /v1/webhook") {
-            return *r;
+    if caller.access == Access::Webhook {
+        let signature = headers
+            .get("x-hub-signature-256")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("sha256="));
+        let signed = match (signature, &c.config().webhook_secret) {
+            (Some(sig), Some(secret)) => {
+                let mac = hmac_sha256(secret.as_bytes(), &body);
+                let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+                token_matches(&sig.to_ascii_lowercase(), &hex)
+            }
+            _ => false,
+        };
+        if !signed {
+            tracing::warn!(%peer, "refused POST /v1/webhook from {peer}: bad webhook signature");
+            return error(StatusCode::UNAUTHORIZED, "bad webhook signature");
         }
     }
     c.sync();
@@ -372,14 +314,9 @@ const CHANGES_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(30)
 
 async fn changes(
     State(c): Shared,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(name): Path<String>,
-    headers: HeaderMap,
     Query(q): Query<ChangesQuery>,
 ) -> Response {
-    if let Err(r) = authorize(&c, &headers, Role::Agent, peer, "changes") {
-        return *r;
-    }
     let timeout = std::time::Duration::from_millis(q.timeout_millis.unwrap_or(u64::MAX))
         .min(CHANGES_WAIT_MAX);
     Json(c.assignment_changes(&name, q.after, timeout).await).into_response()
@@ -387,11 +324,15 @@ async fn changes(
 
 pub fn router(c: Arc<Controller>) -> Router {
     Router::new()
+        .route("/v1/join", post(join))
         .route("/v1/nodes/{name}/heartbeat", post(heartbeat))
         .route("/v1/nodes/{name}/changes", get(changes))
         .route("/v1/nodes", get(nodes))
         .route("/v1/nodes/{name}/drain", post(drain))
         .route("/v1/nodes/{name}/activate", post(activate))
+        .route("/v1/nodes/{name}", delete(remove_node))
+        .route("/v1/tokens", get(tokens).post(create_token))
+        .route("/v1/tokens/{name}", delete(remove_token))
         .route("/v1/status", get(status))
         .route("/v1/plan", get(plan))
         .route("/v1/services/{cluster}/{name}/history", get(history))
@@ -403,6 +344,8 @@ pub fn router(c: Arc<Controller>) -> Router {
         .route("/v1/resume", post(resume))
         .route("/v1/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok" }))
+        // After routing, before any handler reads a body.
+        .route_layer(axum::middleware::from_fn_with_state(c.clone(), gate))
         // Heartbeats carry every task of a node; 16 MiB bounds a request.
         .layer(axum::extract::DefaultBodyLimit::max(16 << 20))
         .with_state(c)

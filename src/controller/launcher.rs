@@ -157,6 +157,10 @@ impl Launcher {
         ];
         cmd.push("--token-file".into());
         cmd.push(TOKEN_PATH.into());
+        // In the container's own layer: kept across its restarts, gone
+        // with it.
+        cmd.push("--credential-file".into());
+        cmd.push("/var/lib/reconcile/credential.json".into());
         if let Some(ca) = &self.ca_cert {
             binds.push(format!("{}:/ca.pem:ro", ca.display()));
             cmd.push("--ca-cert".into());

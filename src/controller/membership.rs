@@ -33,7 +33,34 @@ impl Controller {
         let mut changed = None;
         let compact = hb.compact;
         let reply = {
+            if hb.cpu > super::identity::MAX_CPU || hb.memory > super::identity::MAX_MEMORY {
+                return Err((
+                    400,
+                    format!(
+                        "node `{name}` declares {} CPU units and {} MiB; at most {} and {} are believed",
+                        hb.cpu,
+                        hb.memory,
+                        super::identity::MAX_CPU,
+                        super::identity::MAX_MEMORY
+                    ),
+                ));
+            }
             let mut s = self.members();
+            // The credential is bound to a cluster: a node reports for the
+            // cluster it joined, nothing else.
+            match s.credentials.get(name) {
+                Some(c) if c.cluster == hb.cluster => {}
+                Some(c) => {
+                    return Err((
+                        403,
+                        format!(
+                            "node `{name}` joined cluster `{}`, not `{}`",
+                            c.cluster, hb.cluster
+                        ),
+                    ))
+                }
+                None => return Err((401, format!("node `{name}` has not joined"))),
+            }
             if !s.clusters.is_empty() && !s.clusters.contains(&hb.cluster) {
                 return Err((
                     403,
@@ -79,6 +106,7 @@ impl Controller {
                         }
                         n.record.info = info;
                         n.record.status = status;
+                        n.record.lost_at = None;
                         n.record.agent_version = hb.agent_version.clone();
                     }
                     n.last_seen = Some(Instant::now());
@@ -97,6 +125,7 @@ impl Controller {
                                 info,
                                 status: NodeStatus::Active,
                                 agent_version: hb.agent_version.clone(),
+                                lost_at: None,
                             },
                             last_seen: Some(Instant::now()),
                             reported: hb.tasks,
@@ -215,29 +244,24 @@ impl Controller {
                 .map(|(k, _)| k.clone())
                 .collect();
             for name in names {
-                let ids: Vec<String> = s
-                    .assignments
-                    .values()
-                    .filter(|a| a.node == name)
-                    .map(|a| a.task.identity.id.clone())
-                    .collect();
-                let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-                if let Err(e) = self.db.assign(&[], &refs) {
-                    tracing::error!("saving the controller state: {e}");
-                    continue;
-                }
-                for id in &ids {
-                    s.assignments.remove(id);
-                }
+                let tasks = match self.unassign_node(&mut s, &name) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::error!("saving the controller state: {e}");
+                        continue;
+                    }
+                };
                 let n = s.nodes.get_mut(&name).expect("listed above");
                 n.record.status = NodeStatus::Lost;
+                n.record.lost_at = Some(crate::clock::unix_now());
                 n.reported.clear();
                 if let Err(e) = self.db.put_node(&n.record) {
                     tracing::error!("saving the controller state: {e}");
                 }
-                lost.push((name, ids.len()));
+                lost.push((name, tasks));
             }
         }
+        self.forget_lost(crate::clock::unix_now());
         if !lost.is_empty() {
             self.assignments_changed();
         }
@@ -250,6 +274,23 @@ impl Controller {
         if !lost.is_empty() {
             self.sync();
         }
+    }
+
+    /// Drop the assignments of node `name` (stored first); returns how
+    /// many there were.
+    pub(super) fn unassign_node(&self, s: &mut Members, name: &str) -> Result<usize, String> {
+        let ids: Vec<String> = s
+            .assignments
+            .values()
+            .filter(|a| a.node == name)
+            .map(|a| a.task.identity.id.clone())
+            .collect();
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        self.db.assign(&[], &refs).map_err(|e| e.to_string())?;
+        for id in &ids {
+            s.assignments.remove(id);
+        }
+        Ok(ids.len())
     }
 
     /// Set a node's status by hand (drain, activate).

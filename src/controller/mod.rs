@@ -31,9 +31,12 @@
 //!   assignments are dropped, and the next plan places its service tasks
 //!   elsewhere.
 
+mod audit;
+pub mod auth;
 mod autoscale;
 mod fleet;
 pub mod http;
+mod identity;
 pub mod launcher;
 mod membership;
 pub mod openapi;
@@ -83,6 +86,8 @@ pub struct Config {
     pub heartbeat: Duration,
     /// A node silent this long is LOST.
     pub node_timeout: Duration,
+    /// A node LOST this long is forgotten (its record and credential).
+    pub forget_lost_after: Duration,
     /// Tasks without a health check count as healthy after running this
     /// long.
     pub settle: Duration,
@@ -114,6 +119,8 @@ struct Members {
     joining: BTreeMap<String, (String, Instant)>,
     /// Clusters the source defines; agents of other clusters are refused.
     clusters: BTreeSet<String>,
+    /// Node name -> the credential it joined with (hashed).
+    credentials: BTreeMap<String, store::NodeCredential>,
 }
 
 /// What the controller follows: fetch and signature bookkeeping.
@@ -212,6 +219,9 @@ pub struct Controller {
     /// Per-file validation results of the last read: a pass re-checks only
     /// the files a commit changed.
     files: Mutex<validate::FileCache>,
+    /// Named API tokens (hashed), by name.
+    tokens: Mutex<BTreeMap<String, store::TokenRecord>>,
+    audit: audit::Audit,
     /// Launches nodes for managed scaling; connected on first need.
     launcher: tokio::sync::OnceCell<Result<launcher::Launcher, String>>,
 }
@@ -243,7 +253,9 @@ impl Controller {
             assignments.insert(a.task.identity.id.clone(), a);
         }
         let next_event = loaded.events.last().map(|(k, _)| k + 1).unwrap_or(0);
+        let audit = audit::Audit::new(&config.data_dir);
         Ok(Arc::new(Controller {
+            audit,
             config,
             db,
             members: Mutex::new(Members {
@@ -251,6 +263,7 @@ impl Controller {
                 assignments,
                 joining: BTreeMap::new(),
                 clusters: BTreeSet::new(),
+                credentials: loaded.credentials,
             }),
             applied: Mutex::new(Applied {
                 stored: loaded.stored,
@@ -289,6 +302,13 @@ impl Controller {
             reported: tokio::sync::watch::Sender::new(0),
             resolver,
             files: Mutex::default(),
+            tokens: Mutex::new(
+                loaded
+                    .tokens
+                    .into_iter()
+                    .map(|t| (t.view.name.clone(), t))
+                    .collect(),
+            ),
             launcher: tokio::sync::OnceCell::new(),
         }))
     }
@@ -402,6 +422,7 @@ mod tests {
             interval: Duration::from_secs(30),
             heartbeat: Duration::from_millis(250),
             node_timeout: Duration::from_secs(10),
+            forget_lost_after: Duration::from_secs(3600),
             settle: Duration::from_secs(1),
             step_timeout: Duration::from_secs(60),
             allow_mass_delete: false,
@@ -467,6 +488,7 @@ mod tests {
     async fn assignment_changes_wake_agents_and_compact_replies_name_reported_tasks_by_id() {
         let dir = tempfile::tempdir().unwrap();
         let c = controller(dir.path());
+        c.join("n1", "c").unwrap();
         let first = c.heartbeat("n1", heartbeat(Vec::new(), true)).unwrap();
         assert!(first.assignments.is_empty() && first.kept.is_empty());
 

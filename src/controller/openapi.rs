@@ -7,8 +7,8 @@ use serde_json::{json, Map, Value};
 
 use crate::report::StatusReport;
 use crate::wire::{
-    Accepted, ApiError, Changes, Heartbeat, HeartbeatReply, HistoryReply, NodeView,
-    RollbackRequest, SyncReply,
+    Accepted, ApiError, Changes, CreatedToken, Heartbeat, HeartbeatReply, HistoryReply,
+    JoinReply, JoinRequest, NodeView, RollbackRequest, SyncReply, TokenRequest, TokenView,
 };
 
 fn schema<T: schemars::JsonSchema>() -> Value {
@@ -27,8 +27,15 @@ fn reference(name: &str) -> Value {
 fn ok(description: &str, body: Value) -> Value {
     json!({
         "200": {"description": description, "content": {"application/json": {"schema": body}}},
-        "401": {"description": "missing or wrong token", "content": {"application/json": {"schema": reference("ApiError")}}}
+        "401": {"description": "missing, unknown, revoked or expired token", "content": {"application/json": {"schema": reference("ApiError")}}},
+        "403": {"description": "the token's role may not make this request", "content": {"application/json": {"schema": reference("ApiError")}}}
     })
+}
+
+/// `ok` plus a 4xx the operation answers with `ApiError`.
+fn or(mut r: Value, code: &str, description: &str) -> Value {
+    r[code] = json!({"description": description, "content": {"application/json": {"schema": reference("ApiError")}}});
+    r
 }
 
 pub fn document() -> Value {
@@ -43,6 +50,11 @@ pub fn document() -> Value {
     schemas.insert("RollbackRequest".into(), schema::<RollbackRequest>());
     schemas.insert("Accepted".into(), schema::<Accepted>());
     schemas.insert("SyncReply".into(), schema::<SyncReply>());
+    schemas.insert("JoinRequest".into(), schema::<JoinRequest>());
+    schemas.insert("JoinReply".into(), schema::<JoinReply>());
+    schemas.insert("TokenRequest".into(), schema::<TokenRequest>());
+    schemas.insert("TokenView".into(), schema::<TokenView>());
+    schemas.insert("CreatedToken".into(), schema::<CreatedToken>());
     let service = json!([
         {"name": "cluster", "in": "path", "required": true, "schema": {"type": "string"}},
         {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}
@@ -63,7 +75,7 @@ pub fn document() -> Value {
         "info": {
             "title": "reconcile controller API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Agents report their node and tasks and receive the tasks they must run; the CLI reads status and plans. Every operation except /healthz and this document needs `Authorization: Bearer TOKEN`: the join token for agents, the API token for the CLI."
+            "description": "Agents join with a join token and then report their node and tasks with the credential they received, and receive the tasks they must run; the CLI reads status and plans with a reader or operator token and acts with an operator token. Every operation except /healthz and this document needs `Authorization: Bearer TOKEN` (the scheme in any case); a wrong token is answered 401, a token whose role may not make the request 403."
         },
         "components": {
             "schemas": schemas,
@@ -71,14 +83,44 @@ pub fn document() -> Value {
         },
         "security": [{"bearer": []}],
         "paths": {
+            "/v1/join": {"post": {
+                "summary": "A node's credential, bound to its name and cluster (join token). Refused for the name of a live node",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": reference("JoinRequest")}}},
+                "responses": or(or(or(ok("the credential, shown once", reference("JoinReply")), "400", "a bad node name"), "409", "the name belongs to a live node or another cluster"), "429", "too many joins")
+            }},
+            "/v1/nodes/{name}": {"delete": {
+                "summary": "Remove a node: revoke its credential, forget it, place its tasks elsewhere (operator)",
+                "parameters": name,
+                "responses": or(ok("removed", reference("Accepted")), "404", "no such node")
+            }},
+            "/v1/tokens": {
+                "get": {
+                    "summary": "Named API tokens, without the tokens (operator)",
+                    "responses": ok("tokens", json!({"type": "array", "items": reference("TokenView")}))
+                },
+                "post": {
+                    "summary": "Make a named token (operator); the reply holds it, shown once",
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": reference("TokenRequest")}}},
+                    "responses": or(or(json!({
+                        "201": {"description": "created", "content": {"application/json": {"schema": reference("CreatedToken")}}},
+                        "401": {"description": "missing, unknown, revoked or expired token", "content": {"application/json": {"schema": reference("ApiError")}}},
+                        "403": {"description": "the token's role may not make this request", "content": {"application/json": {"schema": reference("ApiError")}}}
+                    }), "400", "a bad name or time to live"), "409", "a token of that name exists")
+                }
+            },
+            "/v1/tokens/{name}": {"delete": {
+                "summary": "Revoke a named token (operator)",
+                "parameters": name,
+                "responses": or(ok("revoked", reference("Accepted")), "404", "no such token")
+            }},
             "/v1/nodes/{name}/heartbeat": {"post": {
-                "summary": "Register or refresh a node (agent, join token)",
+                "summary": "Register or refresh a node (the node's own credential)",
                 "parameters": name,
                 "requestBody": {"required": true, "content": {"application/json": {"schema": reference("Heartbeat")}}},
                 "responses": ok("the tasks the node must run; it stops anything else it owns", reference("HeartbeatReply"))
             }},
             "/v1/nodes/{name}/changes": {"get": {
-                "summary": "Wait until the assignments change (agent, join token): returns once the generation differs from `after`, or after `timeoutMillis` (at most 30 s)",
+                "summary": "Wait until the assignments change (the node's own credential): returns once the generation differs from `after`, or after `timeoutMillis` (at most 30 s)",
                 "parameters": changes_parameters,
                 "responses": ok("the current assignment generation and, when it changed, the node's assignments (compact)", reference("Changes"))
             }},
@@ -127,7 +169,7 @@ pub fn document() -> Value {
                 "responses": {"202": {"description": "requested", "content": {"application/json": {"schema": reference("SyncReply")}}}}
             }},
             "/v1/webhook": {"post": {
-                "summary": "Push notification from a git host: signed with the webhook secret (X-Hub-Signature-256: sha256=HEX of HMAC-SHA256 over the body) or carrying the API token; same as /v1/sync",
+                "summary": "Push notification from a git host: signed with the webhook secret (X-Hub-Signature-256: sha256=HEX of HMAC-SHA256 over the body) or carrying an operator token; same as /v1/sync",
                 "security": [{"bearer": []}, {}],
                 "responses": {"202": {"description": "requested"}, "401": {"description": "neither a valid signature nor the API token"}}
             }},

@@ -30,6 +30,10 @@ const APPLIED: TableDefinition<&str, &[u8]> = TableDefinition::new("applied");
 const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
 const ASSIGNMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("assignments");
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// Named API tokens, by name (their hashes, never the tokens).
+const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+/// Node credentials, by node name (their hashes).
+const CREDENTIALS: TableDefinition<&str, &[u8]> = TableDefinition::new("credentials");
 
 /// Events kept; older ones are dropped.
 pub const EVENTS_KEPT: u64 = 1000;
@@ -41,6 +45,29 @@ pub struct NodeRecord {
     pub info: NodeInfo,
     pub status: NodeStatus,
     pub agent_version: String,
+    /// When the node was found LOST (unix seconds): it is forgotten after
+    /// `--forget-lost-after`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost_at: Option<i64>,
+}
+
+/// A named API token: its SHA-256 (hex), never the token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRecord {
+    #[serde(flatten)]
+    pub view: crate::wire::TokenView,
+    pub hash: String,
+}
+
+/// The credential a node received when it joined: its SHA-256 (hex).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeCredential {
+    pub cluster: String,
+    pub hash: String,
+    /// Unix seconds.
+    pub issued_at: i64,
 }
 
 /// A task assigned to a node (secret values stripped).
@@ -58,6 +85,8 @@ pub struct Loaded {
     pub nodes: Vec<NodeRecord>,
     pub assignments: Vec<AssignmentRecord>,
     pub events: Vec<(u64, EventRecord)>,
+    pub tokens: Vec<TokenRecord>,
+    pub credentials: BTreeMap<String, NodeCredential>,
     /// Commit each service was last changed from.
     pub commits: std::collections::BTreeMap<String, String>,
     pub suspended: bool,
@@ -170,6 +199,8 @@ impl Db {
             tx.open_table(NODES)?;
             tx.open_table(ASSIGNMENTS)?;
             tx.open_table(EVENTS)?;
+            tx.open_table(TOKENS)?;
+            tx.open_table(CREDENTIALS)?;
             Ok(())
         })?;
         Ok(d)
@@ -251,6 +282,19 @@ impl Db {
             out.events
                 .push((k.value(), typed(self, decode("event", v.value())?)?));
         }
+        let tokens = tx.open_table(TOKENS).map_err(|e| self.err(e))?;
+        for row in tokens.iter().map_err(|e| self.err(e))? {
+            let (_, v) = row.map_err(|e| self.err(e))?;
+            out.tokens.push(typed(self, decode("token", v.value())?)?);
+        }
+        let credentials = tx.open_table(CREDENTIALS).map_err(|e| self.err(e))?;
+        for row in credentials.iter().map_err(|e| self.err(e))? {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            out.credentials.insert(
+                k.value().to_string(),
+                typed(self, decode("credential", v.value())?)?,
+            );
+        }
         drop((state, applied, tx));
         if whole {
             // Move it to rows in one transaction: the old row goes only
@@ -304,20 +348,48 @@ impl Db {
     }
 
     pub fn put_node(&self, node: &NodeRecord) -> Result<(), DbError> {
-        let bytes = serde_json::to_vec(node).map_err(|e| self.err(e))?;
+        self.put_row(NODES, &node.info.name, node)
+    }
+
+    /// Forget a node (retired, removed or long lost) and its credential.
+    pub fn delete_node(&self, name: &str) -> Result<(), DbError> {
         self.write(|tx| {
-            tx.open_table(NODES)?
-                .insert(node.info.name.as_str(), bytes.as_slice())?;
+            tx.open_table(NODES)?.remove(name)?;
+            tx.open_table(CREDENTIALS)?.remove(name)?;
             Ok(())
         })
     }
 
-    /// Forget a node (a retired one).
-    pub fn delete_node(&self, name: &str) -> Result<(), DbError> {
+    fn put_row<T: Serialize>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+        value: &T,
+    ) -> Result<(), DbError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| self.err(e))?;
         self.write(|tx| {
-            tx.open_table(NODES)?.remove(name)?;
+            tx.open_table(table)?.insert(key, bytes.as_slice())?;
             Ok(())
         })
+    }
+
+    fn delete_row(&self, table: TableDefinition<&str, &[u8]>, key: &str) -> Result<(), DbError> {
+        self.write(|tx| {
+            tx.open_table(table)?.remove(key)?;
+            Ok(())
+        })
+    }
+
+    pub fn put_credential(&self, node: &str, c: &NodeCredential) -> Result<(), DbError> {
+        self.put_row(CREDENTIALS, node, c)
+    }
+
+    pub fn put_token(&self, t: &TokenRecord) -> Result<(), DbError> {
+        self.put_row(TOKENS, &t.view.name, t)
+    }
+
+    pub fn delete_token(&self, name: &str) -> Result<(), DbError> {
+        self.delete_row(TOKENS, name)
     }
 
     /// Record assignments and removals in one transaction.
@@ -472,6 +544,7 @@ mod tests {
                 },
                 status: NodeStatus::Active,
                 agent_version: "0".into(),
+                lost_at: None,
             })
             .unwrap();
             for i in 0..(EVENTS_KEPT + 5) {

@@ -53,10 +53,21 @@ pub fn outcome(out: Output) -> (i32, String, String) {
 /// `headers` are whole lines (`Name: value\r\n`). Returns the status code
 /// (0 when the reply has none) and the whole reply.
 pub fn post(addr: SocketAddr, path: &str, headers: &str, body: &[u8]) -> (u16, String) {
+    request(addr, "POST", path, headers, body)
+}
+
+/// One HTTP/1.1 request of any method, as [`post`] makes them.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &[u8],
+) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     write!(
         s,
-        "POST {path} HTTP/1.1\r\nHost: test\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: test\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .unwrap();
@@ -334,7 +345,9 @@ impl<X> Harness<X> {
     pub fn spawn_agent(&self, mut cmd: Command, name: &str, extra: &[String]) -> Child {
         cmd.args(["agent", "--controller", &self.url()])
             .args(["--cluster", &self.cluster, "--name", name])
-            .args(["--cpu", "4096", "--memory", "4096"])
+            .args(["--cpu", "4096", "--memory", "4096", "--allow-overcommit"])
+            .arg("--credential-file")
+            .arg(self.dir.path().join(format!("credentials/{name}.json")))
             .args(extra);
         if let Some(ca) = &self.ca {
             cmd.arg("--ca-cert").arg(ca);

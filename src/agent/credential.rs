@@ -1,0 +1,140 @@
+//! The node's own credential: asked for once with the join token
+//! (`POST /v1/join`) and kept in a private file, so a restarted agent is
+//! the same node without joining again (a live node's name cannot be
+//! joined twice).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::wire::{ApiError, JoinReply, JoinRequest};
+
+/// What the credential file holds: the token, and for which controller,
+/// cluster and name it was given (another one is never presented to a
+/// different controller).
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    controller: String,
+    cluster: String,
+    name: String,
+    token: String,
+}
+
+pub struct Credential {
+    path: PathBuf,
+    controller: String,
+    cluster: String,
+    name: String,
+}
+
+impl Credential {
+    pub fn new(path: PathBuf, controller: &str, cluster: &str, name: &str) -> Credential {
+        Credential {
+            path,
+            controller: controller.trim_end_matches('/').to_string(),
+            cluster: cluster.to_string(),
+            name: name.to_string(),
+        }
+    }
+
+    /// The saved token, if it was given to this node by this controller.
+    pub fn load(&self) -> Option<String> {
+        let text = std::fs::read_to_string(&self.path).ok()?;
+        let s: Saved = serde_json::from_str(&text).ok()?;
+        (s.controller == self.controller && s.cluster == self.cluster && s.name == self.name)
+            .then_some(s.token)
+    }
+
+    fn save(&self, token: &str) -> Result<(), String> {
+        let saved = Saved {
+            controller: self.controller.clone(),
+            cluster: self.cluster.clone(),
+            name: self.name.clone(),
+            token: token.to_string(),
+        };
+        let text = serde_json::to_string(&saved).map_err(|e| e.to_string())?;
+        write_private(&self.path, text.as_bytes())
+            .map_err(|e| format!("credential file `{}`: {e}", self.path.display()))
+    }
+
+    /// Forget a credential the controller refused.
+    pub fn discard(&self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+
+    /// Join with `join_token` and keep the credential received.
+    pub async fn join(&self, http: &reqwest::Client, join_token: &str) -> Result<String, String> {
+        let url = format!("{}/v1/join", self.controller);
+        let r = http
+            .post(&url)
+            .bearer_auth(join_token)
+            .json(&JoinRequest {
+                name: self.name.clone(),
+                cluster: self.cluster.clone(),
+            })
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach the controller to join: {e}"))?;
+        let status = r.status();
+        if !status.is_success() {
+            let body = r.bytes().await.unwrap_or_default();
+            let why = serde_json::from_slice::<ApiError>(&body)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+            return Err(format!("the controller refused to join ({status}): {why}"));
+        }
+        let reply: JoinReply = r
+            .json()
+            .await
+            .map_err(|e| format!("unexpected reply to the join: {e}"))?;
+        self.save(&reply.token)?;
+        Ok(reply.token)
+    }
+}
+
+/// Write `bytes` to `path` readable by its owner only (directory 0700),
+/// replacing it atomically.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_credential_is_private_and_only_for_its_controller_and_node() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent/c.n1.json");
+        let c = Credential::new(path.clone(), "https://ctl:7700/", "c", "n1");
+        assert!(c.load().is_none());
+        c.save("rcn_abc").unwrap();
+        assert_eq!(c.load().as_deref(), Some("rcn_abc"));
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        let other = Credential::new(path.clone(), "https://other:7700", "c", "n1");
+        assert!(other.load().is_none(), "never shown to another controller");
+        let renamed = Credential::new(path.clone(), "https://ctl:7700", "c", "n2");
+        assert!(renamed.load().is_none());
+        c.discard();
+        assert!(c.load().is_none());
+    }
+}

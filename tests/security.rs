@@ -1,0 +1,292 @@
+//! Nobody gets more than their role, with a real controller and agents
+//! over HTTP: the join token only joins, a node speaks for itself alone,
+//! forged or absurd reports are refused, tokens have roles and expire,
+//! removed and long-lost nodes are gone, and every change is audited.
+//! The source defines a cluster and no service, so no task runs: what is
+//! under test is who may say what.
+
+#[path = "common/controller.rs"]
+mod controller;
+#[path = "common/prereq.rs"]
+mod prereq;
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use controller::{bin, request, wait_until, ControllerArgs, Harness, API, JOIN};
+
+/// A raw request with `token` (any scheme spelling) and a JSON body:
+/// status code and body.
+fn call(h: &Harness<()>, method: &str, path: &str, auth: &str, body: &str) -> (u16, String) {
+    let headers = format!("Content-Type: application/json\r\n{auth}");
+    let (code, reply) = request(h.addr(), method, path, &headers, body.as_bytes());
+    let body = reply
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    (code, body)
+}
+
+fn bearer(token: &str) -> String {
+    format!("Authorization: Bearer {token}\r\n")
+}
+
+fn heartbeat(cluster: &str, cpu: u64) -> String {
+    format!(r#"{{"cluster":"{cluster}","cpu":{cpu},"memory":512,"agentVersion":"0","tasks":[]}}"#)
+}
+
+/// The credential an agent of the harness received, from its file.
+fn credential_of(h: &Harness<()>, node: &str) -> String {
+    let path = h.dir.path().join(format!("credentials/{node}.json"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    serde_json::from_str::<Value>(&text).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn node_names(h: &Harness<()>) -> Vec<String> {
+    let (code, out, err) = h.cli(&["nodes", "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let nodes: Vec<Value> = serde_json::from_str(&out).unwrap();
+    nodes
+        .iter()
+        .map(|n| n["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn nobody_gets_more_than_their_role() {
+    if !prereq::satisfied(prereq::docker()) {
+        return;
+    }
+    let cluster = format!("sec{}", std::process::id());
+    let mut h = Harness::create(cluster.clone(), [127, 0, 0, 1].into(), |_| ());
+    let src = h.dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(
+        src.join("cluster.yaml"),
+        format!("apiVersion: reconcile/v1alpha1\nkind: Cluster\nmetadata: {{name: {cluster}}}\nspec: {{}}\n"),
+    )
+    .unwrap();
+    h.start_controller(ControllerArgs {
+        source: vec![src.into(), "--forget-lost-after".into(), "4".into()],
+        interval: 2,
+        node_timeout: 3,
+        env: Vec::new(),
+    });
+    for name in ["s1", "s2"] {
+        let agent = h.spawn_agent(Command::new(bin()), name, &[]);
+        h.agents.push(Some(agent));
+    }
+    wait_until(
+        "both agents to join",
+        Duration::from_secs(30),
+        || node_names(&h).len() == 2,
+        || h.tail("controller"),
+    );
+    let s1 = credential_of(&h, "s1");
+    let s2 = credential_of(&h, "s2");
+    assert_ne!(s1, s2, "each node has a credential of its own");
+
+    // Authentication comes before the body is read: junk without a token
+    // is a 401, not a 400 or 415.
+    let (code, _) = call(&h, "POST", "/v1/nodes/s2/heartbeat", "", "{not json");
+    assert_eq!(code, 401);
+    let (code, _) = call(&h, "POST", "/v1/sync", "", "");
+    assert_eq!(code, 401);
+
+    // The join token only joins: it cannot report for any node.
+    let (code, body) = call(
+        &h,
+        "POST",
+        "/v1/nodes/s2/heartbeat",
+        &bearer(JOIN),
+        &heartbeat(&cluster, 1024),
+    );
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("a join token only joins"), "{body}");
+    // A node cannot speak for another: s1's credential on s2's routes.
+    let (code, body) = call(
+        &h,
+        "POST",
+        "/v1/nodes/s2/heartbeat",
+        &bearer(&s1),
+        &heartbeat(&cluster, 1024),
+    );
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("not the credential of node `s2`"), "{body}");
+    let (code, _) = call(
+        &h,
+        "GET",
+        "/v1/nodes/s2/changes?after=0&timeoutMillis=1",
+        &bearer(&s1),
+        "",
+    );
+    assert_eq!(code, 401, "nor read its assignments");
+    // Nor use it on the operator's routes.
+    let (code, _) = call(&h, "GET", "/v1/status", &bearer(&s2), "");
+    assert_eq!(code, 401);
+
+    // A live node's name cannot be taken; a foreign cluster is refused;
+    // the API token is not a join token.
+    let join = |name: &str, cl: &str, token: &str| {
+        call(
+            &h,
+            "POST",
+            "/v1/join",
+            &bearer(token),
+            &format!(r#"{{"name":"{name}","cluster":"{cl}"}}"#),
+        )
+    };
+    let (code, body) = join("s2", &cluster, JOIN);
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("is live"), "{body}");
+    let (code, body) = join("intruder", "elsewhere", JOIN);
+    assert_eq!(code, 403, "{body}");
+    let (code, _) = join("intruder", &cluster, API);
+    assert_eq!(code, 403, "an operator token does not join nodes");
+
+    // A node that joins gets a credential for itself; an absurd capacity
+    // is refused, a sane one registers it.
+    let (code, body) = join("fake", &cluster, JOIN);
+    assert_eq!(code, 200, "{body}");
+    let fake = serde_json::from_str::<Value>(&body).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (code, body) = call(
+        &h,
+        "POST",
+        "/v1/nodes/fake/heartbeat",
+        &bearer(&fake),
+        &heartbeat(&cluster, 4_294_967_295),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("at most"), "{body}");
+    let (code, body) = call(
+        &h,
+        "POST",
+        "/v1/nodes/fake/heartbeat",
+        &bearer(&fake),
+        &heartbeat("elsewhere", 1024),
+    );
+    assert_eq!(code, 403, "bound to the cluster it joined: {body}");
+    let (code, body) = call(
+        &h,
+        "POST",
+        "/v1/nodes/fake/heartbeat",
+        &bearer(&fake),
+        &heartbeat(&cluster, 1024),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(node_names(&h).contains(&"fake".to_string()));
+
+    // Roles: a reader reads and changes nothing; `bearer` in any case.
+    let (code, out, err) = h.cli(&["token", "create", "ci", "--role", "reader"]);
+    assert_eq!(code, 0, "{err}");
+    let reader = out.trim().to_string();
+    assert!(reader.starts_with("rct_"), "{out}");
+    let (code, _) = call(&h, "GET", "/v1/status", &bearer(&reader), "");
+    assert_eq!(code, 200);
+    let (code, body) = call(&h, "POST", "/v1/sync", &bearer(&reader), "");
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("needs an operator token"), "{body}");
+    let (code, _) = call(&h, "GET", "/v1/tokens", &bearer(&reader), "");
+    assert_eq!(code, 403, "token names are for operators");
+    let (code, _) = call(
+        &h,
+        "POST",
+        "/v1/sync",
+        &format!("Authorization: bearer {API}\r\n"),
+        "",
+    );
+    assert_eq!(code, 202, "the scheme is case-insensitive");
+    // Listed without the token; removed, it is refused.
+    let (code, out, _) = h.cli(&["token", "list"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("ci") && out.contains("reader") && !out.contains(&reader),
+        "{out}"
+    );
+    let (code, _, err) = h.cli(&["token", "rm", "ci"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _) = call(&h, "GET", "/v1/status", &bearer(&reader), "");
+    assert_eq!(code, 401, "a removed token is refused");
+    // Tokens expire.
+    let (code, out, err) = h.cli(&[
+        "token", "create", "brief", "--role", "operator", "--ttl", "1s",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    std::thread::sleep(Duration::from_millis(2100));
+    let (code, body) = call(&h, "GET", "/v1/status", &bearer(out.trim()), "");
+    assert_eq!(code, 401);
+    assert!(body.contains("expired"), "{body}");
+
+    // A removed node's credential is revoked.
+    let (code, out, err) = h.cli(&["node", "remove", "fake"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("removed"), "{out}");
+    let (code, _) = call(
+        &h,
+        "POST",
+        "/v1/nodes/fake/heartbeat",
+        &bearer(&fake),
+        &heartbeat(&cluster, 1024),
+    );
+    assert_eq!(code, 401);
+    assert!(!node_names(&h).contains(&"fake".to_string()));
+
+    // A node that goes silent is LOST, then forgotten; its name is free.
+    let mut s2_agent = h.agents[1].take().unwrap();
+    s2_agent.kill().unwrap();
+    s2_agent.wait().unwrap();
+    wait_until(
+        "the silent node to be forgotten",
+        Duration::from_secs(30),
+        || !node_names(&h).contains(&"s2".to_string()),
+        || h.tail("controller"),
+    );
+    let (code, _) = call(
+        &h,
+        "POST",
+        "/v1/nodes/s2/heartbeat",
+        &bearer(&s2),
+        &heartbeat(&cluster, 1024),
+    );
+    assert_eq!(code, 401, "a forgotten node's credential is gone too");
+    // Restarted with its credential file, it joins again as itself.
+    let again = h.spawn_agent(Command::new(bin()), "s2", &[]);
+    h.agents[1] = Some(again);
+    wait_until(
+        "s2 to join again",
+        Duration::from_secs(30),
+        || node_names(&h).contains(&"s2".to_string()),
+        || h.tail("agent-s2"),
+    );
+
+    // The audit log: changes, who made them, and refusals; no token.
+    let audit = std::fs::read_to_string(h.dir.path().join("data/audit.log")).unwrap();
+    let lines: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let has = |action: &str, caller: &str, status: u64| {
+        lines.iter().any(|l| {
+            l["action"] == action && l["caller"] == caller && l["status"].as_u64() == Some(status)
+        })
+    };
+    assert!(has("POST /v1/tokens", "api-token", 201), "{audit}");
+    assert!(has("POST /v1/sync", "ci", 403), "{audit}");
+    assert!(has("DELETE /v1/nodes/{name}", "api-token", 200), "{audit}");
+    assert!(has("POST /v1/join", "join-token", 200), "{audit}");
+    for secret in [API, JOIN, &s1, &s2, &fake, &reader] {
+        assert!(!audit.contains(secret), "a token in the audit log");
+        for (name, text) in h.logs() {
+            assert!(!text.contains(secret), "a token in the log of {name}");
+        }
+    }
+}
