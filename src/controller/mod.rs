@@ -18,7 +18,9 @@
 //! - `pass`: one reconcile pass over the core, and superseding;
 //! - `requests`: sync, suspend, abort, rollback, history, status;
 //! - `autoscale`: managed scaling's launches and retirements;
-//! - `http`: the API; `store`: the database; `openapi`: the API document.
+//! - `http`: the API; `serve`: its connections and their bounds;
+//!   `limits`: rate limits and webhook replays; `store`: the database;
+//!   `openapi`: the API document.
 //!
 //! Invariants:
 //! - An agent runs exactly the tasks assigned to it and stops anything else
@@ -35,11 +37,13 @@ mod autoscale;
 mod fleet;
 pub mod http;
 pub mod launcher;
+pub mod limits;
 mod membership;
 pub mod openapi;
 mod pass;
 mod requests;
 pub mod scaling;
+pub mod serve;
 mod source;
 pub mod store;
 
