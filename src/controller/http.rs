@@ -26,10 +26,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::Extension;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::{Json, Router};
 
 use super::limits::{Limiter, LogGate, Rate, Replays};
@@ -406,7 +406,10 @@ async fn webhook(
         }
         return too_many_requests(wait);
     }
-    let signed = match (headers.get("x-hub-signature-256"), &c.config().webhook_secret) {
+    let signed = match (
+        headers.get("x-hub-signature-256"),
+        &c.config().webhook_secret,
+    ) {
         (Some(sig), Some(secret)) => {
             let mac = hmac_sha256(secret.as_bytes(), &body);
             let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();

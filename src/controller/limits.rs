@@ -303,12 +303,18 @@ mod tests {
         let t0 = Instant::now();
         let l = Limiter::new(Rate::new(1.0, 1.0), Rate::new(1e9, 1e9), 8, t0);
         for i in 0..100u32 {
-            let _ = l.check(IpAddr::from(i.to_be_bytes()), t0 + Duration::from_millis(i.into()));
+            let _ = l.check(
+                IpAddr::from(i.to_be_bytes()),
+                t0 + Duration::from_millis(i.into()),
+            );
             assert!(l.peers() <= 8);
         }
         // The most recent address is still remembered (and empty).
         assert!(l
-            .check(IpAddr::from(99u32.to_be_bytes()), t0 + Duration::from_millis(99))
+            .check(
+                IpAddr::from(99u32.to_be_bytes()),
+                t0 + Duration::from_millis(99)
+            )
             .is_err());
         // Every address of one /64 shares a bucket.
         assert_eq!(l.check(ip("2001:db8:1:2::1"), t0), Ok(()));

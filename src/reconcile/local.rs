@@ -95,8 +95,7 @@ impl Aborts {
 
     /// Ask the running apply to abort the rollout of `key`.
     pub fn request(&self, key: &str) -> Result<PathBuf, String> {
-        crate::fsutil::private_dir(&self.0)
-            .map_err(|e| format!("`{}`: {e}", self.0.display()))?;
+        crate::fsutil::private_dir(&self.0).map_err(|e| format!("`{}`: {e}", self.0.display()))?;
         let marker = self.marker(key);
         crate::fsutil::write_private(&marker, key.as_bytes())
             .map_err(|e| format!("`{}`: {e}", marker.display()))?;
