@@ -158,11 +158,19 @@ impl Limiter {
     }
 }
 
+/// Keys recorded: when, by key, and in the order recorded (to forget the
+/// oldest first).
+#[derive(Default)]
+struct Seen {
+    by_key: HashMap<[u8; 32], Instant>,
+    order: VecDeque<([u8; 32], Instant)>,
+}
+
 /// Keys (digests) seen within a window, at most `max` of them.
 pub struct Replays {
     window: Duration,
     max: usize,
-    seen: Mutex<(HashMap<[u8; 32], Instant>, VecDeque<([u8; 32], Instant)>)>,
+    seen: Mutex<Seen>,
 }
 
 impl Replays {
@@ -170,7 +178,7 @@ impl Replays {
         Replays {
             window,
             max: max.max(1),
-            seen: Mutex::new((HashMap::new(), VecDeque::new())),
+            seen: Mutex::new(Seen::default()),
         }
     }
 
@@ -178,7 +186,7 @@ impl Replays {
     /// if none was, all are recorded (at `now`).
     pub fn check_and_record(&self, keys: &[[u8; 32]], now: Instant) -> bool {
         let mut guard = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let (map, order) = &mut *guard;
+        let Seen { by_key: map, order } = &mut *guard;
         // Forget what is older than the window.
         while let Some(&(k, at)) = order.front() {
             if now.saturating_duration_since(at) < self.window {
@@ -208,7 +216,11 @@ impl Replays {
 
     /// Keys remembered now.
     pub fn len(&self) -> usize {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).0.len()
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_key
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {
