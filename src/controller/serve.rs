@@ -82,6 +82,7 @@ pub async fn serve_tls(
 /// Log lines clients can cause, each at most once a second.
 #[derive(Default)]
 struct Gates {
+    accept: LogGate,
     over_cap: LogGate,
     slow_head: LogGate,
     slow_body: LogGate,
@@ -103,7 +104,9 @@ pub async fn accept_loop(
             Ok(x) => x,
             Err(e) => {
                 // Out of file descriptors, typically: let some close.
-                tracing::warn!("accept failed: {e}");
+                if let Some(n) = gates.accept.hit(Instant::now()) {
+                    tracing::warn!("accept failed: {e} ({n} since the last report)");
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
