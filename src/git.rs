@@ -238,7 +238,8 @@ impl GitSource {
 
     fn open(&self, cache_root: &Path) -> Result<Repository, String> {
         let dir = self.cache(cache_root);
-        std::fs::create_dir_all(cache_root)
+        // Inside the private state or data directory, and private itself.
+        crate::fsutil::private_dir(cache_root)
             .map_err(|e| err(&format!("cannot create `{}`", cache_root.display()), e))?;
         match Repository::open_bare(&dir) {
             Ok(r) => Ok(r),

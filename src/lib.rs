@@ -8,6 +8,7 @@ pub mod clock;
 pub mod controller;
 pub mod deployment;
 pub mod expression;
+pub mod fsutil;
 pub mod git;
 pub mod import;
 pub mod manifest;

@@ -4,10 +4,11 @@
 //!
 //! Standalone mode keeps it in one JSON file per source, written atomically
 //! (temporary file, fsync, rename) under an exclusive lock, so a kill at any
-//! moment leaves either the old or the new state.
+//! moment leaves either the old or the new state. The directory is 0700
+//! and every file in it 0600 ([`crate::fsutil`]).
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -88,6 +89,16 @@ pub struct FileStore {
 }
 
 impl FileStore {
+    /// The lock file of the store at `path`, opened after making its
+    /// directory and the store private.
+    fn lock_file(path: &Path) -> std::io::Result<File> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            crate::fsutil::private_dir(dir)?;
+        }
+        crate::fsutil::private_file(path)?;
+        crate::fsutil::open_private(&path.with_extension("lock"), false)
+    }
+
     /// Open (creating the directory) and lock the store at `path`. Blocks
     /// while another process holds the lock.
     pub fn open(path: &Path) -> Result<FileStore, StoreError> {
@@ -95,16 +106,7 @@ impl FileStore {
             path: path.to_path_buf(),
             source,
         };
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(io)?;
-        }
-        let lock_path = path.with_extension("lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io)?;
+        let lock = FileStore::lock_file(path).map_err(io)?;
         lock.lock().map_err(io)?;
         Ok(FileStore {
             path: path.to_path_buf(),
@@ -119,15 +121,7 @@ impl FileStore {
             path: path.to_path_buf(),
             source,
         };
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(io)?;
-        }
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path.with_extension("lock"))
-            .map_err(io)?;
+        let lock = FileStore::lock_file(path).map_err(io)?;
         match lock.try_lock() {
             Ok(()) => Ok(Some(FileStore {
                 path: path.to_path_buf(),
@@ -169,7 +163,7 @@ impl FileStore {
             source,
         };
         let tmp = self.path.with_extension("tmp");
-        let mut f = File::create(&tmp).map_err(io)?;
+        let mut f = crate::fsutil::open_private(&tmp, true).map_err(io)?;
         let json = serde_json::to_vec_pretty(state).expect("state serialises");
         f.write_all(&json).map_err(io)?;
         f.sync_all().map_err(io)?;

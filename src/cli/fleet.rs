@@ -135,6 +135,44 @@ pub struct ControllerArgs {
     /// The CA nodes launched by managed scaling trust (with TLS).
     #[arg(long, value_name = "FILE")]
     ca_cert: Option<PathBuf>,
+    /// Connections the API keeps open at most; one more is closed at once.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    max_connections: usize,
+    /// Seconds a client has to send a whole request head (default 10).
+    #[arg(long, hide = true, value_name = "SECONDS")]
+    header_timeout: Option<u64>,
+    /// Seconds a keep-alive connection may wait for its next request
+    /// (default 60).
+    #[arg(long, hide = true, value_name = "SECONDS")]
+    idle_timeout: Option<u64>,
+    /// Seconds a client has to send a whole request body (default 30).
+    #[arg(long, hide = true, value_name = "SECONDS")]
+    body_timeout: Option<u64>,
+}
+
+impl ControllerArgs {
+    /// The API server's bounds: the defaults, with what the flags change.
+    fn server_limits(&self) -> Result<controller::serve::Limits, ExitCode> {
+        let mut l = controller::serve::Limits {
+            max_connections: self.max_connections,
+            ..Default::default()
+        };
+        for (flag, value, field) in [
+            ("--header-timeout", self.header_timeout, &mut l.header),
+            ("--idle-timeout", self.idle_timeout, &mut l.idle),
+            ("--body-timeout", self.body_timeout, &mut l.body),
+        ] {
+            match value {
+                Some(0) => return Err(usage(format!("{flag} must be positive"))),
+                Some(s) => *field = Duration::from_secs(s),
+                None => {}
+            }
+        }
+        if l.max_connections == 0 {
+            return Err(usage("--max-connections must be positive"));
+        }
+        Ok(l)
+    }
 }
 
 pub fn controller_cmd(a: ControllerArgs) -> ExitCode {
@@ -146,6 +184,10 @@ pub fn controller_cmd(a: ControllerArgs) -> ExitCode {
             return c;
         }
     }
+    let limits = match a.server_limits() {
+        Ok(l) => l,
+        Err(c) => return c,
+    };
     if a.heartbeat_ms == 0 || a.node_timeout == 0 || a.interval == 0 {
         return usage("--interval, --heartbeat-ms and --node-timeout must be positive");
     }
@@ -229,8 +271,8 @@ pub fn controller_cmd(a: ControllerArgs) -> ExitCode {
         // of a thousand services kept new agents from joining for a minute).
         let server = tokio::spawn(async move {
             match tls {
-                Some(t) => controller::http::serve_tls(served, listener, t).await,
-                None => controller::http::serve(served, listener).await,
+                Some(t) => controller::serve::serve_tls(served, listener, t, limits).await,
+                None => controller::serve::serve(served, listener, limits).await,
             }
         });
         // The loop runs on this task, not spawned: apply's future is not

@@ -80,7 +80,7 @@ enum Command {
     Destroy(standalone::DestroyArgs),
     /// Serve the API agents and the CLI talk to, and converge the fleet to
     /// a source: validate, plan, log the plan, apply it through the agents.
-    Controller(fleet::ControllerArgs),
+    Controller(Box<fleet::ControllerArgs>),
     /// Run this host's Docker engine as a node of a controller's cluster:
     /// heartbeat, run the tasks assigned to it, stop anything else it owns.
     Agent(fleet::AgentArgs),
@@ -149,7 +149,7 @@ pub fn main() -> ExitCode {
         Command::History(a) => deployments::history_cmd(a),
         Command::Rollback(a) => deployments::rollback_cmd(a),
         Command::Deployment(a) => deployments::deployment_cmd(a),
-        Command::Controller(a) => fleet::controller_cmd(a),
+        Command::Controller(a) => fleet::controller_cmd(*a),
         Command::Agent(a) => fleet::agent_cmd(a),
         Command::Nodes(a) => fleet::nodes_cmd(a),
         Command::Node(a) => fleet::node_cmd(a),

@@ -360,7 +360,15 @@ pub(super) async fn gate(
             reply
         }
         Err(d) => {
-            tracing::warn!(%peer, "refused {action} from {peer}: {}", d.message);
+            // Anyone can cause these: one line a second, with a count.
+            if let Some(n) = c.refused.hit(std::time::Instant::now()) {
+                let more = if n > 1 {
+                    format!(" ({} more since the last report)", n - 1)
+                } else {
+                    String::new()
+                };
+                tracing::warn!(%peer, "refused {action} from {peer}: {}{more}", d.message);
+            }
             if audited {
                 c.audit.record(&super::audit::Entry {
                     caller: d.who.as_deref().unwrap_or("-"),

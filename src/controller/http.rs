@@ -15,7 +15,7 @@
 //! | `POST /v1/services/{cluster}/{name}/abort` | operator | roll back the service's rollout now |
 //! | `POST /v1/services/{cluster}/{name}/rollback` | operator | deploy an earlier revision (body: `{"to": N}`, optional) |
 //! | `POST /v1/sync[?allowMassDelete=true]` | operator | reconcile now (fetching a git source first); with the flag, approve once a plan deleting most services |
-//! | `POST /v1/webhook` | git host (`X-Hub-Signature-256` with the webhook secret) or operator | same as sync |
+//! | `POST /v1/webhook` | git host (`X-Hub-Signature-256` with the webhook secret) or operator | same as sync; rate-limited per address (429), a delivery repeated within 10 min refused (409) |
 //! | `POST /v1/suspend`, `POST /v1/resume` | operator | stop and restart applying |
 //! | `GET /v1/tokens`, `POST /v1/tokens`, `DELETE /v1/tokens/{name}` | operator | named API tokens |
 //! | `GET /v1/openapi.json` | anyone | this API, described |
@@ -28,6 +28,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -37,6 +38,7 @@ use axum::Extension;
 use axum::{Json, Router};
 
 use super::auth::{gate, Access, Caller};
+use super::limits::{Limiter, LogGate, Rate, Replays};
 use super::Controller;
 use crate::wire::{
     token_matches, Accepted, ApiError, Heartbeat, JoinRequest, NodeStatus, RollbackRequest,
@@ -73,12 +75,41 @@ async fn heartbeat(
     }
 }
 
+/// Joins allowed per peer address (a host of many agents, or a NAT), and
+/// from all peers together: a fleet started at once joins within seconds,
+/// and a holder of a join token cannot flood the registry.
+pub const JOIN_RATE: Rate = Rate::new(10.0, 50.0);
+pub const JOIN_GLOBAL_RATE: Rate = Rate::new(50.0, 500.0);
+
+/// The bound on `POST /v1/join`.
+pub struct Joins {
+    limiter: Limiter,
+    limited: LogGate,
+}
+
+impl Joins {
+    pub fn new(now: Instant) -> Joins {
+        Joins {
+            limiter: Limiter::new(JOIN_RATE, JOIN_GLOBAL_RATE, 4096, now),
+            limited: LogGate::default(),
+        }
+    }
+}
+
 /// A node asks for its credential, with a join token.
 async fn join(
     State(c): Shared,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(joins): Extension<Arc<Joins>>,
     Json(req): Json<JoinRequest>,
 ) -> Response {
+    let now = Instant::now();
+    if let Err(wait) = joins.limiter.check(peer.ip(), now) {
+        if let Some(n) = joins.limited.hit(now) {
+            tracing::warn!(%peer, "refused {n} join(s) over the rate limit (the last from {peer})");
+        }
+        return too_many_requests(wait);
+    }
     match c.join(&req.name, &req.cluster) {
         Ok(reply) => Json(reply).into_response(),
         Err((code, message)) => {
@@ -261,34 +292,129 @@ fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
         .into()
 }
 
+/// Bounds on `POST /v1/webhook`, which anyone can reach: a rate per peer
+/// address and overall, and the deliveries already seen.
+pub struct Webhooks {
+    limiter: Limiter,
+    replays: Replays,
+    limited: LogGate,
+    replayed: LogGate,
+    bad_signature: LogGate,
+}
+
+/// Webhooks allowed per peer address: 10 a second, bursts of 20.
+pub const WEBHOOK_RATE: Rate = Rate::new(10.0, 20.0);
+/// Webhooks allowed from all peers together.
+pub const WEBHOOK_GLOBAL_RATE: Rate = Rate::new(100.0, 200.0);
+/// How long a delivery is remembered: a repeat within it is refused.
+pub const WEBHOOK_REPLAY_WINDOW: Duration = Duration::from_secs(600);
+/// Deliveries remembered at most: above what the global rate lets in
+/// within the window (two keys each), so none is forgotten early.
+const WEBHOOK_REPLAYS_KEPT: usize = 150_000;
+
+/// Headers in which git hosts name a delivery (GitHub, Gitea, Gogs).
+const DELIVERY_HEADERS: [&str; 3] = ["x-github-delivery", "x-gitea-delivery", "x-gogs-delivery"];
+
+impl Webhooks {
+    pub fn new(now: Instant) -> Webhooks {
+        Webhooks {
+            limiter: Limiter::new(WEBHOOK_RATE, WEBHOOK_GLOBAL_RATE, 4096, now),
+            replays: Replays::new(WEBHOOK_REPLAY_WINDOW, WEBHOOK_REPLAYS_KEPT),
+            limited: LogGate::default(),
+            replayed: LogGate::default(),
+            bad_signature: LogGate::default(),
+        }
+    }
+}
+
+/// 429 with the seconds to wait in `Retry-After`.
+pub fn too_many_requests(wait: Duration) -> Response {
+    let secs = wait.as_secs_f64().ceil().clamp(1.0, 3600.0) as u64;
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(axum::http::header::RETRY_AFTER, secs.to_string())],
+        Json(ApiError {
+            error: format!("too many requests; retry in {secs} s"),
+        }),
+    )
+        .into_response()
+}
+
+fn sha256(parts: &[&[u8]]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
 /// A push notification from a git host: signed with the webhook secret
 /// (`X-Hub-Signature-256: sha256=HEX`, as GitHub and Gitea send it) or
 /// carrying an operator token (checked before this runs). The body is not
 /// trusted for anything else: the controller fetches the branch itself.
+///
+/// A delivery is accepted once: its delivery id, and the body of a signed
+/// one, are remembered for [`WEBHOOK_REPLAY_WINDOW`], so a captured request
+/// sent again (even with another delivery id) is refused with 409. A
+/// redelivery from the git host's page re-sends the same id and is refused
+/// too within the window; that loses nothing, since a sync fetches the
+/// branch as it is now (`reconcile sync` asks for one).
 async fn webhook(
     State(c): Shared,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(hooks): Extension<Arc<Webhooks>>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if caller.access == Access::Webhook {
-        let signature = headers
-            .get("x-hub-signature-256")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("sha256="));
-        let signed = match (signature, &c.config().webhook_secret) {
+    let now = Instant::now();
+    if let Err(wait) = hooks.limiter.check(peer.ip(), now) {
+        if let Some(n) = hooks.limited.hit(now) {
+            tracing::warn!(%peer, "refused {n} webhook(s) over the rate limit (the last from {peer})");
+        }
+        return too_many_requests(wait);
+    }
+    // A request with a signature came past the gate on it alone.
+    let signed = caller.access == Access::Webhook;
+    if signed {
+        let good = match (
+            headers.get("x-hub-signature-256"),
+            &c.config().webhook_secret,
+        ) {
             (Some(sig), Some(secret)) => {
                 let mac = hmac_sha256(secret.as_bytes(), &body);
                 let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
-                token_matches(&sig.to_ascii_lowercase(), &hex)
+                sig.to_str()
+                    .ok()
+                    .and_then(|v| v.strip_prefix("sha256="))
+                    .is_some_and(|sig| token_matches(&sig.to_ascii_lowercase(), &hex))
             }
             _ => false,
         };
-        if !signed {
-            tracing::warn!(%peer, "refused POST /v1/webhook from {peer}: bad webhook signature");
+        if !good {
+            if let Some(n) = hooks.bad_signature.hit(now) {
+                tracing::warn!(%peer, "refused POST /v1/webhook from {peer}: bad webhook signature ({n} since the last report)");
+            }
             return error(StatusCode::UNAUTHORIZED, "bad webhook signature");
         }
+    }
+    // Only an authenticated request is remembered: others must not be
+    // able to spend a delivery id before the git host sends it.
+    let mut keys: Vec<[u8; 32]> = DELIVERY_HEADERS
+        .iter()
+        .filter_map(|h| headers.get(*h))
+        .filter(|v| !v.is_empty())
+        .map(|v| sha256(&[b"delivery\0", v.as_bytes()]))
+        .collect();
+    if signed {
+        keys.push(sha256(&[b"body\0", &body]));
+    }
+    if !keys.is_empty() && hooks.replays.check_and_record(&keys, now) {
+        if let Some(n) = hooks.replayed.hit(now) {
+            tracing::warn!(%peer, "refused POST /v1/webhook from {peer}: replayed webhook delivery ({n} since the last report)");
+        }
+        return error(StatusCode::CONFLICT, "replayed webhook delivery");
     }
     c.sync();
     (
@@ -348,71 +474,9 @@ pub fn router(c: Arc<Controller>) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(c.clone(), gate))
         // Heartbeats carry every task of a node; 16 MiB bounds a request.
         .layer(axum::extract::DefaultBodyLimit::max(16 << 20))
+        .layer(Extension(Arc::new(Webhooks::new(Instant::now()))))
+        .layer(Extension(Arc::new(Joins::new(Instant::now()))))
         .with_state(c)
-}
-
-/// Serve the API on `listener` until the process ends.
-pub async fn serve(c: Arc<Controller>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router(c).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .await
-}
-
-/// Serve the API over TLS on `listener` until the process ends. Each
-/// connection is handshaken on its own task, with a time limit, so a slow
-/// or broken client holds up nobody else.
-pub async fn serve_tls(
-    c: Arc<Controller>,
-    listener: tokio::net::TcpListener,
-    config: Arc<rustls::ServerConfig>,
-) -> std::io::Result<()> {
-    use tower::ServiceExt;
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let app = router(c);
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let (acceptor, app) = (acceptor.clone(), app.clone());
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                acceptor.accept(tcp),
-            )
-            .await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::warn!(%peer, "TLS handshake with {peer} failed: {e}");
-                    return;
-                }
-                Err(_) => {
-                    tracing::warn!(%peer, "TLS handshake with {peer} timed out");
-                    return;
-                }
-            };
-            let svc = app.map_request(
-                move |mut req: axum::extract::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(ConnectInfo(peer));
-                    req
-                },
-            );
-            let _ =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(
-                        hyper_util::rt::TokioIo::new(tls),
-                        hyper_util::service::TowerToHyperService::new(svc),
-                    )
-                    .await;
-        });
-    }
 }
 
 #[cfg(test)]

@@ -57,20 +57,10 @@ const TOKEN_PATH: &str = "/run/reconcile/join-token";
 
 /// Write `text` to a file only its owner can read (replacing it).
 fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        crate::fsutil::private_dir(dir)?;
     }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    // An older file keeps its mode on open: make sure.
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    f.write_all(text.as_bytes())
+    crate::fsutil::write_private(path, text.as_bytes())
 }
 
 impl Launcher {

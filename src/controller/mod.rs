@@ -18,7 +18,9 @@
 //! - `pass`: one reconcile pass over the core, and superseding;
 //! - `requests`: sync, suspend, abort, rollback, history, status;
 //! - `autoscale`: managed scaling's launches and retirements;
-//! - `http`: the API; `store`: the database; `openapi`: the API document.
+//! - `http`: the API; `serve`: its connections and their bounds;
+//!   `limits`: rate limits and webhook replays; `store`: the database;
+//!   `openapi`: the API document.
 //!
 //! Invariants:
 //! - An agent runs exactly the tasks assigned to it and stops anything else
@@ -38,11 +40,13 @@ mod fleet;
 pub mod http;
 mod identity;
 pub mod launcher;
+pub mod limits;
 mod membership;
 pub mod openapi;
 mod pass;
 mod requests;
 pub mod scaling;
+pub mod serve;
 mod source;
 pub mod store;
 
@@ -222,6 +226,8 @@ pub struct Controller {
     /// Named API tokens (hashed), by name.
     tokens: Mutex<BTreeMap<String, store::TokenRecord>>,
     audit: audit::Audit,
+    /// Refused requests are logged at most once a second.
+    refused: limits::LogGate,
     /// Launches nodes for managed scaling; connected on first need.
     launcher: tokio::sync::OnceCell<Result<launcher::Launcher, String>>,
 }
@@ -256,6 +262,7 @@ impl Controller {
         let audit = audit::Audit::new(&config.data_dir);
         Ok(Arc::new(Controller {
             audit,
+            refused: limits::LogGate::default(),
             config,
             db,
             members: Mutex::new(Members {

@@ -7,8 +7,8 @@ use serde_json::{json, Map, Value};
 
 use crate::report::StatusReport;
 use crate::wire::{
-    Accepted, ApiError, Changes, CreatedToken, Heartbeat, HeartbeatReply, HistoryReply,
-    JoinReply, JoinRequest, NodeView, RollbackRequest, SyncReply, TokenRequest, TokenView,
+    Accepted, ApiError, Changes, CreatedToken, Heartbeat, HeartbeatReply, HistoryReply, JoinReply,
+    JoinRequest, NodeView, RollbackRequest, SyncReply, TokenRequest, TokenView,
 };
 
 fn schema<T: schemars::JsonSchema>() -> Value {
@@ -169,9 +169,14 @@ pub fn document() -> Value {
                 "responses": {"202": {"description": "requested", "content": {"application/json": {"schema": reference("SyncReply")}}}}
             }},
             "/v1/webhook": {"post": {
-                "summary": "Push notification from a git host: signed with the webhook secret (X-Hub-Signature-256: sha256=HEX of HMAC-SHA256 over the body) or carrying an operator token; same as /v1/sync",
+                "summary": "Push notification from a git host: signed with the webhook secret (X-Hub-Signature-256: sha256=HEX of HMAC-SHA256 over the body) or carrying an operator token; same as /v1/sync. A delivery (its X-GitHub-Delivery, X-Gitea-Delivery or X-Gogs-Delivery id, or its signed body) is accepted once within 10 minutes",
                 "security": [{"bearer": []}, {}],
-                "responses": {"202": {"description": "requested"}, "401": {"description": "neither a valid signature nor the API token"}}
+                "responses": {
+                    "202": {"description": "requested"},
+                    "401": {"description": "a signature that does not verify (`bad webhook signature`), or neither a signature nor the API token", "content": {"application/json": {"schema": reference("ApiError")}}},
+                    "409": {"description": "replayed webhook delivery: seen within the last 10 minutes; nothing is synced", "content": {"application/json": {"schema": reference("ApiError")}}},
+                    "429": {"description": "over the rate limit (per address and overall); `Retry-After` gives the seconds to wait", "content": {"application/json": {"schema": reference("ApiError")}}}
+                }
             }},
             "/v1/suspend": {"post": {
                 "summary": "Stop applying: the source is still read, validated and planned, and the plan reported",

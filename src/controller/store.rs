@@ -1,4 +1,5 @@
-//! The controller's durable state, in one redb file under `--data-dir`:
+//! The controller's durable state, in one redb file under `--data-dir`
+//! (the directory 0700, the file 0600):
 //! what was applied (revisions, services: the same [`Stored`] as standalone
 //! mode), the node registry, the tasks assigned to each node, and recent
 //! events. Secret values are never written: assignments are stored without
@@ -185,7 +186,12 @@ impl Db {
             path: path.clone(),
             message: m,
         };
-        std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+        // Private from the start: redb creates a missing file with the
+        // umask's mode, so an empty 0600 file is made first (redb
+        // initialises an empty file as a new database).
+        crate::fsutil::private_dir(dir)
+            .and_then(|()| crate::fsutil::open_private(&path, false))
+            .map_err(|e| fail(e.to_string()))?;
         let db = Database::create(&path).map_err(|e| fail(e.to_string()))?;
         let d = Db {
             db,

@@ -95,9 +95,9 @@ impl Aborts {
 
     /// Ask the running apply to abort the rollout of `key`.
     pub fn request(&self, key: &str) -> Result<PathBuf, String> {
-        std::fs::create_dir_all(&self.0).map_err(|e| format!("`{}`: {e}", self.0.display()))?;
+        crate::fsutil::private_dir(&self.0).map_err(|e| format!("`{}`: {e}", self.0.display()))?;
         let marker = self.marker(key);
-        std::fs::write(&marker, key.as_bytes())
+        crate::fsutil::write_private(&marker, key.as_bytes())
             .map_err(|e| format!("`{}`: {e}", marker.display()))?;
         Ok(marker)
     }
