@@ -220,13 +220,26 @@ fn slow_heads_idle_connections_and_slow_bodies_are_cut_but_not_long_polls() {
         "closed after {idle:?}, the idle timeout is 4 s"
     );
 
-    // A long poll held longer than the idle timeout is answered.
+    // A long poll held longer than the idle timeout is answered (with the
+    // credential of a node that joined).
+    let (code, text) = controller::post(
+        addr,
+        "/v1/join",
+        &format!("Authorization: Bearer {JOIN}\r\nContent-Type: application/json\r\n"),
+        br#"{"name":"n1","cluster":"slow"}"#,
+    );
+    assert_eq!(code, 200, "{text}");
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let credential = serde_json::from_str::<serde_json::Value>(body).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let poll = |after: &str, millis: u64| {
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         write!(
             s,
-            "GET /v1/nodes/n1/changes?after={after}&timeoutMillis={millis} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {JOIN}\r\nConnection: close\r\n\r\n"
+            "GET /v1/nodes/n1/changes?after={after}&timeoutMillis={millis} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {credential}\r\nConnection: close\r\n\r\n"
         )
         .unwrap();
         reply(&mut s)
@@ -246,7 +259,7 @@ fn slow_heads_idle_connections_and_slow_bodies_are_cut_but_not_long_polls() {
     let mut s = TcpStream::connect(addr).unwrap();
     write!(
         s,
-        "POST /v1/nodes/n1/heartbeat HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {JOIN}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"cluster\""
+        "POST /v1/nodes/n1/heartbeat HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {credential}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"cluster\""
     )
     .unwrap();
     s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
@@ -438,10 +451,18 @@ fn webhooks_are_accepted_once_signed_and_rate_limited() {
         || h.tail("controller"),
     );
 
-    // A flood from one address: refused with 429 and Retry-After past its
-    // burst.
+    // A flood of signed requests from one address (what gets past the
+    // gate without a token, and costs an HMAC over the body): refused
+    // with 429 and Retry-After past its burst.
     let flood: Vec<(u16, String)> = (0..40)
-        .map(|_| hook(addr, Ipv4Addr::new(127, 0, 0, 99), "", b"{}"))
+        .map(|_| {
+            hook(
+                addr,
+                Ipv4Addr::new(127, 0, 0, 99),
+                "X-Hub-Signature-256: sha256=00\r\n",
+                b"{}",
+            )
+        })
         .collect();
     let limited: Vec<&String> = flood
         .iter()
