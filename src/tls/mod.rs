@@ -2,6 +2,10 @@
 //! serves HTTPS when given a certificate and key; agents and the CLI trust
 //! the CA given with `--ca-cert` (else the system's roots).
 
+pub mod errors;
+pub mod pin;
+pub mod pki;
+
 use std::path::Path;
 use std::sync::Arc;
 
