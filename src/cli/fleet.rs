@@ -149,13 +149,17 @@ pub struct ControllerArgs {
 }
 
 /// The names the controller's own certificate carries: every --tls-san,
-/// the --listen address unless it is 0.0.0.0 or ::, the host's name,
-/// localhost and the loopback addresses.
+/// the --listen address (for 0.0.0.0 or ::, the host's addresses), the
+/// host's name, localhost and the loopback addresses.
 fn server_names(listen: &str, sans: &[String]) -> Vec<String> {
     let mut names: Vec<String> = sans.to_vec();
     match listen.parse::<std::net::SocketAddr>() {
         Ok(a) if !a.ip().is_unspecified() => names.push(a.ip().to_string()),
-        Ok(_) => {}
+        Ok(_) => names.extend(
+            crate::tls::pki::host_addresses()
+                .iter()
+                .map(|ip| ip.to_string()),
+        ),
         Err(_) => {
             if let Some((host, _)) = listen.rsplit_once(':') {
                 names.push(host.to_string());

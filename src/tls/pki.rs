@@ -211,6 +211,54 @@ fn issue(
     Ok((cert.der().clone(), key))
 }
 
+/// This host's addresses besides loopback, for a controller listening on
+/// all of them: IPv4 from `/proc/net/fib_trie`, global IPv6 from
+/// `/proc/net/if_inet6` (none where they cannot be read).
+pub fn host_addresses() -> Vec<std::net::IpAddr> {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let mut v = local_v4(&read("/proc/net/fib_trie"));
+    v.extend(global_v6(&read("/proc/net/if_inet6")));
+    v.retain(|ip| !ip.is_loopback());
+    v.dedup();
+    v
+}
+
+/// The addresses of `fib_trie` that are this host's: `|-- ADDR` followed
+/// by `/32 host LOCAL`.
+fn local_v4(fib_trie: &str) -> Vec<std::net::IpAddr> {
+    let mut out = Vec::new();
+    let mut last: Option<std::net::Ipv4Addr> = None;
+    for line in fib_trie.lines().map(str::trim) {
+        if let Some(a) = line.strip_prefix("|-- ") {
+            last = a.parse().ok();
+        } else if line.starts_with("/32 host LOCAL") {
+            if let Some(ip) = last.take() {
+                if !out.contains(&ip.into()) {
+                    out.push(ip.into());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The global-scope addresses of `if_inet6` (32 hex digits, then the
+/// interface index, prefix length and scope).
+fn global_v6(if_inet6: &str) -> Vec<std::net::IpAddr> {
+    if_inet6
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 4 || f[3] != "00" || f[0].len() != 32 {
+                return None;
+            }
+            u128::from_str_radix(f[0], 16)
+                .ok()
+                .map(|n| std::net::Ipv6Addr::from(n).into())
+        })
+        .collect()
+}
+
 /// Where a data directory keeps its PKI.
 pub fn dir_of(data_dir: &Path) -> PathBuf {
     data_dir.join("tls")
@@ -228,6 +276,23 @@ pub fn ca_hash(data_dir: &Path) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_addresses_are_read_from_proc() {
+        let trie = "Main:\n  +-- 0.0.0.0/0 3 0 4\n     |-- 0.0.0.0\n        /0 universe UNICAST\n           |-- 127.0.0.1\n              /32 host LOCAL\n           |-- 172.17.0.0\n              /16 link UNICAST\n           |-- 172.17.0.1\n              /32 host LOCAL\n        |-- 172.17.255.255\n           /32 link BROADCAST\nLocal:\n           |-- 172.17.0.1\n              /32 host LOCAL\n";
+        assert_eq!(
+            local_v4(trie),
+            vec![
+                std::net::IpAddr::from([127, 0, 0, 1]),
+                std::net::IpAddr::from([172, 17, 0, 1])
+            ]
+        );
+        let inet6 = "fe8000000000000000fc00fffe000001 04 40 20 80     eth0\n00000000000000000000000000000001 01 80 10 80       lo\nfd000000000000000000000000000002 04 40 00 82     eth0\n";
+        assert_eq!(
+            global_v6(inet6),
+            vec!["fd00::2".parse::<std::net::IpAddr>().unwrap()]
+        );
+    }
 
     fn names() -> Vec<String> {
         vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]
