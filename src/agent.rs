@@ -35,8 +35,8 @@ pub struct Config {
     pub allow_overcommit: bool,
     /// Host ports reserved besides the standard ones.
     pub reserved_ports: Vec<u16>,
-    /// Trust only this CA for an https:// controller.
-    pub ca_cert: Option<std::path::PathBuf>,
+    /// Whom to trust with the token: a pinned CA, a CA file, plain HTTP.
+    pub trust: crate::tls::Trust,
 }
 
 /// The owner label of a node's containers.
@@ -131,7 +131,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             .await
             .map_err(|e| e.message)?,
     );
-    let client = crate::tls::client(config.ca_cert.as_deref(), Duration::from_secs(10))?;
+    let client = crate::tls::client(&config.controller, &config.trust, Duration::from_secs(10))?;
     let url = format!(
         "{}/v1/nodes/{}/heartbeat",
         config.controller.trim_end_matches('/'),
@@ -259,7 +259,7 @@ pub async fn run(config: Config) -> Result<(), String> {
                     "controller refused the heartbeat ({status}): {body}"
                 ))
             }
-            Err(e) => Err(format!("cannot reach the controller: {e}")),
+            Err(e) => Err(crate::tls::errors::reaching(&e, &config.controller, &url)),
         };
         let reply = match reply {
             Ok(r) => r,

@@ -561,14 +561,24 @@ fn agents_and_cli_talk_to_the_controller_over_tls() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot reach the controller"), "{err}");
-    // Plain HTTP to the TLS port gets no API answer.
+    // Plain HTTP to another host is refused (the token would be in
+    // clear); when allowed, the TLS port gets no API answer.
     let plain = f.url().replace("https://", "http://");
     let out = Command::new(bin())
         .args(["nodes", "--controller", &plain])
         .env("RECONCILE_API_TOKEN", API)
         .output()
         .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--plain-http"));
+    let out = Command::new(bin())
+        .args(["nodes", "--plain-http", "--controller", &plain])
+        .env("RECONCILE_API_TOKEN", API)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("speaks TLS"), "{err}");
 }
 
 /// Nodes launched by managed scaling, as `docker ps` shows them.

@@ -90,6 +90,7 @@ fn json_logs_carry_the_pass_the_commit_and_each_applied_change() {
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .args(["--listen", &format!("127.0.0.1:{port}"), "--interval", "60"])
+        .arg("--plain-http")
         .env("RECONCILE_JOIN_TOKEN", JOIN)
         .env("RECONCILE_API_TOKEN", API)
         .env_remove("RUST_LOG")

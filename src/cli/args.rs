@@ -88,9 +88,34 @@ pub struct RemoteArgs {
         global = true
     )]
     pub token: Option<String>,
+    /// Trust only the CA with this hash for an https:// controller: the
+    /// `CA hash` the controller logs on start (also `reconcile ca-hash`).
+    #[arg(
+        long,
+        env = "RECONCILE_CA_HASH",
+        value_name = "sha256:HEX",
+        global = true,
+        conflicts_with = "ca_cert"
+    )]
+    pub ca_hash: Option<String>,
     /// Trust only this CA (PEM) for an https:// controller.
     #[arg(long, env = "RECONCILE_CA_CERT", value_name = "FILE", global = true)]
     pub ca_cert: Option<PathBuf>,
+    /// Allow an http:// URL to a host other than this one: the token then
+    /// crosses the network in clear.
+    #[arg(long, global = true)]
+    pub plain_http: bool,
+}
+
+impl RemoteArgs {
+    /// Whom the CLI trusts with its token.
+    pub(crate) fn trust(&self) -> crate::tls::Trust {
+        crate::tls::Trust {
+            ca_hash: self.ca_hash.clone(),
+            ca_cert: self.ca_cert.clone(),
+            plain_http: self.plain_http,
+        }
+    }
 }
 
 impl StateArgs {

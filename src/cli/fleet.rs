@@ -122,11 +122,26 @@ pub struct ControllerArgs {
     #[arg(long)]
     allow_mass_delete: bool,
     /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    /// Without it the controller serves HTTPS with a certificate of its own
+    /// CA, made in `<data-dir>/tls/` on first start.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// Private key of --tls-cert (PEM).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// A DNS name or IP address agents and the CLI reach the controller
+    /// by, for its own certificate (besides the --listen address, the host
+    /// name, localhost, 127.0.0.1 and ::1); repeatable.
+    #[arg(
+        long = "tls-san",
+        value_name = "NAME|IP",
+        conflicts_with_all = ["tls_cert", "plain_http"]
+    )]
+    tls_sans: Vec<String>,
+    /// Serve plain HTTP, without TLS: tokens then cross the network in
+    /// clear.
+    #[arg(long, conflicts_with = "tls_cert")]
+    plain_http: bool,
     /// The URL nodes launched by managed scaling use to reach the
     /// controller (they run on this host's network). Default: the --listen
     /// address, with 0.0.0.0 read as 127.0.0.1.
@@ -175,6 +190,37 @@ impl ControllerArgs {
     }
 }
 
+/// The names the controller's own certificate carries: every --tls-san,
+/// the --listen address (for 0.0.0.0 or ::, the host's addresses), the
+/// host's name, localhost and the loopback addresses.
+fn server_names(listen: &str, sans: &[String]) -> Vec<String> {
+    let mut names: Vec<String> = sans.to_vec();
+    match listen.parse::<std::net::SocketAddr>() {
+        Ok(a) if !a.ip().is_unspecified() => names.push(a.ip().to_string()),
+        Ok(_) => names.extend(
+            crate::tls::pki::host_addresses()
+                .iter()
+                .map(|ip| ip.to_string()),
+        ),
+        Err(_) => {
+            if let Some((host, _)) = listen.rsplit_once(':') {
+                names.push(host.to_string());
+            }
+        }
+    }
+    if let Some(h) = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+    {
+        names.push(h);
+    }
+    names.extend(["localhost", "127.0.0.1", "::1"].map(String::from));
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|n| seen.insert(n.to_ascii_lowercase()));
+    names
+}
+
 pub fn controller_cmd(a: ControllerArgs) -> ExitCode {
     for (flag, t) in [
         ("--join-token", &a.join_token),
@@ -211,28 +257,58 @@ pub fn controller_cmd(a: ControllerArgs) -> ExitCode {
                 controller::Source::Dir(dir)
             }
         };
-    let scheme = if a.tls_cert.is_some() {
-        "https"
-    } else {
-        "http"
+    let data_dir = a.data_dir.clone().unwrap_or_else(|| {
+        super::args::StateArgs::default()
+            .dir()
+            .path()
+            .join("controller")
+    });
+    // The certificate given, else the controller's own; none only when
+    // asked for.
+    let (tls, ca_hash) = match (&a.tls_cert, &a.tls_key) {
+        _ if a.plain_http => (None, None),
+        (Some(cert), Some(key)) => match crate::tls::server_config(cert, key) {
+            Ok(t) => (Some(t), None),
+            Err(e) => return usage(e),
+        },
+        _ => {
+            let dir = crate::tls::pki::dir_of(&data_dir);
+            let pki = match crate::tls::pki::ensure(&dir, &server_names(&a.listen, &a.tls_sans)) {
+                Ok(p) => p,
+                Err(e) => return failure(format!("the controller's TLS certificate: {e}")),
+            };
+            match crate::tls::server_config_from(pki.chain, pki.key) {
+                Ok(t) => (Some(t), Some(pki.ca_hash)),
+                Err(e) => return failure(format!("`{}`: {e}", dir.display())),
+            }
+        }
     };
-    let advertise_url = a
-        .advertise_url
-        .clone()
-        .unwrap_or_else(|| format!("{scheme}://{}", a.listen.replace("0.0.0.0", "127.0.0.1")));
+    if let Some(h) = &ca_hash {
+        tracing::info!("CA hash: {h} (agents and the CLI pin it with --ca-hash)");
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let advertise_url = a.advertise_url.clone().unwrap_or_else(|| {
+        format!(
+            "{scheme}://{}",
+            a.listen
+                .replace("0.0.0.0", "127.0.0.1")
+                .replace("[::]", "[::1]")
+        )
+    });
     let config = controller::Config {
         advertise_url,
-        ca_cert: a.ca_cert.clone(),
+        // Launched nodes trust the CA file given for them, else this
+        // controller's own CA.
+        node_trust: crate::tls::Trust {
+            ca_hash: ca_hash.filter(|_| a.ca_cert.is_none()),
+            ca_cert: a.ca_cert.clone(),
+            plain_http: a.plain_http,
+        },
         source,
         webhook_secret: a.webhook_secret.clone(),
         allowed_signers: a.allowed_signers.clone(),
         allowed_gpg_keys: a.allowed_gpg_keys.clone(),
-        data_dir: a.data_dir.clone().unwrap_or_else(|| {
-            super::args::StateArgs::default()
-                .dir()
-                .path()
-                .join("controller")
-        }),
+        data_dir,
         join_token: a.join_token,
         api_token: a.api_token,
         interval: Duration::from_secs(a.interval),
@@ -243,13 +319,6 @@ pub fn controller_cmd(a: ControllerArgs) -> ExitCode {
         step_timeout: Duration::from_secs(a.step_timeout),
         allow_mass_delete: a.allow_mass_delete,
     };
-    let tls = match (&a.tls_cert, &a.tls_key) {
-        (Some(cert), Some(key)) => match crate::tls::server_config(cert, key) {
-            Ok(t) => Some(t),
-            Err(e) => return usage(e),
-        },
-        _ => None,
-    };
     let c = match Controller::open(config) {
         Ok(c) => c,
         Err(e) => return failure(e),
@@ -259,12 +328,14 @@ pub fn controller_cmd(a: ControllerArgs) -> ExitCode {
             Ok(l) => l,
             Err(e) => return usage(format!("--listen {}: {e}", a.listen)),
         };
-        let addr = listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or(a.listen);
-        let scheme = if tls.is_some() { "https" } else { "http" };
+        let local = listener.local_addr().ok();
+        let addr = local.map(|a| a.to_string()).unwrap_or(a.listen);
         tracing::info!("controller listening on {scheme}://{addr}");
+        if tls.is_none() && !local.is_some_and(|l| l.ip().is_loopback()) {
+            tracing::warn!(
+                "--plain-http on {addr}: the API and join tokens cross the network in clear"
+            );
+        }
         let served = c.clone();
         // The API runs on the runtime's workers: accepting connections
         // must not wait while the loop below plans or saves (a first apply
@@ -341,9 +412,22 @@ pub struct AgentArgs {
     /// it, a restarted agent is the same node without the join token.
     #[arg(long, value_name = "FILE")]
     credential_file: Option<PathBuf>,
+    /// Trust only the CA with this hash for an https:// controller: the
+    /// `CA hash` the controller logs on start.
+    #[arg(
+        long,
+        env = "RECONCILE_CA_HASH",
+        value_name = "sha256:HEX",
+        conflicts_with = "ca_cert"
+    )]
+    ca_hash: Option<String>,
     /// Trust only this CA (PEM) for an https:// controller.
     #[arg(long, env = "RECONCILE_CA_CERT", value_name = "FILE")]
     ca_cert: Option<PathBuf>,
+    /// Allow an http:// controller URL to another host: the join token
+    /// then crosses the network in clear.
+    #[arg(long)]
+    plain_http: bool,
     /// A host port tasks must never get, besides the standard reserved
     /// ones (22, 2375, 2376, 51678, 51679); repeatable.
     #[arg(long = "reserved-port", value_name = "PORT")]
@@ -369,11 +453,8 @@ pub fn agent_cmd(a: AgentArgs) -> ExitCode {
         Some(n) => n,
         None => return usage("--name is required (no host name found)"),
     };
-    if !a.controller.starts_with("http://") && !a.controller.starts_with("https://") {
-        return usage(format!(
-            "--controller `{}`: expected an http:// or https:// URL",
-            a.controller
-        ));
+    if let Err(e) = crate::tls::check_url(&a.controller, a.plain_http) {
+        return usage(e);
     }
     let token = match (a.token, &a.token_file) {
         (Some(t), _) => Some(t),
@@ -414,7 +495,11 @@ pub fn agent_cmd(a: AgentArgs) -> ExitCode {
         cpu: a.cpu,
         memory: a.memory,
         allow_overcommit: a.allow_overcommit,
-        ca_cert: a.ca_cert,
+        trust: crate::tls::Trust {
+            ca_hash: a.ca_hash,
+            ca_cert: a.ca_cert,
+            plain_http: a.plain_http,
+        },
         reserved_ports: a.reserved_ports,
     };
     block_on(async move {
@@ -560,5 +645,34 @@ fn control(path: &str, verb: &str, remote: &RemoteArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => failure(e),
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CaHashArgs {
+    /// The controller's data directory (default: `controller` in the
+    /// state directory, as for `reconcile controller`).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+/// `reconcile ca-hash`: the hash of the CA a controller made, for
+/// `--ca-hash`.
+pub fn ca_hash_cmd(a: CaHashArgs) -> ExitCode {
+    let dir = a.data_dir.unwrap_or_else(|| {
+        super::args::StateArgs::default()
+            .dir()
+            .path()
+            .join("controller")
+    });
+    match crate::tls::pki::ca_hash(&dir) {
+        Ok(h) => {
+            println!("{h}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => failure(format!(
+            "no CA in --data-dir `{}` (a controller makes one on first start without --tls-cert): {e}",
+            dir.display()
+        )),
     }
 }

@@ -99,6 +99,9 @@ enum Command {
     Suspend(fleet::RemoteOnlyArgs),
     /// Let a suspended controller apply again.
     Resume(fleet::RemoteOnlyArgs),
+    /// Print the hash of the CA a controller made in its data directory
+    /// (`sha256:HEX`), which agents and the CLI pin with --ca-hash.
+    CaHash(fleet::CaHashArgs),
 }
 
 /// A git source's branch and directory (`SOURCE` = `git+URL`).
@@ -157,6 +160,7 @@ pub fn main() -> ExitCode {
         Command::Sync(a) => fleet::sync_cmd(a),
         Command::Suspend(a) => fleet::control_cmd("suspend", a),
         Command::Resume(a) => fleet::control_cmd("resume", a),
+        Command::CaHash(a) => fleet::ca_hash_cmd(a),
     }
 }
 

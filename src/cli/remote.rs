@@ -29,8 +29,7 @@ impl Client {
         let token = r.token.clone().ok_or_else(|| {
             usage("--token (or RECONCILE_API_TOKEN) is required with --controller")
         })?;
-        let http =
-            crate::tls::client(r.ca_cert.as_deref(), Duration::from_secs(30)).map_err(usage)?;
+        let http = crate::tls::client(&base, &r.trust(), Duration::from_secs(30)).map_err(usage)?;
         Ok(Client {
             base: base.trim_end_matches('/').to_string(),
             token,
@@ -69,7 +68,7 @@ impl Client {
         let r = req
             .send()
             .await
-            .map_err(|e| format!("cannot reach the controller at {}: {e}", self.base))?;
+            .map_err(|e| crate::tls::errors::reaching(&e, &self.base, &url))?;
         let status = r.status();
         let body = r.bytes().await.map_err(|e| e.to_string())?;
         if !status.is_success() {

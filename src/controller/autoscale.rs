@@ -23,7 +23,7 @@ impl Controller {
                     self.config.advertise_url.clone(),
                     &self.config.join_token,
                     self.config.data_dir.join("join-token"),
-                    self.config.ca_cert.clone(),
+                    self.config.node_trust.clone(),
                 )
             })
             .await;

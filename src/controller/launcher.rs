@@ -42,7 +42,9 @@ pub struct Launcher {
     /// The join token, written for the agents (owner-only) and mounted
     /// read-only: `docker inspect` of a node shows the path, not the token.
     token_file: PathBuf,
-    ca_cert: Option<PathBuf>,
+    /// Whom the launched agents trust (`--ca-hash`, `--ca-cert` or
+    /// `--plain-http`).
+    trust: crate::tls::Trust,
     image: tokio::sync::Mutex<Option<String>>,
     /// CPU units and MiB of the engine: what a launched node offers.
     pub engine: (u32, u32),
@@ -69,7 +71,7 @@ impl Launcher {
         controller_url: String,
         join_token: &str,
         token_file: PathBuf,
-        ca_cert: Option<PathBuf>,
+        trust: crate::tls::Trust,
     ) -> Result<Launcher, String> {
         let (docker, info) = crate::runtime::docker::engine()
             .await
@@ -82,7 +84,7 @@ impl Launcher {
             owner,
             controller_url,
             token_file,
-            ca_cert,
+            trust,
             image: tokio::sync::Mutex::new(None),
             engine,
         })
@@ -151,10 +153,16 @@ impl Launcher {
         // with it.
         cmd.push("--credential-file".into());
         cmd.push("/var/lib/reconcile/credential.json".into());
-        if let Some(ca) = &self.ca_cert {
+        if let Some(hash) = &self.trust.ca_hash {
+            cmd.push("--ca-hash".into());
+            cmd.push(hash.clone());
+        } else if let Some(ca) = &self.trust.ca_cert {
             binds.push(format!("{}:/ca.pem:ro", ca.display()));
             cmd.push("--ca-cert".into());
             cmd.push("/ca.pem".into());
+        }
+        if self.trust.plain_http {
+            cmd.push("--plain-http".into());
         }
         let labels = HashMap::from([
             (LAUNCHED_BY.to_string(), self.owner.clone()),

@@ -102,8 +102,9 @@ pub struct Config {
     pub allow_mass_delete: bool,
     /// The URL nodes launched by managed scaling reach the controller at.
     pub advertise_url: String,
-    /// The CA those nodes trust (with TLS).
-    pub ca_cert: Option<PathBuf>,
+    /// Whom those nodes trust: the controller's CA (by hash or file), or
+    /// plain HTTP.
+    pub node_trust: crate::tls::Trust,
 }
 
 /// Live state of a node: its record plus what its agent last said.
@@ -434,7 +435,7 @@ mod tests {
             step_timeout: Duration::from_secs(60),
             allow_mass_delete: false,
             advertise_url: String::new(),
-            ca_cert: None,
+            node_trust: Default::default(),
         })
         .unwrap()
     }

@@ -187,6 +187,10 @@ pub struct Harness<X> {
     pub port: u16,
     /// With TLS: the CA that signed the controller's certificate.
     pub ca: Option<PathBuf>,
+    /// With the controller's own TLS (no TLS flags): the CA hash it
+    /// logged, which agents and the CLI pin.
+    pub ca_hash: Option<String>,
+    default_tls: bool,
     pub controller: Option<Child>,
     pub agents: Vec<Option<Child>>,
     args: Option<ControllerArgs>,
@@ -225,6 +229,8 @@ impl<X> Harness<X> {
             ip,
             port: free_port(ip),
             ca: None,
+            ca_hash: None,
+            default_tls: false,
             controller: None,
             agents: Vec::new(),
             args: None,
@@ -236,7 +242,11 @@ impl<X> Harness<X> {
     }
 
     pub fn url(&self) -> String {
-        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        let scheme = if self.ca.is_some() || self.default_tls {
+            "https"
+        } else {
+            "http"
+        };
         format!("{scheme}://{}", self.addr())
     }
 
@@ -245,6 +255,22 @@ impl<X> Harness<X> {
     pub fn use_tls(&mut self) {
         let ip = self.ip.to_string();
         self.ca = Some(test_ca(&self.dir.path().join("pki"), Some(&ip)));
+    }
+
+    /// Run fleet mode as a user would: the controller with no TLS flags
+    /// (it makes its own CA), agents and the CLI given only the CA hash
+    /// it logs. Call before starting the controller.
+    pub fn use_default_tls(&mut self) {
+        self.default_tls = true;
+    }
+
+    /// The flags that make an agent or the CLI trust this controller.
+    fn trust_args(&self) -> Vec<OsString> {
+        match (&self.ca_hash, &self.ca) {
+            (Some(h), _) => vec!["--ca-hash".into(), h.into()],
+            (None, Some(ca)) => vec!["--ca-cert".into(), ca.into()],
+            (None, None) => vec!["--plain-http".into()],
+        }
     }
 
     fn log_path(&self, name: &str) -> PathBuf {
@@ -320,7 +346,10 @@ impl<X> Harness<X> {
                 .arg(d.join("pki/server.pem"))
                 .arg("--tls-key")
                 .arg(d.join("pki/server.key"));
+        } else if !self.default_tls {
+            cmd.arg("--plain-http");
         }
+        let logged_before = self.log("controller").len();
         let child = cmd
             .env("RECONCILE_JOIN_TOKEN", JOIN)
             .env("RECONCILE_API_TOKEN", API)
@@ -338,6 +367,16 @@ impl<X> Harness<X> {
             || TcpStream::connect(addr).is_ok(),
             || format!("controller log:\n{}", self.tail("controller")),
         );
+        if self.default_tls {
+            // The hash as this start logged it (it logs before listening).
+            let log = self.log("controller");
+            let hash = log[logged_before..]
+                .split("CA hash: ")
+                .nth(1)
+                .and_then(|s| s.split_whitespace().next())
+                .unwrap_or_else(|| panic!("no CA hash in the controller log:\n{log}"));
+            self.ca_hash = Some(hash.to_string());
+        }
     }
 
     /// Run `cmd` (the `reconcile` binary, possibly inside a namespace) as
@@ -348,10 +387,8 @@ impl<X> Harness<X> {
             .args(["--cpu", "4096", "--memory", "4096", "--allow-overcommit"])
             .arg("--credential-file")
             .arg(self.dir.path().join(format!("credentials/{name}.json")))
-            .args(extra);
-        if let Some(ca) = &self.ca {
-            cmd.arg("--ca-cert").arg(ca);
-        }
+            .args(extra)
+            .args(self.trust_args());
         let log = format!("agent-{name}");
         cmd.env("RECONCILE_JOIN_TOKEN", JOIN)
             .stdin(Stdio::null())
@@ -365,10 +402,9 @@ impl<X> Harness<X> {
     /// standard output and standard error.
     pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
         let mut cmd = Command::new(bin());
-        cmd.args(args).args(["--controller", &self.url()]);
-        if let Some(ca) = &self.ca {
-            cmd.arg("--ca-cert").arg(ca);
-        }
+        cmd.args(args)
+            .args(["--controller", &self.url()])
+            .args(self.trust_args());
         outcome(
             cmd.env("RECONCILE_API_TOKEN", API)
                 .stdin(Stdio::null())
@@ -394,7 +430,10 @@ impl<X> Harness<X> {
     /// before this call has been seen by a whole pass since. Returns that
     /// pass's number.
     pub fn sync_and_wait(&self) -> u64 {
-        assert!(self.ca.is_none(), "sync_and_wait speaks plain HTTP");
+        assert!(
+            self.ca.is_none() && !self.default_tls,
+            "sync_and_wait speaks plain HTTP"
+        );
         let (code, reply) = post(
             self.addr(),
             "/v1/sync",
