@@ -7,7 +7,7 @@ use common::{desired, nodes, World, BASE};
 use reconcile::model::DesiredState;
 use reconcile::plan::render::{self, Style};
 use reconcile::plan::Plan;
-use reconcile::secrets::{Resolver, SecretValue};
+use reconcile::secrets::{InstallKey, Resolver, SecretValue};
 
 fn text(p: &Plan) -> String {
     render::text(
@@ -128,7 +128,8 @@ fn secret_change_shows_only_fingerprints() {
     // the controller resolve it: the plan sees what the real path makes of
     // the value.
     let dir = tempfile::tempdir().unwrap();
-    let resolver = Resolver::in_dir(dir.path());
+    // A fixed installation key: the fingerprints in the snapshots repeat.
+    let resolver = Resolver::standalone(dir.path(), &InstallKey::from_bytes([7; 32]));
     let resolved = |value: &str| -> DesiredState {
         std::fs::write(dir.path().join("db-password"), format!("{value}\n")).unwrap();
         let mut d = desired(&with_secret);
@@ -136,7 +137,7 @@ fn secret_change_shows_only_fingerprints() {
         assert!(errors.is_empty(), "{errors:?}");
         d
     };
-    let fingerprint = |value: &str| SecretValue::new(value.into()).fingerprint();
+    let fingerprint = |value: &str| resolver.fingerprint(&SecretValue::new(value.into()));
 
     let d = resolved(OLD);
     assert_eq!(d.secret_fingerprints["db-password"], fingerprint(OLD));

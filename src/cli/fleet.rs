@@ -291,6 +291,11 @@ pub struct AgentArgs {
     /// ones (22, 2375, 2376, 51678, 51679); repeatable.
     #[arg(long = "reserved-port", value_name = "PORT")]
     reserved_ports: Vec<u16>,
+    /// Read `valueFrom: node:NAME` from the file NAME of this directory
+    /// (regular files only, no symlinks). Without it such tasks do not
+    /// start. Deliberately no environment variable.
+    #[arg(long, value_name = "DIR")]
+    secrets_dir: Option<PathBuf>,
 }
 
 pub fn agent_cmd(a: AgentArgs) -> ExitCode {
@@ -318,6 +323,11 @@ pub fn agent_cmd(a: AgentArgs) -> ExitCode {
             a.controller
         ));
     }
+    if let Some(d) = &a.secrets_dir {
+        if !d.is_dir() {
+            return usage(format!("--secrets-dir `{}`: not a directory", d.display()));
+        }
+    }
     let token = match (a.token, &a.token_file) {
         (Some(t), _) => t,
         (None, Some(file)) => match std::fs::read_to_string(file) {
@@ -344,6 +354,7 @@ pub fn agent_cmd(a: AgentArgs) -> ExitCode {
         memory: a.memory,
         ca_cert: a.ca_cert,
         reserved_ports: a.reserved_ports,
+        secrets_dir: a.secrets_dir,
     };
     block_on(async move {
         tokio::select! {

@@ -35,6 +35,9 @@ use crate::wire::{
     token_matches, Accepted, ApiError, Heartbeat, NodeStatus, RollbackRequest, SyncReply,
 };
 
+#[path = "http_secrets.rs"]
+mod http_secrets;
+
 type Shared = State<Arc<Controller>>;
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -403,6 +406,7 @@ pub fn router(c: Arc<Controller>) -> Router {
         .route("/v1/resume", post(resume))
         .route("/v1/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok" }))
+        .merge(http_secrets::routes())
         // Heartbeats carry every task of a node; 16 MiB bounds a request.
         .layer(axum::extract::DefaultBodyLimit::max(16 << 20))
         .with_state(c)
