@@ -10,6 +10,7 @@ mod logging;
 mod remote;
 mod render;
 mod run;
+mod secret;
 mod standalone;
 mod status;
 
@@ -94,6 +95,10 @@ enum Command {
     Suspend(fleet::RemoteOnlyArgs),
     /// Let a suspended controller apply again.
     Resume(fleet::RemoteOnlyArgs),
+    /// Set, list or remove a controller's secrets (bare `valueFrom: NAME`
+    /// in fleet mode). Values are read from standard input or a file and
+    /// never shown.
+    Secret(secret::SecretArgs),
 }
 
 /// A git source's branch and directory (`SOURCE` = `git+URL`).
@@ -148,6 +153,7 @@ pub fn main() -> ExitCode {
         Command::Agent(a) => fleet::agent_cmd(a),
         Command::Nodes(a) => fleet::nodes_cmd(a),
         Command::Node(a) => fleet::node_cmd(a),
+        Command::Secret(a) => secret::secret_cmd(a),
         Command::Sync(a) => fleet::sync_cmd(a),
         Command::Suspend(a) => fleet::control_cmd("suspend", a),
         Command::Resume(a) => fleet::control_cmd("resume", a),
