@@ -175,6 +175,35 @@ fn secret_change_shows_only_fingerprints() {
 }
 
 #[test]
+fn unkeyed_fingerprints_of_older_versions_roll_once_saying_why() {
+    let with_secret = BASE.replace(
+        "environment: [{name: MODE, value: prod}]",
+        "environment: [{name: MODE, value: prod}]\n      secrets: [{name: DB_PASSWORD, valueFrom: db-password}]",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("db-password"), "correct horse\n").unwrap();
+    let resolver = Resolver::in_dir(dir.path());
+    // What an older version applied: the same value, fingerprinted
+    // without a key.
+    let mut before = desired(&with_secret);
+    before
+        .secret_fingerprints
+        .insert("db-password".into(), "sha256:c4bbcb1fbec9".into());
+    let mut w = World::new(nodes(3, 2048, 4096));
+    w.apply_with(&before, &resolver).unwrap();
+
+    let mut now = desired(&with_secret);
+    assert!(now.fingerprint_secrets(&resolver).is_empty());
+    let t = text(&w.plan(&now));
+    assert!(
+        t.contains("secret fingerprints are now keyed (once, after the upgrade) (db-password)"),
+        "{t}"
+    );
+    w.apply_with(&now, &resolver).unwrap();
+    assert!(!w.plan(&now).has_changes(), "it rolls once");
+}
+
+#[test]
 fn daemon_rolls_node_by_node() {
     let daemon = BASE.replace("desiredCount: 4", "schedulingStrategy: DAEMON");
     let mut w = World::new(nodes(3, 2048, 4096));
