@@ -83,6 +83,14 @@ impl InstallKey {
         let shown = path.display();
         match open_regular(path) {
             Ok(mut f) => {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = f.metadata().map(|m| m.permissions().mode()).unwrap_or(0);
+                if mode & 0o077 != 0 {
+                    tracing::warn!(
+                        "key file {shown} is readable by others (mode {:o}); `chmod 600` it",
+                        mode & 0o777
+                    );
+                }
                 let mut bytes = Vec::new();
                 f.read_to_end(&mut bytes)
                     .map_err(|e| format!("key file `{shown}`: {e}"))?;
@@ -93,13 +101,11 @@ impl InstallKey {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)
-                        .map_err(|e| format!("key file `{shown}`: {e}"))?;
+                    std::fs::create_dir_all(dir).map_err(|e| format!("key file `{shown}`: {e}"))?;
                 }
                 let key = InstallKey::random()?;
-                let mut f = create_private(path).map_err(|e| {
-                    format!("key file `{shown}`: cannot create it: {e}")
-                })?;
+                let mut f = create_private(path)
+                    .map_err(|e| format!("key file `{shown}`: cannot create it: {e}"))?;
                 f.write_all(&key.0)
                     .and_then(|_| f.sync_all())
                     .map_err(|e| format!("key file `{shown}`: {e}"))?;
@@ -127,7 +133,10 @@ impl InstallKey {
     /// A key for `purpose` (HMAC of the purpose under this key), so no
     /// two uses share key material.
     pub fn derive(&self, purpose: &str) -> [u8; 32] {
-        let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &self.0), purpose.as_bytes());
+        let tag = hmac::sign(
+            &hmac::Key::new(hmac::HMAC_SHA256, &self.0),
+            purpose.as_bytes(),
+        );
         let mut out = [0u8; 32];
         out.copy_from_slice(tag.as_ref());
         out
@@ -484,9 +493,9 @@ fn refusal(r: &str, mode: Mode) -> Option<(String, Option<String>)> {
             format!("`valueFrom: {shown}` is refused: {FLEET_HINT}"),
             None,
         )),
-        (Mode::Fleet, Reference::Node(n) | Reference::Name(n)) => {
-            check_name(n).err().map(|e| (format!("`valueFrom: {shown}`: {e}"), None))
-        }
+        (Mode::Fleet, Reference::Node(n) | Reference::Name(n)) => check_name(n)
+            .err()
+            .map(|e| (format!("`valueFrom: {shown}`: {e}"), None)),
         (Mode::Standalone, Reference::Node(_)) => Some((
             format!("`valueFrom: {shown}`: `node:` references are read by a fleet's agents"),
             Some(
@@ -495,9 +504,9 @@ fn refusal(r: &str, mode: Mode) -> Option<(String, Option<String>)> {
                     .into(),
             ),
         )),
-        (Mode::Standalone, Reference::Name(n)) => {
-            check_name(n).err().map(|e| (format!("`valueFrom: {shown}`: {e}"), None))
-        }
+        (Mode::Standalone, Reference::Name(n)) => check_name(n)
+            .err()
+            .map(|e| (format!("`valueFrom: {shown}`: {e}"), None)),
         (Mode::Standalone, Reference::Env(_) | Reference::File(_)) => None,
     }
 }
@@ -553,7 +562,10 @@ mod tests {
         assert_eq!(fa, Fingerprints::new(&a).of(&v));
         // Another installation's fingerprint of the same value differs.
         assert_ne!(fa, Fingerprints::new(&b).of(&v));
-        assert_ne!(fa, Fingerprints::new(&a).of(&SecretValue::new("hunter3".into())));
+        assert_ne!(
+            fa,
+            Fingerprints::new(&a).of(&SecretValue::new("hunter3".into()))
+        );
         // Purposes never share key material.
         assert_ne!(a.derive("x"), a.derive("y"));
     }
@@ -590,9 +602,16 @@ mod tests {
         std::env::set_var("RECONCILE_TEST_FLEET_SECRET", "leak");
         for refused in ["env:RECONCILE_TEST_FLEET_SECRET", "file:/etc/passwd"] {
             let e = r.resolve(refused).unwrap_err().to_string();
-            assert!(e.contains("reconcile secret set") && !e.contains("leak"), "{e}");
+            assert!(
+                e.contains("reconcile secret set") && !e.contains("leak"),
+                "{e}"
+            );
         }
-        assert!(r.resolve("nope").unwrap_err().why.contains("no secret `nope`"));
+        assert!(r
+            .resolve("nope")
+            .unwrap_err()
+            .why
+            .contains("no secret `nope`"));
         assert_eq!(r.resolve_for_launch("node:x").unwrap(), None);
         let (fps, errors) = r.fingerprints(["db", "node:x", "env:HOME"]);
         assert_eq!(fps["node:x"], NODE_FINGERPRINT);
@@ -604,7 +623,9 @@ mod tests {
     #[test]
     fn modes_refuse_the_references_of_the_other() {
         let fleet = |r: &str| refusal(r, Mode::Fleet).map(|(m, _)| m);
-        assert!(fleet("env:RECONCILE_API_TOKEN").unwrap().contains(FLEET_HINT));
+        assert!(fleet("env:RECONCILE_API_TOKEN")
+            .unwrap()
+            .contains(FLEET_HINT));
         assert!(fleet("file:/etc/shadow").unwrap().contains(FLEET_HINT));
         assert!(fleet("db").is_none() && fleet("node:db").is_none());
         assert!(fleet("node:../x").is_some() && fleet("a/b").is_some());

@@ -112,7 +112,8 @@ fn read_value(file: Option<&PathBuf>) -> Result<Vec<u8>, String> {
     let (mut input, from): (Box<dyn Read>, String) = match file {
         Some(f) => (
             Box::new(
-                std::fs::File::open(f).map_err(|e| format!("--from-file `{}`: {e}", f.display()))?,
+                std::fs::File::open(f)
+                    .map_err(|e| format!("--from-file `{}`: {e}", f.display()))?,
             ),
             format!("--from-file `{}`", f.display()),
         ),
@@ -136,7 +137,10 @@ fn read_value(file: Option<&PathBuf>) -> Result<Vec<u8>, String> {
         }
     }
     if bytes.len() > MAX_VALUE {
-        return Err(format!("{from}: a secret value is at most {} KiB", MAX_VALUE >> 10));
+        return Err(format!(
+            "{from}: a secret value is at most {} KiB",
+            MAX_VALUE >> 10
+        ));
     }
     if bytes.is_empty() {
         return Err(format!("{from}: the value is empty"));

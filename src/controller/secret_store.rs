@@ -189,7 +189,10 @@ mod tests {
             assert_eq!(s.lookup("db").unwrap().unwrap().expose(), VALUE);
             assert_eq!(s.lookup("other").unwrap(), None);
             let listed = serde_json::to_string(&s.list().unwrap()).unwrap();
-            assert!(listed.contains("\"db\"") && !listed.contains(VALUE), "{listed}");
+            assert!(
+                listed.contains("\"db\"") && !listed.contains(VALUE),
+                "{listed}"
+            );
             // A row moved under another name does not open.
             let row = db.secret_row("db").unwrap().unwrap();
             db.put_secret_row("copy", &row).unwrap();
