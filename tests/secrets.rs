@@ -96,6 +96,30 @@ fn cli_with_input(h: &Harness<()>, args: &[&str], input: &str) -> (i32, String, 
     outcome(child.wait_with_output().unwrap())
 }
 
+/// One raw HTTP/1.1 request to the controller: its status code.
+fn request(h: &Harness<()>, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> u16 {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(h.addr()).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: test\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    // The server may answer before reading a body it refuses.
+    let _ = s.write_all(body);
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    reply
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
 /// The environment of the running container of service `name`.
 fn env_of(h: &Harness<()>, name: &str) -> Option<String> {
     let filter = format!("label=reconcile.io/cluster={}", h.cluster);
@@ -288,4 +312,27 @@ fn fleet_secrets_come_from_the_operator_or_the_node_never_the_controller() {
     // Fingerprints in the plan are keyed; `node:` ones are a marker.
     let plan = &seen.iter().find(|s| s.0 == "plan --format json").unwrap().1;
     assert!(!plan.contains("sha256:"), "{plan}");
+
+    // The routes want the API token, and a value of at most 64 KiB.
+    assert_eq!(request(&h, "GET", "/v1/secrets", None, b""), 401);
+    assert_eq!(request(&h, "PUT", "/v1/secrets/x", Some(JOIN), b"v"), 401);
+    assert_eq!(request(&h, "DELETE", "/v1/secrets/db", None, b""), 401);
+    let big = vec![b'x'; (64 << 10) + 1];
+    assert_eq!(request(&h, "PUT", "/v1/secrets/big", Some(API), &big), 413);
+    assert_eq!(
+        request(&h, "PUT", "/v1/secrets/.hidden", Some(API), b"v"),
+        400
+    );
+    let (_, listed, _) = h.cli(&["secret", "list"]);
+    assert!(listed.contains("db") && !listed.contains("big"), "{listed}");
+
+    // Removed, the secret no longer plans: the plan names it.
+    let (code, out, err) = h.cli(&["secret", "rm", "db"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = h.cli(&["plan"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        (out.clone() + &err).contains("reconcile secret set db"),
+        "{out}{err}"
+    );
 }
