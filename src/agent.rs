@@ -479,6 +479,52 @@ mod tests {
     use std::time::Instant;
 
     #[test]
+    fn node_secrets_are_read_here_or_the_task_stops_saying_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = dir.path().join("secrets");
+        std::fs::create_dir(&secrets).unwrap();
+        std::fs::write(secrets.join("token"), "node-value\n").unwrap();
+        std::fs::write(dir.path().join("outside"), "outside-value").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("outside"), secrets.join("link")).unwrap();
+        let assignment = |refs: &[&str]| Assignment {
+            identity: crate::model::TaskIdentity {
+                id: "t1".into(),
+                cluster: "c".into(),
+                service: Some("s".into()),
+                family: "f".into(),
+                revision: 1,
+                config_hash: "h".into(),
+            },
+            spec: serde_json::from_value(serde_json::json!({
+                "containerDefinitions": [{"name": "a", "image": "busybox:stable"}]
+            }))
+            .unwrap(),
+            reported: false,
+            secrets: BTreeMap::from([("db".to_string(), "stored".to_string())]),
+            node_secrets: refs.iter().map(|r| r.to_string()).collect(),
+        };
+        let l = launch_of(assignment(&["node:token"]), "n1", Some(&secrets)).unwrap();
+        assert_eq!(l.secrets["node:token"].expose(), "node-value");
+        assert_eq!(l.secrets["db"].expose(), "stored");
+        for (refs, dir, why) in [
+            (&["node:link"][..], Some(secrets.as_path()), "symlink"),
+            (
+                &["node:../outside"][..],
+                Some(secrets.as_path()),
+                "secret name",
+            ),
+            (&["node:missing"][..], Some(secrets.as_path()), "missing"),
+            (&["node:token"][..], None, "--secrets-dir"),
+        ] {
+            let t = launch_of(assignment(refs), "n1", dir).unwrap_err();
+            let reason = t.stopped_reason.unwrap();
+            assert_eq!(t.last_status, crate::model::TaskStatus::Stopped);
+            assert!(reason.contains(refs[0]) && reason.contains(why), "{reason}");
+            assert!(!reason.contains("value"), "{reason}");
+        }
+    }
+
+    #[test]
     fn an_action_that_ended_after_the_observation_began_is_not_repeated() {
         let inflight: InFlight = Arc::default();
         let before = Instant::now();
