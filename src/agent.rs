@@ -37,6 +37,9 @@ pub struct Config {
     pub reserved_ports: Vec<u16>,
     /// Whom to trust with the token: a pinned CA, a CA file, plain HTTP.
     pub trust: crate::tls::Trust,
+    /// Where `valueFrom: node:NAME` is read: the file NAME of this
+    /// directory. None: such tasks do not start.
+    pub secrets_dir: Option<std::path::PathBuf>,
 }
 
 /// The owner label of a node's containers.
@@ -110,17 +113,60 @@ fn release(inflight: &InFlight, id: &str) {
     }
 }
 
-fn launch_of(a: Assignment, node: &str) -> Launch {
-    Launch {
+/// Tasks that failed before any container existed (a `node:` secret that
+/// cannot be read): the engine cannot show them, so they are reported
+/// STOPPED, with why, until they are no longer assigned.
+type Failed = Arc<Mutex<BTreeMap<String, crate::model::Task>>>;
+
+/// The launch of an assignment, its `node:` secrets read from
+/// `secrets_dir`; else the task, STOPPED with the reason.
+fn launch_of(
+    a: Assignment,
+    node: &str,
+    secrets_dir: Option<&std::path::Path>,
+) -> Result<Launch, Box<crate::model::Task>> {
+    let mut secrets: BTreeMap<String, SecretValue> = a
+        .secrets
+        .into_iter()
+        .map(|(k, v)| (k, SecretValue::new(v)))
+        .collect();
+    for r in &a.node_secrets {
+        let name = r.strip_prefix("node:").unwrap_or(r);
+        let value = match secrets_dir {
+            Some(dir) => crate::secrets::read_named(dir, name).map_err(|e| {
+                format!(
+                    "secret `{r}` cannot be read from this node's secrets directory `{}`: {e}",
+                    dir.display()
+                )
+            }),
+            None => Err(format!(
+                "secret `{r}`: this node has no secrets directory (agent option `--secrets-dir DIR`)"
+            )),
+        };
+        match value {
+            Ok(v) => {
+                secrets.insert(r.clone(), v);
+            }
+            Err(why) => {
+                return Err(Box::new(crate::model::Task {
+                    identity: a.identity,
+                    node: node.to_string(),
+                    last_status: crate::model::TaskStatus::Stopped,
+                    health: crate::model::Health::Unknown,
+                    started_at: None,
+                    stop_code: Some("TaskFailedToStart".into()),
+                    stopped_reason: Some(why),
+                    bindings: Vec::new(),
+                }))
+            }
+        }
+    }
+    Ok(Launch {
         identity: a.identity,
         node: node.to_string(),
         spec: a.spec,
-        secrets: a
-            .secrets
-            .into_iter()
-            .map(|(k, v)| (k, SecretValue::new(v)))
-            .collect(),
-    }
+        secrets,
+    })
 }
 
 /// Run until the process ends; errors reaching the controller or Docker
@@ -151,6 +197,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     let mut held = credential.load();
     let mut warned_capacity = false;
     let inflight: InFlight = Arc::default();
+    let failed: Failed = Arc::default();
     // An action that ends wakes the loop: its outcome is reported now.
     let wake = Arc::new(tokio::sync::Notify::new());
     let permits = Arc::new(tokio::sync::Semaphore::new(ACTIONS));
@@ -211,6 +258,13 @@ pub async fn run(config: Config) -> Result<(), String> {
                 }
             }
         };
+        obs.tasks.extend(
+            failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .cloned(),
+        );
         let engine = obs.nodes.first().cloned();
         let (cpu, memory, capped) = capacity(&config, engine.as_ref());
         if capped && !warned_capacity {
@@ -290,7 +344,8 @@ pub async fn run(config: Config) -> Result<(), String> {
         let act = |reply| {
             converge(
                 &rt,
-                &config.name,
+                (&config.name, config.secrets_dir.as_deref()),
+                &failed,
                 &inflight,
                 &permits,
                 &wake,
@@ -381,9 +436,11 @@ const ACTIONS: usize = 16;
 
 /// Start what is assigned and missing, stop what is owned and unassigned.
 /// Each action runs in its own task so heartbeats go on meanwhile.
+#[allow(clippy::too_many_arguments)]
 fn converge(
     rt: &Arc<DockerRuntime>,
-    node: &str,
+    (node, secrets_dir): (&str, Option<&std::path::Path>),
+    failed: &Failed,
     inflight: &InFlight,
     permits: &Arc<tokio::sync::Semaphore>,
     wake: &Arc<tokio::sync::Notify>,
@@ -399,9 +456,19 @@ fn converge(
         .chain(kept.iter().map(String::as_str))
         .collect();
     for t in local {
-        if assigned.contains(t.identity.id.as_str())
-            || !claim(inflight, &t.identity.id, false, observed)
+        if assigned.contains(t.identity.id.as_str()) {
+            continue;
+        }
+        // A task that never got a container has nothing to stop.
+        if failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&t.identity.id)
+            .is_some()
         {
+            continue;
+        }
+        if !claim(inflight, &t.identity.id, false, observed) {
             continue;
         }
         let (rt, inflight, id, live) = (
@@ -437,7 +504,20 @@ fn converge(
             continue;
         }
         let (rt, inflight, id) = (rt.clone(), inflight.clone(), a.identity.id.clone());
-        let launch = launch_of(a, node);
+        let launch = match launch_of(a, node, secrets_dir) {
+            Ok(l) => l,
+            Err(task) => {
+                let why = task.stopped_reason.clone().unwrap_or_default();
+                tracing::warn!(task = %id, "agent: task {id} not started: {why}");
+                failed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id.clone(), *task);
+                release(&inflight, &id);
+                wake.notify_one();
+                continue;
+            }
+        };
         let (permits, wake) = (permits.clone(), wake.clone());
         tokio::spawn(async move {
             let _permit = permits.acquire_owned().await;
@@ -460,6 +540,52 @@ fn converge(
 mod tests {
     use super::*;
     use std::time::Instant;
+
+    #[test]
+    fn node_secrets_are_read_here_or_the_task_stops_saying_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = dir.path().join("secrets");
+        std::fs::create_dir(&secrets).unwrap();
+        std::fs::write(secrets.join("token"), "node-value\n").unwrap();
+        std::fs::write(dir.path().join("outside"), "outside-value").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("outside"), secrets.join("link")).unwrap();
+        let assignment = |refs: &[&str]| Assignment {
+            identity: crate::model::TaskIdentity {
+                id: "t1".into(),
+                cluster: "c".into(),
+                service: Some("s".into()),
+                family: "f".into(),
+                revision: 1,
+                config_hash: "h".into(),
+            },
+            spec: serde_json::from_value(serde_json::json!({
+                "containerDefinitions": [{"name": "a", "image": "busybox:stable"}]
+            }))
+            .unwrap(),
+            reported: false,
+            secrets: BTreeMap::from([("db".to_string(), "stored".to_string())]),
+            node_secrets: refs.iter().map(|r| r.to_string()).collect(),
+        };
+        let l = launch_of(assignment(&["node:token"]), "n1", Some(&secrets)).unwrap();
+        assert_eq!(l.secrets["node:token"].expose(), "node-value");
+        assert_eq!(l.secrets["db"].expose(), "stored");
+        for (refs, dir, why) in [
+            (&["node:link"][..], Some(secrets.as_path()), "symlink"),
+            (
+                &["node:../outside"][..],
+                Some(secrets.as_path()),
+                "secret name",
+            ),
+            (&["node:missing"][..], Some(secrets.as_path()), "missing"),
+            (&["node:token"][..], None, "--secrets-dir"),
+        ] {
+            let t = launch_of(assignment(refs), "n1", dir).unwrap_err();
+            let reason = t.stopped_reason.unwrap();
+            assert_eq!(t.last_status, crate::model::TaskStatus::Stopped);
+            assert!(reason.contains(refs[0]) && reason.contains(why), "{reason}");
+            assert!(!reason.contains("value"), "{reason}");
+        }
+    }
 
     #[test]
     fn an_action_that_ended_after_the_observation_began_is_not_repeated() {

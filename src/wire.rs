@@ -2,7 +2,9 @@
 //! HTTP: plain JSON documents, versioned by the path prefix `/v1`.
 //!
 //! Secret values travel only in [`Assignment::secrets`], from the controller
-//! to the agent that starts the task; their Debug output is redacted.
+//! to the agent that starts the task (their Debug output is redacted), and
+//! in the body of `PUT /v1/secrets/{name}`, from the operator to the
+//! controller.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -107,6 +109,11 @@ pub struct Assignment {
     /// controller, never logged.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, String>,
+    /// `node:NAME` references, which the agent reads from its own
+    /// `--secrets-dir` before it starts the task: their values never
+    /// reach the controller.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_secrets: Vec<String>,
 }
 
 impl fmt::Debug for Assignment {
@@ -119,6 +126,7 @@ impl fmt::Debug for Assignment {
             .field("revision", &self.identity.revision)
             .field("config_hash", &self.identity.config_hash)
             .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .field("node_secrets", &self.node_secrets)
             .finish_non_exhaustive()
     }
 }
@@ -149,6 +157,17 @@ pub struct EventRecord {
     /// Unix seconds.
     pub at: i64,
     pub message: String,
+}
+
+/// A secret of the controller's store as `GET /v1/secrets` lists it: its
+/// name and times, never its value or a fingerprint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretInfo {
+    pub name: String,
+    /// Unix seconds.
+    pub created: i64,
+    pub updated: i64,
 }
 
 /// `POST /v1/sync`: the reconcile is done once `passes` (in the status)
@@ -330,6 +349,7 @@ mod tests {
             .unwrap(),
             reported: false,
             secrets: BTreeMap::from([("DB".to_string(), "hunter2".to_string())]),
+            node_secrets: Vec::new(),
         };
         let shown = format!("{a:?}");
         assert!(shown.contains("DB"));

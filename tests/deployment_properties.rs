@@ -116,7 +116,7 @@ proptest! {
         w.sim.set_pending_for(pending);
         w.sim.watch("s");
         let p = w.plan(&d2);
-        let resolver = reconcile::secrets::Resolver { dir: std::env::temp_dir() };
+        let resolver = reconcile::secrets::Resolver::in_dir(std::env::temp_dir());
         let opts = reconcile::apply::Options {
             // Tasks without health checks count as healthy after this.
             settle: Duration::from_secs(2),
@@ -187,9 +187,7 @@ fn restart_throttling_grows_across_applies_and_a_new_revision_resets_it() {
     let mut tasks = w.sim.tasks();
     tasks.pop();
     w.sim.set_tasks(tasks);
-    let resolver = reconcile::secrets::Resolver {
-        dir: std::env::temp_dir(),
-    };
+    let resolver = reconcile::secrets::Resolver::in_dir(std::env::temp_dir());
     let opts = reconcile::apply::Options {
         settle: Duration::ZERO,
         timeout: Duration::from_secs(30),

@@ -559,7 +559,7 @@ spec: {cluster: t, taskDefinition: sec, desiredCount: 1}
     let (code, text) = s.plan();
     assert_eq!(code, 2);
     assert!(
-        text.contains("secret value changed (db)") && text.contains("sha256:"),
+        text.contains("secret value changed (db)") && text.contains("hmac:"),
         "{text}"
     );
     assert!(!text.contains("other"));

@@ -7,7 +7,7 @@ use common::{desired, nodes, World, BASE};
 use reconcile::model::DesiredState;
 use reconcile::plan::render::{self, Style};
 use reconcile::plan::Plan;
-use reconcile::secrets::{Resolver, SecretValue};
+use reconcile::secrets::{InstallKey, Resolver, SecretValue};
 
 fn text(p: &Plan) -> String {
     render::text(
@@ -128,7 +128,8 @@ fn secret_change_shows_only_fingerprints() {
     // the controller resolve it: the plan sees what the real path makes of
     // the value.
     let dir = tempfile::tempdir().unwrap();
-    let resolver = Resolver::in_dir(dir.path());
+    // A fixed installation key: the fingerprints in the snapshots repeat.
+    let resolver = Resolver::standalone(dir.path(), &InstallKey::from_bytes([7; 32]));
     let resolved = |value: &str| -> DesiredState {
         std::fs::write(dir.path().join("db-password"), format!("{value}\n")).unwrap();
         let mut d = desired(&with_secret);
@@ -136,7 +137,7 @@ fn secret_change_shows_only_fingerprints() {
         assert!(errors.is_empty(), "{errors:?}");
         d
     };
-    let fingerprint = |value: &str| SecretValue::new(value.into()).fingerprint();
+    let fingerprint = |value: &str| resolver.fingerprint(&SecretValue::new(value.into()));
 
     let d = resolved(OLD);
     assert_eq!(d.secret_fingerprints["db-password"], fingerprint(OLD));
@@ -171,6 +172,35 @@ fn secret_change_shows_only_fingerprints() {
     assert!(j.contains(&old) && j.contains(&new), "{j}");
     insta::assert_snapshot!("secret_change", t);
     insta::assert_json_snapshot!("secret_change_json", json(&p));
+}
+
+#[test]
+fn unkeyed_fingerprints_of_older_versions_roll_once_saying_why() {
+    let with_secret = BASE.replace(
+        "environment: [{name: MODE, value: prod}]",
+        "environment: [{name: MODE, value: prod}]\n      secrets: [{name: DB_PASSWORD, valueFrom: db-password}]",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("db-password"), "correct horse\n").unwrap();
+    let resolver = Resolver::in_dir(dir.path());
+    // What an older version applied: the same value, fingerprinted
+    // without a key.
+    let mut before = desired(&with_secret);
+    before
+        .secret_fingerprints
+        .insert("db-password".into(), "sha256:c4bbcb1fbec9".into());
+    let mut w = World::new(nodes(3, 2048, 4096));
+    w.apply_with(&before, &resolver).unwrap();
+
+    let mut now = desired(&with_secret);
+    assert!(now.fingerprint_secrets(&resolver).is_empty());
+    let t = text(&w.plan(&now));
+    assert!(
+        t.contains("secret fingerprints are now keyed (once, after the upgrade) (db-password)"),
+        "{t}"
+    );
+    w.apply_with(&now, &resolver).unwrap();
+    assert!(!w.plan(&now).has_changes(), "it rolls once");
 }
 
 #[test]

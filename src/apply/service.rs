@@ -273,11 +273,13 @@ pub(super) fn target(
         .map(|r| r.spec.clone())
         .ok_or_else(|| format!("revision {family}:{revision} is not registered"))?;
     let config_hash = model::task_config_hash(family, &td, &desired.secret_fingerprints);
-    // Secrets are resolved now, for the launch only.
+    // Secrets are resolved now, for the launch only; a fleet's `node:`
+    // references are read by the agent.
     let mut secrets = BTreeMap::new();
     for r in model::secret_fingerprints_of(&td, &desired.secret_fingerprints).keys() {
-        let v = resolver.resolve(r).map_err(|e| e.to_string())?;
-        secrets.insert(r.clone(), v);
+        if let Some(v) = resolver.resolve_for_launch(r).map_err(|e| e.to_string())? {
+            secrets.insert(r.clone(), v);
+        }
     }
     Ok(Target {
         cluster: cluster.to_string(),

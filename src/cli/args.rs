@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use clap::ValueEnum;
 
 use crate::reconcile::local::{SourceIdentity, StateDir};
-use crate::secrets::Resolver;
+use crate::secrets::{InstallKey, Resolver};
 use crate::source;
 use crate::store::FileStore;
 
@@ -137,13 +137,15 @@ pub(crate) fn source_id(path: &Path, git: &GitArgs) -> Result<(String, String), 
 
 /// Where a source's bare secret names are read: next to a directory source;
 /// for a git source (a repository holds no secrets) in the current
-/// directory's `.reconcile/secrets`, or `RECONCILE_SECRETS_DIR`.
-pub(crate) fn resolver_for(path: &Path) -> Resolver {
-    if path.to_string_lossy().starts_with("git+") {
-        Resolver::for_source(Path::new("."))
+/// directory's `.reconcile/secrets`, or `RECONCILE_SECRETS_DIR`. Values are
+/// fingerprinted with the state directory's key (created on first use).
+pub(crate) fn resolver_for(path: &Path, state: &StateArgs) -> Result<Resolver, String> {
+    let key = InstallKey::load_or_create(&state.dir().path().join(crate::secrets::KEY_FILE))?;
+    Ok(if path.to_string_lossy().starts_with("git+") {
+        Resolver::for_source(Path::new("."), &key)
     } else {
-        Resolver::for_source(path)
-    }
+        Resolver::for_source(path, &key)
+    })
 }
 
 pub(crate) fn open_store(state: &StateArgs, id: &str) -> Result<FileStore, String> {

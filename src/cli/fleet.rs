@@ -432,6 +432,11 @@ pub struct AgentArgs {
     /// ones (22, 2375, 2376, 51678, 51679); repeatable.
     #[arg(long = "reserved-port", value_name = "PORT")]
     reserved_ports: Vec<u16>,
+    /// Read `valueFrom: node:NAME` from the file NAME of this directory
+    /// (regular files only, no symlinks). Without it such tasks do not
+    /// start. Deliberately no environment variable.
+    #[arg(long, value_name = "DIR")]
+    secrets_dir: Option<PathBuf>,
 }
 
 pub fn agent_cmd(a: AgentArgs) -> ExitCode {
@@ -455,6 +460,11 @@ pub fn agent_cmd(a: AgentArgs) -> ExitCode {
     };
     if let Err(e) = crate::tls::check_url(&a.controller, a.plain_http) {
         return usage(e);
+    }
+    if let Some(d) = &a.secrets_dir {
+        if !d.is_dir() {
+            return usage(format!("--secrets-dir `{}`: not a directory", d.display()));
+        }
     }
     let token = match (a.token, &a.token_file) {
         (Some(t), _) => Some(t),
@@ -501,6 +511,7 @@ pub fn agent_cmd(a: AgentArgs) -> ExitCode {
             plain_http: a.plain_http,
         },
         reserved_ports: a.reserved_ports,
+        secrets_dir: a.secrets_dir,
     };
     block_on(async move {
         tokio::select! {

@@ -10,6 +10,7 @@ mod logging;
 mod remote;
 mod render;
 mod run;
+mod secret;
 mod standalone;
 mod status;
 mod token;
@@ -102,6 +103,10 @@ enum Command {
     /// Print the hash of the CA a controller made in its data directory
     /// (`sha256:HEX`), which agents and the CLI pin with --ca-hash.
     CaHash(fleet::CaHashArgs),
+    /// Set, list or remove a controller's secrets (bare `valueFrom: NAME`
+    /// in fleet mode). Values are read from standard input or a file and
+    /// never shown.
+    Secret(secret::SecretArgs),
 }
 
 /// A git source's branch and directory (`SOURCE` = `git+URL`).
@@ -157,6 +162,7 @@ pub fn main() -> ExitCode {
         Command::Nodes(a) => fleet::nodes_cmd(a),
         Command::Node(a) => fleet::node_cmd(a),
         Command::Token(a) => token::token_cmd(a),
+        Command::Secret(a) => secret::secret_cmd(a),
         Command::Sync(a) => fleet::sync_cmd(a),
         Command::Suspend(a) => fleet::control_cmd("suspend", a),
         Command::Resume(a) => fleet::control_cmd("resume", a),

@@ -65,6 +65,32 @@ impl Client {
         if let Some(b) = body {
             req = req.json(b);
         }
+        self.send(req, &url).await
+    }
+
+    /// A call whose body is raw bytes (a secret's value): never logged,
+    /// never part of an error.
+    pub(crate) async fn call_bytes<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<T, String> {
+        let url = format!("{}{path}", self.base);
+        let req = self
+            .http
+            .request(method, &url)
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(body);
+        self.send(req, &url).await
+    }
+
+    async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        url: &str,
+    ) -> Result<T, String> {
         let r = req
             .send()
             .await

@@ -130,7 +130,11 @@ fn load(path: &Path, git: &GitArgs, state: &StateArgs) -> Result<Desired, ExitCo
             return Err(ExitCode::from(EXIT_USAGE));
         }
     };
-    let v = validate::validate(files);
+    let mut v = validate::validate(files);
+    // Checked here, not by `validate`: which references a source may use
+    // depends on the mode that runs it.
+    let refused = crate::secrets::check_references(&v, crate::secrets::Mode::Standalone);
+    v.diagnostics.extend(refused);
     if !v.is_valid() {
         let mut err = std::io::stderr().lock();
         let _ = diagnostics::write_text(
@@ -144,7 +148,11 @@ fn load(path: &Path, git: &GitArgs, state: &StateArgs) -> Result<Desired, ExitCo
         );
         return Err(ExitCode::from(EXIT_FAILURE));
     }
-    Ok(Desired::from_valid(&v, &resolver_for(path)))
+    let resolver = resolver_for(path, state).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(EXIT_FAILURE)
+    })?;
+    Ok(Desired::from_valid(&v, &resolver))
 }
 
 fn style(detail: bool) -> render::Style {
@@ -181,7 +189,7 @@ pub fn plan_cmd(a: PlanArgs) -> ExitCode {
         let rt = DockerRuntime::connect(&id, "local")
             .await
             .map_err(|e| e.message)?;
-        let resolver = resolver_for(&a.source);
+        let resolver = resolver_for(&a.source, &a.at.state)?;
         Reconciler {
             runtime: &rt,
             store: &Snapshot(stored),
@@ -485,7 +493,13 @@ pub(crate) fn apply_with(a: ApplyArgs, prepare: Option<Prepare>) -> ExitCode {
             what: "perform these actions",
         },
     };
-    let resolver = resolver_for(&source_path);
+    let resolver = match resolver_for(&source_path, &a.at.state) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
     let aborts = a.at.state.dir().aborts(&id);
     block_on(async move {
         let (store, rt) = match engine_and_store(&a.at.state, &id).await {
@@ -650,7 +664,13 @@ pub fn destroy_cmd(a: DestroyArgs) -> ExitCode {
         apply: apply::Options::default(),
         suspended: false,
     };
-    let resolver = resolver_for(&a.source);
+    let resolver = match resolver_for(&a.source, &a.at.state) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
     block_on(async move {
         let (store, rt) = match engine_and_store(&a.at.state, &id).await {
             Ok(x) => x,

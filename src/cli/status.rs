@@ -60,7 +60,7 @@ fn local(a: &StatusArgs) -> Result<StatusReport, ExitCode> {
         Reconciler {
             runtime: &rt,
             store: &Snapshot(stored),
-            resolver: &resolver_for(&a.source),
+            resolver: &resolver_for(&a.source, &a.at.state)?,
         }
         .observed()
         .await

@@ -10,9 +10,13 @@ use super::store::AssignmentRecord;
 use super::Controller;
 use crate::plan;
 use crate::runtime::{Launch, Observation, Runtime, RuntimeError};
-use crate::secrets::{Resolver, SecretValue};
+use crate::secrets::{Reference, Resolver, SecretValue};
 use crate::wire::{Assignment, NodeStatus};
 
+/// Values of the references of `spec` the controller resolves (bare names,
+/// from its store); `node:` references are left to the agent. A reference
+/// that fails is left out: the agent cannot start the task without it, and
+/// the next plan reports why.
 pub(super) fn resolve_secrets(
     resolver: &Resolver,
     spec: &crate::manifest::TaskDefinitionSpec,
@@ -20,13 +24,25 @@ pub(super) fn resolve_secrets(
     spec.container_definitions
         .iter()
         .flat_map(|c| c.secrets.iter())
-        .filter_map(|s| {
-            resolver
-                .resolve(&s.value_from)
-                .ok()
-                .map(|v| (s.value_from.clone(), v.expose().to_string()))
+        .filter_map(|s| match resolver.resolve_for_launch(&s.value_from) {
+            Ok(Some(v)) => Some((s.value_from.clone(), v.expose().to_string())),
+            _ => None,
         })
         .collect()
+}
+
+/// The `node:` references of `spec`, for the agent to read on its node.
+pub(super) fn node_secrets(spec: &crate::manifest::TaskDefinitionSpec) -> Vec<String> {
+    let mut refs: Vec<String> = spec
+        .container_definitions
+        .iter()
+        .flat_map(|c| c.secrets.iter())
+        .filter(|s| matches!(Reference::parse(&s.value_from), Reference::Node(_)))
+        .map(|s| s.value_from.clone())
+        .collect();
+    refs.sort();
+    refs.dedup();
+    refs
 }
 
 /// The fleet as a [`Runtime`]: starting a task assigns it to a node.
@@ -70,6 +86,7 @@ impl Runtime for Fleet {
             node: launch.node.clone(),
             task: Assignment {
                 identity: launch.identity,
+                node_secrets: node_secrets(&launch.spec),
                 spec: launch.spec,
                 reported: false,
                 secrets: launch

@@ -18,6 +18,7 @@
 //! | `POST /v1/webhook` | git host (`X-Hub-Signature-256` with the webhook secret) or operator | same as sync; rate-limited per address (429), a delivery repeated within 10 min refused (409) |
 //! | `POST /v1/suspend`, `POST /v1/resume` | operator | stop and restart applying |
 //! | `GET /v1/tokens`, `POST /v1/tokens`, `DELETE /v1/tokens/{name}` | operator | named API tokens |
+//! | `GET /v1/secrets`, `PUT /v1/secrets/{name}`, `DELETE /v1/secrets/{name}` | operator | the controller's secrets: names and times out, values in only |
 //! | `GET /v1/openapi.json` | anyone | this API, described |
 //! | `GET /healthz` | anyone | liveness |
 //!
@@ -44,6 +45,9 @@ use crate::wire::{
     token_matches, Accepted, ApiError, Heartbeat, JoinRequest, NodeStatus, RollbackRequest,
     SyncReply, TokenRequest,
 };
+
+#[path = "http_secrets.rs"]
+mod http_secrets;
 
 type Shared = State<Arc<Controller>>;
 
@@ -470,6 +474,7 @@ pub fn router(c: Arc<Controller>) -> Router {
         .route("/v1/resume", post(resume))
         .route("/v1/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok" }))
+        .merge(http_secrets::routes())
         // After routing, before any handler reads a body.
         .route_layer(axum::middleware::from_fn_with_state(c.clone(), gate))
         // Heartbeats carry every task of a node; 16 MiB bounds a request.

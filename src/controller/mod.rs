@@ -20,7 +20,8 @@
 //! - `autoscale`: managed scaling's launches and retirements;
 //! - `http`: the API; `serve`: its connections and their bounds;
 //!   `limits`: rate limits and webhook replays; `store`: the database;
-//!   `openapi`: the API document.
+//!   `openapi`: the API document;
+//! - `secret_store`: the operator's secrets, sealed in the database.
 //!
 //! Invariants:
 //! - An agent runs exactly the tasks assigned to it and stops anything else
@@ -46,6 +47,7 @@ pub mod openapi;
 mod pass;
 mod requests;
 pub mod scaling;
+mod secret_store;
 pub mod serve;
 mod source;
 pub mod store;
@@ -198,7 +200,7 @@ const ROLLED_BACK: &str = "rolled back by the user";
 
 pub struct Controller {
     config: Config,
-    db: Db,
+    db: Arc<Db>,
     // The state in parts, each behind its own lock, so that a heartbeat, a
     // status read and a pass contend only where they share data. A guard
     // is held briefly and never across an await; where two are held at
@@ -220,7 +222,10 @@ pub struct Controller {
     /// Bumped on every heartbeat: a stop waiting for its node to report
     /// the task gone looks again at once.
     reported: tokio::sync::watch::Sender<u64>,
+    /// Bare `valueFrom` names from `secrets`; nothing from the
+    /// controller's own environment or files.
     resolver: Resolver,
+    secrets: Arc<secret_store::SecretStore>,
     /// Per-file validation results of the last read: a pass re-checks only
     /// the files a commit changed.
     files: Mutex<validate::FileCache>,
@@ -235,13 +240,15 @@ pub struct Controller {
 
 impl Controller {
     pub fn open(config: Config) -> Result<Arc<Controller>, String> {
-        let db = Db::open(&config.data_dir).map_err(|e| e.to_string())?;
+        let db = Arc::new(Db::open(&config.data_dir).map_err(|e| e.to_string())?);
         let loaded = db.load().map_err(|e| e.to_string())?;
-        let resolver = match &config.source {
-            Source::Dir(p) => Resolver::for_source(p),
-            // A repository holds no secrets: they live next to the data.
-            Source::Git(_) => Resolver::for_source(&config.data_dir),
-        };
+        // Kept beside the store, not in it: a copy of the store alone
+        // opens no secret.
+        let key = crate::secrets::InstallKey::load_or_create(
+            &config.data_dir.join(crate::secrets::KEY_FILE),
+        )?;
+        let secrets = Arc::new(secret_store::SecretStore::new(db.clone(), &key));
+        let resolver = Resolver::fleet(secrets.clone(), &key);
         let mut nodes = BTreeMap::new();
         for r in loaded.nodes {
             nodes.insert(
@@ -309,6 +316,7 @@ impl Controller {
             assigned: tokio::sync::watch::Sender::new(0),
             reported: tokio::sync::watch::Sender::new(0),
             resolver,
+            secrets,
             files: Mutex::default(),
             tokens: Mutex::new(
                 loaded

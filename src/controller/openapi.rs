@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 use crate::report::StatusReport;
 use crate::wire::{
     Accepted, ApiError, Changes, CreatedToken, Heartbeat, HeartbeatReply, HistoryReply, JoinReply,
-    JoinRequest, NodeView, RollbackRequest, SyncReply, TokenRequest, TokenView,
+    JoinRequest, NodeView, RollbackRequest, SecretInfo, SyncReply, TokenRequest, TokenView,
 };
 
 fn schema<T: schemars::JsonSchema>() -> Value {
@@ -55,6 +55,7 @@ pub fn document() -> Value {
     schemas.insert("TokenRequest".into(), schema::<TokenRequest>());
     schemas.insert("TokenView".into(), schema::<TokenView>());
     schemas.insert("CreatedToken".into(), schema::<CreatedToken>());
+    schemas.insert("SecretInfo".into(), schema::<SecretInfo>());
     let service = json!([
         {"name": "cluster", "in": "path", "required": true, "schema": {"type": "string"}},
         {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}
@@ -186,6 +187,24 @@ pub fn document() -> Value {
                 "summary": "Apply again",
                 "responses": ok("resumed", json!({"type": "object"}))
             }},
+            "/v1/secrets": {"get": {
+                "summary": "The controller's secrets: names and when they were set, never values or fingerprints",
+                "responses": ok("secrets", json!({"type": "array", "items": reference("SecretInfo")}))
+            }},
+            "/v1/secrets/{name}": {
+                "put": {
+                    "summary": "Set a secret (a bare `valueFrom: NAME` in fleet mode); services that read it roll to the new value",
+                    "parameters": name,
+                    "requestBody": {"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "maxLength": 65536},
+                        "description": "the value, UTF-8, at most 64 KiB"}}},
+                    "responses": ok("set", json!({"type": "object"}))
+                },
+                "delete": {
+                    "summary": "Remove a secret; services that read it can no longer be planned until it is set again or no longer read",
+                    "parameters": name,
+                    "responses": ok("removed", json!({"type": "object"}))
+                }
+            },
             "/v1/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI document"}}}},
             "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}}
         }

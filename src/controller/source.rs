@@ -224,10 +224,14 @@ impl Controller {
             .as_ref()
             .map(|c| format!("commit {}: ", c.short()))
             .unwrap_or_default();
-        let v = validate::validate_cached(
+        let mut v = validate::validate_cached(
             files,
             &mut self.files.lock().unwrap_or_else(|p| p.into_inner()),
         );
+        // A committer is not the operator: no reference may read the
+        // controller's own environment or files.
+        let refused = crate::secrets::check_references(&v, crate::secrets::Mode::Fleet);
+        v.diagnostics.extend(refused);
         if !v.is_valid() {
             let lines: Vec<String> = v
                 .diagnostics

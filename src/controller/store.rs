@@ -2,8 +2,9 @@
 //! (the directory 0700, the file 0600):
 //! what was applied (revisions, services: the same [`Stored`] as standalone
 //! mode), the node registry, the tasks assigned to each node, and recent
-//! events. Secret values are never written: assignments are stored without
-//! them and re-resolved when served.
+//! events. Secret values are never written in clear: assignments are
+//! stored without them and re-resolved when served, and the operator's
+//! secrets are sealed with the installation's key (`secret_store.rs`).
 //!
 //! Every change is one transaction, so a controller killed at any moment
 //! restarts from a consistent state and re-adopts what its agents run.
@@ -35,6 +36,9 @@ const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
 /// Node credentials, by node name (their hashes).
 const CREDENTIALS: TableDefinition<&str, &[u8]> = TableDefinition::new("credentials");
+/// The operator's secrets by name, sealed (`secret_store.rs`): only
+/// ciphertext is written here.
+const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 
 /// Events kept; older ones are dropped.
 pub const EVENTS_KEPT: u64 = 1000;
@@ -207,6 +211,7 @@ impl Db {
             tx.open_table(EVENTS)?;
             tx.open_table(TOKENS)?;
             tx.open_table(CREDENTIALS)?;
+            tx.open_table(SECRETS)?;
             Ok(())
         })?;
         Ok(d)
@@ -421,6 +426,43 @@ impl Db {
         })
     }
 
+    /// A sealed secret's row.
+    pub fn secret_row(&self, name: &str) -> Result<Option<Vec<u8>>, DbError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(SECRETS).map_err(|e| self.err(e))?;
+        let row = t.get(name).map_err(|e| self.err(e))?;
+        Ok(row.map(|v| v.value().to_vec()))
+    }
+
+    /// Every sealed secret's row, by name.
+    pub fn secret_rows(&self) -> Result<Vec<(String, Vec<u8>)>, DbError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(SECRETS).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(|e| self.err(e))? {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    pub fn put_secret_row(&self, name: &str, row: &[u8]) -> Result<(), DbError> {
+        self.write(|tx| {
+            tx.open_table(SECRETS)?.insert(name, row)?;
+            Ok(())
+        })
+    }
+
+    /// Remove a secret's row; whether there was one.
+    pub fn delete_secret_row(&self, name: &str) -> Result<bool, DbError> {
+        let mut found = false;
+        self.write(|tx| {
+            found = tx.open_table(SECRETS)?.remove(name)?.is_some();
+            Ok(())
+        })?;
+        Ok(found)
+    }
+
     pub fn push_event(&self, seq: u64, e: &EventRecord) -> Result<(), DbError> {
         let bytes = serde_json::to_vec(e).map_err(|e| self.err(e))?;
         self.write(|tx| {
@@ -457,6 +499,7 @@ mod tests {
                 .unwrap(),
                 reported: false,
                 secrets: BTreeMap::from([("DB".to_string(), "hunter2".to_string())]),
+                node_secrets: Vec::new(),
             },
         }
     }

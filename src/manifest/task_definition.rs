@@ -205,11 +205,13 @@ pub struct Secret {
     /// Environment variable name the secret is exposed as.
     #[schemars(length(min = 1), example = &"DB_PASSWORD")]
     pub name: String,
-    /// Where the value comes from, resolved on the node when the container
-    /// starts: `env:NAME` reads the environment of the program running the
-    /// task, `file:PATH` reads a file, and a bare name reads the file of that
-    /// name in the secrets directory (`RECONCILE_SECRETS_DIR`, default
-    /// `.reconcile/secrets` under the source).
+    /// Where the value comes from. Standalone: `env:NAME` (the environment
+    /// of the program applying), `file:PATH`, or a bare name, the file of
+    /// that name in the secrets directory (`RECONCILE_SECRETS_DIR`, default
+    /// `.reconcile/secrets` under the source). Fleet: a bare name is a
+    /// secret set on the controller (`reconcile secret set NAME`), and
+    /// `node:NAME` is read by the agent from its `--secrets-dir`; `env:`
+    /// and `file:` are refused.
     #[schemars(length(min = 1), example = &"db-password")]
     pub value_from: String,
 }

@@ -354,8 +354,21 @@ impl<'a> ServiceCtx<'a> {
                 })
                 .map(|(s, _)| s.as_str())
                 .collect();
+            // Unkeyed fingerprints of older versions give way to keyed
+            // ones: one roll after the upgrade, named as such.
+            let rekeyed = !changed.is_empty()
+                && changed.iter().all(|s| {
+                    self.observed
+                        .and_then(|o| o.secret_fingerprints.get(*s))
+                        .is_some_and(|old| old.starts_with("sha256:"))
+                });
             if changed.is_empty() {
                 reasons.push("new deployment: the tasks' configuration changed".to_string());
+            } else if rekeyed {
+                reasons.push(format!(
+                    "new deployment: secret fingerprints are now keyed (once, after the upgrade) ({})",
+                    changed.join(", ")
+                ));
             } else {
                 reasons.push(format!(
                     "new deployment: secret value changed ({})",
