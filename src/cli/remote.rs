@@ -94,7 +94,7 @@ impl Client {
         let r = req
             .send()
             .await
-            .map_err(|e| crate::tls::errors::reaching(&e, &self.base, &url))?;
+            .map_err(|e| crate::tls::errors::reaching(&e, &self.base, url))?;
         let status = r.status();
         let body = r.bytes().await.map_err(|e| e.to_string())?;
         if !status.is_success() {
