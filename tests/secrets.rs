@@ -313,9 +313,10 @@ fn fleet_secrets_come_from_the_operator_or_the_node_never_the_controller() {
     let plan = &seen.iter().find(|s| s.0 == "plan --format json").unwrap().1;
     assert!(!plan.contains("sha256:"), "{plan}");
 
-    // The routes want the API token, and a value of at most 64 KiB.
+    // The routes want an operator's token (a join token is known, and
+    // refused for its role), and a value of at most 64 KiB.
     assert_eq!(request(&h, "GET", "/v1/secrets", None, b""), 401);
-    assert_eq!(request(&h, "PUT", "/v1/secrets/x", Some(JOIN), b"v"), 401);
+    assert_eq!(request(&h, "PUT", "/v1/secrets/x", Some(JOIN), b"v"), 403);
     assert_eq!(request(&h, "DELETE", "/v1/secrets/db", None, b""), 401);
     let big = vec![b'x'; (64 << 10) + 1];
     assert_eq!(request(&h, "PUT", "/v1/secrets/big", Some(API), &big), 413);
