@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use schemars::JsonSchema;
 
 use crate::manifest::service::DeploymentCircuitBreaker;
-use crate::model::{Task, TaskStatus};
+use crate::model::{serde_name, Task, TaskStatus};
 
 /// Deployments kept per service (the oldest go first).
 pub const KEEP_DEPLOYMENTS: usize = 25;
@@ -48,7 +48,7 @@ pub enum Rollout {
 impl std::fmt::Display for Rollout {
     /// As ECS names it (`IN_PROGRESS`), padded as asked.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(&upper(self))
+        f.pad(&serde_name(self))
     }
 }
 
@@ -443,13 +443,6 @@ pub struct DeploymentView {
     pub updated_at: i64,
 }
 
-fn upper<T: Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
 impl DeploymentView {
     pub fn of(d: &Deployment, tasks: &[&Task]) -> DeploymentView {
         let mine = tasks
@@ -466,14 +459,14 @@ impl DeploymentView {
         DeploymentView {
             id: d.id,
             revision: d.revision,
-            status: upper(&d.status),
+            status: serde_name(&d.status),
             rollout_state: d.rollout,
             reason: d.reason.clone(),
             desired: d.desired,
             running,
             pending,
             failed_tasks: d.failed_tasks,
-            circuit_breaker: upper(&d.breaker),
+            circuit_breaker: serde_name(&d.breaker),
             threshold: d.threshold,
             rollback_of: d.rollback_of,
             created_at: d.created_at,

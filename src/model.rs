@@ -326,6 +326,16 @@ pub struct ObservedState {
     pub draining: std::collections::BTreeSet<String>,
 }
 
+/// The name a value of a unit enum has in the documents (`RUNNING`,
+/// `IN_PROGRESS`, `nofile`): its serialised string; empty for other
+/// values.
+pub fn serde_name<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
 /// Hex SHA-256 of a value's canonical JSON (object keys sorted by the
 /// model's BTreeMaps and struct order), shortened to 16 hex digits.
 pub fn digest<T: Serialize>(value: &T) -> String {

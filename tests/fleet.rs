@@ -180,6 +180,19 @@ fn manifests(count: u32, extra_service: &str) -> String {
     controller::app_manifests("CLUSTER", count, "one") + extra_service
 }
 
+/// [`manifests`] whose cluster uses the capacity providers `providers`
+/// (a YAML list), defined by `documents` (CapacityProvider documents,
+/// put after the cluster's).
+fn with_providers(count: u32, extra_service: &str, providers: &str, documents: &str) -> String {
+    let text = manifests(count, extra_service).replacen(
+        "spec: {}\n",
+        &format!("spec:\n  capacityProviders: {providers}\n---\n{documents}"),
+        1,
+    );
+    assert!(text.contains("capacityProviders"), "{text}");
+    text
+}
+
 fn spread_by_zone() -> String {
     manifests(
         6,
@@ -476,13 +489,14 @@ fn capacity_provider_strategy_splits_tasks_by_base_and_weight() {
     let _g = lock();
     // node0 (zone a) is on-demand, node1 and node2 are spot. Base 1 on
     // on-demand, then 1:2 by weight: 3 tasks on each provider.
-    let source = r#"apiVersion: reconcile/v1alpha1
-kind: Cluster
-metadata: {name: CLUSTER}
-spec:
-  capacityProviders: [on-demand, spot]
----
-apiVersion: reconcile/v1alpha1
+    let source = with_providers(
+        6,
+        "  capacityProviderStrategy:
+    - {capacityProvider: on-demand, base: 1, weight: 1}
+    - {capacityProvider: spot, weight: 2}
+",
+        "[on-demand, spot]",
+        "apiVersion: reconcile/v1alpha1
 kind: CapacityProvider
 metadata: {name: on-demand}
 spec:
@@ -493,31 +507,9 @@ kind: CapacityProvider
 metadata: {name: spot}
 spec:
   nodeSelector: {lifecycle: spot}
----
-apiVersion: reconcile/v1alpha1
-kind: TaskDefinition
-metadata: {name: app}
-spec:
-  networkMode: none
-  containerDefinitions:
-    - name: app
-      image: busybox:stable
-      command: [sleep, "3600"]
-      memory: 32
-      stopTimeout: 1
----
-apiVersion: reconcile/v1alpha1
-kind: Service
-metadata: {name: app}
-spec:
-  cluster: CLUSTER
-  taskDefinition: app
-  desiredCount: 6
-  capacityProviderStrategy:
-    - {capacityProvider: on-demand, base: 1, weight: 1}
-    - {capacityProvider: spot, weight: 2}
-"#;
-    let Some(f) = Fleet::start_with("cpstrat", source, |i| {
+",
+    );
+    let Some(f) = Fleet::start_with("cpstrat", &source, |i| {
         if i == 0 {
             vec![]
         } else {
@@ -603,52 +595,29 @@ fn managed_scaling_launches_nodes_for_unplaced_tasks_and_retires_idle_ones() {
     // The three static nodes are not in provider `auto`: its tasks need
     // nodes the controller launches (agent containers on this engine).
     let source = |count: u32| {
-        format!(
-            r#"apiVersion: reconcile/v1alpha1
-kind: Cluster
-metadata: {{name: CLUSTER}}
-spec:
-  capacityProviders: [auto]
----
-apiVersion: reconcile/v1alpha1
+        with_providers(
+            count,
+            "  placementConstraints:
+    - {type: distinctInstance}
+  capacityProviderStrategy:
+    - {capacityProvider: auto, weight: 1}
+",
+            "[auto]",
+            "apiVersion: reconcile/v1alpha1
 kind: CapacityProvider
-metadata: {{name: auto}}
+metadata: {name: auto}
 spec:
-  nodeSelector: {{pool: auto}}
+  nodeSelector: {pool: auto}
   managedScaling:
     status: ENABLED
     targetCapacity: 100
     instanceWarmupPeriod: 0
   managedTerminationProtection: ENABLED
   nodeTemplate:
-    attributes: {{pool: auto}}
+    attributes: {pool: auto}
     minimumSize: 0
     maximumSize: 3
----
-apiVersion: reconcile/v1alpha1
-kind: TaskDefinition
-metadata: {{name: app}}
-spec:
-  networkMode: none
-  containerDefinitions:
-    - name: app
-      image: busybox:stable
-      command: [sleep, "3600"]
-      memory: 32
-      stopTimeout: 1
----
-apiVersion: reconcile/v1alpha1
-kind: Service
-metadata: {{name: app}}
-spec:
-  cluster: CLUSTER
-  taskDefinition: app
-  desiredCount: {count}
-  placementConstraints:
-    - {{type: distinctInstance}}
-  capacityProviderStrategy:
-    - {{capacityProvider: auto, weight: 1}}
-"#
+",
         )
     };
     let Some(f) = Fleet::start("scale", &source(2)) else {

@@ -92,6 +92,12 @@ impl Rig {
         (code, out + &err)
     }
 
+    /// Remove a running task container by hand: drift.
+    fn remove_one(&self) {
+        let id = self.container_ids(false).remove(0);
+        docker(&["rm", "-f", &id]);
+    }
+
     /// Running task containers: their MODE environment value.
     fn modes(&self) -> Vec<String> {
         let mut v: Vec<String> = self
@@ -202,13 +208,7 @@ fn an_unreachable_remote_keeps_what_runs_and_recovers() {
     assert_eq!(r.modes(), modes("one", 1), "what runs keeps running");
     // The last fetched commit is still reconciled: drift is repaired
     // while the remote is away.
-    let task = docker(&[
-        "ps",
-        "-q",
-        "--filter",
-        &format!("label=reconcile.io/cluster={}", r.cluster),
-    ]);
-    docker(&["rm", "-f", task.trim()]);
+    r.remove_one();
     r.wait_for("the removed task replaced", Duration::from_secs(30), |r| {
         r.modes() == modes("one", 1)
     });
@@ -240,13 +240,7 @@ fn an_unreachable_remote_keeps_what_runs_and_recovers() {
                     .is_some_and(|e| e.contains("next attempt in"))
         },
     );
-    let task = docker(&[
-        "ps",
-        "-q",
-        "--filter",
-        &format!("label=reconcile.io/cluster={}", r.cluster),
-    ]);
-    docker(&["rm", "-f", task.trim()]);
+    r.remove_one();
     r.wait_for(
         "the removed task replaced after the restart",
         Duration::from_secs(30),
@@ -367,18 +361,8 @@ fn drift_is_repaired_unless_self_heal_is_off_then_only_reported() {
     r.wait_for("2 tasks", Duration::from_secs(60), |r| {
         r.modes() == modes("one", 2)
     });
-    let remove_one = |r: &Rig| {
-        let ids = docker(&[
-            "ps",
-            "-q",
-            "--filter",
-            &format!("label=reconcile.io/cluster={}", r.cluster),
-        ]);
-        let id = ids.split_whitespace().next().unwrap().to_string();
-        docker(&["rm", "-f", &id]);
-    };
     // Self-heal (the default): a container removed by hand comes back.
-    remove_one(&r);
+    r.remove_one();
     r.wait_for("the drift to be repaired", Duration::from_secs(30), |r| {
         r.modes() == modes("one", 2)
     });
@@ -391,7 +375,7 @@ fn drift_is_repaired_unless_self_heal_is_off_then_only_reported() {
     std::fs::write(src.join("app.yaml"), text).unwrap();
     // A whole reconcile pass has read the edit.
     r.sync_and_wait();
-    remove_one(&r);
+    r.remove_one();
     // The controller has seen the task go, and a whole pass after that
     // it is still gone.
     r.wait_for("the drift to be seen", Duration::from_secs(30), |r| {

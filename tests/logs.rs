@@ -3,48 +3,20 @@
 //! in them (the pass span with its commit, each applied change). Needs
 //! only git: the source has no tasks, so no node or Docker takes part.
 
+#[path = "common/controller.rs"]
+mod controller;
 #[path = "common/git.rs"]
 mod git;
 #[path = "common/prereq.rs"]
 mod prereq;
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use controller::{app_manifests, bin, free_port, API, JOIN};
 use git::git;
-
-const API: &str = "api-token-for-the-log-test";
-const JOIN: &str = "join-token-for-the-log-test";
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_reconcile"))
-}
-
-const MANIFESTS: &str = r#"apiVersion: reconcile/v1alpha1
-kind: Cluster
-metadata: {name: logs}
-spec: {}
----
-apiVersion: reconcile/v1alpha1
-kind: TaskDefinition
-metadata: {name: app}
-spec:
-  containerDefinitions:
-    - name: app
-      image: busybox:stable
-      memory: 32
----
-apiVersion: reconcile/v1alpha1
-kind: Service
-metadata: {name: app}
-spec:
-  cluster: logs
-  taskDefinition: app
-  desiredCount: 0
-"#;
 
 fn status(url: &str) -> Value {
     let out = Command::new(bin())
@@ -72,16 +44,12 @@ fn json_logs_carry_the_pass_the_commit_and_each_applied_change() {
     let repo = dir.path().join("repo");
     std::fs::create_dir(&repo).unwrap();
     git(&repo, &["init", "-q", "-b", "main"]);
-    std::fs::write(repo.join("app.yaml"), MANIFESTS).unwrap();
+    std::fs::write(repo.join("app.yaml"), app_manifests("logs", 0, "one")).unwrap();
     git(&repo, &["add", "."]);
     git(&repo, &["commit", "-q", "-m", "first"]);
     let commit = git(&repo, &["rev-parse", "HEAD"]);
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port([127, 0, 0, 1].into());
     let url = format!("http://127.0.0.1:{port}");
     let log_path = dir.path().join("controller.log");
     let mut controller = Command::new(bin())

@@ -4,6 +4,7 @@
 
 use crate::clock;
 use crate::deployment::{DeploymentView, Held, ServiceEvent};
+use crate::model::serde_name;
 use crate::plan;
 use crate::report::StatusReport;
 use crate::wire::NodeView;
@@ -65,8 +66,8 @@ pub(crate) fn status(r: &StatusReport, now: i64) -> String {
                 plan::short(&t.id),
                 t.node,
                 t.revision,
-                name(&t.last_status),
-                name(&t.health),
+                serde_name(&t.last_status),
+                serde_name(&t.health),
                 if ports.is_empty() {
                     String::new()
                 } else {
@@ -122,7 +123,7 @@ pub(crate) fn deployments(
             out.push_str(&format!(
                 "    {:<width$}  {}  {}\n",
                 clock::readable(e.at, now),
-                name(&e.kind),
+                serde_name(&e.kind),
                 e.message,
                 width = clock::READABLE_WIDTH
             ));
@@ -148,15 +149,6 @@ pub(crate) fn nodes(nodes: &[NodeView]) -> String {
         ));
     }
     out
-}
-
-/// How a status or health value is named in the documents
-/// (`RUNNING`, `HEALTHY`).
-fn name<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

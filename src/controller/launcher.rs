@@ -14,11 +14,12 @@ use std::path::PathBuf;
 
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
+
+use crate::runtime::docker::labelled;
 
 pub const LAUNCHED_BY: &str = "reconcile.io/launched-by";
 pub const PROVIDER: &str = "reconcile.io/provider";
@@ -225,16 +226,7 @@ impl Launcher {
 
     /// Nodes this controller launched that still exist.
     pub async fn launched(&self) -> Result<Vec<Launched>, String> {
-        let filters: HashMap<&str, Vec<String>> =
-            HashMap::from([("label", vec![format!("{LAUNCHED_BY}={}", self.owner)])]);
-        let list = self
-            .docker
-            .list_containers(Some(
-                ListContainersOptionsBuilder::default()
-                    .all(true)
-                    .filters(&filters)
-                    .build(),
-            ))
+        let list = labelled(&self.docker, vec![format!("{LAUNCHED_BY}={}", self.owner)])
             .await
             .map_err(|e| err("listing launched nodes", e))?;
         Ok(list

@@ -461,7 +461,8 @@ mod tests {
         }
     }
 
-    fn identity(id: &str) -> model::TaskIdentity {
+    /// A task of service `web` in cluster `c`, for the tests of the parts.
+    pub(super) fn identity(id: &str) -> model::TaskIdentity {
         model::TaskIdentity {
             id: id.into(),
             cluster: "c".into(),

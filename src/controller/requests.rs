@@ -2,7 +2,7 @@
 //! one-time mass-deletion approval), suspend and resume, abort and
 //! rollback (queued while an apply runs), history and status.
 
-use super::{guard, Controller, ABORTED, ROLLED_BACK};
+use super::{guard, Applied, Controller, ABORTED, ROLLED_BACK};
 use crate::apply;
 use crate::model::{DesiredState, ObservedState};
 use crate::report::{self, ControllerStatus, StatusReport};
@@ -121,12 +121,7 @@ impl Controller {
                 "abort requested: {key} rolls back to its last COMPLETED deployment"
             ));
         }
-        let desired = s
-            .desired
-            .clone()
-            .ok_or_else(|| "the source has not been read yet".to_string())?;
-        let to = apply::request_rollback(&mut s.stored, &desired, key, None, ABORTED)?;
-        self.db.save_stored(&s.stored).map_err(|e| e.to_string())?;
+        let to = self.roll_back_now(&mut s, key, None, ABORTED)?;
         drop((r, s));
         self.wake.notify_one();
         Ok(format!("aborted: {key} rolls back to revision {to}"))
@@ -148,17 +143,31 @@ impl Controller {
                 "rollback queued: {key} rolls back when the running reconcile ends"
             ));
         }
-        let desired = s
-            .desired
-            .clone()
-            .ok_or_else(|| "the source has not been read yet".to_string())?;
-        let to = apply::request_rollback(&mut s.stored, &desired, key, to, ROLLED_BACK)?;
-        self.db.save_stored(&s.stored).map_err(|e| e.to_string())?;
+        let to = self.roll_back_now(&mut s, key, to, ROLLED_BACK)?;
         drop((r, s));
         self.wake.notify_one();
         Ok(format!(
             "rollback requested: {key} rolls back to revision {to} on the next pass"
         ))
+    }
+
+    /// Record a rollback of `key` in the stored state and save it, while
+    /// no apply runs (so none owns the stored state): the revision it
+    /// returns to. The desired state is borrowed, not copied.
+    fn roll_back_now(
+        &self,
+        s: &mut Applied,
+        key: &str,
+        to: Option<u32>,
+        reason: &str,
+    ) -> Result<u32, String> {
+        let desired = s
+            .desired
+            .as_ref()
+            .ok_or_else(|| "the source has not been read yet".to_string())?;
+        let to = apply::request_rollback(&mut s.stored, desired, key, to, reason)?;
+        self.db.save_stored(&s.stored).map_err(|e| e.to_string())?;
+        Ok(to)
     }
 
     /// The status document, as `reconcile status` shows it in both modes.

@@ -485,14 +485,7 @@ mod tests {
         AssignmentRecord {
             node: "n1".into(),
             task: Assignment {
-                identity: crate::model::TaskIdentity {
-                    id: id.into(),
-                    cluster: "c".into(),
-                    service: Some("web".into()),
-                    family: "web".into(),
-                    revision: 1,
-                    config_hash: "h".into(),
-                },
+                identity: super::super::tests::identity(id),
                 spec: serde_json::from_value(serde_json::json!({
                     "containerDefinitions": [{"name": "a", "image": "busybox:stable"}]
                 }))

@@ -63,6 +63,31 @@ impl Fields {
         self.map.shift_remove(key).filter(|v| !is_empty(v))
     }
 
+    /// Take member `key` and read it with `read` (one of the readers of
+    /// this file), which reports a wrong type at the member's path.
+    pub fn read<T>(
+        &mut self,
+        ctx: &mut Ctx,
+        key: &str,
+        read: impl FnOnce(&mut Ctx, &str, Value) -> Option<T>,
+    ) -> Option<T> {
+        let v = self.take(key)?;
+        read(ctx, &self.at(key), v)
+    }
+
+    /// Take list member `key` and read it with `read`; absent is empty.
+    pub fn list<T>(
+        &mut self,
+        ctx: &mut Ctx,
+        key: &str,
+        read: impl FnOnce(&mut Ctx, &str, Value) -> Vec<T>,
+    ) -> Vec<T> {
+        match self.take(key) {
+            Some(v) => read(ctx, &self.at(key), v),
+            None => Vec::new(),
+        }
+    }
+
     /// Take every member in `keys` that is present: their paths and values.
     pub fn take_all(&mut self, keys: &[&str]) -> Vec<(String, Value)> {
         keys.iter()
@@ -178,6 +203,26 @@ pub(crate) fn array(ctx: &mut Ctx, path: &str, v: Value) -> Option<Vec<Value>> {
         other => {
             type_error(ctx, path, "a list", &other);
             None
+        }
+    }
+}
+
+/// A list of objects (`portMappings`, `ulimits`, ...): `each` gets every
+/// object with its input index and path, in input order. A value that is
+/// not a list, and items that are not objects, are reported and skipped.
+pub(crate) fn each_object(
+    ctx: &mut Ctx,
+    path: &str,
+    v: Value,
+    mut each: impl FnMut(&mut Ctx, usize, &str, Fields),
+) {
+    let Some(items) = array(ctx, path, v) else {
+        return;
+    };
+    for (i, item) in items.into_iter().enumerate() {
+        let ip = report::index(path, i);
+        if let Some(fields) = Fields::of(ctx, ip.clone(), item) {
+            each(ctx, i, &ip, fields);
         }
     }
 }

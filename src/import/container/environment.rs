@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::import::fields::{array, string, text, Fields};
+use crate::import::fields::{each_object, string, text};
 use crate::import::report::{index, key, Ctx};
 use crate::import::secrets::SecretNames;
 use crate::manifest::task_definition::{KeyValuePair, Secret};
@@ -13,27 +13,17 @@ use crate::manifest::task_definition::{KeyValuePair, Secret};
 /// `environment`, with each entry's input index.
 pub(super) fn environment(ctx: &mut Ctx, path: &str, v: Value) -> Vec<(KeyValuePair, usize)> {
     let mut out: Vec<(KeyValuePair, usize)> = Vec::new();
-    let Some(items) = array(ctx, path, v) else {
-        return out;
-    };
-    for (i, item) in items.into_iter().enumerate() {
-        let ip = index(path, i);
-        let Some(mut e) = Fields::of(ctx, ip.clone(), item) else {
-            continue;
-        };
-        let name = e.take("name").and_then(|v| text(ctx, &key(&ip, "name"), v));
-        let value = match e.take("value") {
-            Some(v) => text(ctx, &key(&ip, "value"), v).unwrap_or_default(),
-            None => String::new(),
-        };
+    each_object(ctx, path, v, |ctx, i, ip, mut e| {
+        let name = e.read(ctx, "name", text);
+        let value = e.read(ctx, "value", text).unwrap_or_default();
         e.finish(ctx, "an environment variable");
         let Some(name) = name else {
             ctx.warn(
-                &ip,
+                ip,
                 "dropped an environment variable without `name`",
                 "give it a name in the input if it matters",
             );
-            continue;
+            return;
         };
         // Docker keeps the last value of a variable set twice.
         if let Some(pos) = out.iter().position(|(kv, _)| kv.name == name) {
@@ -45,7 +35,7 @@ pub(super) fn environment(ctx: &mut Ctx, path: &str, v: Value) -> Vec<(KeyValueP
             );
         }
         out.push((KeyValuePair { name, value }, i));
-    }
+    });
     out
 }
 
@@ -56,32 +46,21 @@ pub(super) fn secrets(
     names: &mut SecretNames,
 ) -> Vec<(Secret, usize)> {
     let mut out: Vec<(Secret, usize)> = Vec::new();
-    let Some(items) = array(ctx, path, v) else {
-        return out;
-    };
-    for (i, item) in items.into_iter().enumerate() {
-        let ip = index(path, i);
-        let Some(mut s) = Fields::of(ctx, ip.clone(), item) else {
-            continue;
-        };
-        let name = s
-            .take("name")
-            .and_then(|v| string(ctx, &key(&ip, "name"), v));
-        let value_from = s
-            .take("valueFrom")
-            .and_then(|v| string(ctx, &key(&ip, "valueFrom"), v));
+    each_object(ctx, path, v, |ctx, i, ip, mut s| {
+        let name = s.read(ctx, "name", string);
+        let value_from = s.read(ctx, "valueFrom", string);
         s.finish(ctx, "a secret");
         let (Some(name), Some(value_from)) = (name, value_from) else {
             ctx.warn(
-                &ip,
+                ip,
                 "dropped a secret without `name` or `valueFrom`",
                 "complete it in the input if the container needs the variable",
             );
-            continue;
+            return;
         };
         let (store, file) = names.name_for(&value_from, &name);
         ctx.warn(
-            &key(&ip, "valueFrom"),
+            &key(ip, "valueFrom"),
             format!(
                 "secret `{name}` came from {} (`{value_from}`); valueFrom is now `{file}`, a file in the secrets directory",
                 store.describe()
@@ -105,6 +84,6 @@ pub(super) fn secrets(
             },
             i,
         ));
-    }
+    });
     out
 }

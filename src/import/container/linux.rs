@@ -4,9 +4,11 @@
 
 use serde_json::{json, Value};
 
-use crate::import::fields::{array, boolean, count, integer, show, string, strings, text, Fields};
+use crate::import::fields::{
+    boolean, count, each_object, integer, show, string, strings, text, Fields,
+};
 use crate::import::render::Defaults;
-use crate::import::report::{index, key, Ctx};
+use crate::import::report::{key, Ctx};
 use crate::import::task_definition::clamp;
 use crate::manifest::task_definition::{
     KernelCapabilities, LinuxParameters, SystemControl, Ulimit, UlimitName,
@@ -14,52 +16,39 @@ use crate::manifest::task_definition::{
 
 pub(super) fn ulimits(ctx: &mut Ctx, path: &str, v: Value) -> Vec<Ulimit> {
     let mut out = Vec::new();
-    let Some(items) = array(ctx, path, v) else {
-        return out;
-    };
-    for (k, item) in items.into_iter().enumerate() {
-        let ip = index(path, k);
-        let Some(mut u) = Fields::of(ctx, ip.clone(), item) else {
-            continue;
-        };
-        let name = u
-            .take("name")
-            .and_then(|v| string(ctx, &key(&ip, "name"), v));
-        let soft = u
-            .take("softLimit")
-            .and_then(|v| integer(ctx, &key(&ip, "softLimit"), v));
-        let hard = u
-            .take("hardLimit")
-            .and_then(|v| integer(ctx, &key(&ip, "hardLimit"), v));
+    each_object(ctx, path, v, |ctx, _, ip, mut u| {
+        let name = u.read(ctx, "name", string);
+        let soft = u.read(ctx, "softLimit", integer);
+        let hard = u.read(ctx, "hardLimit", integer);
         u.finish(ctx, "a ulimit");
         let parsed = name.as_deref().and_then(|n| {
             serde_json::from_value::<UlimitName>(Value::from(n.to_ascii_lowercase())).ok()
         });
         let (Some(ulimit), Some(soft), Some(hard)) = (parsed, soft, hard) else {
             ctx.warn(
-                &ip,
+                ip,
                 format!(
                     "dropped ulimit {}: it needs a known name, softLimit and hardLimit",
                     name.as_deref().unwrap_or("without a name")
                 ),
                 "fix it in the manifest if the limit matters",
             );
-            continue;
+            return;
         };
         if soft < 0 || hard < 0 {
             ctx.warn(
-                &ip,
+                ip,
                 format!(
                     "dropped ulimit {}: a negative limit (unlimited) cannot be written here",
                     name.unwrap_or_default()
                 ),
                 "give the limit an explicit large value if you need it raised",
             );
-            continue;
+            return;
         }
         let soft = if soft > hard {
             ctx.warn(
-                &key(&ip, "softLimit"),
+                &key(ip, "softLimit"),
                 format!("softLimit {soft} is above hardLimit {hard}; lowered to {hard}"),
                 "check the limits",
             );
@@ -72,37 +61,25 @@ pub(super) fn ulimits(ctx: &mut Ctx, path: &str, v: Value) -> Vec<Ulimit> {
             soft_limit: soft,
             hard_limit: hard,
         });
-    }
+    });
     out
 }
 
 pub(super) fn system_controls(ctx: &mut Ctx, path: &str, v: Value) -> Vec<SystemControl> {
     let mut out = Vec::new();
-    let Some(items) = array(ctx, path, v) else {
-        return out;
-    };
-    for (k, item) in items.into_iter().enumerate() {
-        let ip = index(path, k);
-        let Some(mut e) = Fields::of(ctx, ip.clone(), item) else {
-            continue;
-        };
-        let namespace = e
-            .take("namespace")
-            .and_then(|v| string(ctx, &key(&ip, "namespace"), v));
-        let value = e
-            .take("value")
-            .and_then(|v| text(ctx, &key(&ip, "value"), v))
-            .unwrap_or_default();
+    each_object(ctx, path, v, |ctx, _, ip, mut e| {
+        let namespace = e.read(ctx, "namespace", string);
+        let value = e.read(ctx, "value", text).unwrap_or_default();
         e.finish(ctx, "a system control");
         match namespace {
             Some(namespace) => out.push(SystemControl { namespace, value }),
             None => ctx.warn(
-                &ip,
+                ip,
                 "dropped a systemControls entry without namespace",
                 "complete it if it matters",
             ),
         }
-    }
+    });
     out
 }
 
@@ -127,14 +104,8 @@ pub(super) fn linux_parameters(
     });
     let capabilities = l.take("capabilities").and_then(|v| {
         let mut c = Fields::of(ctx, l.at("capabilities"), v)?;
-        let add = c
-            .take("add")
-            .and_then(|v| strings(ctx, &c.at("add"), v))
-            .unwrap_or_default();
-        let drop = c
-            .take("drop")
-            .and_then(|v| strings(ctx, &c.at("drop"), v))
-            .unwrap_or_default();
+        let add = c.read(ctx, "add", strings).unwrap_or_default();
+        let drop = c.read(ctx, "drop", strings).unwrap_or_default();
         c.finish(ctx, "linux capabilities");
         (!add.is_empty() || !drop.is_empty()).then_some(KernelCapabilities { add, drop })
     });

@@ -12,13 +12,8 @@ use crate::manifest::task_definition::{LogConfiguration, LogDriver};
 
 pub(super) fn log_configuration(ctx: &mut Ctx, path: &str, v: Value) -> Option<LogConfiguration> {
     let mut l = Fields::of(ctx, path.to_string(), v)?;
-    let driver = l
-        .take("logDriver")
-        .and_then(|v| string(ctx, &l.at("logDriver"), v));
-    let options = l
-        .take("options")
-        .and_then(|v| string_map(ctx, &l.at("options"), v))
-        .unwrap_or_default();
+    let driver = l.read(ctx, "logDriver", string);
+    let options = l.read(ctx, "options", string_map).unwrap_or_default();
     if let Some(v) = l.take("secretOptions") {
         let names: Vec<String> = v
             .as_array()

@@ -106,37 +106,17 @@ pub(super) fn container(
             0
         }
     };
-    let memory = f
-        .take("memory")
-        .and_then(|v| amount(ctx, &f.at("memory"), &v, units::memory_mib, MEMORY, "MiB"));
-    let memory_reservation = f.take("memoryReservation").and_then(|v| {
-        amount(
-            ctx,
-            &f.at("memoryReservation"),
-            &v,
-            units::memory_mib,
-            MEMORY,
-            "MiB",
-        )
-    });
+    let mebibytes =
+        |ctx: &mut Ctx, p: &str, v: Value| amount(ctx, p, &v, units::memory_mib, MEMORY, "MiB");
+    let memory = f.read(ctx, "memory", mebibytes);
+    let memory_reservation = f.read(ctx, "memoryReservation", mebibytes);
 
-    let command = f
-        .take("command")
-        .and_then(|v| strings(ctx, &f.at("command"), v))
-        .filter(|c| !c.is_empty());
-    let entry_point = f
-        .take("entryPoint")
-        .and_then(|v| strings(ctx, &f.at("entryPoint"), v))
-        .filter(|c| !c.is_empty());
-    let working_directory = f
-        .take("workingDirectory")
-        .and_then(|v| string(ctx, &f.at("workingDirectory"), v));
-    let user = f.take("user").and_then(|v| text(ctx, &f.at("user"), v));
+    let command = f.read(ctx, "command", strings).filter(|c| !c.is_empty());
+    let entry_point = f.read(ctx, "entryPoint", strings).filter(|c| !c.is_empty());
+    let working_directory = f.read(ctx, "workingDirectory", string);
+    let user = f.read(ctx, "user", text);
 
-    let mut environment = match f.take("environment") {
-        Some(v) => environment(ctx, &f.at("environment"), v),
-        None => Vec::new(),
-    };
+    let mut environment = f.list(ctx, "environment", environment);
     if let Some(v) = f.take("environmentFiles") {
         let files: Vec<String> = v
             .as_array()
@@ -151,10 +131,9 @@ pub(super) fn container(
             "copy the variables into `environment` (or into `secrets` for sensitive ones)",
         );
     }
-    let secrets = match f.take("secrets") {
-        Some(v) => secrets(ctx, &f.at("secrets"), v, shared.secrets),
-        None => Vec::new(),
-    };
+    let secrets = f.list(ctx, "secrets", |ctx, p, v| {
+        secrets(ctx, p, v, shared.secrets)
+    });
     // A variable set both ways: the secret wins (the validator rejects the
     // pair, and the secret is the one somebody meant to protect).
     let secret_names: HashSet<&str> = secrets.iter().map(|(s, _)| s.name.as_str()).collect();
@@ -176,30 +155,15 @@ pub(super) fn container(
     });
 
     let mut origins = Origins::default();
-    let port_mappings = match f.take("portMappings") {
-        Some(v) => ports(
-            ctx,
-            &f.at("portMappings"),
-            v,
-            &base,
-            d,
-            &mut origins.port_mappings,
-        ),
-        None => Vec::new(),
-    };
-    let health_check = f.take("healthCheck").and_then(|v| {
-        health_check(
-            ctx,
-            &f.at("healthCheck"),
-            v,
-            &format!("{base}/healthCheck"),
-            d,
-        )
+    let port_mappings = f.list(ctx, "portMappings", |ctx, p, v| {
+        ports(ctx, p, v, &base, d, &mut origins.port_mappings)
     });
-    let depends_on = match f.take("dependsOn") {
-        Some(v) => depends_on(ctx, &f.at("dependsOn"), v, &mut origins.depends_on),
-        None => Vec::new(),
-    };
+    let health_check = f.read(ctx, "healthCheck", |ctx, p, v| {
+        health_check(ctx, p, v, &format!("{base}/healthCheck"), d)
+    });
+    let depends_on = f.list(ctx, "dependsOn", |ctx, p, v| {
+        depends_on(ctx, p, v, &mut origins.depends_on)
+    });
     let stop_timeout = match f.take("stopTimeout") {
         Some(v) => {
             let p = f.at("stopTimeout");
@@ -216,32 +180,13 @@ pub(super) fn container(
         let p = f.at("startTimeout");
         count(ctx, &p, v).map(|n| clamp(ctx, &p, n, START_TIMEOUT, "seconds"))
     });
-    let mount_points = match f.take("mountPoints") {
-        Some(v) => mount_points(
-            ctx,
-            &f.at("mountPoints"),
-            v,
-            &base,
-            d,
-            &mut origins.mount_points,
-        ),
-        None => Vec::new(),
-    };
-    let volumes_from = match f.take("volumesFrom") {
-        Some(v) => volumes_from(
-            ctx,
-            &f.at("volumesFrom"),
-            v,
-            &base,
-            d,
-            &mut origins.volumes_from,
-        ),
-        None => Vec::new(),
-    };
-    let mut docker_labels = f
-        .take("dockerLabels")
-        .and_then(|v| string_map(ctx, &f.at("dockerLabels"), v))
-        .unwrap_or_default();
+    let mount_points = f.list(ctx, "mountPoints", |ctx, p, v| {
+        mount_points(ctx, p, v, &base, d, &mut origins.mount_points)
+    });
+    let volumes_from = f.list(ctx, "volumesFrom", |ctx, p, v| {
+        volumes_from(ctx, p, v, &base, d, &mut origins.volumes_from)
+    });
+    let mut docker_labels = f.read(ctx, "dockerLabels", string_map).unwrap_or_default();
     let reserved: Vec<String> = docker_labels
         .keys()
         .filter(|k| k.starts_with("reconcile.io/"))
@@ -255,44 +200,19 @@ pub(super) fn container(
             "rename the label",
         );
     }
-    let ulimits = match f.take("ulimits") {
-        Some(v) => ulimits(ctx, &f.at("ulimits"), v),
-        None => Vec::new(),
-    };
+    let ulimits = f.list(ctx, "ulimits", ulimits);
     let readonly_root_filesystem = flag(&mut f, ctx, "readonlyRootFilesystem", &base, d);
-    let log_configuration = f
-        .take("logConfiguration")
-        .and_then(|v| log_configuration(ctx, &f.at("logConfiguration"), v));
-    let hostname = f
-        .take("hostname")
-        .and_then(|v| string(ctx, &f.at("hostname"), v));
-    let extra_hosts = match f.take("extraHosts") {
-        Some(v) => extra_hosts(ctx, &f.at("extraHosts"), v),
-        None => Vec::new(),
-    };
-    let dns_servers = f
-        .take("dnsServers")
-        .and_then(|v| strings(ctx, &f.at("dnsServers"), v))
-        .unwrap_or_default();
-    let dns_search_domains = f
-        .take("dnsSearchDomains")
-        .and_then(|v| strings(ctx, &f.at("dnsSearchDomains"), v))
-        .unwrap_or_default();
+    let log_configuration = f.read(ctx, "logConfiguration", log_configuration);
+    let hostname = f.read(ctx, "hostname", string);
+    let extra_hosts = f.list(ctx, "extraHosts", extra_hosts);
+    let dns_servers = f.read(ctx, "dnsServers", strings).unwrap_or_default();
+    let dns_search_domains = f.read(ctx, "dnsSearchDomains", strings).unwrap_or_default();
     let privileged = flag(&mut f, ctx, "privileged", &base, d);
     let interactive = flag(&mut f, ctx, "interactive", &base, d);
     let pseudo_terminal = flag(&mut f, ctx, "pseudoTerminal", &base, d);
-    let system_controls = match f.take("systemControls") {
-        Some(v) => system_controls(ctx, &f.at("systemControls"), v),
-        None => Vec::new(),
-    };
-    let linux_parameters = f.take("linuxParameters").and_then(|v| {
-        linux_parameters(
-            ctx,
-            &f.at("linuxParameters"),
-            v,
-            &format!("{base}/linuxParameters"),
-            d,
-        )
+    let system_controls = f.list(ctx, "systemControls", system_controls);
+    let linux_parameters = f.read(ctx, "linuxParameters", |ctx, p, v| {
+        linux_parameters(ctx, p, v, &format!("{base}/linuxParameters"), d)
     });
 
     container_aws_fields(&mut f, ctx);
@@ -340,7 +260,7 @@ pub(super) fn container(
 
 fn image(f: &mut Fields, ctx: &mut Ctx, shared: &mut Shared, container: &str) -> Option<String> {
     let p = f.at("image");
-    let given = f.take("image").and_then(|v| string(ctx, &p, v));
+    let given = f.read(ctx, "image", string);
     let over = shared
         .images
         .items

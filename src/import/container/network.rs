@@ -4,9 +4,9 @@
 
 use serde_json::{json, Value};
 
-use crate::import::fields::{array, count, show, string, Fields};
+use crate::import::fields::{count, each_object, show, string};
 use crate::import::render::Defaults;
-use crate::import::report::{index, key, Ctx};
+use crate::import::report::{key, Ctx};
 use crate::import::task_definition::MAX_PORT_MAPPINGS;
 use crate::manifest::task_definition::{HostEntry, PortMapping, Protocol};
 
@@ -44,34 +44,21 @@ pub(super) fn ports(
     origin: &mut Vec<usize>,
 ) -> Vec<PortMapping> {
     let mut out = Vec::new();
-    let Some(items) = array(ctx, path, v) else {
-        return out;
-    };
     let port_name =
         regex::Regex::new(r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$").expect("valid regex");
-    for (k, item) in items.into_iter().enumerate() {
-        let ip = index(path, k);
-        let Some(mut pm) = Fields::of(ctx, ip.clone(), item) else {
-            continue;
-        };
-        let container_port = pm
-            .take("containerPort")
-            .and_then(|v| port_number(ctx, &key(&ip, "containerPort"), v, 1));
-        let host_port = pm
-            .take("hostPort")
-            .and_then(|v| port_number(ctx, &key(&ip, "hostPort"), v, 0));
+    each_object(ctx, path, v, |ctx, k, ip, mut pm| {
+        let container_port = pm.read(ctx, "containerPort", |ctx, p, v| port_number(ctx, p, v, 1));
+        let host_port = pm.read(ctx, "hostPort", |ctx, p, v| port_number(ctx, p, v, 0));
         let protocol_given = pm.take("protocol");
         let protocol = protocol_given
             .clone()
-            .and_then(|v| protocol(ctx, &key(&ip, "protocol"), v))
+            .and_then(|v| protocol(ctx, &key(ip, "protocol"), v))
             .unwrap_or_default();
-        let mut name = pm
-            .take("name")
-            .and_then(|v| string(ctx, &key(&ip, "name"), v));
+        let mut name = pm.read(ctx, "name", string);
         if let Some(n) = &name {
             if !port_name.is_match(n) {
                 ctx.warn(
-                    &key(&ip, "name"),
+                    &key(ip, "name"),
                     format!("dropped port mapping name `{n}`: names are lowercase letters, digits and inner `-`, at most 64"),
                     "rename it if something refers to it",
                 );
@@ -80,7 +67,7 @@ pub(super) fn ports(
         }
         if let Some(v) = pm.take("appProtocol") {
             ctx.note(
-                &key(&ip, "appProtocol"),
+                &key(ip, "appProtocol"),
                 format!("dropped appProtocol {}: it configures ECS Service Connect, which reconcile does not have", show(&v)),
             );
         }
@@ -89,7 +76,7 @@ pub(super) fn ports(
         let Some(container_port) = container_port else {
             if ranges.is_empty() {
                 ctx.warn(
-                    &ip,
+                    ip,
                     "dropped a port mapping without containerPort",
                     "add containerPort in the input if the port matters",
                 );
@@ -104,7 +91,7 @@ pub(super) fn ports(
                     "list the ports one by one as containerPort mappings",
                 );
             }
-            continue;
+            return;
         };
         if !ranges.is_empty() {
             ctx.warn_many(
@@ -115,11 +102,11 @@ pub(super) fn ports(
         }
         if out.len() >= MAX_PORT_MAPPINGS {
             ctx.warn(
-                &ip,
+                ip,
                 format!("dropped: a container has at most {MAX_PORT_MAPPINGS} port mappings"),
                 "publish fewer ports",
             );
-            continue;
+            return;
         }
         if protocol_given.is_none() {
             d.add(
@@ -134,26 +121,15 @@ pub(super) fn ports(
             protocol,
             name,
         });
-    }
+    });
     out
 }
 
 pub(super) fn extra_hosts(ctx: &mut Ctx, path: &str, v: Value) -> Vec<HostEntry> {
     let mut out = Vec::new();
-    let Some(items) = array(ctx, path, v) else {
-        return out;
-    };
-    for (k, item) in items.into_iter().enumerate() {
-        let ip = index(path, k);
-        let Some(mut e) = Fields::of(ctx, ip.clone(), item) else {
-            continue;
-        };
-        let hostname = e
-            .take("hostname")
-            .and_then(|v| string(ctx, &key(&ip, "hostname"), v));
-        let ip_address = e
-            .take("ipAddress")
-            .and_then(|v| string(ctx, &key(&ip, "ipAddress"), v));
+    each_object(ctx, path, v, |ctx, _, ip, mut e| {
+        let hostname = e.read(ctx, "hostname", string);
+        let ip_address = e.read(ctx, "ipAddress", string);
         e.finish(ctx, "an extra host");
         match (hostname, ip_address) {
             (Some(hostname), Some(ip_address)) => out.push(HostEntry {
@@ -161,11 +137,11 @@ pub(super) fn extra_hosts(ctx: &mut Ctx, path: &str, v: Value) -> Vec<HostEntry>
                 ip_address,
             }),
             _ => ctx.warn(
-                &ip,
+                ip,
                 "dropped an extraHosts entry without hostname or ipAddress",
                 "complete it if it matters",
             ),
         }
-    }
+    });
     out
 }

@@ -4,9 +4,9 @@
 
 use serde_json::{json, Value};
 
-use crate::import::fields::{array, count, string, strings, Fields};
+use crate::import::fields::{count, each_object, string, strings, Fields};
 use crate::import::render::Defaults;
-use crate::import::report::{index, key, Ctx};
+use crate::import::report::{key, Ctx};
 use crate::import::task_definition::clamp;
 use crate::manifest::task_definition::{ContainerDependency, DependencyCondition, HealthCheck};
 
@@ -20,7 +20,7 @@ pub(super) fn health_check(
     let errors_before = ctx.error_count();
     let mut h = Fields::of(ctx, path.to_string(), v)?;
     let cp = h.at("command");
-    let command = h.take("command").and_then(|v| strings(ctx, &cp, v));
+    let command = h.read(ctx, "command", strings);
     let mut field =
         |h: &mut Fields, ctx: &mut Ctx, name: &str, range: (u64, u64), default: u32| -> u32 {
             let unit = if name == "retries" { "" } else { "seconds" };
@@ -111,19 +111,10 @@ pub(super) fn depends_on(
     origin: &mut Vec<usize>,
 ) -> Vec<ContainerDependency> {
     let mut out = Vec::new();
-    let Some(items) = array(ctx, path, v) else {
-        return out;
-    };
-    for (k, item) in items.into_iter().enumerate() {
-        let ip = index(path, k);
-        let Some(mut e) = Fields::of(ctx, ip.clone(), item) else {
-            continue;
-        };
-        let name = e
-            .take("containerName")
-            .and_then(|v| string(ctx, &key(&ip, "containerName"), v));
-        let cond_path = key(&ip, "condition");
-        let condition = e.take("condition").and_then(|v| string(ctx, &cond_path, v));
+    each_object(ctx, path, v, |ctx, k, ip, mut e| {
+        let name = e.read(ctx, "containerName", string);
+        let cond_path = key(ip, "condition");
+        let condition = e.read(ctx, "condition", string);
         e.finish(ctx, "a container dependency");
         let condition = match condition.as_deref().map(str::to_ascii_uppercase).as_deref() {
             Some("START") => DependencyCondition::Start,
@@ -138,7 +129,7 @@ pub(super) fn depends_on(
                     ),
                     None,
                 );
-                continue;
+                return;
             }
             None => {
                 ctx.error(
@@ -146,22 +137,22 @@ pub(super) fn depends_on(
                     "missing `condition`",
                     Some("ECS requires one: START, COMPLETE, SUCCESS or HEALTHY".into()),
                 );
-                continue;
+                return;
             }
         };
         let Some(container_name) = name else {
             ctx.warn(
-                &ip,
+                ip,
                 "dropped a dependency without containerName",
                 "complete it in the input if it matters",
             );
-            continue;
+            return;
         };
         origin.push(k);
         out.push(ContainerDependency {
             container_name,
             condition,
         });
-    }
+    });
     out
 }

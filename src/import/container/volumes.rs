@@ -4,9 +4,9 @@
 
 use serde_json::{json, Value};
 
-use crate::import::fields::{array, boolean, string, Fields};
+use crate::import::fields::{boolean, each_object, string};
 use crate::import::render::Defaults;
-use crate::import::report::{index, key, Ctx};
+use crate::import::report::{key, Ctx};
 use crate::manifest::task_definition::{MountPoint, VolumeFrom};
 
 pub(super) fn mount_points(
@@ -18,23 +18,10 @@ pub(super) fn mount_points(
     origin: &mut Vec<usize>,
 ) -> Vec<MountPoint> {
     let mut out = Vec::new();
-    let Some(items) = array(ctx, path, v) else {
-        return out;
-    };
-    for (k, item) in items.into_iter().enumerate() {
-        let ip = index(path, k);
-        let Some(mut m) = Fields::of(ctx, ip.clone(), item) else {
-            continue;
-        };
-        let source_volume = m
-            .take("sourceVolume")
-            .and_then(|v| string(ctx, &key(&ip, "sourceVolume"), v));
-        let container_path = m
-            .take("containerPath")
-            .and_then(|v| string(ctx, &key(&ip, "containerPath"), v));
-        let read_only = m
-            .take("readOnly")
-            .and_then(|v| boolean(ctx, &key(&ip, "readOnly"), v));
+    each_object(ctx, path, v, |ctx, k, ip, mut m| {
+        let source_volume = m.read(ctx, "sourceVolume", string);
+        let container_path = m.read(ctx, "containerPath", string);
+        let read_only = m.read(ctx, "readOnly", boolean);
         m.finish(ctx, "a mount point");
         match (source_volume, container_path) {
             (Some(source_volume), Some(container_path)) if container_path.starts_with('/') => {
@@ -49,13 +36,13 @@ pub(super) fn mount_points(
                 });
             }
             (Some(_), Some(p)) => ctx.warn(
-                &key(&ip, "containerPath"),
+                &key(ip, "containerPath"),
                 format!("dropped the mount at `{p}`: a container path must be absolute (Windows paths are not supported)"),
                 "mount the volume at an absolute Linux path",
             ),
-            _ => ctx.warn(&ip, "dropped a mount point without sourceVolume or containerPath", "complete it in the input if it matters"),
+            _ => ctx.warn(ip, "dropped a mount point without sourceVolume or containerPath", "complete it in the input if it matters"),
         }
-    }
+    });
     out
 }
 
@@ -68,28 +55,17 @@ pub(super) fn volumes_from(
     origin: &mut Vec<usize>,
 ) -> Vec<VolumeFrom> {
     let mut out = Vec::new();
-    let Some(items) = array(ctx, path, v) else {
-        return out;
-    };
-    for (k, item) in items.into_iter().enumerate() {
-        let ip = index(path, k);
-        let Some(mut m) = Fields::of(ctx, ip.clone(), item) else {
-            continue;
-        };
-        let source_container = m
-            .take("sourceContainer")
-            .and_then(|v| string(ctx, &key(&ip, "sourceContainer"), v));
-        let read_only = m
-            .take("readOnly")
-            .and_then(|v| boolean(ctx, &key(&ip, "readOnly"), v));
+    each_object(ctx, path, v, |ctx, k, ip, mut m| {
+        let source_container = m.read(ctx, "sourceContainer", string);
+        let read_only = m.read(ctx, "readOnly", boolean);
         m.finish(ctx, "a volumesFrom entry");
         let Some(source_container) = source_container else {
             ctx.warn(
-                &ip,
+                ip,
                 "dropped a volumesFrom entry without sourceContainer",
                 "complete it in the input if it matters",
             );
-            continue;
+            return;
         };
         if read_only.is_none() {
             d.add(
@@ -102,6 +78,6 @@ pub(super) fn volumes_from(
             source_container,
             read_only: read_only.unwrap_or(false),
         });
-    }
+    });
     out
 }

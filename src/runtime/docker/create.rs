@@ -237,12 +237,7 @@ impl DockerRuntime {
                 c.ulimits
                     .iter()
                     .map(|u| ResourcesUlimits {
-                        name: Some(
-                            serde_json::to_value(u.name)
-                                .ok()
-                                .and_then(|v| v.as_str().map(str::to_string))
-                                .unwrap_or_default(),
-                        ),
+                        name: Some(crate::model::serde_name(&u.name)),
                         soft: Some(u.soft_limit),
                         hard: Some(u.hard_limit),
                     })

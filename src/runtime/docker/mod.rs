@@ -52,6 +52,23 @@ pub mod label {
     pub const NODE: &str = "reconcile.io/node";
 }
 
+/// Every container, running or stopped, that carries all of `labels`
+/// (each `KEY=VALUE`).
+pub async fn labelled(
+    docker: &Docker,
+    labels: Vec<String>,
+) -> Result<Vec<ContainerSummary>, bollard::errors::Error> {
+    let filters = HashMap::from([("label", labels)]);
+    docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+}
+
 /// Connect to the engine (honouring DOCKER_HOST), negotiate the API
 /// version, and read its info.
 pub async fn engine() -> Result<(Docker, bollard::models::SystemInfo), RuntimeError> {
@@ -125,14 +142,7 @@ impl DockerRuntime {
         if let Some(t) = task {
             labels.push(format!("{}={t}", label::TASK));
         }
-        let filters: HashMap<&str, Vec<String>> = HashMap::from([("label", labels)]);
-        self.docker
-            .list_containers(Some(
-                ListContainersOptionsBuilder::default()
-                    .all(true)
-                    .filters(&filters)
-                    .build(),
-            ))
+        labelled(&self.docker, labels)
             .await
             .map_err(|e| err("listing containers", e))
     }

@@ -9,7 +9,7 @@
 //! `capacity_provider`. This file holds [`Finding`] and [`check`], which
 //! runs them all (and the few Cluster rules, which use the shared ones).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use super::{Diagnostic, Entry, Related, Severity, Validation};
 use crate::manifest::{Kind, Manifest};
@@ -141,17 +141,11 @@ pub fn check(entries: &[Entry]) -> Vec<Finding> {
                         ));
                     }
                 }
-                let attached: HashSet<&str> = c
-                    .spec
-                    .capacity_providers
-                    .iter()
-                    .map(String::as_str)
-                    .collect();
                 strategy(
                     i,
                     "/spec/defaultCapacityProviderStrategy",
                     &c.spec.default_capacity_provider_strategy,
-                    &attached,
+                    &c.spec.capacity_providers,
                     &c.metadata.name,
                     &mut out,
                 );

@@ -12,7 +12,7 @@ pub(super) fn strategy(
     entry: usize,
     base: &str,
     items: &[CapacityProviderStrategyItem],
-    attached: &HashSet<&str>,
+    attached: &[String],
     cluster: &str,
     out: &mut Vec<Finding>,
 ) {
@@ -57,7 +57,7 @@ pub(super) fn strategy(
                 format!("`{}` appears twice in the strategy", it.capacity_provider),
             ));
         }
-        if !attached.contains(it.capacity_provider.as_str()) {
+        if !attached.contains(&it.capacity_provider) {
             out.push(
                 Finding::error(
                     "capacity-provider-strategy",

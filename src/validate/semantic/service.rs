@@ -3,8 +3,6 @@
 //! strategies, constraints and capacity provider strategy are valid.
 //! Separate because they concern one kind.
 
-use std::collections::HashSet;
-
 use super::placement::{constraints, strategy};
 use super::references::missing_ref;
 use super::{Finding, Index};
@@ -188,17 +186,11 @@ pub(super) fn service(
     );
     if let Some(c) = cluster {
         if let Manifest::Cluster(cm) = &entries[c].manifest {
-            let attached: HashSet<&str> = cm
-                .spec
-                .capacity_providers
-                .iter()
-                .map(String::as_str)
-                .collect();
             strategy(
                 i,
                 "/spec/capacityProviderStrategy",
                 &spec.capacity_provider_strategy,
-                &attached,
+                &cm.spec.capacity_providers,
                 &spec.cluster,
                 out,
             );
