@@ -55,6 +55,45 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
         .into_response()
 }
 
+/// Longest plain-text error body kept when it is made JSON.
+const REJECTION_MAX: usize = 64 << 10;
+
+/// Every error the API answers is an `ApiError`, as the OpenAPI document
+/// says. axum answers a request its extractors refuse (a body that is not
+/// JSON or not of the schema, a bad query, no such route or method) in
+/// plain text before any handler runs; that answer is rewritten here,
+/// keeping its status and message.
+async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let reply = next.run(req).await;
+    let status = reply.status();
+    let json = reply
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || json {
+        return reply;
+    }
+    let (mut parts, body) = reply.into_parts();
+    let text = axum::body::to_bytes(body, REJECTION_MAX)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    // Headers such as `Allow` stay; the body's own do not.
+    parts.headers.remove(axum::http::header::CONTENT_TYPE);
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    let mut reply = error(status, message);
+    for (k, v) in parts.headers.iter() {
+        reply.headers_mut().insert(k.clone(), v.clone());
+    }
+    reply
+}
+
 async fn heartbeat(
     State(c): Shared,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -348,6 +387,7 @@ pub fn router(c: Arc<Controller>) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(c.clone(), gate))
         // Heartbeats carry every task of a node; 16 MiB bounds a request.
         .layer(axum::extract::DefaultBodyLimit::max(16 << 20))
+        .layer(axum::middleware::from_fn(json_errors))
         .with_state(c)
 }
 
