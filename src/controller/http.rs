@@ -457,6 +457,73 @@ pub async fn serve_tls(
 
 #[cfg(test)]
 mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use axum::routing::post;
+    use tower::ServiceExt;
+
+    /// Status, `Allow` and body of `req` to a route taking a JSON body.
+    async fn answer(req: Request<Body>) -> (StatusCode, Option<String>, serde_json::Value) {
+        let app = axum::Router::new()
+            .route(
+                "/v1/thing",
+                post(|axum::Json(_): axum::Json<crate::wire::JoinRequest>| async { "ok" }),
+            )
+            .layer(axum::middleware::from_fn(super::json_errors));
+        let reply = app.oneshot(req).await.unwrap();
+        let status = reply.status();
+        let allow = reply
+            .headers()
+            .get("allow")
+            .map(|v| v.to_str().unwrap().to_string());
+        let bytes = axum::body::to_bytes(reply.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("{status}: not JSON ({e}): {bytes:?}"));
+        (status, allow, body)
+    }
+
+    #[tokio::test]
+    async fn rejections_are_json_api_errors() {
+        let post = |ct: Option<&str>, body: &'static str| {
+            let mut r = Request::post("/v1/thing");
+            if let Some(ct) = ct {
+                r = r.header("content-type", ct);
+            }
+            r.body(Body::from(body)).unwrap()
+        };
+        let json = Some("application/json");
+        for (req, want, says) in [
+            (
+                post(None, "{}"),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Content-Type",
+            ),
+            (post(json, "{"), StatusCode::BAD_REQUEST, "JSON"),
+            (
+                post(json, r#"{"name": 1}"#),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "name",
+            ),
+            (
+                Request::get("/v1/nothing").body(Body::empty()).unwrap(),
+                StatusCode::NOT_FOUND,
+                "Not Found",
+            ),
+        ] {
+            let (status, _, body) = answer(req).await;
+            assert_eq!(status, want, "{body}");
+            let error = body["error"].as_str().unwrap_or_default();
+            assert!(error.contains(says), "{status}: {body}");
+        }
+        // A refused method keeps its `Allow` header.
+        let req = Request::get("/v1/thing").body(Body::empty()).unwrap();
+        let (status, allow, body) = answer(req).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
+        assert_eq!(allow.as_deref(), Some("POST"), "{body}");
+    }
+
     #[test]
     fn hmac_matches_rfc_4231_case_2() {
         let mac = super::hmac_sha256(b"Jefe", b"what do ya want for nothing?");
