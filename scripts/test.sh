@@ -40,4 +40,7 @@ for sample in manifest-invalid service-invalid; do
         --expect-hover-substring "REPLICA keeps desiredCount tasks"
 done
 
+step "the API against its OpenAPI document (schemathesis, with and without credentials)"
+tests/external/.venv/bin/python tests/external/api_fuzz.py --reconcile target/debug/reconcile
+
 step "all checks passed"

@@ -61,6 +61,45 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
         .into_response()
 }
 
+/// Longest plain-text error body kept when it is made JSON.
+const REJECTION_MAX: usize = 64 << 10;
+
+/// Every error the API answers is an `ApiError`, as the OpenAPI document
+/// says. axum answers a request its extractors refuse (a body that is not
+/// JSON or not of the schema, a bad query, no such route or method) in
+/// plain text before any handler runs; that answer is rewritten here,
+/// keeping its status and message.
+async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let reply = next.run(req).await;
+    let status = reply.status();
+    let json = reply
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || json {
+        return reply;
+    }
+    let (mut parts, body) = reply.into_parts();
+    let text = axum::body::to_bytes(body, REJECTION_MAX)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    // Headers such as `Allow` stay; the body's own do not.
+    parts.headers.remove(axum::http::header::CONTENT_TYPE);
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    let mut reply = error(status, message);
+    for (k, v) in parts.headers.iter() {
+        reply.headers_mut().insert(k.clone(), v.clone());
+    }
+    reply
+}
+
 async fn heartbeat(
     State(c): Shared,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -481,11 +520,79 @@ pub fn router(c: Arc<Controller>) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(16 << 20))
         .layer(Extension(Arc::new(Webhooks::new(Instant::now()))))
         .layer(Extension(Arc::new(Joins::new(Instant::now()))))
+        .layer(axum::middleware::from_fn(json_errors))
         .with_state(c)
 }
 
 #[cfg(test)]
 mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use axum::routing::post;
+    use tower::ServiceExt;
+
+    /// Status, `Allow` and body of `req` to a route taking a JSON body.
+    async fn answer(req: Request<Body>) -> (StatusCode, Option<String>, serde_json::Value) {
+        let app = axum::Router::new()
+            .route(
+                "/v1/thing",
+                post(|axum::Json(_): axum::Json<crate::wire::JoinRequest>| async { "ok" }),
+            )
+            .layer(axum::middleware::from_fn(super::json_errors));
+        let reply = app.oneshot(req).await.unwrap();
+        let status = reply.status();
+        let allow = reply
+            .headers()
+            .get("allow")
+            .map(|v| v.to_str().unwrap().to_string());
+        let bytes = axum::body::to_bytes(reply.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("{status}: not JSON ({e}): {bytes:?}"));
+        (status, allow, body)
+    }
+
+    #[tokio::test]
+    async fn rejections_are_json_api_errors() {
+        let post = |ct: Option<&str>, body: &'static str| {
+            let mut r = Request::post("/v1/thing");
+            if let Some(ct) = ct {
+                r = r.header("content-type", ct);
+            }
+            r.body(Body::from(body)).unwrap()
+        };
+        let json = Some("application/json");
+        for (req, want, says) in [
+            (
+                post(None, "{}"),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Content-Type",
+            ),
+            (post(json, "{"), StatusCode::BAD_REQUEST, "JSON"),
+            (
+                post(json, r#"{"name": 1}"#),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "name",
+            ),
+            (
+                Request::get("/v1/nothing").body(Body::empty()).unwrap(),
+                StatusCode::NOT_FOUND,
+                "Not Found",
+            ),
+        ] {
+            let (status, _, body) = answer(req).await;
+            assert_eq!(status, want, "{body}");
+            let error = body["error"].as_str().unwrap_or_default();
+            assert!(error.contains(says), "{status}: {body}");
+        }
+        // A refused method keeps its `Allow` header.
+        let req = Request::get("/v1/thing").body(Body::empty()).unwrap();
+        let (status, allow, body) = answer(req).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
+        assert_eq!(allow.as_deref(), Some("POST"), "{body}");
+    }
+
     #[test]
     fn hmac_matches_rfc_4231_case_2() {
         let mac = super::hmac_sha256(b"Jefe", b"what do ya want for nothing?");

@@ -11,51 +11,90 @@ use crate::wire::{
     JoinRequest, NodeView, RollbackRequest, SecretInfo, SyncReply, TokenRequest, TokenView,
 };
 
-fn schema<T: schemars::JsonSchema>() -> Value {
+/// Add `T`'s schema to `schemas` under `name`. schemars puts the types it
+/// refers to in the root schema's own `components/schemas`, while its
+/// references point at the document's: they are moved there, else no
+/// client can resolve them.
+fn add<T: schemars::JsonSchema>(schemas: &mut Map<String, Value>, name: &str) {
     let generator = schemars::generate::SchemaSettings::openapi3().into_generator();
     let mut v = serde_json::to_value(generator.into_root_schema_for::<T>()).unwrap_or(Value::Null);
     if let Value::Object(m) = &mut v {
         m.remove("$schema");
+        if let Some(Value::Object(mut c)) = m.remove("components") {
+            if let Some(Value::Object(defs)) = c.remove("schemas") {
+                schemas.extend(defs);
+            }
+        }
     }
-    v
+    schemas.insert(name.into(), v);
 }
 
 fn reference(name: &str) -> Value {
     json!({"$ref": format!("#/components/schemas/{name}")})
 }
 
-fn ok(description: &str, body: Value) -> Value {
-    json!({
-        "200": {"description": description, "content": {"application/json": {"schema": body}}},
-        "401": {"description": "missing, unknown, revoked or expired token", "content": {"application/json": {"schema": reference("ApiError")}}},
-        "403": {"description": "the token's role may not make this request", "content": {"application/json": {"schema": reference("ApiError")}}}
-    })
+/// `code` with `body` as JSON, added to the responses `r`.
+fn answer(mut r: Value, code: &str, description: &str, body: Value) -> Value {
+    r[code] =
+        json!({"description": description, "content": {"application/json": {"schema": body}}});
+    r
 }
 
-/// `ok` plus a 4xx the operation answers with `ApiError`.
-fn or(mut r: Value, code: &str, description: &str) -> Value {
-    r[code] = json!({"description": description, "content": {"application/json": {"schema": reference("ApiError")}}});
-    r
+/// The refusals of the gate in front of every authenticated route.
+fn denied() -> Value {
+    let r = or(
+        json!({}),
+        "401",
+        "missing, unknown, revoked or expired token",
+    );
+    or(r, "403", "the token's role may not make this request")
+}
+
+fn ok(description: &str, body: Value) -> Value {
+    answer(denied(), "200", description, body)
+}
+
+/// `r` plus a 4xx the operation answers with `ApiError`.
+fn or(r: Value, code: &str, description: &str) -> Value {
+    answer(r, code, description, reference("ApiError"))
+}
+
+/// `r` plus what the API answers to a body it cannot take (the reply is
+/// an `ApiError` like any other). Applied before an operation's own 400,
+/// which then describes it.
+fn body(r: Value) -> Value {
+    let r = or(r, "400", "the body is not JSON");
+    let r = or(r, "413", "the body is over 16 MiB");
+    let r = or(
+        r,
+        "415",
+        "the body is not sent as `Content-Type: application/json`",
+    );
+    or(
+        r,
+        "422",
+        "the body is JSON but not of the operation's schema",
+    )
 }
 
 pub fn document() -> Value {
     let mut schemas = Map::new();
-    schemas.insert("Heartbeat".into(), schema::<Heartbeat>());
-    schemas.insert("HeartbeatReply".into(), schema::<HeartbeatReply>());
-    schemas.insert("Changes".into(), schema::<Changes>());
-    schemas.insert("NodeView".into(), schema::<NodeView>());
-    schemas.insert("StatusReport".into(), schema::<StatusReport>());
-    schemas.insert("ApiError".into(), schema::<ApiError>());
-    schemas.insert("HistoryReply".into(), schema::<HistoryReply>());
-    schemas.insert("RollbackRequest".into(), schema::<RollbackRequest>());
-    schemas.insert("Accepted".into(), schema::<Accepted>());
-    schemas.insert("SyncReply".into(), schema::<SyncReply>());
-    schemas.insert("JoinRequest".into(), schema::<JoinRequest>());
-    schemas.insert("JoinReply".into(), schema::<JoinReply>());
-    schemas.insert("TokenRequest".into(), schema::<TokenRequest>());
-    schemas.insert("TokenView".into(), schema::<TokenView>());
-    schemas.insert("CreatedToken".into(), schema::<CreatedToken>());
-    schemas.insert("SecretInfo".into(), schema::<SecretInfo>());
+    add::<Heartbeat>(&mut schemas, "Heartbeat");
+    add::<HeartbeatReply>(&mut schemas, "HeartbeatReply");
+    add::<Changes>(&mut schemas, "Changes");
+    add::<NodeView>(&mut schemas, "NodeView");
+    add::<StatusReport>(&mut schemas, "StatusReport");
+    add::<ApiError>(&mut schemas, "ApiError");
+    add::<HistoryReply>(&mut schemas, "HistoryReply");
+    add::<RollbackRequest>(&mut schemas, "RollbackRequest");
+    add::<Accepted>(&mut schemas, "Accepted");
+    add::<SyncReply>(&mut schemas, "SyncReply");
+    add::<JoinRequest>(&mut schemas, "JoinRequest");
+    add::<JoinReply>(&mut schemas, "JoinReply");
+    add::<TokenRequest>(&mut schemas, "TokenRequest");
+    add::<TokenView>(&mut schemas, "TokenView");
+    add::<CreatedToken>(&mut schemas, "CreatedToken");
+    add::<SecretInfo>(&mut schemas, "SecretInfo");
     let service = json!([
         {"name": "cluster", "in": "path", "required": true, "schema": {"type": "string"}},
         {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}
@@ -87,7 +126,7 @@ pub fn document() -> Value {
             "/v1/join": {"post": {
                 "summary": "A node's credential, bound to its name and cluster (join token). Refused for the name of a live node",
                 "requestBody": {"required": true, "content": {"application/json": {"schema": reference("JoinRequest")}}},
-                "responses": or(or(or(ok("the credential, shown once", reference("JoinReply")), "400", "a bad node name"), "409", "the name belongs to a live node or another cluster"), "429", "too many joins")
+                "responses": or(or(or(or(body(ok("the credential, shown once", reference("JoinReply"))), "400", "a bad node name, or a body that is not JSON"), "403", "the join token may not join, or the source defines no such cluster"), "409", "the name belongs to a live node or another cluster"), "429", "too many joins")
             }},
             "/v1/nodes/{name}": {"delete": {
                 "summary": "Remove a node: revoke its credential, forget it, place its tasks elsewhere (operator)",
@@ -102,11 +141,7 @@ pub fn document() -> Value {
                 "post": {
                     "summary": "Make a named token (operator); the reply holds it, shown once",
                     "requestBody": {"required": true, "content": {"application/json": {"schema": reference("TokenRequest")}}},
-                    "responses": or(or(json!({
-                        "201": {"description": "created", "content": {"application/json": {"schema": reference("CreatedToken")}}},
-                        "401": {"description": "missing, unknown, revoked or expired token", "content": {"application/json": {"schema": reference("ApiError")}}},
-                        "403": {"description": "the token's role may not make this request", "content": {"application/json": {"schema": reference("ApiError")}}}
-                    }), "400", "a bad name or time to live"), "409", "a token of that name exists")
+                    "responses": or(or(body(answer(denied(), "201", "created", reference("CreatedToken"))), "400", "a bad name or time to live, or a body that is not JSON"), "409", "a token of that name exists")
                 }
             },
             "/v1/tokens/{name}": {"delete": {
@@ -118,12 +153,12 @@ pub fn document() -> Value {
                 "summary": "Register or refresh a node (the node's own credential)",
                 "parameters": name,
                 "requestBody": {"required": true, "content": {"application/json": {"schema": reference("Heartbeat")}}},
-                "responses": ok("the tasks the node must run; it stops anything else it owns", reference("HeartbeatReply"))
+                "responses": or(or(body(ok("the tasks the node must run; it stops anything else it owns", reference("HeartbeatReply"))), "400", "more CPU or memory than is believed, or a body that is not JSON"), "403", "a cluster other than the one the node joined, or one the source does not define")
             }},
             "/v1/nodes/{name}/changes": {"get": {
                 "summary": "Wait until the assignments change (the node's own credential): returns once the generation differs from `after`, or after `timeoutMillis` (at most 30 s)",
                 "parameters": changes_parameters,
-                "responses": ok("the current assignment generation and, when it changed, the node's assignments (compact)", reference("Changes"))
+                "responses": or(ok("the current assignment generation and, when it changed, the node's assignments (compact)", reference("Changes")), "400", "`after` missing or not a number")
             }},
             "/v1/nodes": {"get": {
                 "summary": "Nodes with status and assigned load",
@@ -132,12 +167,12 @@ pub fn document() -> Value {
             "/v1/nodes/{name}/drain": {"post": {
                 "summary": "Stop placing tasks on a node (DRAINING)",
                 "parameters": name,
-                "responses": ok("new status", json!({"type": "object"}))
+                "responses": or(ok("new status", json!({"type": "object"})), "404", "no such node")
             }},
             "/v1/nodes/{name}/activate": {"post": {
                 "summary": "Make a node ACTIVE again",
                 "parameters": name,
-                "responses": ok("new status", json!({"type": "object"}))
+                "responses": or(ok("new status", json!({"type": "object"})), "404", "no such node")
             }},
             "/v1/status": {"get": {
                 "summary": "Nodes, services, tasks and recent events",
@@ -145,12 +180,12 @@ pub fn document() -> Value {
             }},
             "/v1/plan": {"get": {
                 "summary": "The plan the next reconcile would apply (the JSON plan document of `reconcile plan --format json`)",
-                "responses": ok("plan", json!({"type": "object"}))
+                "responses": or(ok("plan", json!({"type": "object"})), "422", "the source does not load or validate")
             }},
             "/v1/services/{cluster}/{name}/history": {"get": {
                 "summary": "A service's deployments and events, newest first",
                 "parameters": service,
-                "responses": ok("history", reference("HistoryReply"))
+                "responses": or(ok("history", reference("HistoryReply")), "404", "no such service has been applied")
             }},
             "/v1/services/{cluster}/{name}/abort": {"post": {
                 "summary": "Abort the service's rollout: the running one rolls back at once; a FAILED or interrupted one on the next pass",
@@ -161,23 +196,18 @@ pub fn document() -> Value {
                 "summary": "Deploy an earlier revision and hold the source's one until the source changes",
                 "parameters": service,
                 "requestBody": {"required": false, "content": {"application/json": {"schema": reference("RollbackRequest")}}},
-                "responses": conflict(ok("accepted", reference("Accepted")))
+                "responses": conflict(body(ok("accepted", reference("Accepted"))))
             }},
             "/v1/sync": {"post": {
                 "summary": "Reconcile now (a git source is fetched first); done once the status's `passes` reaches `untilPass`",
                 "parameters": [{"name": "allowMassDelete", "in": "query", "required": false, "schema": {"type": "boolean"},
                                 "description": "approve once the plan of the commit fetched now (or of the next pass, for a directory source) even if it deletes more than half of the services"}],
-                "responses": {"202": {"description": "requested", "content": {"application/json": {"schema": reference("SyncReply")}}}}
+                "responses": or(answer(denied(), "202", "requested", reference("SyncReply")), "400", "`allowMassDelete` is not `true` or `false`")
             }},
             "/v1/webhook": {"post": {
                 "summary": "Push notification from a git host: signed with the webhook secret (X-Hub-Signature-256: sha256=HEX of HMAC-SHA256 over the body) or carrying an operator token; same as /v1/sync. A delivery (its X-GitHub-Delivery, X-Gitea-Delivery or X-Gogs-Delivery id, or its signed body) is accepted once within 10 minutes",
                 "security": [{"bearer": []}, {}],
-                "responses": {
-                    "202": {"description": "requested"},
-                    "401": {"description": "a signature that does not verify (`bad webhook signature`), or neither a signature nor the API token", "content": {"application/json": {"schema": reference("ApiError")}}},
-                    "409": {"description": "replayed webhook delivery: seen within the last 10 minutes; nothing is synced", "content": {"application/json": {"schema": reference("ApiError")}}},
-                    "429": {"description": "over the rate limit (per address and overall); `Retry-After` gives the seconds to wait", "content": {"application/json": {"schema": reference("ApiError")}}}
-                }
+                "responses": or(or(or(or(answer(denied(), "202", "requested", json!({"type": "object"})), "401", "a signature that does not verify (`bad webhook signature`), or neither a signature nor a token"), "403", "a token that is not an operator's"), "409", "replayed webhook delivery: seen within the last 10 minutes; nothing is synced"), "429", "over the rate limit (per address and overall); `Retry-After` gives the seconds to wait")
             }},
             "/v1/suspend": {"post": {
                 "summary": "Stop applying: the source is still read, validated and planned, and the plan reported",
@@ -197,12 +227,12 @@ pub fn document() -> Value {
                     "parameters": name,
                     "requestBody": {"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "maxLength": 65536},
                         "description": "the value, UTF-8, at most 64 KiB"}}},
-                    "responses": ok("set", json!({"type": "object"}))
+                    "responses": or(or(ok("set", json!({"type": "object"})), "400", "a bad name, or a value that is empty or not UTF-8"), "413", "a value over 64 KiB")
                 },
                 "delete": {
                     "summary": "Remove a secret; services that read it can no longer be planned until it is set again or no longer read",
                     "parameters": name,
-                    "responses": ok("removed", json!({"type": "object"}))
+                    "responses": or(or(ok("removed", json!({"type": "object"})), "400", "a bad name"), "404", "no such secret")
                 }
             },
             "/v1/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI document"}}}},

@@ -36,4 +36,4 @@ if [[ ! -d node_modules/yaml-language-server || "$(cat "$node_stamp" 2>/dev/null
     printf '%s\n' "$node_want" > "$node_stamp"
 fi
 
-echo "setup: tests/external ready ($(.venv/bin/python -c 'from importlib.metadata import version as v; print("jsonschema", v("jsonschema") + ", ruamel.yaml", v("ruamel.yaml"))'), yaml-language-server $(node -p 'require("./node_modules/yaml-language-server/package.json").version'))"
+echo "setup: tests/external ready ($(.venv/bin/python -c 'from importlib.metadata import version as v; print("jsonschema", v("jsonschema") + ", ruamel.yaml", v("ruamel.yaml") + ", schemathesis", v("schemathesis"))'), yaml-language-server $(node -p 'require("./node_modules/yaml-language-server/package.json").version'))"
