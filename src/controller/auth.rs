@@ -252,7 +252,7 @@ impl Controller {
         let bad = |m: String| (StatusCode::BAD_REQUEST, m);
         if !valid_name(&req.name) {
             return Err(bad(format!(
-                "token name `{}`: use 1 to 64 letters, digits, `-`, `_` and `.`",
+                "token name {:?}: use 1 to 64 letters, digits, `-`, `_` and `.`",
                 req.name
             )));
         }
@@ -333,7 +333,7 @@ pub(super) async fn gate(
     let action = format!("{} {}", req.method(), route.as_str());
     let target = req.uri().path().to_string();
     // Heartbeats and long polls are not changes an operator made.
-    let audited = need != Need::Node && req.method() != Method::GET;
+    let audited = need != Need::Node && !matches!(*req.method(), Method::GET | Method::HEAD);
     let signed = need == Need::Webhook && req.headers().contains_key("x-hub-signature-256");
     let caller = if signed {
         Ok(Caller {

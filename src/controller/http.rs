@@ -156,7 +156,9 @@ async fn join(
     match c.join(&req.name, &req.cluster) {
         Ok(reply) => Json(reply).into_response(),
         Err((code, message)) => {
-            tracing::warn!(node = %req.name, %peer, "refused the join of node {} from {peer}: {message}", req.name);
+            // The name is the caller's: quoted and escaped, so it cannot
+            // forge a log line.
+            tracing::warn!(node = ?req.name, %peer, "refused the join of node {:?} from {peer}: {message}", req.name);
             error(
                 StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST),
                 message,

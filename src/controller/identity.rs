@@ -24,8 +24,9 @@ pub fn valid_node_name(name: &str) -> Result<(), String> {
             .chars()
             .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
     {
+        // Debug-quoted: the name is the caller's and may hold anything.
         return Err(format!(
-            "node name `{name}`: use 1 to 255 letters, digits, `-`, `_` and `.`"
+            "node name {name:?}: use 1 to 255 letters, digits, `-`, `_` and `.`"
         ));
     }
     Ok(())

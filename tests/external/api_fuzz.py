@@ -149,12 +149,13 @@ class Controller:
         env = dict(os.environ, RECONCILE_API_TOKEN=API_TOKEN, RECONCILE_JOIN_TOKEN=JOIN_TOKEN)
         with open(self.log, "wb") as log:
             # Long interval and node timeout: between two snapshots nothing
-            # may change on its own.
+            # may change on its own. Plain HTTP on loopback: what is under
+            # test is the API, not TLS (tests/tls.rs has that).
             self.proc = subprocess.Popen(
                 [self.binary, "controller", "--source", str(source),
                  "--data-dir", str(self.data),
                  "--listen", f"127.0.0.1:{self.port}",
-                 "--interval", "3600", "--node-timeout", "3600"],
+                 "--interval", "3600", "--node-timeout", "3600", "--plain-http"],
                 env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 start_new_session=True,
             )
