@@ -226,6 +226,14 @@ fn nobody_gets_more_than_their_role() {
     assert_eq!(code, 401);
     assert!(body.contains("expired"), "{body}");
 
+    // Joins are rate-limited: a join-token holder cannot flood the
+    // registry (those that got in are forgotten unused, below).
+    let codes: Vec<u16> = (0..80)
+        .map(|i| join(&format!("flood{i}"), &cluster, JOIN).0)
+        .collect();
+    assert!(codes.contains(&429), "{codes:?}");
+    assert!(codes.iter().all(|c| *c == 200 || *c == 429), "{codes:?}");
+
     // A removed node's credential is revoked.
     let (code, out, err) = h.cli(&["node", "remove", "fake"]);
     assert_eq!(code, 0, "{err}");
