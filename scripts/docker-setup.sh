@@ -29,6 +29,8 @@ command -v gpg >/dev/null 2>&1 || need_pkgs+=(gnupg)
 command -v ssh-agent >/dev/null 2>&1 || need_pkgs+=(openssh-client)
 command -v git >/dev/null 2>&1 || need_pkgs+=(git)
 command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
+# tests/security.rs sends its raw requests over TLS with curl.
+command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     log "installing ${need_pkgs[*]}"
     export DEBIAN_FRONTEND=noninteractive
