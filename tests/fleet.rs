@@ -393,6 +393,7 @@ fn requests_without_the_right_token_are_refused() {
             &f.url(),
             "--token",
             "not-the-api-token-at-all",
+            "--plain-http",
         ])
         .output()
         .unwrap();
