@@ -83,6 +83,24 @@ impl Caller {
     }
 }
 
+/// Refusals are logged at most once a second per route: anyone can cause
+/// them, and a flood on one route hides none on another. Routes are a
+/// fixed set, so the map is bounded.
+#[derive(Default)]
+pub(super) struct Refusals(
+    std::sync::Mutex<std::collections::HashMap<String, super::limits::LogGate>>,
+);
+
+impl Refusals {
+    fn hit(&self, action: &str, now: std::time::Instant) -> Option<u64> {
+        let mut m = super::guard(&self.0);
+        if !m.contains_key(action) {
+            m.insert(action.to_string(), super::limits::LogGate::default());
+        }
+        m[action].hit(now)
+    }
+}
+
 /// A refused request: its status and a message that names no secret.
 pub(super) struct Denied {
     status: StatusCode,
@@ -361,7 +379,7 @@ pub(super) async fn gate(
         }
         Err(d) => {
             // Anyone can cause these: one line a second, with a count.
-            if let Some(n) = c.refused.hit(std::time::Instant::now()) {
+            if let Some(n) = c.refused.hit(&action, std::time::Instant::now()) {
                 let more = if n > 1 {
                     format!(" ({} more since the last report)", n - 1)
                 } else {

@@ -232,8 +232,8 @@ pub struct Controller {
     /// Named API tokens (hashed), by name.
     tokens: Mutex<BTreeMap<String, store::TokenRecord>>,
     audit: audit::Audit,
-    /// Refused requests are logged at most once a second.
-    refused: limits::LogGate,
+    /// Refused requests are logged at most once a second per route.
+    refused: auth::Refusals,
     /// Launches nodes for managed scaling; connected on first need.
     launcher: tokio::sync::OnceCell<Result<launcher::Launcher, String>>,
 }
@@ -270,7 +270,7 @@ impl Controller {
         let audit = audit::Audit::new(&config.data_dir);
         Ok(Arc::new(Controller {
             audit,
-            refused: limits::LogGate::default(),
+            refused: auth::Refusals::default(),
             config,
             db,
             members: Mutex::new(Members {
