@@ -88,6 +88,14 @@ pub struct RemoteArgs {
         global = true
     )]
     pub token: Option<String>,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+}
+
+/// Whom the CLI and the agent trust with their token: the same flags on
+/// `agent` and on every command that takes `--controller`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TrustArgs {
     /// Trust only the CA with this hash for an https:// controller: the
     /// `CA hash` the controller logs on start (also `reconcile ca-hash`).
     #[arg(
@@ -107,8 +115,7 @@ pub struct RemoteArgs {
     pub plain_http: bool,
 }
 
-impl RemoteArgs {
-    /// Whom the CLI trusts with its token.
+impl TrustArgs {
     pub(crate) fn trust(&self) -> crate::tls::Trust {
         crate::tls::Trust {
             ca_hash: self.ca_hash.clone(),

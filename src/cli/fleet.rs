@@ -412,22 +412,8 @@ pub struct AgentArgs {
     /// it, a restarted agent is the same node without the join token.
     #[arg(long, value_name = "FILE")]
     credential_file: Option<PathBuf>,
-    /// Trust only the CA with this hash for an https:// controller: the
-    /// `CA hash` the controller logs on start.
-    #[arg(
-        long,
-        env = "RECONCILE_CA_HASH",
-        value_name = "sha256:HEX",
-        conflicts_with = "ca_cert"
-    )]
-    ca_hash: Option<String>,
-    /// Trust only this CA (PEM) for an https:// controller.
-    #[arg(long, env = "RECONCILE_CA_CERT", value_name = "FILE")]
-    ca_cert: Option<PathBuf>,
-    /// Allow an http:// controller URL to another host: the join token
-    /// then crosses the network in clear.
-    #[arg(long)]
-    plain_http: bool,
+    #[command(flatten)]
+    trust: super::args::TrustArgs,
     /// A host port tasks must never get, besides the standard reserved
     /// ones (22, 2375, 2376, 51678, 51679); repeatable.
     #[arg(long = "reserved-port", value_name = "PORT")]
@@ -458,7 +444,7 @@ pub fn agent_cmd(a: AgentArgs) -> ExitCode {
         Some(n) => n,
         None => return usage("--name is required (no host name found)"),
     };
-    if let Err(e) = crate::tls::check_url(&a.controller, a.plain_http) {
+    if let Err(e) = crate::tls::check_url(&a.controller, a.trust.plain_http) {
         return usage(e);
     }
     if let Some(d) = &a.secrets_dir {
@@ -505,11 +491,7 @@ pub fn agent_cmd(a: AgentArgs) -> ExitCode {
         cpu: a.cpu,
         memory: a.memory,
         allow_overcommit: a.allow_overcommit,
-        trust: crate::tls::Trust {
-            ca_hash: a.ca_hash,
-            ca_cert: a.ca_cert,
-            plain_http: a.plain_http,
-        },
+        trust: a.trust.trust(),
         reserved_ports: a.reserved_ports,
         secrets_dir: a.secrets_dir,
     };

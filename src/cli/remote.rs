@@ -29,7 +29,8 @@ impl Client {
         let token = r.token.clone().ok_or_else(|| {
             usage("--token (or RECONCILE_API_TOKEN) is required with --controller")
         })?;
-        let http = crate::tls::client(&base, &r.trust(), Duration::from_secs(30)).map_err(usage)?;
+        let http =
+            crate::tls::client(&base, &r.trust.trust(), Duration::from_secs(30)).map_err(usage)?;
         Ok(Client {
             base: base.trim_end_matches('/').to_string(),
             token,
