@@ -72,13 +72,24 @@ pub fn open_private(path: &Path, truncate: bool) -> io::Result<File> {
     Ok(f)
 }
 
-/// Write `bytes` to `path`, a file only its owner can read (created 0600,
-/// or tightened and replaced if it exists). The parent directory must
-/// exist: make it with [`private_dir`].
+/// Write `bytes` to `path`, a file only its owner can read, atomically: a
+/// temporary file beside it, created 0600, synced, then renamed over it,
+/// so a reader never sees half a key or credential and a looser file is
+/// replaced. The parent directory must exist: make it with
+/// [`private_dir`].
 pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut f = open_private(path, true)?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file path"))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = private_options().write(true).create_new(true).open(&tmp)?;
     f.write_all(bytes)?;
-    f.sync_all()
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

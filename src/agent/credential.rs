@@ -53,7 +53,9 @@ impl Credential {
             token: token.to_string(),
         };
         let text = serde_json::to_string(&saved).map_err(|e| e.to_string())?;
-        write_private(&self.path, text.as_bytes())
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        crate::fsutil::private_dir(dir)
+            .and_then(|()| crate::fsutil::write_private(&self.path, text.as_bytes()))
             .map_err(|e| format!("credential file `{}`: {e}", self.path.display()))
     }
 
@@ -90,28 +92,6 @@ impl Credential {
         self.save(&reply.token)?;
         Ok(reply.token)
     }
-}
-
-/// Write `bytes` to `path` readable by its owner only (directory 0700),
-/// replacing it atomically.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

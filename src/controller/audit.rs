@@ -30,11 +30,9 @@ pub struct Entry<'a> {
 }
 
 fn open(path: &std::path::Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
+    crate::fsutil::private_options()
         .create(true)
         .append(true)
-        .mode(0o600)
         .open(path)
 }
 

@@ -5,8 +5,6 @@
 //! every name asked for; the CA is kept, so its hash (what agents pin)
 //! stays the same across restarts.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -42,21 +40,8 @@ fn err(path: &Path, e: impl std::fmt::Display) -> String {
     format!("`{}`: {e}", path.display())
 }
 
-/// Write `bytes` to `path` readable by its owner only, atomically: a
-/// temporary file beside it, synced, then renamed over it.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| err(&tmp, e))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| err(path, e))
+    crate::fsutil::write_private(path, bytes).map_err(|e| err(path, e))
 }
 
 /// The CA's parameters. Rebuilt (not read back) to sign with a kept CA
@@ -140,14 +125,8 @@ fn server(dir: &Path) -> Option<(CertificateDer<'static>, PrivateKeyDer<'static>
 /// Make the PKI in `dir` (or reuse it) for a server named `names` (DNS
 /// names and IP addresses).
 pub fn ensure(dir: &Path, names: &[String]) -> Result<Pki, String> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| err(dir, e))?;
-    // Also when it existed: the keys are in it.
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| err(dir, e))?;
+    // Tightened also when it existed: the keys are in it.
+    crate::fsutil::private_dir(dir).map_err(|e| err(dir, e))?;
     let (ca_cert, ca_key) = ca(dir)?;
     let ca_hash = pin::pin_of(&ca_cert)
         .map(|p| pin::format_pin(&p))
@@ -167,8 +146,7 @@ pub fn ensure(dir: &Path, names: &[String]) -> Result<Pki, String> {
     };
     for f in [CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY] {
         let p = dir.join(f);
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| err(&p, e))?;
+        crate::fsutil::private_file(&p).map_err(|e| err(&p, e))?;
     }
     Ok(Pki {
         chain: vec![cert, ca_cert],
@@ -299,7 +277,8 @@ mod tests {
     }
 
     fn mode(p: &Path) -> u32 {
-        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions())
+            & 0o777
     }
 
     #[test]
