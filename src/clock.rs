@@ -35,18 +35,24 @@ pub fn rfc3339(secs: i64) -> String {
 /// An age in seconds, in the largest whole unit: `12 s ago`, `4 min ago`,
 /// `3 h ago`, `2 d ago`. A negative age is a time to come: `in 5 s`.
 pub fn age(secs: i64) -> String {
-    let n = secs.unsigned_abs();
-    let (n, unit) = match n {
-        0..=59 => (n, "s"),
-        60..=3_599 => (n / 60, "min"),
-        3_600..=86_399 => (n / 3_600, "h"),
-        _ => (n / 86_400, "d"),
-    };
+    let span = span(secs.unsigned_abs());
     if secs < 0 {
-        format!("in {n} {unit}")
+        format!("in {span}")
     } else {
-        format!("{n} {unit} ago")
+        format!("{span} ago")
     }
+}
+
+/// A length of time in the largest whole unit: `12 s`, `4 min`, `3 h`,
+/// `2 d`.
+pub fn span(secs: u64) -> String {
+    let (n, unit) = match secs {
+        0..=59 => (secs, "s"),
+        60..=3_599 => (secs / 60, "min"),
+        3_600..=86_399 => (secs / 3_600, "h"),
+        _ => (secs / 86_400, "d"),
+    };
+    format!("{n} {unit}")
 }
 
 /// Unix seconds relative to `now` (also unix seconds), as [`age`] words it.

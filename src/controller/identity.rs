@@ -4,8 +4,6 @@
 //! node's name cannot be taken; `reconcile node remove` revokes a node;
 //! nodes LOST for longer than `--forget-lost-after` are forgotten.
 
-use std::time::Duration;
-
 use super::store::NodeCredential;
 use super::Controller;
 use crate::wire::{JoinReply, NodeStatus};
@@ -170,17 +168,8 @@ impl Controller {
         for name in forgotten {
             self.event(format!(
                 "node {name} forgotten: LOST (or never seen) for more than {}",
-                human(after)
+                crate::clock::span(after.as_secs())
             ));
         }
-    }
-}
-
-fn human(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        s if s % 3600 == 0 && s >= 3600 => format!("{} h", s / 3600),
-        s if s % 60 == 0 && s >= 60 => format!("{} min", s / 60),
-        s => format!("{s} s"),
     }
 }
