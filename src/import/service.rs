@@ -310,6 +310,8 @@ pub(crate) fn map(mut f: Fields, ctx: &mut Ctx, catalog: &Catalog) -> Option<Ser
             placement_strategy,
             placement_constraints: placement_constraints_out,
             capacity_provider_strategy,
+            load_balancers: Vec::new(),
+            service_registries: Vec::new(),
         },
         defaults: d,
     })

@@ -10,6 +10,7 @@ pub mod capacity_provider;
 pub mod cluster;
 pub mod service;
 pub mod task_definition;
+pub mod traffic;
 
 use std::collections::BTreeMap;
 

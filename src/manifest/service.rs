@@ -4,6 +4,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::traffic::{LoadBalancer, ServiceRegistry};
 use super::{CapacityProviderStrategyItem, PlacementConstraint};
 
 /// Spec of a Service.
@@ -53,6 +54,15 @@ pub struct ServiceSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20))]
     pub capacity_provider_strategy: Vec<CapacityProviderStrategyItem>,
+    /// Listeners on every node of the cluster that balance over the
+    /// service's healthy tasks. At most 5.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
+    pub load_balancers: Vec<LoadBalancer>,
+    /// DNS names of the service's healthy tasks. At most 1.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1))]
+    pub service_registries: Vec<ServiceRegistry>,
 }
 
 /// Scheduling strategy of a service.
