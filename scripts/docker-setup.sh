@@ -31,6 +31,10 @@ command -v git >/dev/null 2>&1 || need_pkgs+=(git)
 command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
 # tests/security.rs sends its raw requests over TLS with curl.
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
+# Load balancing: tests drive listeners under load with wrk; the listener
+# benchmark measures HAProxy beside them.
+command -v wrk >/dev/null 2>&1 || need_pkgs+=(wrk)
+command -v haproxy >/dev/null 2>&1 || need_pkgs+=(haproxy)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     log "installing ${need_pkgs[*]}"
     export DEBIAN_FRONTEND=noninteractive
