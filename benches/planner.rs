@@ -204,6 +204,7 @@ fn converged(d: &DesiredState, nodes: Vec<NodeInfo>) -> ObservedState {
                 stop_code: None,
                 stopped_reason: None,
                 bindings: Vec::new(),
+                target_health: None,
             });
             n += 1;
         }

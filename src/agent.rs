@@ -40,6 +40,21 @@ pub struct Config {
     /// Where `valueFrom: node:NAME` is read: the file NAME of this
     /// directory. None: such tasks do not start.
     pub secrets_dir: Option<std::path::PathBuf>,
+    /// Where other nodes reach this node's tasks; None: the address of
+    /// the route to the controller.
+    pub address: Option<std::net::IpAddr>,
+    /// Where listeners are served.
+    pub listen_address: std::net::IpAddr,
+    pub dns: Dns,
+}
+
+/// Where the node answers service DNS names for its containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dns {
+    Off,
+    /// On the node's address (port 53).
+    AtAddress,
+    At(std::net::IpAddr),
 }
 
 /// The owner label of a node's containers.
@@ -157,6 +172,7 @@ fn launch_of(
                     stop_code: Some("TaskFailedToStart".into()),
                     stopped_reason: Some(why),
                     bindings: Vec::new(),
+                    target_health: None,
                 }))
             }
         }
@@ -292,6 +308,9 @@ pub async fn run(config: Config) -> Result<(), String> {
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             tasks: obs.tasks.clone(),
             compact: true,
+            address: None,
+            traffic_generation: 0,
+            inflight: BTreeMap::new(),
         };
         let reply = client.post(&url).bearer_auth(&token).json(&hb).send().await;
         let reply: Result<HeartbeatReply, String> = match reply {

@@ -25,6 +25,7 @@ pub mod source;
 pub mod store;
 pub mod suggest;
 pub mod tls;
+pub mod traffic;
 pub mod validate;
 pub mod wire;
 pub mod yaml;

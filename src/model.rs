@@ -219,6 +219,53 @@ pub enum Health {
     Unknown,
 }
 
+/// A task's standing with its service's load balancers (the target
+/// group's health check, run by the task's node): INITIAL until it passed
+/// the healthy threshold, then HEALTHY or UNHEALTHY. A task with several
+/// listeners is as healthy as the worst of them.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TargetHealth {
+    Initial,
+    Healthy,
+    Unhealthy,
+}
+
+impl TargetHealth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetHealth::Initial => "INITIAL",
+            TargetHealth::Healthy => "HEALTHY",
+            TargetHealth::Unhealthy => "UNHEALTHY",
+        }
+    }
+
+    /// A task's health once its target health is known: a task counts as
+    /// healthy only when its target is, and is unhealthy when either is.
+    /// `checks`: its task definition has container health checks (else
+    /// the container's UNKNOWN says nothing).
+    pub fn fold(self, container: Health, checks: bool) -> Health {
+        match (container, self) {
+            (Health::Unhealthy, _) | (_, TargetHealth::Unhealthy) => Health::Unhealthy,
+            (Health::Healthy, TargetHealth::Healthy) => Health::Healthy,
+            (Health::Unknown, TargetHealth::Healthy) if !checks => Health::Healthy,
+            _ => Health::Unknown,
+        }
+    }
+}
+
 /// A published port as actually bound.
 #[derive(
     Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema,
@@ -263,6 +310,11 @@ pub struct Task {
     pub stopped_reason: Option<String>,
     #[serde(default)]
     pub bindings: Vec<NetworkBinding>,
+    /// With load balancers: the target health its node measured (already
+    /// folded into `health`). None without load balancers, or before the
+    /// node checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_health: Option<TargetHealth>,
 }
 
 impl Task {

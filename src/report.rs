@@ -57,6 +57,34 @@ pub struct ServiceStatus {
     /// A configuration rolled back and not deployed again.
     pub held: Option<Held>,
     pub tasks: Vec<TaskView>,
+    /// Its listeners and their targets (load balancers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<ListenerStatus>,
+    /// Its DNS names (service registries).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_names: Vec<String>,
+}
+
+/// A listener of a service and where it sends requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerStatus {
+    pub port: u16,
+    pub protocol: crate::manifest::traffic::ListenerProtocol,
+    pub targets: Vec<TargetStatus>,
+}
+
+/// A task as a target of a listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetStatus {
+    pub task: String,
+    pub node: String,
+    /// `ip:port`, once its node said where it is reached.
+    pub address: Option<String>,
+    /// INITIAL, HEALTHY, UNHEALTHY (the target health check), or DRAINING
+    /// (no new requests; stopped once its requests in flight finished).
+    pub state: String,
 }
 
 /// A task of a service.
@@ -74,6 +102,9 @@ pub struct TaskView {
     pub ports: Vec<NetworkBinding>,
     pub stop_code: Option<String>,
     pub stopped_reason: Option<String>,
+    /// With load balancers: the target health its node measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_health: Option<crate::model::TargetHealth>,
 }
 
 /// What a controller adds to the status.
@@ -109,6 +140,7 @@ impl From<&Task> for TaskView {
             ports: t.bindings.clone(),
             stop_code: t.stop_code.clone(),
             stopped_reason: t.stopped_reason.clone(),
+            target_health: t.target_health,
         }
     }
 }
@@ -159,6 +191,8 @@ pub fn services(o: &ObservedState, commits: &BTreeMap<String, String>) -> Vec<Se
                     .unwrap_or_default(),
                 held: history.and_then(|h| h.held.clone()),
                 tasks: tasks.iter().map(|t| TaskView::from(*t)).collect(),
+                listeners: Vec::new(),
+                dns_names: Vec::new(),
             }
         })
         .collect()

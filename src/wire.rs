@@ -41,6 +41,17 @@ pub struct Heartbeat {
     /// specifications of the tasks it must start, not of all it runs.
     #[serde(default)]
     pub compact: bool,
+    /// Where other nodes reach the host ports of this node's tasks: the
+    /// address of its targets and DNS records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<std::net::IpAddr>,
+    /// The traffic generation the node serves (listeners, checks, DNS).
+    #[serde(default)]
+    pub traffic_generation: u64,
+    /// Requests (or connections) this node's listeners have in flight per
+    /// target task; a task being drained stops once every node says 0.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inflight: BTreeMap<String, u64>,
 }
 
 /// A node's lifecycle, with ECS container-instance meanings.
@@ -76,6 +87,63 @@ pub struct HeartbeatReply {
     /// as it does, instead of at the next interval.
     #[serde(default)]
     pub generation: u64,
+    /// The cluster's listeners, DNS records and this node's target checks,
+    /// when they changed since the generation the node reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<Traffic>,
+}
+
+/// What a node serves for its cluster's traffic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Traffic {
+    pub generation: u64,
+    /// DNS names end in `CLUSTER.<domain>`.
+    pub domain: String,
+    pub listeners: Vec<ListenerView>,
+    /// Health checks of this node's own targets.
+    pub checks: Vec<TargetCheck>,
+    /// DNS name -> endpoints of its in-service tasks.
+    pub dns: BTreeMap<String, Vec<DnsEndpoint>>,
+}
+
+/// A listener and the targets it may route new requests to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerView {
+    /// `cluster/service`.
+    pub service: String,
+    pub port: u16,
+    pub protocol: crate::manifest::traffic::ListenerProtocol,
+    pub algorithm: crate::manifest::traffic::BalancingAlgorithm,
+    pub targets: Vec<TargetAddr>,
+}
+
+/// A task's endpoint behind a listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetAddr {
+    pub task: String,
+    pub addr: std::net::SocketAddr,
+}
+
+/// A target health check a node runs on one of its own tasks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetCheck {
+    /// `task/listenerPort` (see `traffic::check_id`).
+    pub id: String,
+    pub addr: std::net::SocketAddr,
+    pub protocol: crate::manifest::traffic::ListenerProtocol,
+    pub health_check: crate::manifest::traffic::TargetHealthCheck,
+}
+
+/// One task in a DNS answer: A record `ip`, SRV port `port`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DnsEndpoint {
+    pub ip: std::net::IpAddr,
+    pub port: u16,
 }
 
 /// Answer to `GET /v1/nodes/{name}/changes`: the assignment generation,

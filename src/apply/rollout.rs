@@ -230,6 +230,7 @@ impl<R: Runtime + Sync, S: Sink> Ctx<'_, R, S> {
                 }
                 // The failed task's containers stay for its logs and status;
                 // none of them runs on.
+                let _ = self.runtime.deregister(std::slice::from_ref(&id)).await;
                 let _ = self.runtime.halt(&id).await;
                 self.failed
                     .lock()
@@ -318,8 +319,14 @@ impl<R: Runtime + Sync, S: Sink> Ctx<'_, R, S> {
                 }
                 // What did not become healthy in time does not run on; its
                 // containers stay for their logs.
-                for w in watched.iter().filter(|w| !w.healthy) {
-                    let _ = self.runtime.halt(&w.id).await;
+                let stuck: Vec<String> = watched
+                    .iter()
+                    .filter(|w| !w.healthy)
+                    .map(|w| w.id.clone())
+                    .collect();
+                let _ = self.runtime.deregister(&stuck).await;
+                for id in &stuck {
+                    let _ = self.runtime.halt(id).await;
                 }
                 return Err(Halt::TimedOut { reason, task });
             }
@@ -397,6 +404,9 @@ pub(super) async fn stop_all<R: Runtime, S: Sink>(
     stops: &[TaskStop],
     sink: &S,
 ) -> Result<(), ApplyError> {
+    // Out of traffic first, together: clients never see a task stop.
+    let ids: Vec<String> = stops.iter().map(|s| s.task.clone()).collect();
+    runtime.deregister(&ids).await?;
     let results =
         futures_util::future::join_all(stops.iter().map(|s| runtime.stop(&s.task, &s.reason)))
             .await;

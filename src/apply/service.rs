@@ -27,6 +27,9 @@ pub(super) struct Target {
     pub(super) config_hash: String,
     pub(super) td: crate::manifest::TaskDefinitionSpec,
     pub(super) secrets: BTreeMap<String, crate::secrets::SecretValue>,
+    /// The service has load balancers: its tasks count as healthy only
+    /// once their targets are.
+    pub(super) load_balanced: bool,
 }
 
 impl Target {
@@ -47,7 +50,7 @@ impl Target {
     }
 
     pub(super) fn has_checks(&self) -> bool {
-        has_checks(&self.td)
+        has_checks(&self.td) || self.load_balanced
     }
 }
 
@@ -264,14 +267,21 @@ pub(super) fn target(
     family: &str,
     revision: u32,
 ) -> Result<Target, String> {
-    let td = shared
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .revisions
-        .get(family)
-        .and_then(|r| r.iter().find(|r| r.number == revision))
-        .map(|r| r.spec.clone())
-        .ok_or_else(|| format!("revision {family}:{revision} is not registered"))?;
+    let (td, load_balanced) = {
+        let st = shared.lock().unwrap_or_else(|e| e.into_inner());
+        let td = st
+            .revisions
+            .get(family)
+            .and_then(|r| r.iter().find(|r| r.number == revision))
+            .map(|r| r.spec.clone())
+            .ok_or_else(|| format!("revision {family}:{revision} is not registered"))?;
+        // Recorded before its tasks start.
+        let load_balanced = st
+            .services
+            .get(&format!("{cluster}/{service}"))
+            .is_some_and(|s| !s.spec.load_balancers.is_empty());
+        (td, load_balanced)
+    };
     let config_hash = model::task_config_hash(family, &td, &desired.secret_fingerprints);
     // Secrets are resolved now, for the launch only; a fleet's `node:`
     // references are read by the agent.
@@ -289,5 +299,6 @@ pub(super) fn target(
         config_hash,
         td,
         secrets,
+        load_balanced,
     })
 }

@@ -58,7 +58,11 @@ pub fn complete_settled(
                     .iter()
                     .find(|r| r.number == revision)
             })
-            .is_some_and(|r| has_checks(&r.spec));
+            .is_some_and(|r| has_checks(&r.spec))
+            || state
+                .services
+                .get(&key)
+                .is_some_and(|s| !s.spec.load_balancers.is_empty());
         let live: Vec<&Task> = tasks
             .iter()
             .filter(|t| {

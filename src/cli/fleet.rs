@@ -150,6 +150,10 @@ pub struct ControllerArgs {
     /// The CA nodes launched by managed scaling trust (with TLS).
     #[arg(long, value_name = "FILE")]
     ca_cert: Option<PathBuf>,
+    /// Service DNS names (`serviceRegistries`) are
+    /// `NAME.CLUSTER.<DOMAIN>`.
+    #[arg(long, default_value = crate::traffic::DEFAULT_DOMAIN, value_name = "DOMAIN", value_parser = dns_domain)]
+    dns_domain: String,
     /// Connections the API keeps open at most; one more is closed at once.
     #[arg(long, default_value_t = 1024, value_name = "N")]
     max_connections: usize,
@@ -318,6 +322,7 @@ pub fn controller_cmd(a: ControllerArgs) -> ExitCode {
         settle: Duration::from_secs(a.settle),
         step_timeout: Duration::from_secs(a.step_timeout),
         allow_mass_delete: a.allow_mass_delete,
+        dns_domain: a.dns_domain.to_ascii_lowercase(),
     };
     let c = match Controller::open(config) {
         Ok(c) => c,
@@ -423,6 +428,39 @@ pub struct AgentArgs {
     /// start. Deliberately no environment variable.
     #[arg(long, value_name = "DIR")]
     secrets_dir: Option<PathBuf>,
+    /// The address other nodes reach this node's tasks at (their published
+    /// host ports): the address of its load balancer targets and DNS
+    /// records. Default: this host's address on the route to the
+    /// controller.
+    #[arg(long, value_name = "IP")]
+    address: Option<std::net::IpAddr>,
+    /// Where the service listeners (`loadBalancers`) are served.
+    #[arg(long, default_value = "0.0.0.0", value_name = "IP")]
+    listen_address: std::net::IpAddr,
+    /// Where this node answers service DNS names (port 53); its task
+    /// containers use it as their resolver. Default: --address.
+    #[arg(long, value_name = "IP", conflicts_with = "no_dns")]
+    dns_address: Option<std::net::IpAddr>,
+    /// Serve no DNS: containers keep the engine's resolvers and service
+    /// names do not resolve on this node.
+    #[arg(long)]
+    no_dns: bool,
+}
+
+/// A DNS domain for service names: dot-separated labels.
+fn dns_domain(s: &str) -> Result<String, String> {
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if s.len() <= 200 && s.split('.').all(label) {
+        Ok(s.to_string())
+    } else {
+        Err("expected a DNS domain such as `reconcile.internal`".into())
+    }
 }
 
 pub fn agent_cmd(a: AgentArgs) -> ExitCode {
@@ -494,6 +532,14 @@ pub fn agent_cmd(a: AgentArgs) -> ExitCode {
         trust: a.trust.trust(),
         reserved_ports: a.reserved_ports,
         secrets_dir: a.secrets_dir,
+        address: a.address,
+        listen_address: a.listen_address,
+        dns: if a.no_dns {
+            crate::agent::Dns::Off
+        } else {
+            a.dns_address
+                .map_or(crate::agent::Dns::AtAddress, crate::agent::Dns::At)
+        },
     };
     block_on(async move {
         tokio::select! {

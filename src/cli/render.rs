@@ -62,12 +62,15 @@ pub(crate) fn status(r: &StatusReport, now: i64) -> String {
                 .map(|p| format!("{}:{}->{}", p.container_name, p.host_port, p.container_port))
                 .collect();
             out.push_str(&format!(
-                "  task {}  {}  rev {}  {}  {}{}{}\n",
+                "  task {}  {}  rev {}  {}  {}{}{}{}\n",
                 plan::short(&t.id),
                 t.node,
                 t.revision,
                 serde_name(&t.last_status),
                 serde_name(&t.health),
+                t.target_health
+                    .map(|h| format!("  target {}", h.as_str()))
+                    .unwrap_or_default(),
                 if ports.is_empty() {
                     String::new()
                 } else {
@@ -78,6 +81,27 @@ pub(crate) fn status(r: &StatusReport, now: i64) -> String {
                     .map(|r| format!("  stopped: {r}"))
                     .unwrap_or_default(),
             ));
+        }
+        for l in &s.listeners {
+            let healthy = l.targets.iter().filter(|t| t.state == "HEALTHY").count();
+            out.push_str(&format!(
+                "  listener :{} {}  {healthy}/{} target(s) healthy\n",
+                l.port,
+                serde_name(&l.protocol),
+                l.targets.len()
+            ));
+            for t in &l.targets {
+                out.push_str(&format!(
+                    "    target {}  {}  {}  {}\n",
+                    plan::short(&t.task),
+                    t.node,
+                    t.address.as_deref().unwrap_or("-"),
+                    t.state
+                ));
+            }
+        }
+        for n in &s.dns_names {
+            out.push_str(&format!("  dns {n}\n"));
         }
     }
     if let Some(c) = &r.controller {

@@ -59,6 +59,7 @@ impl Fleet {
                 .map_err(|e| RuntimeError::new(e.to_string()))?;
             s.assignments.remove(task_id);
             drop(s);
+            c.drained(task_id);
             c.assignments_changed();
         }
         Ok(())
@@ -115,6 +116,11 @@ impl Runtime for Fleet {
 
     async fn halt(&self, task_id: &str) -> Result<(), RuntimeError> {
         self.unassign_and_wait(task_id).await
+    }
+
+    async fn deregister(&self, task_ids: &[String]) -> Result<(), RuntimeError> {
+        self.controller.drain(task_ids).await;
+        Ok(())
     }
 }
 

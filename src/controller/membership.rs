@@ -23,6 +23,7 @@ pub(super) fn unreported(a: &AssignmentRecord, status: TaskStatus) -> Task {
         stop_code: None,
         stopped_reason: None,
         bindings: Vec::new(),
+        target_health: None,
     }
 }
 
@@ -31,6 +32,7 @@ impl Controller {
     /// and answer with its assignments.
     pub fn heartbeat(&self, name: &str, hb: Heartbeat) -> Result<HeartbeatReply, (u16, String)> {
         let mut changed = None;
+        let mut traffic_events = None;
         let compact = hb.compact;
         let reply = {
             if hb.cpu > super::identity::MAX_CPU || hb.memory > super::identity::MAX_MEMORY {
@@ -110,7 +112,11 @@ impl Controller {
                         n.record.agent_version = hb.agent_version.clone();
                     }
                     n.last_seen = Some(Instant::now());
-                    n.reported = hb.tasks;
+                    n.address = hb.address;
+                    n.traffic_ack = hb.traffic_generation;
+                    n.inflight = hb.inflight;
+                    let old = std::mem::replace(&mut n.reported, hb.tasks);
+                    traffic_events = self.traffic_report(name, &hb.cluster, &old, &n.reported);
                 }
                 None => {
                     s.joining.remove(name);
@@ -129,6 +135,9 @@ impl Controller {
                             },
                             last_seen: Some(Instant::now()),
                             reported: hb.tasks,
+                            address: hb.address,
+                            traffic_ack: hb.traffic_generation,
+                            inflight: hb.inflight,
                         },
                     );
                 }
@@ -167,6 +176,12 @@ impl Controller {
             }
             self.reply(&s, name, compact)
         };
+        if let Some(events) = traffic_events {
+            for e in events {
+                self.event(e);
+            }
+            self.traffic_changed();
+        }
         self.reported.send_modify(|g| *g += 1);
         if let Some(m) = changed {
             self.event(m);
@@ -196,6 +211,7 @@ impl Controller {
             kept,
             heartbeat_millis: self.config.heartbeat.as_millis() as u64,
             generation: *self.assigned.borrow(),
+            traffic: self.traffic_for(s, name),
         }
     }
 
@@ -263,7 +279,8 @@ impl Controller {
         }
         self.forget_lost(crate::clock::unix_now());
         if !lost.is_empty() {
-            self.assignments_changed();
+            // Their targets and DNS records go with them.
+            self.traffic_changed();
         }
         for (name, tasks) in &lost {
             self.event(format!(

@@ -51,6 +51,7 @@ mod secret_store;
 pub mod serve;
 mod source;
 pub mod store;
+mod traffic;
 
 pub use source::{Commit, Source};
 
@@ -107,6 +108,8 @@ pub struct Config {
     /// Whom those nodes trust: the controller's CA (by hash or file), or
     /// plain HTTP.
     pub node_trust: crate::tls::Trust,
+    /// Service DNS names are `NAME.CLUSTER.<dns_domain>`.
+    pub dns_domain: String,
 }
 
 /// Live state of a node: its record plus what its agent last said.
@@ -114,6 +117,12 @@ struct Node {
     record: NodeRecord,
     last_seen: Option<Instant>,
     reported: Vec<Task>,
+    /// Where other nodes reach its tasks' host ports, as its agent said.
+    address: Option<std::net::IpAddr>,
+    /// The traffic generation it serves, and its listeners' requests in
+    /// flight per target task.
+    traffic_ack: u64,
+    inflight: BTreeMap<String, u64>,
 }
 
 /// Nodes and what they run: what heartbeats, the long poll and the fleet
@@ -206,6 +215,7 @@ pub struct Controller {
     // is held briefly and never across an await; where two are held at
     // once they are taken in the order of these fields.
     members: Mutex<Members>,
+    traffic: Mutex<traffic::TrafficState>,
     applied: Mutex<Applied>,
     requests: Mutex<Requests>,
     following: Mutex<Following>,
@@ -257,6 +267,9 @@ impl Controller {
                     record: r,
                     last_seen: None,
                     reported: Vec::new(),
+                    address: None,
+                    traffic_ack: 0,
+                    inflight: BTreeMap::new(),
                 },
             );
         }
@@ -268,7 +281,7 @@ impl Controller {
         }
         let next_event = loaded.events.last().map(|(k, _)| k + 1).unwrap_or(0);
         let audit = audit::Audit::new(&config.data_dir);
-        Ok(Arc::new(Controller {
+        let controller = Arc::new(Controller {
             audit,
             refused: auth::Refusals::default(),
             config,
@@ -280,6 +293,7 @@ impl Controller {
                 clusters: BTreeSet::new(),
                 credentials: loaded.credentials,
             }),
+            traffic: Mutex::default(),
             applied: Mutex::new(Applied {
                 stored: loaded.stored,
                 desired: None,
@@ -326,7 +340,10 @@ impl Controller {
                     .collect(),
             ),
             launcher: tokio::sync::OnceCell::new(),
-        }))
+        });
+        let stored = controller.applied().stored.clone();
+        controller.traffic_services(&stored);
+        Ok(controller)
     }
 
     pub fn config(&self) -> &Config {
@@ -444,6 +461,7 @@ mod tests {
             allow_mass_delete: false,
             advertise_url: String::new(),
             node_trust: Default::default(),
+            dns_domain: crate::traffic::DEFAULT_DOMAIN.into(),
         })
         .unwrap()
     }
@@ -458,6 +476,9 @@ mod tests {
             agent_version: "test".into(),
             tasks,
             compact,
+            address: None,
+            traffic_generation: 0,
+            inflight: BTreeMap::new(),
         }
     }
 
@@ -495,6 +516,7 @@ mod tests {
             stop_code: None,
             stopped_reason: None,
             bindings: Vec::new(),
+            target_health: None,
         }
     }
 

@@ -26,6 +26,9 @@ impl reconcile::Store for ControllerStore {
 
     fn save(&self, stored: &Stored) -> Result<(), String> {
         self.controller.applied().stored = stored.clone();
+        // A service is saved before its tasks start: their target checks
+        // must be known to their nodes by then.
+        self.controller.traffic_services(stored);
         self.controller
             .db
             .save_stored(stored)

@@ -197,6 +197,8 @@ impl Controller {
             a.stored.clone().into_observed(&mut observed);
             (report::services(&observed, &a.commits), a.commits.clone())
         };
+        let mut services = services;
+        self.traffic_status(&observed, &mut services);
         let events = guard(&self.events)
             .events
             .iter()

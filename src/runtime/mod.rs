@@ -85,4 +85,16 @@ pub trait Runtime {
         &self,
         task_id: &str,
     ) -> impl std::future::Future<Output = Result<(), RuntimeError>> + Send;
+    /// Take tasks out of traffic before they stop: their load balancer
+    /// targets get no new requests and their DNS records go; returns once
+    /// the requests they had in flight finished or their service's
+    /// deregistration delay passed. A runtime that routes no traffic has
+    /// nothing to do.
+    fn deregister(
+        &self,
+        task_ids: &[String],
+    ) -> impl std::future::Future<Output = Result<(), RuntimeError>> + Send {
+        let _ = task_ids;
+        async { Ok(()) }
+    }
 }

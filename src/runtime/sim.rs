@@ -280,6 +280,7 @@ impl Runtime for Sim {
             stopped_reason: code.as_ref().map(|_| "simulated start failure".into()),
             stop_code: code,
             bindings: Vec::new(),
+            target_health: None,
         });
         s.sample();
         Ok(())

@@ -135,6 +135,7 @@ pub fn tasks_from_containers(containers: &[ContainerSummary]) -> Vec<Task> {
             stop_code,
             stopped_reason: reason,
             bindings,
+            target_health: None,
         });
     }
     tasks

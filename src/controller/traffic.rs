@@ -1,0 +1,357 @@
+//! The controller's side of traffic: which applied services have listeners
+//! or DNS names, which tasks are draining, and the generation agents
+//! acknowledge. What each node serves is computed by [`crate::traffic`]
+//! from these and the tasks nodes report; a change of any input bumps the
+//! generation, which wakes the agents' long polls.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use super::{Controller, Members};
+use crate::model::{TargetHealth, Task};
+use crate::plan;
+use crate::store::Stored;
+use crate::traffic::{self, Service};
+use crate::wire::{NodeStatus, Traffic};
+
+/// Traffic state the controller keeps (in memory: after a restart the
+/// agents report what runs and draining starts afresh).
+#[derive(Default)]
+pub(super) struct TrafficState {
+    /// Cluster -> its services with traffic settings.
+    services: BTreeMap<String, Vec<Service>>,
+    /// Service key -> its longest deregistration delay.
+    delays: BTreeMap<String, Duration>,
+    /// Tasks being taken out of traffic before they stop.
+    pub(super) draining: BTreeSet<String>,
+    /// Bumped on every change of what nodes serve.
+    pub(super) generation: u64,
+}
+
+/// The services of `stored` with traffic settings, by cluster.
+fn services_of(stored: &Stored) -> BTreeMap<String, Vec<Service>> {
+    let mut by_cluster: BTreeMap<String, Vec<Service>> = BTreeMap::new();
+    for s in stored.services.values() {
+        let family = crate::model::TaskDefRef::parse(&s.spec.task_definition).family;
+        let checks = stored
+            .revisions
+            .get(family)
+            .and_then(|r| r.iter().find(|r| r.number == s.revision))
+            .is_some_and(|r| {
+                r.spec
+                    .container_definitions
+                    .iter()
+                    .any(|c| c.essential && c.health_check.is_some())
+            });
+        if let Some(t) = Service::of(&s.key.cluster, &s.key.name, &s.spec, checks) {
+            by_cluster.entry(s.key.cluster.clone()).or_default().push(t);
+        }
+    }
+    by_cluster
+}
+
+/// Whether a node's new report changes what traffic sees of it.
+fn changed(old: &[Task], new: &[Task]) -> bool {
+    let key = |t: &Task| {
+        (
+            t.identity.id.clone(),
+            t.last_status,
+            t.health,
+            t.target_health,
+            t.bindings.clone(),
+        )
+    };
+    old.len() != new.len() || old.iter().zip(new).any(|(a, b)| key(a) != key(b))
+}
+
+impl Controller {
+    pub(super) fn traffic(&self) -> std::sync::MutexGuard<'_, TrafficState> {
+        super::guard(&self.traffic)
+    }
+
+    /// Bump the traffic generation and wake the agents' long polls.
+    pub(super) fn traffic_changed(&self) {
+        self.traffic().generation += 1;
+        self.assignments_changed();
+    }
+
+    /// The applied state was saved: refresh which services have traffic.
+    pub(super) fn traffic_services(&self, stored: &Stored) {
+        let services = services_of(stored);
+        let changed = {
+            let mut t = self.traffic();
+            if t.services == services {
+                false
+            } else {
+                t.delays = services
+                    .values()
+                    .flatten()
+                    .map(|s| {
+                        let delay = s
+                            .load_balancers
+                            .iter()
+                            .map(|l| l.deregistration_delay)
+                            .max()
+                            .unwrap_or(0);
+                        (
+                            format!("{}/{}", s.cluster, s.name),
+                            Duration::from_secs(delay.into()),
+                        )
+                    })
+                    .collect();
+                t.services = services;
+                true
+            }
+        };
+        if changed {
+            self.traffic_changed();
+        }
+    }
+
+    /// A heartbeat from `node` in `cluster` replaces its report `old` with
+    /// `new`: when traffic sees a difference, the events to record (target
+    /// health changes) and the generation is to be bumped once the caller
+    /// released the members lock (Some); else None.
+    pub(super) fn traffic_report(
+        &self,
+        node: &str,
+        cluster: &str,
+        old: &[Task],
+        new: &[Task],
+    ) -> Option<Vec<String>> {
+        let relevant = self.traffic().services.contains_key(cluster);
+        if !relevant || !changed(old, new) {
+            return None;
+        }
+        let before: BTreeMap<&str, Option<TargetHealth>> = old
+            .iter()
+            .map(|t| (t.identity.id.as_str(), t.target_health))
+            .collect();
+        let mut events = Vec::new();
+        for t in new {
+            let Some(h) = t.target_health else { continue };
+            let was = before.get(t.identity.id.as_str()).copied().flatten();
+            if was == Some(h) || h == TargetHealth::Initial {
+                continue;
+            }
+            let service = t.identity.service.as_deref().unwrap_or("-");
+            let what = match h {
+                TargetHealth::Healthy => "passed its target health checks: registered",
+                _ => "failed its target health checks: no new requests",
+            };
+            events.push(format!(
+                "service {service}: task {} on node {node} {what}",
+                plan::short(&t.identity.id)
+            ));
+        }
+        Some(events)
+    }
+
+    /// What node `name` serves, when it has not acknowledged the current
+    /// generation yet; None when it has (or its cluster has no traffic).
+    pub(super) fn traffic_for(&self, s: &Members, name: &str) -> Option<Traffic> {
+        let n = s.nodes.get(name)?;
+        let t = self.traffic();
+        if n.traffic_ack == t.generation {
+            return None;
+        }
+        let cluster = &n.record.info.cluster;
+        let empty = Vec::new();
+        let services = t.services.get(cluster).unwrap_or(&empty);
+        let nodes: Vec<traffic::Node<'_>> = s
+            .nodes
+            .values()
+            .filter(|m| &m.record.info.cluster == cluster && m.record.status != NodeStatus::Lost)
+            .map(|m| traffic::Node {
+                name: &m.record.info.name,
+                address: m.address,
+                tasks: &m.reported,
+            })
+            .collect();
+        Some(traffic::view(
+            services,
+            &nodes,
+            name,
+            &t.draining,
+            &self.config.dns_domain,
+            t.generation,
+        ))
+    }
+
+    /// Take tasks out of traffic and wait until every node of their
+    /// clusters serves that and has no request in flight to them, or
+    /// their services' deregistration delay passed.
+    pub(super) async fn drain(&self, ids: &[String]) {
+        let (clusters, delay) = {
+            let s = self.members();
+            let mut clusters = BTreeSet::new();
+            let t = self.traffic();
+            let mut delay = Duration::ZERO;
+            for id in ids {
+                let Some(a) = s.assignments.get(id) else {
+                    continue;
+                };
+                let task = &a.task.identity;
+                let Some(service) = &task.service else {
+                    continue;
+                };
+                let key = format!("{}/{service}", task.cluster);
+                let Some(d) = t.delays.get(&key) else {
+                    continue;
+                };
+                clusters.insert(task.cluster.clone());
+                delay = delay.max(*d);
+            }
+            (clusters, delay)
+        };
+        if clusters.is_empty() {
+            return;
+        }
+        let generation = {
+            let mut t = self.traffic();
+            t.draining.extend(ids.iter().cloned());
+            t.generation += 1;
+            t.generation
+        };
+        self.assignments_changed();
+        let short: Vec<&str> = ids.iter().map(|i| plan::short(i)).collect();
+        tracing::info!(
+            "draining task(s) {} (deregistration delay {} s)",
+            short.join(", "),
+            delay.as_secs()
+        );
+        let deadline = Instant::now() + delay;
+        let mut reports = self.reported.subscribe();
+        loop {
+            reports.borrow_and_update();
+            let pending: Vec<String> = {
+                let s = self.members();
+                s.nodes
+                    .values()
+                    .filter(|n| clusters.contains(&n.record.info.cluster))
+                    .filter(|n| n.record.status != NodeStatus::Lost && n.last_seen.is_some())
+                    .filter(|n| {
+                        n.traffic_ack < generation
+                            || ids
+                                .iter()
+                                .any(|id| n.inflight.get(id).copied().unwrap_or(0) > 0)
+                    })
+                    .map(|n| n.record.info.name.clone())
+                    .collect()
+            };
+            if pending.is_empty() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    "task(s) {}: deregistration delay of {} s passed with node(s) {} still serving them",
+                    short.join(", "),
+                    delay.as_secs(),
+                    pending.join(", ")
+                );
+                return;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(200), reports.changed()).await;
+        }
+    }
+
+    /// A task no longer assigned is no longer draining.
+    pub(super) fn drained(&self, id: &str) {
+        self.traffic().draining.remove(id);
+    }
+
+    /// Fill in the services' listeners with their targets and states, and
+    /// their DNS names.
+    pub(super) fn traffic_status(
+        &self,
+        observed: &crate::model::ObservedState,
+        services: &mut [crate::report::ServiceStatus],
+    ) {
+        let addresses: BTreeMap<String, std::net::IpAddr> = self
+            .members()
+            .nodes
+            .iter()
+            .filter_map(|(k, n)| n.address.map(|a| (k.clone(), a)))
+            .collect();
+        let draining = self.traffic().draining.clone();
+        for st in services {
+            let Some(spec) = observed.services.get(&st.service).map(|s| &s.spec) else {
+                continue;
+            };
+            for lb in &spec.load_balancers {
+                let targets = st
+                    .tasks
+                    .iter()
+                    .filter(|t| t.last_status != crate::model::TaskStatus::Stopped)
+                    .map(|t| {
+                        let port = t.ports.iter().find(|b| {
+                            b.container_name == lb.container_name
+                                && b.container_port == lb.container_port
+                        });
+                        let state = if draining.contains(&t.id) {
+                            "DRAINING"
+                        } else {
+                            t.target_health.unwrap_or(TargetHealth::Initial).as_str()
+                        };
+                        crate::report::TargetStatus {
+                            task: t.id.clone(),
+                            node: t.node.clone(),
+                            address: port.zip(addresses.get(&t.node)).map(|(b, a)| {
+                                std::net::SocketAddr::new(*a, b.host_port).to_string()
+                            }),
+                            state: state.to_string(),
+                        }
+                    })
+                    .collect();
+                st.listeners.push(crate::report::ListenerStatus {
+                    port: lb.listener_port,
+                    protocol: lb.protocol,
+                    targets,
+                });
+            }
+            st.dns_names = spec
+                .service_registries
+                .iter()
+                .map(|r| traffic::dns_name(r, &st.name, &st.cluster, &self.config.dns_domain))
+                .collect();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Health, TaskIdentity, TaskStatus};
+
+    fn task(health: Option<TargetHealth>) -> Task {
+        Task {
+            identity: TaskIdentity {
+                id: "t1".into(),
+                cluster: "c".into(),
+                service: Some("s".into()),
+                family: "f".into(),
+                revision: 1,
+                config_hash: "h".into(),
+            },
+            node: "n".into(),
+            last_status: TaskStatus::Running,
+            health: Health::Unknown,
+            started_at: Some(1),
+            stop_code: None,
+            stopped_reason: None,
+            bindings: Vec::new(),
+            target_health: health,
+        }
+    }
+
+    #[test]
+    fn only_what_traffic_reads_counts_as_a_change() {
+        let a = task(Some(TargetHealth::Initial));
+        let mut b = a.clone();
+        b.started_at = Some(2);
+        assert!(!changed(&[a.clone()], &[b]));
+        let c = task(Some(TargetHealth::Healthy));
+        assert!(changed(&[a.clone()], &[c]));
+        assert!(changed(&[a], &[]));
+    }
+}
