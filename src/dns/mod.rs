@@ -17,6 +17,8 @@
 mod forward;
 mod zone;
 
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
