@@ -27,7 +27,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::{DNSClass, LowerName, Name};
+use hickory_proto::rr::{DNSClass, LowerName, Name, RecordType};
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
@@ -245,8 +245,17 @@ impl Handler {
             }
         };
 
+        // RFC 6891: only EDNS version 0 exists.
+        if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            return response
+                .send_response(builder.build_no_records(error(ResponseCode::BADVERS)))
+                .await;
+        }
+
         if self.origin.zone_of(query.name()) {
-            if query.query_class() != DNSClass::IN {
+            // No zone transfers: the records are the agent's, not a zone to copy.
+            let transfer = matches!(query.query_type(), RecordType::AXFR | RecordType::IXFR);
+            if query.query_class() != DNSClass::IN || transfer {
                 return response
                     .send_response(builder.build_no_records(error(ResponseCode::Refused)))
                     .await;

@@ -413,6 +413,50 @@ async fn garbage_never_stops_the_server() {
 }
 
 #[tokio::test]
+async fn forwards_beyond_the_limit_are_dropped_at_once() {
+    // Bound but never read: every forward to it waits its full timeout.
+    let silent = UdpSocket::bind(LOCAL).await.unwrap();
+    let forwarder =
+        std::sync::Arc::new(forward::Forwarder::new(vec![silent.local_addr().unwrap()]));
+    let bytes = query("example.com.", RecordType::A).to_vec().unwrap();
+    let mut waiting = Vec::new();
+    for _ in 0..forward::MAX_IN_FLIGHT {
+        let (forwarder, bytes) = (forwarder.clone(), bytes.clone());
+        waiting.push(tokio::spawn(async move {
+            forwarder.forward(1, &bytes, false).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let extra = tokio::time::timeout(
+        Duration::from_millis(500),
+        forwarder.forward(1, &bytes, false),
+    )
+    .await
+    .expect("the extra forward returns at once");
+    assert!(matches!(extra, forward::Forwarded::Dropped));
+    for task in waiting {
+        task.abort();
+    }
+}
+
+#[tokio::test]
+async fn other_edns_versions_and_zone_transfers_are_turned_down() {
+    let server = server_with(&[web()]).await;
+    let addr = server.local_addr();
+    let mut q = query("web.prod.reconcile.internal.", RecordType::A);
+    let mut edns = Edns::new();
+    edns.set_version(1);
+    q.set_edns(edns);
+    let answer = udp(addr, &q).await;
+    // BADVERS shares its number, 16, with BADSIG, which decoding picks.
+    assert_eq!(u16::from(answer.metadata.response_code), 16);
+    assert_eq!(answer.edns.as_ref().map(|e| e.version()), Some(0));
+    let answer = tcp(addr, &query("reconcile.internal.", RecordType::AXFR)).await;
+    assert_eq!(answer.metadata.response_code, ResponseCode::Refused);
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn tcp_queries_are_answered() {
     let server = server_with(&[web()]).await;
     let q = query("_web._tcp.prod.reconcile.internal.", RecordType::SRV);
