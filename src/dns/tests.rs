@@ -610,3 +610,12 @@ async fn dig_follows_the_srv_targets() {
     assert_eq!(a.lines().count(), 2, "{a}");
     server.shutdown().await;
 }
+
+/// The agent keeps the handle in shared state and calls `set()` from its
+/// reconcile loop while queries are served on other tasks.
+#[test]
+fn the_handle_can_be_shared_across_tasks() {
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<DnsServer>();
+    shareable::<Endpoint>();
+}
