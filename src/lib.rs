@@ -7,6 +7,7 @@ pub mod cli;
 pub mod clock;
 pub mod controller;
 pub mod deployment;
+pub mod dns;
 pub mod expression;
 pub mod fsutil;
 pub mod git;
