@@ -12,6 +12,7 @@ pub mod expression;
 pub mod fsutil;
 pub mod git;
 pub mod import;
+pub mod lb;
 pub mod manifest;
 pub mod model;
 pub mod plan;
