@@ -8,6 +8,7 @@
 //! still assigned: nothing is restarted.
 
 mod credential;
+mod serving;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -219,6 +220,20 @@ pub async fn run(config: Config) -> Result<(), String> {
     let permits = Arc::new(tokio::sync::Semaphore::new(ACTIONS));
     let mut backoff = Duration::from_millis(500);
     let mut connected = false;
+    let address = match config.address {
+        Some(a) => Some(a),
+        None => route_address(&config.controller).await,
+    };
+    let dns_ip = match config.dns {
+        Dns::Off => None,
+        Dns::At(ip) => Some(ip),
+        Dns::AtAddress => address,
+    };
+    let mut serving = serving::Serving::new(config.listen_address, dns_ip);
+    let mut checks_changed = serving.checks_changed();
+    // Whether each assigned task's definition has container health checks,
+    // for folding target health into task health.
+    let mut container_checks: BTreeMap<String, bool> = BTreeMap::new();
     tracing::info!(
         node = %config.name,
         cluster = %config.cluster,
@@ -281,6 +296,12 @@ pub async fn run(config: Config) -> Result<(), String> {
                 .values()
                 .cloned(),
         );
+        serving.fold(&mut obs.tasks, |t| {
+            container_checks
+                .get(&t.identity.id)
+                .copied()
+                .unwrap_or(false)
+        });
         let engine = obs.nodes.first().cloned();
         let (cpu, memory, capped) = capacity(&config, engine.as_ref());
         if capped && !warned_capacity {
@@ -308,9 +329,9 @@ pub async fn run(config: Config) -> Result<(), String> {
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             tasks: obs.tasks.clone(),
             compact: true,
-            address: None,
-            traffic_generation: 0,
-            inflight: BTreeMap::new(),
+            address,
+            traffic_generation: serving.generation(),
+            inflight: serving.inflight(),
         };
         let reply = client.post(&url).bearer_auth(&token).json(&hb).send().await;
         let reply: Result<HeartbeatReply, String> = match reply {
@@ -360,7 +381,18 @@ pub async fn run(config: Config) -> Result<(), String> {
         backoff = Duration::from_millis(500);
         let wait = Duration::from_millis(reply.heartbeat_millis.clamp(100, 60_000));
         let mut generation = reply.generation;
-        let act = |reply| {
+        let act = |reply: HeartbeatReply,
+                   resolver: Option<(std::net::IpAddr, String)>,
+                   container_checks: &mut BTreeMap<String, bool>| {
+            for a in &reply.assignments {
+                container_checks.insert(
+                    a.identity.id.clone(),
+                    a.spec
+                        .container_definitions
+                        .iter()
+                        .any(|c| c.essential && c.health_check.is_some()),
+                );
+            }
             converge(
                 &rt,
                 (&config.name, config.secrets_dir.as_deref()),
@@ -369,10 +401,24 @@ pub async fn run(config: Config) -> Result<(), String> {
                 &permits,
                 &wake,
                 (&obs.tasks, observed),
+                resolver.as_ref(),
                 reply,
             )
         };
-        act(reply);
+        // What to serve first: tasks started now get the node's resolver.
+        let mut reply = reply;
+        let acked = serving.generation();
+        if let Some(t) = reply.traffic.take() {
+            serving.apply(t).await;
+        }
+        container_checks.retain(|id, _| obs.tasks.iter().any(|t| &t.identity.id == id));
+        act(
+            reply,
+            serving.resolver(&config.cluster),
+            &mut container_checks,
+        );
+        // A new generation is acknowledged at once: a drain waits for it.
+        let mut report_soon = serving.generation() != acked;
         // The next heartbeat: at the interval, or as soon as an action here
         // ends (its outcome is reported). Assignments changed meanwhile are
         // acted on as the long poll brings them, against this observation:
@@ -380,13 +426,28 @@ pub async fn run(config: Config) -> Result<(), String> {
         // (`claim`), and observing a thousand containers for every change
         // would cost more than the change.
         loop {
+            // A node draining targets reports often until their requests
+            // are done; one with news of traffic at once.
+            let due = if report_soon {
+                began
+            } else if serving.draining() {
+                began + DRAIN_REPORT.min(wait)
+            } else {
+                began + wait
+            };
             tokio::select! {
-                _ = tokio::time::sleep_until(began + wait) => break,
+                _ = tokio::time::sleep_until(due) => break,
                 _ = wake.notified() => break,
+                _ = checks_changed.changed() => break,
                 c = changed(&client, &changes_url, &token, generation, wait) => match c {
-                    Some(reply) => {
+                    Some(mut reply) => {
                         generation = reply.generation;
-                        act(reply);
+                        if let Some(t) = reply.traffic.take() {
+                            let before = serving.generation();
+                            serving.apply(t).await;
+                            report_soon |= serving.generation() != before;
+                        }
+                        act(reply, serving.resolver(&config.cluster), &mut container_checks);
                     }
                     // A controller that sends no assignments: heartbeat.
                     None => break,
@@ -415,6 +476,29 @@ fn capacity(config: &Config, engine: Option<&crate::model::NodeInfo>) -> (u32, u
 
 /// The shortest time between two heartbeats' starts.
 const MIN_GAP: Duration = Duration::from_millis(100);
+
+/// How often a node reports while requests to draining targets are in
+/// flight: the controller stops their tasks once they are done.
+const DRAIN_REPORT: Duration = Duration::from_millis(250);
+
+/// This host's address on the route to the controller: where other nodes
+/// reach it, without configuration, on most networks.
+async fn route_address(controller: &str) -> Option<std::net::IpAddr> {
+    let url = reqwest::Url::parse(controller).ok()?;
+    let host = url.host_str()?.trim_matches(['[', ']']).to_string();
+    let host_port = (host, url.port_or_known_default()?);
+    let target = tokio::net::lookup_host(host_port).await.ok()?.next()?;
+    let bind: std::net::SocketAddr = if target.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = tokio::net::UdpSocket::bind(bind).await.ok()?;
+    // A UDP "connect" sends nothing: it only picks the route and source.
+    socket.connect(target).await.ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
+}
 
 /// Return once the controller's assignment generation differs from
 /// `after`: with the node's assignments when the controller sends them.
@@ -464,6 +548,7 @@ fn converge(
     permits: &Arc<tokio::sync::Semaphore>,
     wake: &Arc<tokio::sync::Notify>,
     (local, observed): (&[crate::model::Task], std::time::Instant),
+    resolver: Option<&(std::net::IpAddr, String)>,
     reply: HeartbeatReply,
 ) {
     let HeartbeatReply {
@@ -524,7 +609,12 @@ fn converge(
         }
         let (rt, inflight, id) = (rt.clone(), inflight.clone(), a.identity.id.clone());
         let launch = match launch_of(a, node, secrets_dir) {
-            Ok(l) => l,
+            Ok(mut l) => {
+                if let Some(r) = resolver {
+                    use_resolver(&mut l.spec, r);
+                }
+                l
+            }
             Err(task) => {
                 let why = task.stopped_reason.clone().unwrap_or_default();
                 tracing::warn!(task = %id, "agent: task {id} not started: {why}");
@@ -552,6 +642,27 @@ fn converge(
             release(&inflight, &id);
             wake.notify_one();
         });
+    }
+}
+
+/// Containers of bridge-mode tasks resolve through this node's DNS
+/// server (service names first, the rest forwarded), unless they name
+/// their own resolvers; the cluster's domain is searched, so a service's
+/// short name resolves too.
+fn use_resolver(
+    spec: &mut crate::manifest::TaskDefinitionSpec,
+    (ip, search): &(std::net::IpAddr, String),
+) {
+    if spec.network_mode != crate::manifest::task_definition::NetworkMode::Bridge {
+        return;
+    }
+    for c in &mut spec.container_definitions {
+        if c.dns_servers.is_empty() {
+            c.dns_servers = vec![ip.to_string()];
+            if c.dns_search_domains.is_empty() {
+                c.dns_search_domains = vec![search.clone()];
+            }
+        }
     }
 }
 

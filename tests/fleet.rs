@@ -57,19 +57,19 @@ impl Fleet {
     /// unique cluster name), with a running controller and three agents;
     /// None when the machine cannot run one (see `prereq.rs`).
     fn start(test: &str, manifests: &str) -> Option<Fleet> {
-        Fleet::start_with(test, manifests, |_| Vec::new())
+        Fleet::start_with(test, manifests, |_, _| Vec::new())
     }
 
     /// Like [`Fleet::start`] with the controller serving HTTPS.
     fn start_tls(test: &str, manifests: &str) -> Option<Fleet> {
-        Fleet::start_full(test, manifests, |_| Vec::new(), true)
+        Fleet::start_full(test, manifests, |_, _| Vec::new(), true)
     }
 
     /// Like [`Fleet::start`], with extra arguments for agent i.
     fn start_with(
         test: &str,
         manifests: &str,
-        extra: impl Fn(usize) -> Vec<String>,
+        extra: impl Fn(&netns::Lab, usize) -> Vec<String>,
     ) -> Option<Fleet> {
         Fleet::start_full(test, manifests, extra, false)
     }
@@ -77,7 +77,7 @@ impl Fleet {
     fn start_full(
         test: &str,
         manifests: &str,
-        extra: impl Fn(usize) -> Vec<String>,
+        extra: impl Fn(&netns::Lab, usize) -> Vec<String>,
         tls: bool,
     ) -> Option<Fleet> {
         if !prereq::satisfied(
@@ -110,7 +110,7 @@ impl Fleet {
             env: Vec::new(),
         });
         for i in 0..3 {
-            let agent = f.spawn_node(i, &extra(i));
+            let agent = f.spawn_node(i, &extra(&f.ext.lab, i));
             f.agents.push(Some(agent));
         }
         f.wait_for("three active nodes", Duration::from_secs(30), |f| {
@@ -510,7 +510,7 @@ spec:
   nodeSelector: {lifecycle: spot}
 ",
     );
-    let Some(f) = Fleet::start_with("cpstrat", &source, |i| {
+    let Some(f) = Fleet::start_with("cpstrat", &source, |_, i| {
         if i == 0 {
             vec![]
         } else {
@@ -748,7 +748,7 @@ spec:
   taskDefinition: app
   desiredCount: 1
 "#;
-    let Some(f) = Fleet::start_with("resport", source, |_| {
+    let Some(f) = Fleet::start_with("resport", source, |_, _| {
         vec!["--reserved-port".to_string(), "18080".to_string()]
     }) else {
         return;
@@ -1040,4 +1040,332 @@ fn an_agent_reads_its_join_token_from_a_file_and_names_a_bad_one() {
     let (code, err) = agent(&[]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--token"), "{err}");
+}
+
+/// A web service of `count` busybox httpd tasks answering `version` on
+/// `/` and, after 4 s, on `/cgi-bin/slow`; behind listener `port` on every
+/// node and named `web.CLUSTER.reconcile.internal`.
+fn web(version: &str, count: u32, port: u16) -> String {
+    format!(
+        r#"apiVersion: reconcile/v1alpha1
+kind: Cluster
+metadata: {{name: CLUSTER}}
+spec: {{}}
+---
+apiVersion: reconcile/v1alpha1
+kind: TaskDefinition
+metadata: {{name: web}}
+spec:
+  containerDefinitions:
+    - name: web
+      image: busybox:stable
+      memory: 32
+      stopTimeout: 2
+      command:
+        - sh
+        - -c
+        - |
+          mkdir -p /www/cgi-bin
+          echo "$VERSION" > /www/index.html
+          printf '#!/bin/sh\necho Content-Type: text/plain\necho\nsleep 4\necho slow\n' > /www/cgi-bin/slow
+          chmod +x /www/cgi-bin/slow
+          exec httpd -f -p 8080 -h /www
+      portMappings: [{{containerPort: 8080}}]
+      environment: [{{name: VERSION, value: "{version}"}}]
+---
+apiVersion: reconcile/v1alpha1
+kind: Service
+metadata: {{name: web}}
+spec:
+  cluster: CLUSTER
+  taskDefinition: web
+  desiredCount: {count}
+  deploymentConfiguration: {{minimumHealthyPercent: 100, maximumPercent: 200}}
+  loadBalancers:
+    - containerName: web
+      containerPort: 8080
+      listenerPort: {port}
+      healthCheck: {{interval: 2, timeout: 1, healthyThresholdCount: 2}}
+  serviceRegistries:
+    - {{containerName: web, containerPort: 8080}}
+"#
+    )
+}
+
+/// wrk running against a URL until stopped; what it counted.
+struct Load {
+    child: std::process::Child,
+    out: std::path::PathBuf,
+}
+
+#[derive(Debug)]
+struct Counted {
+    requests: u64,
+    /// Non-2xx/3xx answers plus connect, read, write and timeout errors.
+    failed: u64,
+    summary: String,
+}
+
+impl Load {
+    fn start(dir: &std::path::Path, name: &str, url: &str) -> Load {
+        let out = dir.join(format!("wrk-{name}.txt"));
+        let child = Command::new("wrk")
+            .args(["-t2", "-c16", "-d600s", "--timeout", "10s", url])
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("wrk (scripts/docker-setup.sh installs it)");
+        // Connected before anything changes.
+        std::thread::sleep(Duration::from_millis(500));
+        Load { child, out }
+    }
+
+    /// Stop wrk (SIGINT: it prints its counts) and read them.
+    fn stop(mut self) -> Counted {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-INT", &pid]).status();
+        self.child.wait().unwrap();
+        let summary = std::fs::read_to_string(&self.out).unwrap();
+        let number = |after: &str| -> Vec<u64> {
+            summary
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(after).map(str::to_string))
+                .map(|rest| {
+                    rest.split(|c: char| !c.is_ascii_digit())
+                        .filter_map(|d| d.parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let requests = summary
+            .lines()
+            .find(|l| l.contains("requests in"))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no request count in wrk's output:\n{summary}"));
+        let failed = number("Non-2xx or 3xx responses:").iter().sum::<u64>()
+            + number("Socket errors:").iter().sum::<u64>();
+        Counted {
+            requests,
+            failed,
+            summary,
+        }
+    }
+}
+
+impl Fleet {
+    /// The web service has `count` running tasks of `revision`, all of them
+    /// HEALTHY targets of its listener, and nothing else.
+    fn serving(&self, revision: u64, count: usize) -> bool {
+        let s = self.status();
+        let Some(web) = s["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "web")
+        else {
+            return false;
+        };
+        let tasks = web["tasks"].as_array().unwrap();
+        let live: Vec<&Value> = tasks
+            .iter()
+            .filter(|t| t["lastStatus"] != "STOPPED")
+            .collect();
+        let targets = web["listeners"][0]["targets"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        web["revision"] == revision
+            && live.len() == count
+            && live
+                .iter()
+                .all(|t| t["revision"] == revision && t["lastStatus"] == "RUNNING")
+            && targets.len() == count
+            && targets.iter().all(|t| t["state"] == "HEALTHY")
+            && self.running().len() == count
+    }
+
+    /// SRV ports `web` resolves to, asked of node `i`'s DNS server.
+    fn srv_ports(&self, i: usize) -> Vec<u16> {
+        let name = format!(
+            "web.{}.reconcile.internal",
+            self.cluster.to_ascii_lowercase()
+        );
+        let out = Command::new("busybox")
+            .args([
+                "nslookup",
+                "-type=srv",
+                &name,
+                &self.ext.lab.host_ip(i).to_string(),
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        // "web.c.reconcile.internal  service = 1 1 32768 web.c...."
+        let mut ports: Vec<u16> = text
+            .lines()
+            .filter(|l| l.contains("service ="))
+            .filter_map(|l| l.split("service =").nth(1))
+            .filter_map(|r| r.split_whitespace().nth(2).and_then(|p| p.parse().ok()))
+            .collect();
+        ports.sort();
+        ports
+    }
+}
+
+/// The issue's scenario end to end: a 4-task HTTP service behind a
+/// listener, under continuous load from wrk, goes through a rolling
+/// deployment, a scale-in to 2, a node drain and a rollback without one
+/// failed request; a node killed with -9 costs at most the requests in
+/// flight to it. On the way, its DNS name follows its healthy tasks, and
+/// tasks being stopped leave DNS and finish their requests in flight
+/// before their containers stop.
+#[test]
+fn a_service_behind_a_listener_drops_no_request_while_it_changes() {
+    let _g = lock();
+    const PORT: u16 = 8000;
+    let agents = |lab: &netns::Lab, i: usize| {
+        vec![
+            // The engine is shared: every node's tasks are published on
+            // the root namespace, which the lab reaches at the bridge.
+            "--address".to_string(),
+            lab.bridge_ip().to_string(),
+            "--dns-address".to_string(),
+            lab.host_ip(i).to_string(),
+        ]
+    };
+    let Some(mut f) = Fleet::start_with("lb", &web("v1", 4, PORT), agents) else {
+        return;
+    };
+    let within = Duration::from_secs(120);
+    f.wait_for("4 healthy targets of revision 1", within, |f| {
+        f.serving(1, 4)
+    });
+    let url = format!("http://{}:{PORT}/", f.ext.lab.host_ip(0));
+    let dir = f.dir.path().to_path_buf();
+    let check = |what: &str, c: Counted| {
+        eprintln!("{what}: {} requests, {} failed", c.requests, c.failed);
+        assert!(
+            c.requests > 50,
+            "{what}: too little load to mean anything:\n{}",
+            c.summary
+        );
+        assert_eq!(
+            c.failed,
+            0,
+            "{what}: failed requests\n{}\n{}",
+            c.summary,
+            f.tail("controller")
+        );
+    };
+
+    // Every node answers the service's name with its 4 tasks.
+    for i in 0..3 {
+        assert_eq!(f.srv_ports(i).len(), 4, "node{i}'s DNS answer");
+    }
+
+    // A rolling deployment.
+    let load = Load::start(&dir, "rollout", &url);
+    f.write_source(&web("v2", 4, PORT));
+    f.wait_for("4 healthy targets of revision 2", within, |f| {
+        f.serving(2, 4)
+    });
+    check("rolling deployment", load.stop());
+
+    // A scale-in 4 -> 2, while slow requests are in flight to every task:
+    // those finish, and the two stopped tasks leave DNS before their
+    // containers stop.
+    let slow: Vec<_> = (0..8)
+        .map(|_| {
+            let url = format!("{url}cgi-bin/slow");
+            std::thread::spawn(move || {
+                let out = Command::new("busybox")
+                    .args(["wget", "-q", "-O", "-", &url])
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout).trim().to_string()
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let load = Load::start(&dir, "scale-in", &url);
+    f.write_source(&web("v2", 2, PORT));
+    f.wait_for(
+        "2 tasks out of DNS while 4 still run",
+        Duration::from_secs(30),
+        |f| f.srv_ports(0).len() == 2 && f.running().len() == 4,
+    );
+    f.wait_for("2 healthy targets", within, |f| f.serving(2, 2));
+    check("scale-in", load.stop());
+    for s in slow {
+        assert_eq!(
+            s.join().unwrap(),
+            "slow",
+            "a request in flight to a stopped task was cut"
+        );
+    }
+
+    // A node drain.
+    let busy = f
+        .running()
+        .into_iter()
+        .map(|(_, n)| n)
+        .find(|n| n != "node0")
+        .unwrap_or_else(|| "node0".into());
+    let load = Load::start(&dir, "drain", &url);
+    let (code, out, err) = f.cli(&["node", "drain", &busy]);
+    assert_eq!(code, 0, "{out}{err}");
+    f.wait_for("the drained node's tasks elsewhere", within, |f| {
+        f.serving(2, 2) && f.running().iter().all(|(_, n)| *n != busy)
+    });
+    check("node drain", load.stop());
+    let (code, out, err) = f.cli(&["node", "activate", &busy]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    // A rollback to revision 1.
+    let load = Load::start(&dir, "rollback", &url);
+    let (code, out, err) = f.cli(&["rollback", "web", "--auto-approve"]);
+    assert_eq!(code, 0, "{out}{err}");
+    f.wait_for("2 healthy targets of revision 1", within, |f| {
+        f.serving(1, 2)
+    });
+    check("rollback", load.stop());
+
+    // A node killed with -9, with its containers: only the requests in
+    // flight to it may fail (wrk keeps 16 connections, so at most 16).
+    let victim = f
+        .running()
+        .into_iter()
+        .map(|(_, n)| n)
+        .find(|n| n != "node0")
+        .expect("a task on another node than the one under load");
+    let i: usize = victim.trim_start_matches("node").parse().unwrap();
+    let load = Load::start(&dir, "kill", &url);
+    let mut agent = f.agents[i].take().unwrap();
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    for (t, n) in f.running() {
+        if n == victim {
+            let filter = format!("label=reconcile.io/task={t}");
+            for id in docker(&["ps", "-q", "--filter", &filter]).split_whitespace() {
+                docker(&["rm", "-f", id]);
+            }
+        }
+    }
+    f.ext.lab.disconnect(i);
+    f.wait_for("2 healthy targets on the remaining nodes", within, |f| {
+        f.serving(1, 2)
+    });
+    let c = load.stop();
+    eprintln!(
+        "node killed: {} requests, {} failed (those in flight to it)",
+        c.requests, c.failed
+    );
+    assert!(
+        c.failed <= 16,
+        "more than the requests in flight failed:\n{}",
+        c.summary
+    );
+    let (code, out, err) = f.cli(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code, 0, "plan not empty after it all:\n{out}\n{err}");
 }

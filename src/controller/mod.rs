@@ -341,6 +341,9 @@ impl Controller {
             ),
             launcher: tokio::sync::OnceCell::new(),
         });
+        // Agents start at generation 0: their first reply carries what to
+        // serve, the DNS domain at least.
+        controller.traffic().generation = 1;
         let stored = controller.applied().stored.clone();
         controller.traffic_services(&stored);
         Ok(controller)

@@ -349,9 +349,9 @@ mod tests {
         let a = task(Some(TargetHealth::Initial));
         let mut b = a.clone();
         b.started_at = Some(2);
-        assert!(!changed(&[a.clone()], &[b]));
+        assert!(!changed(std::slice::from_ref(&a), &[b]));
         let c = task(Some(TargetHealth::Healthy));
-        assert!(changed(&[a.clone()], &[c]));
+        assert!(changed(std::slice::from_ref(&a), &[c]));
         assert!(changed(&[a], &[]));
     }
 }
