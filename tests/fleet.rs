@@ -1259,10 +1259,20 @@ fn a_service_behind_a_listener_drops_no_request_while_it_changes() {
         );
     };
 
-    // Every node answers the service's name with its 4 tasks.
+    // Every node answers the service's name with its 4 tasks, and a task's
+    // container resolves it without configuration.
     for i in 0..3 {
         assert_eq!(f.srv_ports(i).len(), 4, "node{i}'s DNS answer");
     }
+    let name = format!("web.{}.reconcile.internal", f.cluster.to_ascii_lowercase());
+    let (task, _) = f.running().into_iter().next().unwrap();
+    let filter = format!("label=reconcile.io/task={task}");
+    let container = docker(&["ps", "-q", "--filter", &filter]);
+    let answer = docker(&["exec", container.trim(), "nslookup", &name]);
+    assert!(
+        answer.contains(&f.ext.lab.bridge_ip().to_string()),
+        "a container resolves {name} to its tasks' address:\n{answer}"
+    );
 
     // A rolling deployment.
     let load = Load::start(&dir, "rollout", &url);

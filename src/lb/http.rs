@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use http_body_util::{Either, Empty};
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -19,6 +20,10 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::{lock, Backend, Lease, Shared, CONNECT_TIMEOUT, MAX_TRIES};
 
+/// What goes to a target: the client's body as it streams in, or nothing
+/// for a request without one, which can then be sent again.
+type ReqBody = Either<Incoming, Empty<Bytes>>;
+
 /// A client that sends no complete header block within this is dropped.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Idle target connections older than this are not reused (targets commonly
@@ -28,13 +33,13 @@ const MAX_IDLE_PER_TARGET: usize = 512;
 
 /// An idle keep-alive connection to a target.
 pub(super) struct Idle {
-    sender: SendRequest<Incoming>,
+    sender: SendRequest<ReqBody>,
     since: Instant,
 }
 
 impl Backend {
     /// Most recently used idle connection that is still usable.
-    async fn checkout(&self) -> Option<SendRequest<Incoming>> {
+    async fn checkout(&self) -> Option<SendRequest<ReqBody>> {
         loop {
             let idle = lock(&self.idle).pop()?;
             if idle.since.elapsed() > IDLE_TIMEOUT || idle.sender.is_closed() {
@@ -52,7 +57,7 @@ impl Backend {
         }
     }
 
-    fn checkin(&self, sender: SendRequest<Incoming>) {
+    fn checkin(&self, sender: SendRequest<ReqBody>) {
         if self.removed.load(Ordering::Acquire) || sender.is_closed() {
             return;
         }
@@ -65,7 +70,7 @@ impl Backend {
         }
     }
 
-    async fn connect(&self) -> std::io::Result<SendRequest<Incoming>> {
+    async fn connect(&self) -> std::io::Result<SendRequest<ReqBody>> {
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.addr))
             .await
             .map_err(|_| {
@@ -119,7 +124,7 @@ pub(super) async fn serve(
 
 enum SendError {
     /// Nothing of the request reached the target: safe to try another.
-    NotSent(Request<Incoming>, std::io::Error),
+    NotSent(Request<ReqBody>, std::io::Error),
     /// The target may have seen (part of) the request: never retried.
     Sent(hyper::Error),
 }
@@ -129,7 +134,16 @@ async fn proxy(req: Request<Incoming>, peer: SocketAddr, shared: &Shared) -> Res
     if routing.backends.is_empty() {
         return text(StatusCode::SERVICE_UNAVAILABLE, "no healthy targets\n");
     }
-    let mut req = prepare(req, peer, shared.port);
+    let (parts, body) = prepare(req, peer, shared.port).into_parts();
+    // An idempotent request without a body can be sent again when its
+    // target fails before answering (a node that died, a keep-alive
+    // connection it reset): the client never sees that failure. Others
+    // are retried only when none of them was sent.
+    let again = (idempotent(&parts.method) && body.is_end_stream()).then(|| parts.clone());
+    let mut req = match &again {
+        Some(_) => Request::from_parts(parts, Either::Right(Empty::new())),
+        None => Request::from_parts(parts, Either::Left(body)),
+    };
     let mut tried = [usize::MAX; MAX_TRIES];
     let tries = routing.backends.len().min(MAX_TRIES);
     for attempt in 0..tries {
@@ -146,20 +160,41 @@ async fn proxy(req: Request<Incoming>, peer: SocketAddr, shared: &Shared) -> Res
                 backend.eject();
                 req = r;
             }
-            Err(SendError::Sent(e)) => {
-                tracing::warn!(listener = %shared.name, target = %backend.id, addr = %backend.addr, error = %e, "target failed");
-                return text(StatusCode::BAD_GATEWAY, "target failed\n");
-            }
+            Err(SendError::Sent(e)) => match &again {
+                Some(parts) if attempt + 1 < tries => {
+                    tracing::warn!(listener = %shared.name, target = %backend.id, addr = %backend.addr, error = %e, "target failed before answering, sending the request to another");
+                    backend.eject();
+                    req = Request::from_parts(parts.clone(), Either::Right(Empty::new()));
+                }
+                _ => {
+                    tracing::warn!(listener = %shared.name, target = %backend.id, addr = %backend.addr, error = %e, "target failed");
+                    return text(StatusCode::BAD_GATEWAY, "target failed\n");
+                }
+            },
         }
     }
     text(StatusCode::BAD_GATEWAY, "no target reachable\n")
 }
 
+/// RFC 9110 9.2.2: methods whose repetition has the effect of one.
+fn idempotent(m: &hyper::Method) -> bool {
+    use hyper::Method;
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::PUT,
+        Method::DELETE,
+    ]
+    .contains(m)
+}
+
 async fn send(
     backend: &Backend,
-    mut req: Request<Incoming>,
+    mut req: Request<ReqBody>,
     lease: &Lease,
-) -> Result<(Response<Incoming>, Option<SendRequest<Incoming>>), SendError> {
+) -> Result<(Response<Incoming>, Option<SendRequest<ReqBody>>), SendError> {
     loop {
         let (mut sender, pooled) = match backend.checkout().await {
             Some(s) => (s, true),
@@ -283,7 +318,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 fn respond(
     resp: Response<Incoming>,
-    sender: Option<SendRequest<Incoming>>,
+    sender: Option<SendRequest<ReqBody>>,
     lease: Lease,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
@@ -319,7 +354,7 @@ fn text(status: StatusCode, msg: &'static str) -> Response<ProxyBody> {
 /// What a response holds on to until its body has been handed to the client.
 struct Release {
     lease: Lease,
-    sender: Option<SendRequest<Incoming>>,
+    sender: Option<SendRequest<ReqBody>>,
 }
 
 impl Release {

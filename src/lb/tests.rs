@@ -556,3 +556,52 @@ async fn health_tcp_and_unchanged_specs_keep_state() {
     assert_eq!(states.get("up"), Some(&TargetState::Initial));
     assert!(!states.contains_key("down"));
 }
+
+/// A target that reads a request and closes the connection unanswered,
+/// as one whose node died mid-request does.
+async fn hang_up() -> Target {
+    let listener = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = stream.read(&mut buf).await;
+            drop(stream);
+        }
+    });
+    Target {
+        id: "hangs-up".into(),
+        addr,
+    }
+}
+
+#[tokio::test]
+async fn a_get_its_target_dropped_unanswered_goes_to_another_a_post_does_not() {
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let live = backend("a", tx).await;
+    let (_lb, port) = listen(Algorithm::RoundRobin, vec![hang_up().await, target(&live)]).await;
+    // A request with a body may have had its effect: never sent twice.
+    // (First: a failed GET takes the target out of turn for a while.)
+    let mut failed = 0;
+    for _ in 0..4 {
+        let status = within(async {
+            let stream = TcpStream::connect((LOCALHOST, port)).await.unwrap();
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let req = Request::post("/")
+                .header("host", "svc.test")
+                .body(Full::new(Bytes::from_static(b"pay once")))
+                .unwrap();
+            sender.send_request(req).await.unwrap().status().as_u16()
+        })
+        .await;
+        failed += usize::from(status == 502);
+    }
+    assert_eq!(failed, 2, "the POSTs sent to the target that hangs up fail");
+    for _ in 0..4 {
+        let (status, body) = get(port, "/", &[]).await;
+        assert_eq!((status, body.as_str()), (200, "a"));
+    }
+}
