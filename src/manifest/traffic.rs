@@ -155,3 +155,14 @@ pub struct ServiceRegistry {
     #[schemars(range(min = 1, max = 65535), example = 8080)]
     pub container_port: u16,
 }
+
+impl ServiceRegistry {
+    /// The first label of the DNS name: `name`, or the service's name
+    /// lowercased. One place for the default, so validation, planning and
+    /// the DNS server agree on it.
+    pub fn effective_name(&self, service: &str) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| service.to_ascii_lowercase())
+    }
+}
