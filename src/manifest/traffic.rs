@@ -46,8 +46,12 @@ pub struct LoadBalancer {
     pub deregistration_delay: u32,
 }
 
+/// ELB's is 300 s, made for long-lived connections; most HTTP requests
+/// finish in far less, and a rollout waits this long per stopped task.
+pub const DEFAULT_DEREGISTRATION_DELAY: u32 = 30;
+
 fn default_deregistration_delay() -> u32 {
-    30
+    DEFAULT_DEREGISTRATION_DELAY
 }
 
 /// Protocol of a listener.
