@@ -150,7 +150,7 @@ impl DesiredState {
                         key.to_string(),
                         DesiredService {
                             key,
-                            spec: crate::plan::normalize::service(&s.spec),
+                            spec: crate::plan::normalize::service(&s.metadata.name, &s.spec),
                             self_heal: s
                                 .metadata
                                 .annotations

@@ -1060,3 +1060,66 @@ spec:
     assert!(imp.warnings.iter().any(|w| w.level == Level::Warning
         && w.paths == ["services[0].deploymentConfiguration.minimumHealthyPercent"]));
 }
+
+#[test]
+fn load_balancers_and_registries_become_listeners_and_dns_names() {
+    // Two services behind target groups on the same container port, one of
+    // them with a static host port 8080 and a Cloud Map registry: the
+    // listeners keep port 8080 where it is free and move where it is not,
+    // and the output validates.
+    let td = |family: &str, host_port: u16| {
+        format!(
+            r#"{{"family": "{family}", "containerDefinitions": [{{"name": "web", "image": "busybox:stable", "memory": 64, "portMappings": [{{"containerPort": 8080, "hostPort": {host_port}}}]}}]}}"#
+        )
+    };
+    let service = |name: &str, family: &str, extra: &str| {
+        format!(
+            r#"{{"serviceName": "{name}", "clusterArn": "arn:aws:ecs:eu-west-1:1:cluster/prod", "taskDefinition": "arn:aws:ecs:eu-west-1:1:task-definition/{family}:3", "desiredCount": 1,
+              "loadBalancers": [{{"targetGroupArn": "arn:aws:elasticloadbalancing:eu-west-1:1:targetgroup/{name}/1", "containerName": "web", "containerPort": 8080}}]{extra}}}"#
+        )
+    };
+    let services = format!(
+        r#"{{"services": [{}, {}]}}"#,
+        service(
+            "Shop_Web",
+            "shop",
+            r#", "serviceRegistries": [{"registryArn": "arn:aws:servicediscovery:eu-west-1:1:service/srv-1", "containerName": "web", "containerPort": 8080}]"#
+        ),
+        service("api", "api", "")
+    );
+    let inputs: Vec<Input> = [
+        ("shop.json", td("shop", 0)),
+        ("api.json", td("api", 8080)),
+        ("services.json", services),
+    ]
+    .into_iter()
+    .map(|(name, json)| Input {
+        name: name.into(),
+        bytes: json.into_bytes(),
+    })
+    .collect();
+    let imp = import::ecs(&inputs, &Options::default())
+        .unwrap_or_else(|e| panic!("import failed:\n{}", render_errors(&e)));
+    let v = validate_output(&imp);
+    assert!(v.is_valid(), "{}", diagnostics(&v));
+    let specs: Vec<_> = v
+        .entries
+        .iter()
+        .filter_map(|e| match &e.manifest {
+            Manifest::Service(s) => Some((s.metadata.name.as_str(), &s.spec)),
+            _ => None,
+        })
+        .collect();
+    let spec = |n: &str| specs.iter().find(|(name, _)| *name == n).unwrap().1;
+    // api's tasks bind host port 8080, so no listener of the cluster may.
+    assert_eq!(spec("Shop_Web").load_balancers[0].listener_port, 8081);
+    assert_eq!(spec("api").load_balancers[0].listener_port, 8082);
+    let registry = &spec("Shop_Web").service_registries[0];
+    assert_eq!(registry.name.as_deref(), Some("shop-web"));
+    assert_eq!(registry.container_port, 8080);
+    insta::assert_snapshot!(
+        "traffic_warnings",
+        render_warnings(imp.warnings.iter().filter(|w| w.file == "services.json"))
+    );
+    assert_warnings_are_actionable(&imp, &inputs.iter().map(|i| i.name.clone()).collect());
+}

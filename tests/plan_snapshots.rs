@@ -228,3 +228,48 @@ fn daemon_rolls_node_by_node() {
     w.apply(&d).unwrap();
     assert!(!w.plan(&d).has_changes());
 }
+
+#[test]
+fn traffic_change_updates_in_place() {
+    const LB80: &str = "    - {containerName: web, containerPort: 8080, listenerPort: 80}\n";
+    const LB81: &str =
+        "    - {containerName: web, containerPort: 8080, listenerPort: 81, protocol: TCP}\n";
+    const REGISTRY: &str = "    - {containerName: web, containerPort: 8080}\n";
+    let source = |lbs: &[&str], registry: &str| {
+        BASE.replace(
+            "desiredCount: 4\n",
+            &format!(
+                "desiredCount: 4\n  loadBalancers:\n{}  serviceRegistries:\n{registry}",
+                lbs.concat()
+            ),
+        )
+    };
+    let mut w = World::new(nodes(3, 2048, 4096));
+    w.apply(&desired(&source(&[LB80], REGISTRY))).unwrap();
+    // The default registry name written out is the same registry.
+    let named = "    - {name: web, containerName: web, containerPort: 8080}\n";
+    assert!(!w.plan(&desired(&source(&[LB80], named))).has_changes());
+
+    // A listener added before the first, and the registry renamed.
+    let renamed = "    - {name: www, containerName: web, containerPort: 8080}\n";
+    let d = desired(&source(&[LB81, LB80], renamed));
+    let p = w.plan(&d);
+    insta::assert_snapshot!("traffic_change", text(&p));
+    insta::assert_json_snapshot!("traffic_change_json", json(&p));
+    let c = p
+        .resource_changes
+        .iter()
+        .find(|c| c.address == "Service/prod/web")
+        .unwrap();
+    assert_eq!(c.action, reconcile::plan::Action::Update);
+    let tasks = c.tasks.as_ref().unwrap();
+    assert!(
+        tasks.start.is_empty() && tasks.stop.is_empty() && tasks.deployment.is_none(),
+        "targets come from the running tasks: none is replaced"
+    );
+    w.apply(&d).unwrap();
+    // Listeners in another order are the same listeners.
+    assert!(!w
+        .plan(&desired(&source(&[LB80, LB81], renamed)))
+        .has_changes());
+}

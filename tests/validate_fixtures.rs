@@ -101,9 +101,12 @@ fn invalid_sets_report_exact_diagnostics() {
 
 #[test]
 fn examples_are_valid() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/manifests");
-    let (valid, got) = render(&dir);
-    assert!(valid && got.is_empty(), "{got}");
+    // Each directory is a source of its own.
+    for source in ["examples/manifests", "examples/traffic"] {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(source);
+        let (valid, got) = render(&dir);
+        assert!(valid && got.is_empty(), "{source}: {got}");
+    }
 }
 
 /// The controller validates through a cache of per-file results: it must

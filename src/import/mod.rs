@@ -37,6 +37,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::manifest::task_definition::{NetworkMode, Protocol};
 use crate::manifest::{ApiVersion, Envelope, Kind, Manifest, Metadata};
 use crate::source::{Content, RawFile};
 use crate::validate::{self, Severity};
@@ -235,6 +236,29 @@ pub fn ecs(inputs: &[Input], options: &Options) -> Result<Import, Vec<ImportErro
     if !report.errors.is_empty() {
         return Err(report.errors);
     }
+    // TCP host ports a family's tasks always bind, which no listener of
+    // their cluster may take.
+    let fixed = |reference: &str| -> Vec<u16> {
+        let family = reference.split(':').next().unwrap_or(reference);
+        let Some(t) = tasks.iter().find(|t| t.family == family) else {
+            return Vec::new();
+        };
+        let host = t.spec.network_mode == NetworkMode::Host;
+        t.spec
+            .container_definitions
+            .iter()
+            .flat_map(|c| &c.port_mappings)
+            .filter(|p| p.protocol == Protocol::Tcp)
+            .filter_map(|p| {
+                if host {
+                    Some(p.container_port)
+                } else {
+                    p.host_port.filter(|h| *h > 0)
+                }
+            })
+            .collect()
+    };
+    service::settle_listener_ports(&mut services, fixed, &mut report);
 
     let files = render_all(&tasks, &services, &catalog, &options.schema_base);
     let outputs: BTreeSet<&str> = files.iter().map(|f| f.name.as_str()).collect();

@@ -3,9 +3,11 @@
 //!
 //! A describe-services entry mixes configuration with live state (counts,
 //! deployments, events). The configuration reconcile has carries over under
-//! the same names; the live state is dropped with one note; AWS networking,
-//! load balancing and service discovery are dropped with a warning that
-//! says what replaces them. Fixes keep the result valid: a DAEMON service
+//! the same names; the live state is dropped with one note; AWS networking
+//! is dropped with a warning that says what replaces it. Load balancers and
+//! Cloud Map registries become listeners and DNS names, with a warning
+//! naming what lives in ELB and Cloud Map and must be brought over by hand
+//! (the listener port, the target group's health check). Fixes keep the result valid: a DAEMON service
 //! loses its desiredCount, a deployment configuration that could never make
 //! progress gets a lower minimumHealthyPercent, and so on.
 
@@ -13,7 +15,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use super::fields::{array, boolean, count, show, string, Fields};
+use super::fields::{array, boolean, count, each_object, show, string, Fields};
 use super::render::Defaults;
 use super::report::{index, key, Ctx};
 use super::task_definition::{placement_constraints, tags};
@@ -21,7 +23,12 @@ use crate::manifest::service::{
     CircuitBreakerThreshold, DeploymentCircuitBreaker, DeploymentConfiguration, PlacementStrategy,
     PlacementStrategyType, SchedulingStrategy,
 };
+use crate::manifest::traffic::{
+    BalancingAlgorithm, ListenerProtocol, LoadBalancer, ServiceRegistry, TargetHealthCheck,
+    DEFAULT_DEREGISTRATION_DELAY,
+};
 use crate::manifest::{CapacityProviderStrategyItem, ServiceSpec};
+use crate::scheduler::RESERVED_PORTS;
 
 /// A service read from one input.
 #[derive(Debug, Clone)]
@@ -31,6 +38,8 @@ pub(crate) struct ServiceImport {
     pub name: String,
     pub labels: BTreeMap<String, String>,
     pub spec: ServiceSpec,
+    /// Input path of each of `spec.load_balancers`.
+    pub lb_paths: Vec<String>,
     pub defaults: Defaults,
 }
 
@@ -230,6 +239,15 @@ pub(crate) fn map(mut f: Fields, ctx: &mut Ctx, catalog: &Catalog) -> Option<Ser
         None => Vec::new(),
     };
 
+    let (load_balancers, lb_paths) = match f.take("loadBalancers") {
+        Some(v) => load_balancers(ctx, &f.at("loadBalancers"), v),
+        None => (Vec::new(), Vec::new()),
+    };
+    let service_registries = match (f.take("serviceRegistries"), name.as_deref()) {
+        (Some(v), Some(n)) => service_registries(ctx, &f.at("serviceRegistries"), v, n),
+        _ => Vec::new(),
+    };
+
     aws_fields(&mut f, ctx);
     f.finish(ctx, "a service");
     if ctx.error_count() > errors_before {
@@ -310,9 +328,10 @@ pub(crate) fn map(mut f: Fields, ctx: &mut Ctx, catalog: &Catalog) -> Option<Ser
             placement_strategy,
             placement_constraints: placement_constraints_out,
             capacity_provider_strategy,
-            load_balancers: Vec::new(),
-            service_registries: Vec::new(),
+            load_balancers,
+            service_registries,
         },
+        lb_paths,
         defaults: d,
     })
 }
@@ -691,6 +710,162 @@ fn capacity_providers(
     Vec::new()
 }
 
+/// ECS load balancers (`{targetGroupArn | loadBalancerName, containerName,
+/// containerPort}`) become listeners on the same container port. The
+/// target group's listener port and health check live in ELB, not in the
+/// service, so the user is told to bring them over.
+fn load_balancers(ctx: &mut Ctx, path: &str, v: Value) -> (Vec<LoadBalancer>, Vec<String>) {
+    let mut out = (Vec::new(), Vec::new());
+    each_object(ctx, path, v, |ctx, _, ip, mut lb| {
+        let target = ["targetGroupArn", "loadBalancerName"]
+            .into_iter()
+            .find_map(|k| lb.take(k).map(|v| show(&v)));
+        let container = lb.take("containerName");
+        let port = lb.take("containerPort");
+        lb.finish(ctx, "a load balancer");
+        let (Some(Value::String(container)), Some(port)) = (container, port) else {
+            ctx.warn(
+                ip,
+                "dropped a load balancer without containerName and containerPort",
+                "add a listener under `loadBalancers` naming the container and port that serve the traffic",
+            );
+            return;
+        };
+        let Some(port) = port
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p > 0)
+        else {
+            ctx.warn(
+                ip,
+                format!(
+                    "dropped a load balancer: containerPort {} is not a port",
+                    show(&port)
+                ),
+                "add a listener under `loadBalancers` with the container's port",
+            );
+            return;
+        };
+        ctx.warn(
+            ip,
+            format!(
+                "load balancer {} became a listener on port {port} of every node, balancing over container `{container}` port {port} with the default health check (HTTP GET / every 5 s, 200-399)",
+                target.unwrap_or_else(|| "(unnamed)".into())
+            ),
+            "choose the listenerPort clients should use (the ELB listener's port), and copy the target group's health check (protocol, path, interval, timeout, thresholds, matcher) and deregistration delay",
+        );
+        out.0.push(LoadBalancer {
+            container_name: container,
+            container_port: port,
+            listener_port: port,
+            protocol: ListenerProtocol::default(),
+            algorithm: BalancingAlgorithm::default(),
+            health_check: TargetHealthCheck::default(),
+            deregistration_delay: DEFAULT_DEREGISTRATION_DELAY,
+        });
+        out.1.push(ip.to_string());
+    });
+    out
+}
+
+/// Cloud Map registries become a DNS name of the cluster, named after the
+/// service (Cloud Map's own name lives in the registry, not the service).
+fn service_registries(ctx: &mut Ctx, path: &str, v: Value, service: &str) -> Vec<ServiceRegistry> {
+    let mut out = Vec::new();
+    each_object(ctx, path, v, |ctx, i, ip, mut r| {
+        let arn = r.take("registryArn").map(|v| show(&v));
+        let srv_port = r.take("port");
+        let container = r.take("containerName");
+        let port = r.take("containerPort");
+        r.finish(ctx, "a service registry");
+        let port = port
+            .or(srv_port)
+            .and_then(|p| p.as_u64())
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p > 0);
+        let (Some(Value::String(container)), Some(port), 0) = (container, port, i) else {
+            ctx.warn(
+                ip,
+                "dropped a service registry: it names no containerName and containerPort, or is not the first (one DNS name per service)",
+                "add an entry under `serviceRegistries` naming the container and port the SRV records give",
+            );
+            return;
+        };
+        let name = dns_label(service);
+        ctx.warn(
+            ip,
+            format!(
+                "Cloud Map registry {} became the DNS name `{name}.<cluster>.<domain>` answered by every node, with container `{container}` port {port}",
+                arn.unwrap_or_else(|| "(unnamed)".into())
+            ),
+            "clients that used the Cloud Map namespace's name should use this one; set `name` to keep the Cloud Map service's name",
+        );
+        out.push(ServiceRegistry {
+            // Only spelled out when the default would not be a DNS label.
+            name: (name != service.to_ascii_lowercase()).then_some(name),
+            container_name: container,
+            container_port: port,
+        });
+    });
+    out
+}
+
+/// A DNS label from a service name: lowercased, `_` and other characters
+/// to `-`, at most 63 characters, no `-` at either end.
+fn dns_label(service: &str) -> String {
+    let s: String = service
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(63)
+        .collect();
+    let s = s.trim_matches('-');
+    if s.is_empty() {
+        "service".into()
+    } else {
+        s.to_string()
+    }
+}
+
+/// Listener ports are unique in a cluster, never reserved and never a fixed
+/// host port of the cluster's tasks; an imported listener that would break
+/// that (a container port several services share, a static host port)
+/// moves to the next free port, with a warning.
+pub(crate) fn settle_listener_ports(
+    services: &mut [ServiceImport],
+    fixed: impl Fn(&str) -> Vec<u16>,
+    report: &mut super::report::Report,
+) {
+    let mut taken: BTreeMap<String, std::collections::BTreeSet<u16>> = BTreeMap::new();
+    for s in services.iter() {
+        taken
+            .entry(s.spec.cluster.clone())
+            .or_default()
+            .extend(fixed(&s.spec.task_definition));
+    }
+    for s in services.iter_mut() {
+        let used = taken.entry(s.spec.cluster.clone()).or_default();
+        let mut ctx = Ctx::new(&s.file, report);
+        for (lb, path) in s.spec.load_balancers.iter_mut().zip(&s.lb_paths) {
+            let wanted = lb.listener_port;
+            let free = |p: &u16| !used.contains(p) && !RESERVED_PORTS.contains(p);
+            let port = (wanted..=u16::MAX)
+                .chain(1024..wanted)
+                .find(free)
+                .unwrap_or(wanted);
+            if port != wanted {
+                ctx.warn(
+                    path,
+                    format!("listener port {wanted} is taken in cluster `{}` (another listener, a fixed host port or a reserved port); the listener uses port {port}", s.spec.cluster),
+                    "choose the listenerPort clients should use; it is unique in the cluster",
+                );
+            }
+            lb.listener_port = port;
+            used.insert(port);
+        }
+    }
+}
+
 fn aws_fields(f: &mut Fields, ctx: &mut Ctx) {
     if let Some(v) = f.take("launchType") {
         let p = f.at("launchType");
@@ -717,13 +892,6 @@ fn aws_fields(f: &mut Fields, ctx: &mut Ctx) {
             "tasks use the network of their node; open the published ports in the nodes' firewall",
         );
     }
-    if let Some(v) = f.take("loadBalancers") {
-        ctx.warn(
-            &f.at("loadBalancers"),
-            format!("dropped the load balancers ({}): tasks are not registered with target groups", show(&v)),
-            "put a reverse proxy or load balancer in front of the nodes and point it at the tasks' published ports",
-        );
-    }
     if let Some(v) = f.take("roleArn") {
         ctx.note(
             &f.at("roleArn"),
@@ -734,11 +902,6 @@ fn aws_fields(f: &mut Fields, ctx: &mut Ctx) {
         );
     }
     for (k, what, help) in [
-        (
-            "serviceRegistries",
-            "the Cloud Map service registries",
-            "clients find tasks through the ports they publish on their nodes; register them in your own DNS or service discovery",
-        ),
         (
             "serviceConnectConfiguration",
             "the Service Connect configuration",
@@ -767,9 +930,16 @@ fn aws_fields(f: &mut Fields, ctx: &mut Ctx) {
     ] {
         if let Some(v) = f.take(k) {
             if v.as_bool() == Some(false) || v.as_str() == Some("DISABLED") {
-                ctx.note(&f.at(k), format!("dropped {what} ({}): it was off", show(&v)));
+                ctx.note(
+                    &f.at(k),
+                    format!("dropped {what} ({}): it was off", show(&v)),
+                );
             } else {
-                ctx.warn(&f.at(k), format!("dropped {what} ({}): not available", show(&v)), help);
+                ctx.warn(
+                    &f.at(k),
+                    format!("dropped {what} ({}): not available", show(&v)),
+                    help,
+                );
             }
         }
     }

@@ -16,8 +16,8 @@ pub struct LoadBalancer {
     /// The container of the task definition that receives the traffic.
     #[schemars(length(min = 1, max = 255), example = &"web")]
     pub container_name: String,
-    /// The port of that container (one of its portMappings) that receives
-    /// the traffic.
+    /// The port of that container that receives the traffic: the
+    /// containerPort of one of its TCP portMappings.
     #[schemars(range(min = 1, max = 65535), example = 8080)]
     pub container_port: u16,
     /// The port clients use on any node of the cluster. Unique in the
@@ -46,8 +46,12 @@ pub struct LoadBalancer {
     pub deregistration_delay: u32,
 }
 
+/// ELB's is 300 s, made for long-lived connections; most HTTP requests
+/// finish in far less, and a rollout waits this long per stopped task.
+pub const DEFAULT_DEREGISTRATION_DELAY: u32 = 30;
+
 fn default_deregistration_delay() -> u32 {
-    30
+    DEFAULT_DEREGISTRATION_DELAY
 }
 
 /// Protocol of a listener.
@@ -78,7 +82,7 @@ pub enum BalancingAlgorithm {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TargetHealthCheck {
-    /// Path requested with GET.
+    /// Path requested with GET (HTTP listeners only).
     #[serde(default = "default_path")]
     #[schemars(pattern(r"^/[\x21-\x7e]{0,1023}$"), example = &"/health")]
     pub path: String,
@@ -99,7 +103,8 @@ pub struct TargetHealthCheck {
     #[serde(default = "default_threshold")]
     #[schemars(range(min = 2, max = 10))]
     pub unhealthy_threshold_count: u32,
-    /// HTTP status codes that pass: `200`, `200,204`, `200-399`.
+    /// HTTP status codes that pass: `200`, `200,204`, `200-399` (HTTP
+    /// listeners only).
     #[serde(default = "default_matcher")]
     #[schemars(
         pattern(r"^[1-5][0-9]{2}(-[1-5][0-9]{2})?(,[1-5][0-9]{2}(-[1-5][0-9]{2})?)*$"),
@@ -143,15 +148,27 @@ impl Default for TargetHealthCheck {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ServiceRegistry {
-    /// The first label of the DNS name. Default: the service's name
-    /// (lowercased).
+    /// The first label of the DNS name, unique in the cluster. Default: the
+    /// service's name lowercased (which must then be a DNS label).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"), example = &"web")]
     pub name: Option<String>,
     /// The container whose port the SRV records give.
     #[schemars(length(min = 1, max = 255), example = &"web")]
     pub container_name: String,
-    /// That container's port (one of its portMappings).
+    /// That container's port: the containerPort of one of its TCP
+    /// portMappings.
     #[schemars(range(min = 1, max = 65535), example = 8080)]
     pub container_port: u16,
+}
+
+impl ServiceRegistry {
+    /// The first label of the DNS name: `name`, or the service's name
+    /// lowercased. One place for the default, so validation, planning and
+    /// the DNS server agree on it.
+    pub fn effective_name(&self, service: &str) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| service.to_ascii_lowercase())
+    }
 }

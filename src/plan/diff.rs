@@ -17,8 +17,11 @@ pub struct FieldChange {
 }
 
 /// Keys that identify the elements of a list, in order of preference.
-const IDENTITY_KEYS: [&str; 5] = [
+/// `listenerPort` (unique in a cluster) keys load balancers, which may share
+/// a containerName.
+const IDENTITY_KEYS: [&str; 6] = [
     "name",
+    "listenerPort",
     "containerName",
     "containerPath",
     "capacityProvider",
@@ -28,12 +31,19 @@ const IDENTITY_KEYS: [&str; 5] = [
 fn identity(items: &[Value]) -> Option<&'static str> {
     IDENTITY_KEYS.into_iter().find(|k| {
         let mut seen = std::collections::HashSet::new();
-        items.iter().all(|i| {
-            i.get(*k)
-                .and_then(Value::as_str)
-                .is_some_and(|v| seen.insert(v.to_string()))
-        })
+        items
+            .iter()
+            .all(|i| i.get(*k).and_then(key_text).is_some_and(|v| seen.insert(v)))
     })
+}
+
+/// A key's value as it appears in a path: a string, or a number (ports).
+fn key_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
 }
 
 /// Every leaf-level difference between `before` and `after`.
@@ -82,7 +92,7 @@ fn walk(path: &str, a: &Value, b: &Value, out: &mut Vec<FieldChange>) {
             let key = identity(x).and_then(|k| identity(y).filter(|k2| *k2 == k));
             match key {
                 Some(k) => {
-                    let id = |v: &Value| v[k].as_str().unwrap_or_default().to_string();
+                    let id = |v: &Value| key_text(&v[k]).unwrap_or_default();
                     for va in x {
                         let p = format!("{path}[{}]", id(va));
                         match y.iter().find(|vb| id(vb) == id(va)) {
@@ -142,6 +152,20 @@ mod tests {
         );
         assert_eq!(d[0].before, Some(json!("1")));
         assert!(diff(&a, &a).is_empty());
+    }
+
+    #[test]
+    fn load_balancers_compare_by_listener_port() {
+        let lb = |port: u16, path: &str| json!({"containerName": "web", "containerPort": 8080, "listenerPort": port, "healthCheck": {"path": path}});
+        let d = diff(
+            &json!({"loadBalancers": [lb(80, "/")]}),
+            &json!({"loadBalancers": [lb(80, "/health"), lb(8000, "/")]}),
+        );
+        let paths: Vec<&str> = d.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            vec!["loadBalancers[80].healthCheck.path", "loadBalancers[8000]"]
+        );
     }
 
     #[test]

@@ -46,10 +46,18 @@ pub fn task_definition(spec: &TaskDefinitionSpec) -> TaskDefinitionSpec {
     s
 }
 
-/// Canonical form of a service spec: effective deployment percentages
-/// spelled out, set-like lists sorted.
-pub fn service(spec: &ServiceSpec) -> ServiceSpec {
+/// Canonical form of a service spec: effective deployment percentages and
+/// registry names spelled out, set-like lists sorted.
+pub fn service(name: &str, spec: &ServiceSpec) -> ServiceSpec {
     let mut s = spec.clone();
+    // Listener ports are unique in a cluster, so they order the listeners
+    // and key them in the plan's diff; the order written means nothing.
+    s.load_balancers.sort_by_key(|lb| lb.listener_port);
+    // `name: web` and no name on service `web` are the same registry.
+    for r in &mut s.service_registries {
+        r.name = Some(r.effective_name(name));
+    }
+    s.service_registries.sort_by(|a, b| a.name.cmp(&b.name));
     let d = &mut s.deployment_configuration;
     d.minimum_healthy_percent = Some(d.min_healthy(spec.scheduling_strategy));
     d.maximum_percent = Some(d.max_percent(spec.scheduling_strategy));

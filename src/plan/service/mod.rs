@@ -193,10 +193,21 @@ impl<'a> ServiceCtx<'a> {
             _ => Action::NoOp,
         };
         if c.action == Action::Update && reasons.is_empty() {
-            reasons.push(if spec_changed {
-                "spec changed; updated in place (affects future placements only)".into()
-            } else {
+            // Listeners and DNS names take their targets from the running
+            // tasks, so changing them never replaces a task; say so rather
+            // than "future placements".
+            let traffic = |path: &str| {
+                ["loadBalancers", "serviceRegistries"].iter().any(|f| {
+                    path.strip_prefix(f)
+                        .is_some_and(|r| r.is_empty() || r.starts_with(['[', '.']))
+                })
+            };
+            reasons.push(if !spec_changed {
                 "tasks differ from the desired state".into()
+            } else if c.fields.iter().all(|f| traffic(&f.path)) {
+                "listeners or DNS names changed; updated in place over the running tasks".into()
+            } else {
+                "spec changed; updated in place (affects future placements only)".into()
             });
         }
         c.reasons = reasons;

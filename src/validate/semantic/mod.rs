@@ -5,7 +5,8 @@
 //!
 //! The rules live by kind: `references` (unique names, references between
 //! documents), `annotations`, `placement` (strategies and constraints that
-//! several kinds share), `task_definition`, `service` and
+//! several kinds share), `task_definition`, `service`, `traffic` (a
+//! service's listeners and DNS names, unique per cluster) and
 //! `capacity_provider`. This file holds [`Finding`] and [`check`], which
 //! runs them all (and the few Cluster rules, which use the shared ones).
 
@@ -20,6 +21,7 @@ mod placement;
 mod references;
 mod service;
 mod task_definition;
+mod traffic;
 
 use annotations::annotations;
 pub use annotations::SELF_HEAL;
@@ -28,6 +30,7 @@ use placement::strategy;
 use references::{duplicate_names, missing_ref};
 use service::service;
 use task_definition::task_definition;
+use traffic::traffic;
 
 /// A semantic problem, addressed by entry and pointer.
 #[derive(Debug, Clone)]
@@ -123,6 +126,7 @@ pub fn check(entries: &[Entry]) -> Vec<Finding> {
     let mut out = Vec::new();
     let index = Index::new(entries);
     duplicate_names(entries, &mut out);
+    traffic(entries, &index, &mut out);
     for (i, e) in entries.iter().enumerate() {
         annotations(i, &e.manifest, &mut out);
         match &e.manifest {
