@@ -66,18 +66,11 @@ impl Service {
     }
 }
 
-/// The first label of a registry's DNS name.
-pub fn registry_label(r: &ServiceRegistry, service: &str) -> String {
-    r.name
-        .clone()
-        .unwrap_or_else(|| service.to_ascii_lowercase())
-}
-
 /// A registry's full DNS name, without the trailing dot.
 pub fn dns_name(r: &ServiceRegistry, service: &str, cluster: &str, domain: &str) -> String {
     format!(
         "{}.{}.{domain}",
-        registry_label(r, service),
+        r.effective_name(service),
         cluster.to_ascii_lowercase()
     )
 }

@@ -124,8 +124,9 @@ pub(super) async fn serve(
 
 enum SendError {
     /// Nothing of the request reached the target: safe to try another.
-    NotSent(Request<ReqBody>, std::io::Error),
-    /// The target may have seen (part of) the request: never retried.
+    NotSent(Box<Request<ReqBody>>, std::io::Error),
+    /// The target may have seen (part of) the request: retried only when
+    /// it can be sent again (idempotent, no body).
     Sent(hyper::Error),
 }
 
@@ -158,7 +159,7 @@ async fn proxy(req: Request<Incoming>, peer: SocketAddr, shared: &Shared) -> Res
             Err(SendError::NotSent(r, e)) => {
                 tracing::warn!(listener = %shared.name, target = %backend.id, addr = %backend.addr, error = %e, "target unreachable, trying another");
                 backend.eject();
-                req = r;
+                req = *r;
             }
             Err(SendError::Sent(e)) => match &again {
                 Some(parts) if attempt + 1 < tries => {
@@ -200,7 +201,7 @@ async fn send(
             Some(s) => (s, true),
             None => match backend.connect().await {
                 Ok(s) => (s, false),
-                Err(e) => return Err(SendError::NotSent(req, e)),
+                Err(e) => return Err(SendError::NotSent(Box::new(req), e)),
             },
         };
         match sender.try_send_request(req).await {
@@ -213,7 +214,10 @@ async fn send(
                 // went out: take another one (the pool only shrinks).
                 Some(r) if pooled => req = r,
                 Some(r) => {
-                    return Err(SendError::NotSent(r, std::io::Error::other(e.into_error())));
+                    return Err(SendError::NotSent(
+                        Box::new(r),
+                        std::io::Error::other(e.into_error()),
+                    ));
                 }
                 None => {
                     lease.sent();
