@@ -1081,6 +1081,7 @@ spec:
   taskDefinition: web
   desiredCount: {count}
   deploymentConfiguration: {{minimumHealthyPercent: 100, maximumPercent: 200}}
+  placementStrategy: [{{type: spread, field: instanceId}}]
   loadBalancers:
     - containerName: web
       containerPort: 8080
@@ -1253,8 +1254,13 @@ fn a_service_behind_a_listener_drops_no_request_while_it_changes() {
         assert_eq!(
             c.failed,
             0,
-            "{what}: failed requests\n{}\n{}",
+            "{what}: failed requests\n{}\nthe listener's warnings:\n{}\n{}",
             c.summary,
+            f.log("agent-node0")
+                .lines()
+                .filter(|l| l.contains("WARN"))
+                .collect::<Vec<_>>()
+                .join("\n"),
             f.tail("controller")
         );
     };
@@ -1262,7 +1268,11 @@ fn a_service_behind_a_listener_drops_no_request_while_it_changes() {
     // Every node answers the service's name with its 4 tasks, and a task's
     // container resolves it without configuration.
     for i in 0..3 {
-        assert_eq!(f.srv_ports(i).len(), 4, "node{i}'s DNS answer");
+        f.wait_for(
+            &format!("node{i} to name 4 tasks"),
+            Duration::from_secs(10),
+            |f| f.srv_ports(i).len() == 4,
+        );
     }
     let name = format!("web.{}.reconcile.internal", f.cluster.to_ascii_lowercase());
     let (task, _) = f.running().into_iter().next().unwrap();
@@ -1343,6 +1353,7 @@ fn a_service_behind_a_listener_drops_no_request_while_it_changes() {
 
     // A node killed with -9, with its containers: only the requests in
     // flight to it may fail (wrk keeps 16 connections, so at most 16).
+    // Its task is spread away from the others, so the service lives on.
     let victim = f
         .running()
         .into_iter()
@@ -1350,6 +1361,7 @@ fn a_service_behind_a_listener_drops_no_request_while_it_changes() {
         .find(|n| n != "node0")
         .expect("a task on another node than the one under load");
     let i: usize = victim.trim_start_matches("node").parse().unwrap();
+    eprintln!("killing {victim}; running: {:?}", f.running());
     let load = Load::start(&dir, "kill", &url);
     let mut agent = f.agents[i].take().unwrap();
     agent.kill().unwrap();
@@ -1373,8 +1385,10 @@ fn a_service_behind_a_listener_drops_no_request_while_it_changes() {
     );
     assert!(
         c.failed <= 16,
-        "more than the requests in flight failed:\n{}",
-        c.summary
+        "more than the requests in flight failed:\n{}\nagent node0:\n{}\ncontroller:\n{}",
+        c.summary,
+        f.tail("agent-node0"),
+        f.tail("controller")
     );
     let (code, out, err) = f.cli(&["plan", "--detailed-exitcode"]);
     assert_eq!(code, 0, "plan not empty after it all:\n{out}\n{err}");

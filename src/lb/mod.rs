@@ -53,8 +53,10 @@ pub struct ListenerSpec {
 
 /// Per-listener cap on client connections, so a flood cannot exhaust fds.
 const MAX_CONNECTIONS: usize = 10_000;
-/// A target that does not accept within this is treated as down.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// A target that does not accept within this is treated as down. Longer
+/// than the kernel's first SYN retransmission (1 s): a busy target whose
+/// accept queue overflowed drops the first SYN and accepts the second.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a target whose connect failed is skipped (passive ejection).
 const EJECT_FOR: Duration = Duration::from_secs(5);
 /// At most this many targets are tried for one request/connection.
