@@ -341,9 +341,11 @@ impl Controller {
             ),
             launcher: tokio::sync::OnceCell::new(),
         });
-        // Agents start at generation 0: their first reply carries what to
-        // serve, the DNS domain at least.
-        controller.traffic().generation = 1;
+        // Generations of an earlier run of the controller are below this
+        // one's first (milliseconds since the epoch), so an agent that
+        // acknowledged one of them is sent what to serve again; a new
+        // agent starts at 0.
+        controller.traffic().generation = crate::clock::unix_now().max(1) as u64 * 1000;
         let stored = controller.applied().stored.clone();
         controller.traffic_services(&stored);
         Ok(controller)

@@ -182,9 +182,10 @@ impl Controller {
     /// clusters serves that and has no request in flight to them, or
     /// their services' deregistration delay passed.
     pub(super) async fn drain(&self, ids: &[String]) {
-        let (clusters, delay) = {
+        let (clusters, delay, services) = {
             let s = self.members();
             let mut clusters = BTreeSet::new();
+            let mut services: BTreeMap<String, Vec<&str>> = BTreeMap::new();
             let t = self.traffic();
             let mut delay = Duration::ZERO;
             for id in ids {
@@ -200,13 +201,25 @@ impl Controller {
                     continue;
                 };
                 clusters.insert(task.cluster.clone());
+                services
+                    .entry(service.clone())
+                    .or_default()
+                    .push(plan::short(id));
                 delay = delay.max(*d);
             }
-            (clusters, delay)
+            (clusters, delay, services)
         };
         if clusters.is_empty() {
             return;
         }
+        let say = |what: &str| {
+            for (service, tasks) in &services {
+                self.event(format!(
+                    "service {service}: task(s) {} {what}",
+                    tasks.join(", ")
+                ));
+            }
+        };
         let generation = {
             let mut t = self.traffic();
             t.draining.extend(ids.iter().cloned());
@@ -214,12 +227,10 @@ impl Controller {
             t.generation
         };
         self.assignments_changed();
-        let short: Vec<&str> = ids.iter().map(|i| plan::short(i)).collect();
-        tracing::info!(
-            "draining task(s) {} (deregistration delay {} s)",
-            short.join(", "),
+        say(&format!(
+            "deregistered: no new requests, draining those in flight (at most {} s)",
             delay.as_secs()
-        );
+        ));
         let deadline = Instant::now() + delay;
         let mut reports = self.reported.subscribe();
         loop {
@@ -240,15 +251,15 @@ impl Controller {
                     .collect()
             };
             if pending.is_empty() {
+                say("drained: no request in flight on any node");
                 return;
             }
             if Instant::now() >= deadline {
-                tracing::warn!(
-                    "task(s) {}: deregistration delay of {} s passed with node(s) {} still serving them",
-                    short.join(", "),
-                    delay.as_secs(),
-                    pending.join(", ")
-                );
+                say(&format!(
+                    "still served by node(s) {} when the deregistration delay of {} s passed",
+                    pending.join(", "),
+                    delay.as_secs()
+                ));
                 return;
             }
             let _ = tokio::time::timeout(Duration::from_millis(200), reports.changed()).await;
