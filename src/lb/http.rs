@@ -117,6 +117,9 @@ pub(super) async fn serve(
     }
 }
 
+// Boxing the request would cost an allocation per retry for a value that is
+// moved once.
+#[allow(clippy::large_enum_variant)]
 enum SendError {
     /// Nothing of the request reached the target: safe to try another.
     NotSent(Request<Incoming>, std::io::Error),
