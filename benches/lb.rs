@@ -186,7 +186,7 @@ fn wrk(url: &str, seconds: u64, connections: u64) -> Result<Sample> {
 
 fn haproxy_config(port: u16, backends: &[SocketAddr]) -> String {
     let mut cfg = format!(
-        "global\n  nbthread {PROXY_THREADS}\n  maxconn 20000\n\
+        "global\n  nbthread {PROXY_THREADS}\n  maxconn 9000\n\
          defaults\n  mode http\n  timeout connect 1s\n  timeout client 30s\n  timeout server 30s\n  option forwardfor\n\
          frontend fe\n  bind 127.0.0.1:{port}\n  default_backend be\n\
          backend be\n  balance roundrobin\n  http-reuse always\n"
