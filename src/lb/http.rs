@@ -122,9 +122,6 @@ pub(super) async fn serve(
     }
 }
 
-// Boxing the request would cost an allocation per retry for a value that is
-// moved once.
-#[allow(clippy::large_enum_variant)]
 enum SendError {
     /// Nothing of the request reached the target: safe to try another.
     NotSent(Box<Request<ReqBody>>, std::io::Error),
