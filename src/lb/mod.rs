@@ -309,6 +309,9 @@ impl Listeners {
                 },
             );
         }
+        // A target no listener routes to and no request holds is forgotten:
+        // counters stay bounded by what runs, not by every task ever seen.
+        lock(&self.inner.counters).retain(|_, c| Arc::strong_count(c) > 1);
         errors
     }
 
@@ -371,8 +374,8 @@ impl Listeners {
             .collect()
     }
 
-    /// Total requests/connections sent to each target since start
-    /// (monotonic).
+    /// Total requests/connections sent to each target since it appeared
+    /// (monotonic while it is routed to or has requests in flight).
     pub fn served(&self) -> BTreeMap<String, u64> {
         lock(&self.inner.counters)
             .iter()

@@ -605,3 +605,25 @@ async fn a_get_its_target_dropped_unanswered_goes_to_another_a_post_does_not() {
         assert_eq!((status, body.as_str()), (200, "a"));
     }
 }
+
+#[tokio::test]
+async fn a_target_gone_and_idle_is_forgotten() {
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let (a, b) = (backend("a", tx.clone()).await, backend("b", tx).await);
+    let (lb, port) = listen(Algorithm::RoundRobin, vec![target(&a), target(&b)]).await;
+    for _ in 0..4 {
+        assert_eq!(get(port, "/", &[]).await.0, 200);
+    }
+    assert_eq!(lb.served().len(), 2);
+    let only_b = vec![spec(
+        port,
+        Protocol::Http,
+        Algorithm::RoundRobin,
+        vec![target(&b)],
+    )];
+    assert!(lb.set(only_b.clone()).await.is_empty());
+    // Nothing holds `a` any more: the next reconcile forgets it.
+    assert!(lb.set(only_b).await.is_empty());
+    let served = lb.served();
+    assert_eq!(served.keys().collect::<Vec<_>>(), ["b"], "{served:?}");
+}
