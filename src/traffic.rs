@@ -9,7 +9,7 @@
 //! gets no new requests and leaves DNS; the node that runs it keeps
 //! checking it until it stops.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::manifest::traffic::{LoadBalancer, ServiceRegistry};
@@ -105,13 +105,14 @@ fn endpoint(t: &Task, addr: IpAddr, container: &str, port: u16) -> Option<Socket
 
 /// What node `node` of a cluster is sent: the cluster's listeners and DNS
 /// records, and the checks of its own tasks. `services` are the cluster's
-/// services with traffic settings; `draining` the tasks being taken out
-/// of traffic.
+/// services with traffic settings; `out` says which tasks are out of
+/// traffic whatever their health: draining, or no longer assigned (being
+/// stopped).
 pub fn view(
     services: &[Service],
     nodes: &[Node<'_>],
     node: &str,
-    draining: &BTreeSet<String>,
+    out: &dyn Fn(&str) -> bool,
     domain: &str,
     generation: u64,
 ) -> Traffic {
@@ -141,7 +142,7 @@ pub fn view(
                         health_check: lb.health_check.clone(),
                     });
                 }
-                if s.in_service(t) && !draining.contains(&t.identity.id) {
+                if s.in_service(t) && !out(&t.identity.id) {
                     targets.push(TargetAddr {
                         task: t.identity.id.clone(),
                         addr,
@@ -160,7 +161,7 @@ pub fn view(
             let name = dns_name(r, &s.name, &s.cluster, domain);
             let entry = dns.entry(name).or_default();
             for (_, t, a) in tasks() {
-                if !s.in_service(t) || draining.contains(&t.identity.id) {
+                if !s.in_service(t) || out(&t.identity.id) {
                     continue;
                 }
                 if let Some(e) = endpoint(t, a, &r.container_name, r.container_port) {
@@ -201,6 +202,7 @@ mod tests {
     use super::*;
     use crate::manifest::traffic::TargetHealthCheck;
     use crate::model::{NetworkBinding, TaskIdentity};
+    use std::collections::BTreeSet;
 
     fn lb(port: u16) -> LoadBalancer {
         LoadBalancer {
@@ -275,7 +277,14 @@ mod tests {
             },
         ];
         let draining = BTreeSet::from(["t3".to_string()]);
-        let v = view(&[service()], &nodes, "n2", &draining, DEFAULT_DOMAIN, 7);
+        let v = view(
+            &[service()],
+            &nodes,
+            "n2",
+            &|id| draining.contains(id),
+            DEFAULT_DOMAIN,
+            7,
+        );
         assert_eq!(v.generation, 7);
         let routed: Vec<&str> = v.listeners[0]
             .targets
@@ -301,7 +310,7 @@ mod tests {
             address: None,
             tasks: &a,
         }];
-        let v = view(&[service()], &nodes, "n1", &BTreeSet::new(), "d", 1);
+        let v = view(&[service()], &nodes, "n1", &|_| false, "d", 1);
         assert!(v.listeners[0].targets.is_empty());
         assert!(v.checks.is_empty());
     }

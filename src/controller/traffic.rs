@@ -168,11 +168,14 @@ impl Controller {
                 tasks: &m.reported,
             })
             .collect();
+        // A task being stopped is unassigned before its node stops it: it
+        // must not come back into traffic meanwhile.
+        let out = |id: &str| t.draining.contains(id) || !s.assignments.contains_key(id);
         Some(traffic::view(
             services,
             &nodes,
             name,
-            &t.draining,
+            &out,
             &self.config.dns_domain,
             t.generation,
         ))
