@@ -310,10 +310,14 @@ class ComposeSide:
         self.ups += 1
         cmd = self.compose + ["-p", self.project, "-f", self.file, "up", "-d"]
         t = time.monotonic()
-        with open(os.path.join(LOGS, f"compose-up-{self.ups}.log"), "wb") as f:
-            r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=self.dir)
-        if r.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} exited {r.returncode} (see bench/out/rollout-logs/)")
+        # Registered, so that an interrupted bench stops it before removing
+        # the containers it may still be creating.
+        p = spawn(cmd, os.path.join(LOGS, f"compose-up-{self.ups}.log"))
+        code = p.wait()
+        with apply.CHILDREN_LOCK:
+            apply.CHILDREN.discard(p)
+        if code != 0:
+            raise RuntimeError(f"{' '.join(cmd)} exited {code} (see bench/out/rollout-logs/)")
         return time.monotonic() - t
 
     def start(self, ver):
@@ -382,10 +386,15 @@ listen web
         state = {}
 
         def go():
-            state["up_s"] = self.up()
+            try:
+                state["up_s"] = self.up()
+            except Exception as e:  # reported by done(), in the main thread
+                state["error"] = e
             return {}
 
         def done():
+            if "error" in state:
+                raise state["error"]
             return "up_s" in state and self.all_up()
 
         # `up -d` blocks; run it in a thread so done() is polled the same way.
@@ -617,6 +626,7 @@ def main():
                         f"longest gap {ms(r['longest_gap_s'])} ms, update {r['update_s']:.1f} s, "
                         f"probe saw {r['probe']['versions']}")
             finally:
+                apply.stop_children()  # wrk, a running `up -d`, HAProxy, the controller, the agent
                 side.close()
                 remove_labelled(version, label)
     finally:
