@@ -595,9 +595,11 @@ def main():
     facts["wrk"] = "wrk -t2 -c16 --timeout 10s"
     facts["command"] = " ".join(["bench/rollout.py"] + sys.argv[1:])
     print(json.dumps(facts, indent=2))
-    os.makedirs(LOGS, exist_ok=True)
-    for f in os.listdir(LOGS):
-        os.remove(os.path.join(LOGS, f))
+    # The previous run's logs are kept once, as rollout-logs.prev.
+    if os.path.isdir(LOGS):
+        shutil.rmtree(LOGS + ".prev", ignore_errors=True)
+        os.rename(LOGS, LOGS + ".prev")
+    os.makedirs(LOGS)
 
     def on_signal(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
