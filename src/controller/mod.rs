@@ -448,7 +448,7 @@ mod tests {
     use crate::runtime::{Launch, Runtime};
     use crate::wire::Heartbeat;
 
-    fn controller(dir: &std::path::Path) -> Arc<Controller> {
+    pub(super) fn controller(dir: &std::path::Path) -> Arc<Controller> {
         Controller::open(Config {
             source: Source::Dir(dir.join("src")),
             webhook_secret: None,
@@ -471,7 +471,7 @@ mod tests {
         .unwrap()
     }
 
-    fn heartbeat(tasks: Vec<Task>, compact: bool) -> Heartbeat {
+    pub(super) fn heartbeat(tasks: Vec<Task>, compact: bool) -> Heartbeat {
         Heartbeat {
             cluster: "c".into(),
             attributes: BTreeMap::new(),
@@ -499,7 +499,7 @@ mod tests {
         }
     }
 
-    fn launch(id: &str) -> Launch {
+    pub(super) fn launch(id: &str) -> Launch {
         Launch {
             identity: identity(id),
             node: "n1".into(),
@@ -511,7 +511,7 @@ mod tests {
         }
     }
 
-    fn running(id: &str) -> Task {
+    pub(super) fn running(id: &str) -> Task {
         Task {
             identity: identity(id),
             node: "n1".into(),

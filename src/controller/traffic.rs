@@ -358,6 +358,75 @@ mod tests {
         }
     }
 
+    /// A task the controller stopped is unassigned before its container
+    /// is gone; its node still reports it running and healthy meanwhile,
+    /// and it must stay out of every listener.
+    #[tokio::test]
+    async fn a_task_being_stopped_is_not_routed_while_its_node_still_reports_it() {
+        use crate::runtime::Runtime;
+        let dir = tempfile::tempdir().unwrap();
+        let c = super::super::tests::controller(dir.path());
+        c.join("n1", "c").unwrap();
+        let spec: crate::manifest::ServiceSpec = serde_json::from_value(serde_json::json!({
+            "cluster": "c", "taskDefinition": "web", "desiredCount": 1,
+            "loadBalancers": [{"containerName": "a", "containerPort": 8080, "listenerPort": 80}]
+        }))
+        .unwrap();
+        let mut stored = Stored::default();
+        stored.services.insert(
+            "c/web".into(),
+            crate::model::ObservedService {
+                key: crate::model::ServiceKey {
+                    cluster: "c".into(),
+                    name: "web".into(),
+                },
+                spec,
+                revision: 1,
+                config_hash: "h".into(),
+                secret_fingerprints: BTreeMap::new(),
+            },
+        );
+        c.traffic_services(&stored);
+        c.heartbeat("n1", super::super::tests::heartbeat(Vec::new(), true))
+            .unwrap();
+        let fleet = super::super::Fleet {
+            controller: c.clone(),
+        };
+        fleet
+            .start(super::super::tests::launch("t1"))
+            .await
+            .unwrap();
+        let mut t1 = super::super::tests::running("t1");
+        t1.bindings = vec![crate::model::NetworkBinding {
+            container_name: "a".into(),
+            container_port: 8080,
+            host_port: 32000,
+            protocol: Default::default(),
+        }];
+        t1.target_health = Some(TargetHealth::Healthy);
+        let beat = || {
+            let mut hb = super::super::tests::heartbeat(vec![t1.clone()], true);
+            hb.address = Some("10.0.0.1".parse().unwrap());
+            c.heartbeat("n1", hb)
+                .unwrap()
+                .traffic
+                .expect("what to serve")
+        };
+        let routed = |t: &Traffic| -> Vec<String> {
+            t.listeners[0]
+                .targets
+                .iter()
+                .map(|t| t.task.clone())
+                .collect()
+        };
+        assert_eq!(routed(&beat()), ["t1"]);
+        fleet.remove("t1").await.unwrap();
+        assert!(
+            routed(&beat()).is_empty(),
+            "unassigned, still reported running"
+        );
+    }
+
     #[test]
     fn only_what_traffic_reads_counts_as_a_change() {
         let a = task(Some(TargetHealth::Initial));
