@@ -28,28 +28,6 @@ pub(super) struct TrafficState {
     pub(super) generation: u64,
 }
 
-/// The services of `stored` with traffic settings, by cluster.
-fn services_of(stored: &Stored) -> BTreeMap<String, Vec<Service>> {
-    let mut by_cluster: BTreeMap<String, Vec<Service>> = BTreeMap::new();
-    for s in stored.services.values() {
-        let family = crate::model::TaskDefRef::parse(&s.spec.task_definition).family;
-        let checks = stored
-            .revisions
-            .get(family)
-            .and_then(|r| r.iter().find(|r| r.number == s.revision))
-            .is_some_and(|r| {
-                r.spec
-                    .container_definitions
-                    .iter()
-                    .any(|c| c.essential && c.health_check.is_some())
-            });
-        if let Some(t) = Service::of(&s.key.cluster, &s.key.name, &s.spec, checks) {
-            by_cluster.entry(s.key.cluster.clone()).or_default().push(t);
-        }
-    }
-    by_cluster
-}
-
 /// Whether a node's new report changes what traffic sees of it.
 fn changed(old: &[Task], new: &[Task]) -> bool {
     let key = |t: &Task| {
@@ -77,7 +55,7 @@ impl Controller {
 
     /// The applied state was saved: refresh which services have traffic.
     pub(super) fn traffic_services(&self, stored: &Stored) {
-        let services = services_of(stored);
+        let services = traffic::services_of(stored);
         let changed = {
             let mut t = self.traffic();
             if t.services == services {
