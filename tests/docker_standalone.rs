@@ -918,7 +918,7 @@ fn a_listener_is_served_after_apply_and_a_rollout_under_load_drops_no_request() 
         .filter(|(n, state, _)| *n == traffic && state == "running")
         .map(|(n, _, _)| n)
         .collect();
-    assert_eq!(running, [traffic.clone()], "the traffic container runs");
+    assert_eq!(running, [traffic], "the traffic container runs");
 
     let load = load::Load::start(
         s.state.path(),
