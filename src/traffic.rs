@@ -220,6 +220,61 @@ pub fn view(
     }
 }
 
+/// Fill in the services' listeners with their targets (at their node's
+/// address in `addresses`) and states, and with a `domain`, their DNS
+/// names.
+pub fn fill_status(
+    observed: &crate::model::ObservedState,
+    services: &mut [crate::report::ServiceStatus],
+    addresses: &BTreeMap<String, IpAddr>,
+    draining: &BTreeSet<String>,
+    domain: Option<&str>,
+) {
+    for st in services {
+        let Some(spec) = observed.services.get(&st.service).map(|s| &s.spec) else {
+            continue;
+        };
+        for lb in &spec.load_balancers {
+            let targets = st
+                .tasks
+                .iter()
+                .filter(|t| t.last_status != crate::model::TaskStatus::Stopped)
+                .map(|t| {
+                    let port = t.ports.iter().find(|b| {
+                        b.container_name == lb.container_name
+                            && b.container_port == lb.container_port
+                    });
+                    let state = if draining.contains(&t.id) {
+                        "DRAINING"
+                    } else {
+                        t.target_health.unwrap_or(TargetHealth::Initial).as_str()
+                    };
+                    crate::report::TargetStatus {
+                        task: t.id.clone(),
+                        node: t.node.clone(),
+                        address: port
+                            .zip(addresses.get(&t.node))
+                            .map(|(b, a)| std::net::SocketAddr::new(*a, b.host_port).to_string()),
+                        state: state.to_string(),
+                    }
+                })
+                .collect();
+            st.listeners.push(crate::report::ListenerStatus {
+                port: lb.listener_port,
+                protocol: lb.protocol,
+                targets,
+            });
+        }
+        if let Some(domain) = domain {
+            st.dns_names = spec
+                .service_registries
+                .iter()
+                .map(|r| dns_name(r, &st.name, &st.cluster, domain))
+                .collect();
+        }
+    }
+}
+
 /// The target health of a task from the states of its checks (one per
 /// listener): the worst of them; None when it has none.
 pub fn task_health(states: impl IntoIterator<Item = TargetHealth>) -> Option<TargetHealth> {

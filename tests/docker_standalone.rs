@@ -919,6 +919,14 @@ fn a_listener_is_served_after_apply_and_a_rollout_under_load_drops_no_request() 
         .map(|(n, _, _)| n)
         .collect();
     assert_eq!(running, [traffic], "the traffic container runs");
+    // Status shows the listener's targets as the traffic container sees them.
+    let st = s.status();
+    let targets = st["services"][0]["listeners"][0]["targets"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(targets.len(), 2, "{st}");
+    assert!(targets.iter().all(|t| t["state"] == "HEALTHY"), "{st}");
 
     let load = load::Load::start(
         s.state.path(),

@@ -252,47 +252,13 @@ impl Controller {
             .filter_map(|(k, n)| n.address.map(|a| (k.clone(), a)))
             .collect();
         let draining = self.traffic().draining.clone();
-        for st in services {
-            let Some(spec) = observed.services.get(&st.service).map(|s| &s.spec) else {
-                continue;
-            };
-            for lb in &spec.load_balancers {
-                let targets = st
-                    .tasks
-                    .iter()
-                    .filter(|t| t.last_status != crate::model::TaskStatus::Stopped)
-                    .map(|t| {
-                        let port = t.ports.iter().find(|b| {
-                            b.container_name == lb.container_name
-                                && b.container_port == lb.container_port
-                        });
-                        let state = if draining.contains(&t.id) {
-                            "DRAINING"
-                        } else {
-                            t.target_health.unwrap_or(TargetHealth::Initial).as_str()
-                        };
-                        crate::report::TargetStatus {
-                            task: t.id.clone(),
-                            node: t.node.clone(),
-                            address: port.zip(addresses.get(&t.node)).map(|(b, a)| {
-                                std::net::SocketAddr::new(*a, b.host_port).to_string()
-                            }),
-                            state: state.to_string(),
-                        }
-                    })
-                    .collect();
-                st.listeners.push(crate::report::ListenerStatus {
-                    port: lb.listener_port,
-                    protocol: lb.protocol,
-                    targets,
-                });
-            }
-            st.dns_names = spec
-                .service_registries
-                .iter()
-                .map(|r| traffic::dns_name(r, &st.name, &st.cluster, &self.config.dns_domain))
-                .collect();
-        }
+        traffic::fill_status(
+            observed,
+            services,
+            &addresses,
+            &draining,
+            Some(&self.config.dns_domain),
+        );
     }
 }
 

@@ -105,6 +105,13 @@ pub fn next_drain(old: &Drain, ids: &[String], live: &BTreeSet<String>) -> Drain
     }
 }
 
+/// The tasks the traffic container of source `id` is asked to drain.
+pub fn draining(state: &StateDir, id: &str) -> BTreeSet<String> {
+    read::<Drain>(&drain_path(state, id))
+        .map(|d| d.tasks)
+        .unwrap_or_default()
+}
+
 /// Whether `status` comes from a container serving now.
 pub fn fresh(status: &Status, now_ms: u64) -> bool {
     now_ms.saturating_sub(status.heartbeat) < STALE.as_millis() as u64
