@@ -246,13 +246,24 @@ pub async fn ensure(docker: &Docker, state: &StateDir, id: &str) -> Result<(), S
         )
         .await
     {
-        let same = c.config.and_then(|c| c.image).as_deref() == Some(&image);
+        let old = c.config.and_then(|c| c.image);
         let running = c.state.and_then(|s| s.running).unwrap_or(false);
-        if same && running {
+        if old.as_deref() == Some(&image) && running {
             return Ok(());
         }
         // Another binary (or stopped): replaced.
         remove(docker, state, id).await?;
+        if let Some(old) = old.filter(|o| *o != image) {
+            // Hundreds of MB for a debug build; the engine keeps it while
+            // another source's container still runs it.
+            let _ = docker
+                .remove_image(
+                    &old,
+                    None::<bollard::query_parameters::RemoveImageOptions>,
+                    None,
+                )
+                .await;
+        }
     }
     let dir = std::fs::canonicalize(state.path())
         .map_err(|e| format!("`{}`: {e}", state.path().display()))?;
