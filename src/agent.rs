@@ -8,7 +8,7 @@
 //! still assigned: nothing is restarted.
 
 mod credential;
-mod serving;
+use crate::serving;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};

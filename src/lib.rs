@@ -23,6 +23,8 @@ pub mod runtime;
 pub mod scheduler;
 pub mod schema;
 pub mod secrets;
+pub mod self_image;
+pub mod serving;
 pub mod source;
 pub mod store;
 pub mod suggest;

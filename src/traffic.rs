@@ -15,6 +15,7 @@ use std::net::{IpAddr, SocketAddr};
 use crate::manifest::traffic::{LoadBalancer, ServiceRegistry};
 use crate::manifest::ServiceSpec;
 use crate::model::{Health, TargetHealth, Task, TaskStatus};
+use crate::store::Stored;
 use crate::wire::{DnsEndpoint, ListenerView, TargetAddr, TargetCheck, Traffic};
 
 /// The DNS domain service names live under unless the controller is told
@@ -64,6 +65,43 @@ impl Service {
             t.target_health == Some(TargetHealth::Healthy) && t.health != Health::Unhealthy
         }
     }
+}
+
+/// The services of `stored` with traffic settings, by cluster.
+pub fn services_of(stored: &Stored) -> BTreeMap<String, Vec<Service>> {
+    let mut by_cluster: BTreeMap<String, Vec<Service>> = BTreeMap::new();
+    for s in stored.services.values() {
+        let family = crate::model::TaskDefRef::parse(&s.spec.task_definition).family;
+        let checks = stored
+            .revisions
+            .get(family)
+            .and_then(|r| r.iter().find(|r| r.number == s.revision))
+            .is_some_and(|r| {
+                r.spec
+                    .container_definitions
+                    .iter()
+                    .any(|c| c.essential && c.health_check.is_some())
+            });
+        if let Some(t) = Service::of(&s.key.cluster, &s.key.name, &s.spec, checks) {
+            by_cluster.entry(s.key.cluster.clone()).or_default().push(t);
+        }
+    }
+    by_cluster
+}
+
+/// Whether the revision `task` runs has essential container health
+/// checks (else its target health alone decides its health).
+pub fn container_checks(stored: &Stored, task: &Task) -> bool {
+    stored
+        .revisions
+        .get(&task.identity.family)
+        .and_then(|r| r.iter().find(|r| r.number == task.identity.revision))
+        .is_some_and(|r| {
+            r.spec
+                .container_definitions
+                .iter()
+                .any(|c| c.essential && c.health_check.is_some())
+        })
 }
 
 /// A registry's full DNS name, without the trailing dot.
@@ -180,6 +218,61 @@ pub fn view(
         listeners,
         checks,
         dns,
+    }
+}
+
+/// Fill in the services' listeners with their targets (at their node's
+/// address in `addresses`) and states, and with a `domain`, their DNS
+/// names.
+pub fn fill_status(
+    observed: &crate::model::ObservedState,
+    services: &mut [crate::report::ServiceStatus],
+    addresses: &BTreeMap<String, IpAddr>,
+    draining: &BTreeSet<String>,
+    domain: Option<&str>,
+) {
+    for st in services {
+        let Some(spec) = observed.services.get(&st.service).map(|s| &s.spec) else {
+            continue;
+        };
+        for lb in &spec.load_balancers {
+            let targets = st
+                .tasks
+                .iter()
+                .filter(|t| t.last_status != crate::model::TaskStatus::Stopped)
+                .map(|t| {
+                    let port = t.ports.iter().find(|b| {
+                        b.container_name == lb.container_name
+                            && b.container_port == lb.container_port
+                    });
+                    let state = if draining.contains(&t.id) {
+                        "DRAINING"
+                    } else {
+                        t.target_health.unwrap_or(TargetHealth::Initial).as_str()
+                    };
+                    crate::report::TargetStatus {
+                        task: t.id.clone(),
+                        node: t.node.clone(),
+                        address: port
+                            .zip(addresses.get(&t.node))
+                            .map(|(b, a)| std::net::SocketAddr::new(*a, b.host_port).to_string()),
+                        state: state.to_string(),
+                    }
+                })
+                .collect();
+            st.listeners.push(crate::report::ListenerStatus {
+                port: lb.listener_port,
+                protocol: lb.protocol,
+                targets,
+            });
+        }
+        if let Some(domain) = domain {
+            st.dns_names = spec
+                .service_registries
+                .iter()
+                .map(|r| dns_name(r, &st.name, &st.cluster, domain))
+                .collect();
+        }
     }
 }
 

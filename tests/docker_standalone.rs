@@ -9,6 +9,8 @@
 
 #[path = "common/docker.rs"]
 mod docker;
+#[path = "common/load.rs"]
+mod load;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -833,5 +835,122 @@ spec: {cluster: t, taskDefinition: slow, desiredCount: 1}
         s.running("slow").is_empty(),
         "nothing of the task keeps running: {:?}",
         s.containers()
+    );
+}
+
+/// A busybox httpd service of 2 tasks answering `version`, behind a
+/// listener on `port`.
+fn listened(version: &str, port: u16) -> String {
+    format!(
+        r#"{cluster}---
+apiVersion: reconcile/v1alpha1
+kind: TaskDefinition
+metadata: {{name: web}}
+spec:
+  containerDefinitions:
+    - name: web
+      image: busybox:stable
+      memory: 32
+      stopTimeout: 2
+      command:
+        - sh
+        - -c
+        - |
+          mkdir -p /www
+          echo "$VERSION" > /www/index.html
+          exec httpd -f -p 8080 -h /www
+      portMappings: [{{containerPort: 8080}}]
+      environment: [{{name: VERSION, value: "{version}"}}]
+---
+apiVersion: reconcile/v1alpha1
+kind: Service
+metadata: {{name: web}}
+spec:
+  cluster: t
+  taskDefinition: web
+  desiredCount: 2
+  deploymentConfiguration: {{minimumHealthyPercent: 100, maximumPercent: 200}}
+  loadBalancers:
+    - containerName: web
+      containerPort: 8080
+      listenerPort: {port}
+      healthCheck: {{interval: 2, timeout: 1, healthyThresholdCount: 2}}
+"#,
+        cluster = cluster()
+    )
+}
+
+/// Standalone listeners are served by the source's traffic container
+/// after `apply` exits, and a rolling deployment under load drops no
+/// request: new targets are checked healthy before they get traffic, old
+/// ones drain before they stop.
+#[test]
+fn a_listener_is_served_after_apply_and_a_rollout_under_load_drops_no_request() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let s = Source::new(&[("web.yaml", &listened("v1", port))]);
+    s.apply();
+    let answers = |want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let body = std::net::TcpStream::connect(("127.0.0.1", port))
+                .map(|_| http_get("127.0.0.1", port))
+                .unwrap_or_default();
+            if body.contains(want) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
+    };
+    // Apply waited for the new service's targets: it answers at once.
+    let body = http_get("127.0.0.1", port);
+    assert!(body.contains("v1"), "right after apply: {body}");
+    let traffic = format!("reconcile-traffic-{}", s.id);
+    let running: Vec<String> = s
+        .containers()
+        .into_iter()
+        .filter(|(n, state, _)| *n == traffic && state == "running")
+        .map(|(n, _, _)| n)
+        .collect();
+    assert_eq!(running, [traffic], "the traffic container runs");
+    // Status shows the listener's targets as the traffic container sees them.
+    let st = s.status();
+    let targets = st["services"][0]["listeners"][0]["targets"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(targets.len(), 2, "{st}");
+    assert!(targets.iter().all(|t| t["state"] == "HEALTHY"), "{st}");
+
+    let load = load::Load::start(
+        s.state.path(),
+        "rollout",
+        &format!("http://127.0.0.1:{port}/"),
+    );
+    s.write("web.yaml", &listened("v2", port));
+    let out = s.apply();
+    let counted = load.stop();
+    eprintln!("{}", counted.summary);
+    assert!(out.contains("rolling deployment"), "{out}");
+    assert!(counted.requests > 0, "{}", counted.summary);
+    assert_eq!(counted.failed, 0, "requests failed:\n{}", counted.summary);
+    assert!(answers("v2"), "the listener serves the new revision");
+
+    let src = s.path().display().to_string();
+    let out = s.run(&["destroy", &src, "--auto-approve"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left: Vec<String> = s.containers().into_iter().map(|(n, _, _)| n).collect();
+    assert!(
+        left.is_empty(),
+        "destroy leaves nothing, traffic container included: {left:?}"
     );
 }

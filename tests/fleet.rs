@@ -10,6 +10,8 @@
 
 #[path = "common/controller.rs"]
 mod controller;
+#[path = "common/load.rs"]
+mod load;
 #[path = "common/netns.rs"]
 mod netns;
 #[path = "common/prereq.rs"]
@@ -20,6 +22,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use controller::{bin, docker, ControllerArgs, Harness, API, JOIN};
+use load::{Counted, Load};
 use serde_json::Value;
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -1091,67 +1094,6 @@ spec:
     - {{containerName: web, containerPort: 8080}}
 "#
     )
-}
-
-/// wrk running against a URL until stopped; what it counted.
-struct Load {
-    child: std::process::Child,
-    out: std::path::PathBuf,
-}
-
-#[derive(Debug)]
-struct Counted {
-    requests: u64,
-    /// Non-2xx/3xx answers plus connect, read, write and timeout errors.
-    failed: u64,
-    summary: String,
-}
-
-impl Load {
-    fn start(dir: &std::path::Path, name: &str, url: &str) -> Load {
-        let out = dir.join(format!("wrk-{name}.txt"));
-        let child = Command::new("wrk")
-            .args(["-t2", "-c16", "-d600s", "--timeout", "10s", url])
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("wrk (scripts/docker-setup.sh installs it)");
-        // Connected before anything changes.
-        std::thread::sleep(Duration::from_millis(500));
-        Load { child, out }
-    }
-
-    /// Stop wrk (SIGINT: it prints its counts) and read them.
-    fn stop(mut self) -> Counted {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-INT", &pid]).status();
-        self.child.wait().unwrap();
-        let summary = std::fs::read_to_string(&self.out).unwrap();
-        let number = |after: &str| -> Vec<u64> {
-            summary
-                .lines()
-                .find_map(|l| l.trim().strip_prefix(after).map(str::to_string))
-                .map(|rest| {
-                    rest.split(|c: char| !c.is_ascii_digit())
-                        .filter_map(|d| d.parse().ok())
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let requests = summary
-            .lines()
-            .find(|l| l.contains("requests in"))
-            .and_then(|l| l.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no request count in wrk's output:\n{summary}"));
-        let failed = number("Non-2xx or 3xx responses:").iter().sum::<u64>()
-            + number("Socket errors:").iter().sum::<u64>();
-        Counted {
-            requests,
-            failed,
-            summary,
-        }
-    }
 }
 
 impl Fleet {

@@ -275,11 +275,18 @@ pub(super) fn target(
             .and_then(|r| r.iter().find(|r| r.number == revision))
             .map(|r| r.spec.clone())
             .ok_or_else(|| format!("revision {family}:{revision} is not registered"))?;
-        // Recorded before its tasks start.
-        let load_balanced = st
+        // The spec being applied: a created service is recorded only after
+        // its target is made, and its first tasks must wait for their
+        // targets too.
+        let key = format!("{cluster}/{service}");
+        let load_balanced = desired
             .services
-            .get(&format!("{cluster}/{service}"))
-            .is_some_and(|s| !s.spec.load_balancers.is_empty());
+            .get(&key)
+            .is_some_and(|s| !s.spec.load_balancers.is_empty())
+            || st
+                .services
+                .get(&key)
+                .is_some_and(|s| !s.spec.load_balancers.is_empty());
         (td, load_balanced)
     };
     let config_hash = model::task_config_hash(family, &td, &desired.secret_fingerprints);

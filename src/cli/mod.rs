@@ -79,6 +79,10 @@ enum Command {
     /// Remove everything a source applied: plans the deletions, asks, then
     /// stops the tasks and forgets the resources.
     Destroy(standalone::DestroyArgs),
+    /// Serve a standalone source's listeners (`loadBalancers`) until
+    /// killed. `apply` runs this in the source's traffic container,
+    /// `reconcile-traffic-<source id>`; it is not meant to be run by hand.
+    ServeTraffic(standalone::ServeTrafficArgs),
     /// Serve the API agents and the CLI talk to, and converge the fleet to
     /// a source: validate, plan, log the plan, apply it through the agents.
     Controller(Box<fleet::ControllerArgs>),
@@ -133,7 +137,10 @@ struct SchemaArgs {
 /// Run the program; returns the process exit status.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let daemon = matches!(cli.command, Command::Controller(_) | Command::Agent(_));
+    let daemon = matches!(
+        cli.command,
+        Command::Controller(_) | Command::Agent(_) | Command::ServeTraffic(_)
+    );
     let level = if daemon {
         logging::DAEMON
     } else {
@@ -154,6 +161,7 @@ pub fn main() -> ExitCode {
         Command::Apply(a) => standalone::apply_cmd(a),
         Command::Status(a) => status::status_cmd(a),
         Command::Destroy(a) => standalone::destroy_cmd(a),
+        Command::ServeTraffic(a) => standalone::serve_traffic_cmd(a),
         Command::History(a) => deployments::history_cmd(a),
         Command::Rollback(a) => deployments::rollback_cmd(a),
         Command::Deployment(a) => deployments::deployment_cmd(a),

@@ -19,6 +19,7 @@ use crate::model::{self, TaskStatus};
 use crate::plan::{self, render, Plan};
 use crate::reconcile::local::Aborts;
 use crate::reconcile::saved::SavedPlan;
+use crate::reconcile::traffic::{self as listeners, StandaloneRuntime};
 use crate::reconcile::{self, Desired, Outcome, Reconciler};
 use crate::runtime::docker::DockerRuntime;
 use crate::runtime::Runtime;
@@ -118,6 +119,16 @@ pub struct DestroyArgs {
     auto_approve: bool,
     #[command(flatten)]
     at: Target,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeTrafficArgs {
+    /// The source whose listeners to serve (its id, as in the
+    /// `reconcile.io/source` label).
+    #[arg(long, value_name = "ID")]
+    source_id: String,
+    #[command(flatten)]
+    state: StateArgs,
 }
 
 /// Read and validate a source; on invalid input print the diagnostics and
@@ -508,6 +519,18 @@ pub(crate) fn apply_with(a: ApplyArgs, prepare: Option<Prepare>) -> ExitCode {
         };
         // Requests left from an earlier apply are not for this one.
         aborts.clear();
+        // Before any task starts: new targets are checked by it.
+        let listened = store.load().is_ok_and(|s| listeners::has_listeners(&s))
+            || desired
+                .state
+                .services
+                .values()
+                .any(|s| !s.spec.load_balancers.is_empty());
+        if listened {
+            if let Err(code) = traffic_container(&rt, &a.at.state, &id, true).await {
+                return code;
+            }
+        }
         let progress = Progress::new(&store, aborts, approval, a.detail);
         let reconciler = Reconciler {
             runtime: &rt,
@@ -524,7 +547,13 @@ pub(crate) fn apply_with(a: ApplyArgs, prepare: Option<Prepare>) -> ExitCode {
             )
             .await;
         progress.finish();
-        finish(&rt, &store, outcome, a.detail, Ending::Apply).await
+        // Drained and stopped: no listener is left to serve.
+        if !store.load().is_ok_and(|s| listeners::has_listeners(&s)) {
+            if let Err(code) = traffic_container(&rt, &a.at.state, &id, false).await {
+                return code;
+            }
+        }
+        finish(&rt.docker, &store, outcome, a.detail, Ending::Apply).await
     })
 }
 
@@ -532,12 +561,37 @@ pub(crate) fn apply_with(a: ApplyArgs, prepare: Option<Prepare>) -> ExitCode {
 async fn engine_and_store(
     state: &StateArgs,
     id: &str,
-) -> Result<(FileStore, DockerRuntime), ExitCode> {
+) -> Result<(FileStore, StandaloneRuntime), ExitCode> {
     let store = open_store(state, id).map_err(failure)?;
     let rt = DockerRuntime::connect(id, "local")
         .await
         .map_err(|e| failure(e.message))?;
-    Ok((store, rt))
+    Ok((store, StandaloneRuntime::new(rt, state.dir(), id)))
+}
+
+/// Start (or replace, when this binary changed) the source's traffic
+/// container when `wanted`, else remove it: it serves the listeners while
+/// the applied state or the one being applied has any.
+async fn traffic_container(
+    rt: &StandaloneRuntime,
+    state: &StateArgs,
+    id: &str,
+    wanted: bool,
+) -> Result<(), ExitCode> {
+    let docker = rt.docker.docker();
+    let done = if wanted {
+        listeners::ensure(docker, &state.dir(), id).await
+    } else {
+        listeners::remove(docker, &state.dir(), id).await
+    };
+    done.map_err(failure)
+}
+
+pub fn serve_traffic_cmd(a: ServeTrafficArgs) -> ExitCode {
+    match block_on(listeners::serve(a.state.dir(), a.source_id)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => failure(e),
+    }
 }
 
 /// Which command's pass ended.
@@ -692,6 +746,12 @@ pub fn destroy_cmd(a: DestroyArgs) -> ExitCode {
             .pass(&desired, &opts, None, None, &progress)
             .await;
         progress.finish();
-        finish(&rt, &store, outcome, false, Ending::Destroy).await
+        // Unless the destroy was declined or failed, nothing is left to serve.
+        if !store.load().is_ok_and(|s| listeners::has_listeners(&s)) {
+            if let Err(code) = traffic_container(&rt, &a.at.state, &id, false).await {
+                return code;
+            }
+        }
+        finish(&rt.docker, &store, outcome, false, Ending::Destroy).await
     })
 }

@@ -8,6 +8,7 @@ use super::args::{resolver_for, source_id, Format, Target};
 use super::run::{block_on, failure, usage};
 use super::{remote, render};
 use crate::model::NodeInfo;
+use crate::reconcile::traffic::{self as listeners, StandaloneRuntime};
 use crate::reconcile::Reconciler;
 use crate::report::{self, StatusReport};
 use crate::runtime::docker::DockerRuntime;
@@ -57,6 +58,8 @@ fn local(a: &StatusArgs) -> Result<StatusReport, ExitCode> {
         let rt = DockerRuntime::connect(&id, "local")
             .await
             .map_err(|e| e.message)?;
+        // Target health as the traffic container reports it.
+        let rt = StandaloneRuntime::new(rt, a.at.state.dir(), &id);
         Reconciler {
             runtime: &rt,
             store: &Snapshot(stored),
@@ -71,9 +74,18 @@ fn local(a: &StatusArgs) -> Result<StatusReport, ExitCode> {
         .iter()
         .map(|n| local_node(n, &observed))
         .collect();
+    let mut services = report::services(&observed, &Default::default());
+    let local = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    let addresses = observed
+        .nodes
+        .iter()
+        .map(|n| (n.name.clone(), local))
+        .collect();
+    let draining = listeners::draining(&a.at.state.dir(), &id);
+    crate::traffic::fill_status(&observed, &mut services, &addresses, &draining, None);
     Ok(StatusReport {
         source: shown,
-        services: report::services(&observed, &Default::default()),
+        services,
         nodes,
         controller: None,
     })

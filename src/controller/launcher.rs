@@ -1,8 +1,7 @@
 //! Nodes for managed scaling: each launched node is a `reconcile agent`
 //! container on the controller's Docker engine, as the CapacityProvider's
 //! nodeTemplate documents. There is no registry to pull an agent image
-//! from, so the controller builds one from itself: its own executable and
-//! the shared libraries it has loaded, imported as a root filesystem.
+//! from, so the controller builds one from itself ([`crate::self_image`]).
 //!
 //! Launched containers carry `reconcile.io/launched-by` (the controller's
 //! data directory, digested) and `reconcile.io/provider`, so the controller
@@ -13,11 +12,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use bollard::models::{ContainerCreateBody, HostConfig};
-use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, RemoveContainerOptionsBuilder,
-};
+use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
 use bollard::Docker;
-use futures_util::StreamExt;
 
 use crate::runtime::docker::labelled;
 
@@ -97,26 +93,7 @@ impl Launcher {
         if let Some(i) = cached.as_ref() {
             return Ok(i.clone());
         }
-        let exe = std::fs::read("/proc/self/exe").map_err(|e| err("reading the executable", e))?;
-        let tag = &crate::model::digest(&sha_hex(&exe))[..12];
-        let reference = format!("{IMAGE}:{tag}");
-        if self.docker.inspect_image(&reference).await.is_err() {
-            let tar = agent_rootfs(exe)?;
-            let mut stream = self.docker.create_image(
-                Some(
-                    CreateImageOptionsBuilder::default()
-                        .from_src("-")
-                        .repo(IMAGE)
-                        .tag(tag)
-                        .build(),
-                ),
-                Some(bollard::body_full(tar.into())),
-                None,
-            );
-            while let Some(r) = stream.next().await {
-                r.map_err(|e| err("importing the agent image", e))?;
-            }
-        }
+        let reference = crate::self_image::build(&self.docker, IMAGE).await?;
         *cached = Some(reference.clone());
         Ok(reference)
     }
@@ -176,10 +153,10 @@ impl Launcher {
             cmd: Some(cmd),
             // The token reaches the agent in a mounted file: neither the
             // command line nor the environment (both in `docker inspect`).
-            env: Some(vec![
-                "LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu:/lib64:/usr/lib64"
-                    .into(),
-            ]),
+            env: Some(vec![format!(
+                "LD_LIBRARY_PATH={}",
+                crate::self_image::LIBRARY_PATH
+            )]),
             labels: Some(labels),
             host_config: Some(HostConfig {
                 binds: Some(binds),
@@ -240,126 +217,5 @@ impl Launcher {
                 })
             })
             .collect())
-    }
-}
-
-fn sha_hex(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// A root filesystem (tar) holding the executable at `/reconcile` and the
-/// shared libraries it needs at the paths the dynamic loader looks for
-/// them, as `ldd` resolves them on this host (the loader included).
-fn agent_rootfs(exe: Vec<u8>) -> Result<Vec<u8>, String> {
-    // The executable's own path: `/proc/self/exe` would name ldd's.
-    let me = std::env::current_exe().map_err(|e| err("finding the executable", e))?;
-    let out = std::process::Command::new("ldd")
-        .arg(&me)
-        .output()
-        .map_err(|e| err("running ldd to find the agent's libraries", e))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut libs: Vec<String> = text
-        .lines()
-        .filter_map(|l| {
-            let l = l.trim();
-            match l.split_once("=>") {
-                // `libz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x...)`
-                Some((_, rest)) => rest.split_whitespace().next().map(str::to_string),
-                // `/lib64/ld-linux-x86-64.so.2 (0x...)`
-                None => l.split_whitespace().next().map(str::to_string),
-            }
-        })
-        .filter(|p| p.starts_with('/'))
-        .collect();
-    libs.sort();
-    libs.dedup();
-    if libs.is_empty() {
-        return Err(format!("ldd found no libraries for the agent: {text}"));
-    }
-    let mut tar = Tar::default();
-    tar.file("reconcile", &exe, 0o755);
-    tar.dir("tmp", 0o1777);
-    for lib in &libs {
-        // Read through symlinks: the file lands under the name looked up.
-        let data = std::fs::read(lib).map_err(|e| err(&format!("reading `{lib}`"), e))?;
-        tar.file(lib.trim_start_matches('/'), &data, 0o755);
-    }
-    Ok(tar.finish())
-}
-
-/// Just enough of a ustar writer for a flat set of files.
-#[derive(Default)]
-struct Tar {
-    out: Vec<u8>,
-    dirs: std::collections::BTreeSet<String>,
-}
-
-impl Tar {
-    fn header(&mut self, path: &str, size: usize, mode: u32, kind: u8) {
-        let mut h = [0u8; 512];
-        let (prefix, name) = if path.len() > 100 {
-            let cut = path[..path.len() - 100]
-                .rfind('/')
-                .or_else(|| path.find('/'))
-                .unwrap_or(0);
-            (&path[..cut], &path[cut + 1..])
-        } else {
-            ("", path)
-        };
-        h[..name.len().min(100)].copy_from_slice(&name.as_bytes()[..name.len().min(100)]);
-        let octal = |h: &mut [u8; 512], at: usize, len: usize, v: u64| {
-            let s = format!("{v:0width$o}", width = len - 1);
-            h[at..at + len - 1].copy_from_slice(s.as_bytes());
-        };
-        octal(&mut h, 100, 8, u64::from(mode));
-        octal(&mut h, 108, 8, 0);
-        octal(&mut h, 116, 8, 0);
-        octal(&mut h, 124, 12, size as u64);
-        octal(&mut h, 136, 12, 0);
-        h[156] = kind;
-        h[257..263].copy_from_slice(b"ustar\0");
-        h[263..265].copy_from_slice(b"00");
-        let p = prefix.as_bytes();
-        h[345..345 + p.len().min(155)].copy_from_slice(&p[..p.len().min(155)]);
-        h[148..156].copy_from_slice(b"        ");
-        let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
-        let s = format!("{sum:06o}\0 ");
-        h[148..156].copy_from_slice(s.as_bytes());
-        self.out.extend_from_slice(&h);
-    }
-
-    fn parents(&mut self, path: &str) {
-        let mut at = 0;
-        while let Some(i) = path[at..].find('/') {
-            let dir = &path[..at + i];
-            if self.dirs.insert(dir.to_string()) {
-                self.header(&format!("{dir}/"), 0, 0o755, b'5');
-            }
-            at += i + 1;
-        }
-    }
-
-    fn dir(&mut self, path: &str, mode: u32) {
-        self.parents(path);
-        if self.dirs.insert(path.to_string()) {
-            self.header(&format!("{path}/"), 0, mode, b'5');
-        }
-    }
-
-    fn file(&mut self, path: &str, data: &[u8], mode: u32) {
-        self.parents(path);
-        self.header(path, data.len(), mode, b'0');
-        self.out.extend_from_slice(data);
-        let pad = (512 - data.len() % 512) % 512;
-        self.out.extend(std::iter::repeat_n(0u8, pad));
-    }
-
-    fn finish(mut self) -> Vec<u8> {
-        self.out.extend(std::iter::repeat_n(0u8, 1024));
-        self.out
     }
 }

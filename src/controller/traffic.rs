@@ -28,28 +28,6 @@ pub(super) struct TrafficState {
     pub(super) generation: u64,
 }
 
-/// The services of `stored` with traffic settings, by cluster.
-fn services_of(stored: &Stored) -> BTreeMap<String, Vec<Service>> {
-    let mut by_cluster: BTreeMap<String, Vec<Service>> = BTreeMap::new();
-    for s in stored.services.values() {
-        let family = crate::model::TaskDefRef::parse(&s.spec.task_definition).family;
-        let checks = stored
-            .revisions
-            .get(family)
-            .and_then(|r| r.iter().find(|r| r.number == s.revision))
-            .is_some_and(|r| {
-                r.spec
-                    .container_definitions
-                    .iter()
-                    .any(|c| c.essential && c.health_check.is_some())
-            });
-        if let Some(t) = Service::of(&s.key.cluster, &s.key.name, &s.spec, checks) {
-            by_cluster.entry(s.key.cluster.clone()).or_default().push(t);
-        }
-    }
-    by_cluster
-}
-
 /// Whether a node's new report changes what traffic sees of it.
 fn changed(old: &[Task], new: &[Task]) -> bool {
     let key = |t: &Task| {
@@ -77,7 +55,7 @@ impl Controller {
 
     /// The applied state was saved: refresh which services have traffic.
     pub(super) fn traffic_services(&self, stored: &Stored) {
-        let services = services_of(stored);
+        let services = traffic::services_of(stored);
         let changed = {
             let mut t = self.traffic();
             if t.services == services {
@@ -288,47 +266,13 @@ impl Controller {
             .filter_map(|(k, n)| n.address.map(|a| (k.clone(), a)))
             .collect();
         let draining = self.traffic().draining.clone();
-        for st in services {
-            let Some(spec) = observed.services.get(&st.service).map(|s| &s.spec) else {
-                continue;
-            };
-            for lb in &spec.load_balancers {
-                let targets = st
-                    .tasks
-                    .iter()
-                    .filter(|t| t.last_status != crate::model::TaskStatus::Stopped)
-                    .map(|t| {
-                        let port = t.ports.iter().find(|b| {
-                            b.container_name == lb.container_name
-                                && b.container_port == lb.container_port
-                        });
-                        let state = if draining.contains(&t.id) {
-                            "DRAINING"
-                        } else {
-                            t.target_health.unwrap_or(TargetHealth::Initial).as_str()
-                        };
-                        crate::report::TargetStatus {
-                            task: t.id.clone(),
-                            node: t.node.clone(),
-                            address: port.zip(addresses.get(&t.node)).map(|(b, a)| {
-                                std::net::SocketAddr::new(*a, b.host_port).to_string()
-                            }),
-                            state: state.to_string(),
-                        }
-                    })
-                    .collect();
-                st.listeners.push(crate::report::ListenerStatus {
-                    port: lb.listener_port,
-                    protocol: lb.protocol,
-                    targets,
-                });
-            }
-            st.dns_names = spec
-                .service_registries
-                .iter()
-                .map(|r| traffic::dns_name(r, &st.name, &st.cluster, &self.config.dns_domain))
-                .collect();
-        }
+        traffic::fill_status(
+            observed,
+            services,
+            &addresses,
+            &draining,
+            Some(&self.config.dns_domain),
+        );
     }
 }
 

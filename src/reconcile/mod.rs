@@ -11,6 +11,7 @@
 
 pub mod local;
 pub mod saved;
+pub mod traffic;
 
 use crate::apply::{self, ApplyError};
 use crate::model::{DesiredState, ObservedState};

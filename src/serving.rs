@@ -2,7 +2,9 @@
 //! services (balancing over targets on every node), the target health
 //! checks of its own tasks, and the DNS names its containers resolve. The
 //! controller sends what to serve ([`Traffic`]); this applies it and
-//! reports back the checks' results and the requests in flight.
+//! reports back the checks' results and the requests in flight. The
+//! agent of each fleet node runs one, and so does a standalone source's
+//! traffic container ([`crate::reconcile::traffic`]), without DNS.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -16,7 +18,7 @@ use crate::model::{TargetHealth, Task};
 use crate::traffic;
 use crate::wire::Traffic;
 
-pub(super) struct Serving {
+pub struct Serving {
     listeners: Listeners,
     checker: Checker,
     dns_ip: Option<IpAddr>,
@@ -41,7 +43,7 @@ fn protocol(p: ListenerProtocol) -> lb::Protocol {
 impl Serving {
     /// Listeners bind on `listen`; DNS is served on `dns` (port 53), once
     /// the controller said under which domain, if it can be bound.
-    pub(super) fn new(listen: IpAddr, dns: Option<IpAddr>) -> Serving {
+    pub fn new(listen: IpAddr, dns: Option<IpAddr>) -> Serving {
         Serving {
             listeners: Listeners::new(listen),
             checker: Checker::new(),
@@ -64,7 +66,7 @@ impl Serving {
         let upstream = crate::dns::upstream_from_resolv_conf(&resolv, &[ip]);
         match DnsServer::bind(SocketAddr::new(ip, 53), domain, upstream).await {
             Ok(s) => {
-                tracing::info!("agent: answering service DNS names under {domain} on {ip}:53");
+                tracing::info!("traffic: answering service DNS names under {domain} on {ip}:53");
                 self.dns = Some(s);
             }
             Err(e) => tracing::warn!(
@@ -75,13 +77,13 @@ impl Serving {
     }
 
     /// The generation served.
-    pub(super) fn generation(&self) -> u64 {
+    pub fn generation(&self) -> u64 {
         self.generation
     }
 
     /// Where containers resolve names, and the search domain for a
     /// cluster's short names; None without DNS.
-    pub(super) fn resolver(&self, cluster: &str) -> Option<(IpAddr, String)> {
+    pub fn resolver(&self, cluster: &str) -> Option<(IpAddr, String)> {
         let server = self.dns.as_ref()?;
         let domain = self.domain.as_deref().unwrap_or(traffic::DEFAULT_DOMAIN);
         Some((
@@ -91,7 +93,7 @@ impl Serving {
     }
 
     /// Serve what the controller sent.
-    pub(super) async fn apply(&mut self, t: Traffic) {
+    pub async fn apply(&mut self, t: Traffic) {
         if t.generation == self.generation {
             return;
         }
@@ -125,7 +127,7 @@ impl Serving {
         let failed: BTreeSet<u16> = errors.iter().map(|(p, _)| *p).collect();
         for (port, e) in &errors {
             if !self.failed.contains(port) {
-                tracing::warn!("agent: cannot serve listener port {port}: {e}");
+                tracing::warn!("traffic: cannot serve listener port {port}: {e}");
             }
         }
         self.failed = failed;
@@ -172,7 +174,7 @@ impl Serving {
 
     /// Fold the target health checks' results into the tasks reported.
     /// `checks`: whether each task's definition has container checks.
-    pub(super) fn fold(&self, tasks: &mut [Task], checks: impl Fn(&Task) -> bool) {
+    pub fn fold(&self, tasks: &mut [Task], checks: impl Fn(&Task) -> bool) {
         let states = self.checker.states();
         let mut by_task: BTreeMap<&str, Vec<TargetHealth>> = BTreeMap::new();
         for (id, s) in &states {
@@ -198,13 +200,13 @@ impl Serving {
     }
 
     /// Requests in flight per target.
-    pub(super) fn inflight(&self) -> BTreeMap<String, u64> {
+    pub fn inflight(&self) -> BTreeMap<String, u64> {
         self.listeners.inflight()
     }
 
     /// Whether a target being drained still has requests in flight here:
     /// the controller waits for this node to say when they are done.
-    pub(super) fn draining(&self) -> bool {
+    pub fn draining(&self) -> bool {
         self.listeners
             .inflight()
             .iter()
@@ -212,7 +214,7 @@ impl Serving {
     }
 
     /// Wakes when a target health check changes state.
-    pub(super) fn checks_changed(&self) -> tokio::sync::watch::Receiver<u64> {
+    pub fn checks_changed(&self) -> tokio::sync::watch::Receiver<u64> {
         self.checker.subscribe()
     }
 }
