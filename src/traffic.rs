@@ -9,7 +9,7 @@
 //! gets no new requests and leaves DNS; the node that runs it keeps
 //! checking it until it stops.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
 use crate::manifest::traffic::{LoadBalancer, ServiceRegistry};
@@ -295,7 +295,6 @@ mod tests {
     use super::*;
     use crate::manifest::traffic::TargetHealthCheck;
     use crate::model::{NetworkBinding, TaskIdentity};
-    use std::collections::BTreeSet;
 
     fn lb(port: u16) -> LoadBalancer {
         LoadBalancer {

@@ -187,7 +187,7 @@ pub async fn serve(state: StateDir, id: String) -> Result<(), String> {
             &services,
             &[node],
             "local",
-            &drain.tasks,
+            &|id| drain.tasks.contains(id),
             traffic::DEFAULT_DOMAIN,
             0,
         );
