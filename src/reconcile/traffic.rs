@@ -222,16 +222,32 @@ pub async fn serve(state: StateDir, id: String) -> Result<(), String> {
     }
 }
 
-/// The uid:gid this process runs as, and the group of the Docker socket:
-/// the container writes files the apply reads, and talks to the engine.
-fn user() -> (String, Option<String>) {
+/// How the traffic container reaches the engine this process uses: the
+/// unix socket of `DOCKER_HOST` (default /var/run/docker.sock), mounted
+/// at the same path, or a TCP `DOCKER_HOST`, which the host network
+/// reaches as it is. Returns the socket to mount, if any, and the
+/// container's `DOCKER_HOST`.
+fn engine_access(docker_host: Option<&str>) -> (Option<String>, Option<String>) {
+    match docker_host.filter(|h| !h.is_empty()) {
+        None => (Some("/var/run/docker.sock".into()), None),
+        Some(h) => match h.strip_prefix("unix://") {
+            Some(path) => (Some(path.to_string()), Some(h.to_string())),
+            None => (None, Some(h.to_string())),
+        },
+    }
+}
+
+/// The uid:gid this process runs as, and the group of the Docker socket
+/// `socket`: the container writes files the apply reads, and talks to the
+/// engine.
+fn user(socket: Option<&str>) -> (String, Option<String>) {
     use std::os::unix::fs::MetadataExt;
     let me = std::fs::metadata("/proc/self").ok();
     let user = me.map_or_else(|| "0:0".into(), |m| format!("{}:{}", m.uid(), m.gid()));
-    let socket = std::fs::metadata("/var/run/docker.sock")
-        .ok()
+    let group = socket
+        .and_then(|s| std::fs::metadata(s).ok())
         .map(|m| m.gid().to_string());
-    (user, socket)
+    (user, group)
 }
 
 /// Make sure the traffic container of source `id` runs this program's
@@ -268,7 +284,15 @@ pub async fn ensure(docker: &Docker, state: &StateDir, id: &str) -> Result<(), S
     let dir = std::fs::canonicalize(state.path())
         .map_err(|e| format!("`{}`: {e}", state.path().display()))?;
     let dir = dir.display().to_string();
-    let (user, socket_group) = user();
+    let (socket, docker_host) = engine_access(std::env::var("DOCKER_HOST").ok().as_deref());
+    let (user, socket_group) = user(socket.as_deref());
+    let mut binds = vec![format!("{dir}:{dir}")];
+    binds.extend(socket.map(|s| format!("{s}:{s}")));
+    let mut env = vec![format!(
+        "LD_LIBRARY_PATH={}",
+        crate::self_image::LIBRARY_PATH
+    )];
+    env.extend(docker_host.map(|h| format!("DOCKER_HOST={h}")));
     let labels = std::collections::HashMap::from([
         (label::MANAGED.to_string(), "true".to_string()),
         (label::SOURCE.to_string(), id.to_string()),
@@ -284,17 +308,11 @@ pub async fn ensure(docker: &Docker, state: &StateDir, id: &str) -> Result<(), S
             "--source-id".into(),
             id.into(),
         ]),
-        env: Some(vec![format!(
-            "LD_LIBRARY_PATH={}",
-            crate::self_image::LIBRARY_PATH
-        )]),
+        env: Some(env),
         user: Some(user),
         labels: Some(labels),
         host_config: Some(HostConfig {
-            binds: Some(vec![
-                "/var/run/docker.sock:/var/run/docker.sock".into(),
-                format!("{dir}:{dir}"),
-            ]),
+            binds: Some(binds),
             group_add: socket_group.map(|g| vec![g]),
             network_mode: Some("host".into()),
             restart_policy: Some(bollard::models::RestartPolicy {
@@ -459,6 +477,25 @@ impl Runtime for StandaloneRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_container_reaches_the_engine_apply_uses() {
+        assert_eq!(
+            engine_access(None),
+            (Some("/var/run/docker.sock".into()), None)
+        );
+        assert_eq!(
+            engine_access(Some("unix:///run/user/1000/docker.sock")),
+            (
+                Some("/run/user/1000/docker.sock".into()),
+                Some("unix:///run/user/1000/docker.sock".into())
+            )
+        );
+        assert_eq!(
+            engine_access(Some("tcp://127.0.0.1:2375")),
+            (None, Some("tcp://127.0.0.1:2375".into()))
+        );
+    }
 
     fn ids(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
