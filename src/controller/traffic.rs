@@ -279,27 +279,11 @@ impl Controller {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Health, TaskIdentity, TaskStatus};
 
     fn task(health: Option<TargetHealth>) -> Task {
-        Task {
-            identity: TaskIdentity {
-                id: "t1".into(),
-                cluster: "c".into(),
-                service: Some("s".into()),
-                family: "f".into(),
-                revision: 1,
-                config_hash: "h".into(),
-            },
-            node: "n".into(),
-            last_status: TaskStatus::Running,
-            health: Health::Unknown,
-            started_at: Some(1),
-            stop_code: None,
-            stopped_reason: None,
-            bindings: Vec::new(),
-            target_health: health,
-        }
+        let mut t = super::super::tests::running("t1");
+        t.target_health = health;
+        t
     }
 
     /// A task the controller stopped is unassigned before its container
