@@ -70,6 +70,110 @@ pub fn readable(secs: i64, now: i64) -> String {
 /// `59 min ago`, which keeps recent rows aligned.
 pub const READABLE_WIDTH: usize = 33;
 
+/// A `--since` argument as unix seconds: a duration before `now` (`90s`,
+/// `10m`, `2h`, `1d`, or units combined as in `1h30m`), an RFC 3339 time
+/// (`2026-12-05T15:00:00Z`, an offset such as `+02:00`, fractions of a
+/// second ignored), or unix seconds.
+pub fn parse_since(text: &str, now: i64) -> Result<i64, String> {
+    let t = text.trim();
+    let bad = || {
+        format!(
+            "`{text}` is neither a duration (`90s`, `10m`, `2h`, `1d`, `1h30m`) nor a time \
+             (`2026-12-05T15:00:00Z`, or unix seconds)"
+        )
+    };
+    if t.is_empty() {
+        return Err(bad());
+    }
+    if t.bytes().all(|b| b.is_ascii_digit()) {
+        return t.parse().map_err(|_| bad());
+    }
+    if t.contains('T') || t.contains('t') {
+        return parse_rfc3339(t).ok_or_else(bad);
+    }
+    let mut total: i64 = 0;
+    let mut digits = String::new();
+    for c in t.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3_600,
+            'd' => 86_400,
+            _ => return Err(bad()),
+        };
+        let n: i64 = digits.parse().map_err(|_| bad())?;
+        digits.clear();
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+    }
+    if !digits.is_empty() {
+        return Err(bad());
+    }
+    Ok(now.saturating_sub(total))
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)` as unix seconds.
+fn parse_rfc3339(t: &str) -> Option<i64> {
+    let b = t.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let s = t.get(r)?;
+        s.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| s.parse().ok())?
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    let mut rest = &t[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 {
+            return None;
+        }
+        rest = &frac[n..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let rb = rest.as_bytes();
+            if rb.len() != 6 || rb[3] != b':' {
+                return None;
+            }
+            let sign = match rb[0] {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let oh: i64 = rest[1..3].parse().ok()?;
+            let om: i64 = rest[4..6].parse().ok()?;
+            sign * (oh * 3_600 + om * 60)
+        }
+    };
+    // Days since 1970-01-01 from the civil date (inverse of `rfc3339`).
+    let yy = if mo <= 2 { y - 1 } else { y };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3_600 + mi * 60 + s - offset)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,5 +215,39 @@ mod tests {
             READABLE_WIDTH,
             "the widest recent time fills the column"
         );
+    }
+    #[test]
+    fn since_is_a_duration_a_time_or_unix_seconds() {
+        let now = 1_000_000;
+        assert_eq!(parse_since("90s", now), Ok(now - 90));
+        assert_eq!(parse_since("10m", now), Ok(now - 600));
+        assert_eq!(parse_since("1h30m", now), Ok(now - 5_400));
+        assert_eq!(parse_since("2d", now), Ok(now - 172_800));
+        assert_eq!(parse_since("1700000000", now), Ok(1_700_000_000));
+        assert_eq!(parse_since("2000-02-29T00:00:00Z", now), Ok(951_782_400));
+        assert_eq!(
+            parse_since("2026-11-18T13:06:40.250+02:00", now).map(rfc3339),
+            Ok("2026-11-18T11:06:40Z".into())
+        );
+        for bad in [
+            "",
+            "x",
+            "10x",
+            "m",
+            "1h30",
+            "2026-13-01T00:00:00Z",
+            "2026-01-01T00:00:00",
+        ] {
+            let e = parse_since(bad, now).unwrap_err();
+            assert!(e.contains("neither a duration"), "{bad}: {e}");
+        }
+        assert!(parse_since("99999999999999999999d", now).is_err());
+    }
+
+    #[test]
+    fn rfc3339_parses_back_what_it_prints() {
+        for secs in [0, 951_782_400, 1_764_944_000, 4_102_444_799] {
+            assert_eq!(parse_since(&rfc3339(secs), 0), Ok(secs));
+        }
     }
 }

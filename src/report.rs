@@ -128,6 +128,57 @@ pub struct ControllerStatus {
     pub events: Vec<EventRecord>,
 }
 
+/// Which events `reconcile events` asked for, in both modes.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct EventFilter {
+    /// `cluster/name`, or a name that matches it in any cluster.
+    pub service: Option<String>,
+    /// Unix seconds: events at or after.
+    pub since: Option<i64>,
+}
+
+impl EventFilter {
+    pub fn matches(&self, e: &EventRecord) -> bool {
+        if self.since.is_some_and(|s| e.at < s) {
+            return false;
+        }
+        match (&self.service, &e.service) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(want), Some(key)) => service_matches(want, key),
+        }
+    }
+}
+
+/// Does `want` (`cluster/name`, or a bare name) name the service `key`?
+pub fn service_matches(want: &str, key: &str) -> bool {
+    if want.contains('/') {
+        want == key
+    } else {
+        key.rsplit_once('/').map_or(key, |(_, n)| n) == want
+    }
+}
+
+/// A standalone source's events: its services' events from the store,
+/// oldest first, as `reconcile events` shows them.
+pub fn stored_events(stored: &crate::store::Stored, filter: &EventFilter) -> Vec<EventRecord> {
+    let mut out: Vec<EventRecord> = stored
+        .deployments
+        .iter()
+        .flat_map(|(key, h)| {
+            h.events.iter().map(move |e| EventRecord {
+                at: e.at,
+                message: format!("{key}: {}", e.message),
+                service: Some(key.clone()),
+            })
+        })
+        .filter(|e| filter.matches(e))
+        .collect();
+    // Stable: a service's events keep their order within a second.
+    out.sort_by_key(|e| e.at);
+    out
+}
+
 impl From<&Task> for TaskView {
     fn from(t: &Task) -> TaskView {
         TaskView {

@@ -225,6 +225,19 @@ pub struct EventRecord {
     /// Unix seconds.
     pub at: i64,
     pub message: String,
+    /// The service (`cluster/name`) the event is about, if it is about one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+}
+
+/// One line of `GET /v1/events` (JSON lines): an event with its sequence
+/// number, which a client passes back as `after` to resume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventLine {
+    pub seq: u64,
+    #[serde(flatten)]
+    pub event: EventRecord,
 }
 
 /// A secret of the controller's store as `GET /v1/secrets` lists it: its

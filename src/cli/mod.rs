@@ -4,6 +4,7 @@
 mod args;
 mod deployments;
 mod diagnostics;
+mod events;
 mod fleet;
 mod import;
 mod logging;
@@ -66,6 +67,11 @@ enum Command {
     /// ports, health, status and stop reasons (a controller's with
     /// --controller, with its nodes, commits and events).
     Status(status::StatusArgs),
+    /// What happened, oldest first: deployments, task starts and stops,
+    /// health, nodes (a controller's whole event log with --controller;
+    /// standalone, the services' events). --follow keeps showing them as
+    /// they happen.
+    Events(events::EventsArgs),
     /// A service's deployments, newest first: revision, outcome, failed
     /// tasks and why, with the service's events.
     History(deployments::HistoryArgs),
@@ -160,6 +166,7 @@ pub fn main() -> ExitCode {
         Command::Plan(a) => standalone::plan_cmd(a),
         Command::Apply(a) => standalone::apply_cmd(a),
         Command::Status(a) => status::status_cmd(a),
+        Command::Events(a) => events::events_cmd(a),
         Command::Destroy(a) => standalone::destroy_cmd(a),
         Command::ServeTraffic(a) => standalone::serve_traffic_cmd(a),
         Command::History(a) => deployments::history_cmd(a),

@@ -18,7 +18,11 @@ pub(crate) struct Client {
     base: String,
     token: String,
     http: reqwest::Client,
+    trust: crate::tls::Trust,
 }
+
+/// The longest line a streamed reply may hold.
+const MAX_LINE: usize = 1 << 20;
 
 impl Client {
     pub(crate) fn new(r: &RemoteArgs) -> Result<Client, ExitCode> {
@@ -35,7 +39,61 @@ impl Client {
             base: base.trim_end_matches('/').to_string(),
             token,
             http,
+            trust: r.trust.trust(),
         })
+    }
+
+    /// GET `path`, a reply of JSON lines that may stream for as long as
+    /// the controller has more, and hand each non-empty line to `line`
+    /// (empty lines keep the stream alive). Ends with the reply.
+    pub(crate) async fn lines(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        mut line: impl FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let mut url = format!("{}{path}", self.base);
+        for (i, (k, v)) in query.iter().enumerate() {
+            url.push(if i == 0 { '?' } else { '&' });
+            url.push_str(k);
+            url.push('=');
+            url.push_str(&query_escape(v));
+        }
+        // Silence longer than four keep-alives means the controller is gone.
+        let http = crate::tls::streaming_client(&self.base, &self.trust, Duration::from_secs(60))?;
+        let mut r = http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| crate::tls::errors::reaching(&e, &self.base, &url))?;
+        let status = r.status();
+        if !status.is_success() {
+            let body = r.bytes().await.map_err(|e| e.to_string())?;
+            let msg = serde_json::from_slice::<crate::wire::ApiError>(&body)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+            return Err(format!("the controller answered {status}: {msg}"));
+        }
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(chunk) = r
+            .chunk()
+            .await
+            .map_err(|e| format!("reading from {url}: {e}"))?
+        {
+            buf.extend_from_slice(&chunk);
+            while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+                let l: Vec<u8> = buf.drain(..=end).collect();
+                let l = l.trim_ascii();
+                if !l.is_empty() {
+                    line(l)?;
+                }
+            }
+            if buf.len() > MAX_LINE {
+                return Err(format!("{url} sent a line longer than {MAX_LINE} bytes"));
+            }
+        }
+        Ok(())
     }
 
     pub(crate) async fn call<T: serde::de::DeserializeOwned>(
@@ -106,6 +164,20 @@ impl Client {
         }
         serde_json::from_slice(&body).map_err(|e| format!("unexpected reply from {url}: {e}"))
     }
+}
+
+/// A query parameter's value, percent-encoded (RFC 3986 unreserved bytes
+/// and `/` kept).
+fn query_escape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// `reconcile plan --controller URL`: the plan the controller would apply

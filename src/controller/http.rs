@@ -49,9 +49,9 @@ use crate::wire::{
 #[path = "http_secrets.rs"]
 mod http_secrets;
 
-type Shared = State<Arc<Controller>>;
+pub(super) type Shared = State<Arc<Controller>>;
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (
         status,
         Json(ApiError {
@@ -505,6 +505,7 @@ pub fn router(c: Arc<Controller>) -> Router {
         .route("/v1/tokens", get(tokens).post(create_token))
         .route("/v1/tokens/{name}", delete(remove_token))
         .route("/v1/status", get(status))
+        .route("/v1/events", get(super::events::stream))
         .route("/v1/plan", get(plan))
         .route("/v1/services/{cluster}/{name}/history", get(history))
         .route("/v1/services/{cluster}/{name}/abort", post(abort))

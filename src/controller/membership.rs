@@ -177,8 +177,8 @@ impl Controller {
             self.reply(&s, name, compact)
         };
         if let Some(events) = traffic_events {
-            for e in events {
-                self.event(e);
+            for (service, e) in events {
+                self.service_event(&service, e);
             }
             self.traffic_changed();
         }

@@ -37,6 +37,7 @@
 mod audit;
 pub mod auth;
 mod autoscale;
+mod events;
 mod fleet;
 pub mod http;
 mod identity;
@@ -55,7 +56,7 @@ mod traffic;
 
 pub use source::{Commit, Source};
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -66,7 +67,6 @@ use crate::model::{DesiredState, Task};
 use crate::secrets::Resolver;
 use crate::store::Stored;
 use crate::validate;
-use crate::wire::EventRecord;
 use fleet::{resolve_secrets, Fleet};
 use store::{AssignmentRecord, Db, NodeRecord};
 
@@ -192,12 +192,6 @@ struct Passes {
     last_error: Option<String>,
 }
 
-/// The events `status` shows, newest last.
-struct Events {
-    events: VecDeque<(u64, EventRecord)>,
-    next_event: u64,
-}
-
 /// A lock's guard; a panic while it was held leaves data that is still
 /// consistent field by field, so the poison is ignored.
 fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -220,7 +214,7 @@ pub struct Controller {
     requests: Mutex<Requests>,
     following: Mutex<Following>,
     passes: Mutex<Passes>,
-    events: Mutex<Events>,
+    events: Mutex<events::Events>,
     started: Instant,
     /// Wakes the reconcile loop early (node joined or lost, sync request).
     wake: Notify,
@@ -279,7 +273,6 @@ impl Controller {
             a.task.secrets = resolve_secrets(&resolver, &a.task.spec);
             assignments.insert(a.task.identity.id.clone(), a);
         }
-        let next_event = loaded.events.last().map(|(k, _)| k + 1).unwrap_or(0);
         let audit = audit::Audit::new(&config.data_dir);
         let controller = Arc::new(Controller {
             audit,
@@ -321,10 +314,7 @@ impl Controller {
                 in_pass: false,
                 last_error: None,
             }),
-            events: Mutex::new(Events {
-                events: loaded.events.into_iter().collect(),
-                next_event,
-            }),
+            events: Mutex::new(events::Events::new(loaded.events)),
             started: Instant::now(),
             wake: Notify::new(),
             assigned: tokio::sync::watch::Sender::new(0),
@@ -373,27 +363,6 @@ impl Controller {
 
     fn passes(&self) -> MutexGuard<'_, Passes> {
         guard(&self.passes)
-    }
-
-    /// Record an event (kept in the store, shown by `status`) and log it.
-    pub fn event(&self, message: String) {
-        // Messages never hold secret values or tokens: they are built from
-        // names, ids and the plan, which holds fingerprints only.
-        tracing::info!(target: "reconcile::event", "{message}");
-        let mut s = guard(&self.events);
-        let seq = s.next_event;
-        s.next_event += 1;
-        let e = EventRecord {
-            at: crate::clock::unix_now(),
-            message,
-        };
-        if let Err(err) = self.db.push_event(seq, &e) {
-            tracing::error!("saving an event: {err}");
-        }
-        s.events.push_back((seq, e));
-        while s.events.len() as u64 > store::EVENTS_KEPT {
-            s.events.pop_front();
-        }
     }
 
     /// Run the reconcile loop and the node checker until the process ends.

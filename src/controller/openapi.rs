@@ -7,8 +7,9 @@ use serde_json::{json, Map, Value};
 
 use crate::report::StatusReport;
 use crate::wire::{
-    Accepted, ApiError, Changes, CreatedToken, Heartbeat, HeartbeatReply, HistoryReply, JoinReply,
-    JoinRequest, NodeView, RollbackRequest, SecretInfo, SyncReply, TokenRequest, TokenView,
+    Accepted, ApiError, Changes, CreatedToken, EventLine, Heartbeat, HeartbeatReply, HistoryReply,
+    JoinReply, JoinRequest, NodeView, RollbackRequest, SecretInfo, SyncReply, TokenRequest,
+    TokenView,
 };
 
 /// Add `T`'s schema to `schemas` under `name`. schemars puts the types it
@@ -37,6 +38,12 @@ fn reference(name: &str) -> Value {
 fn answer(mut r: Value, code: &str, description: &str, body: Value) -> Value {
     r[code] =
         json!({"description": description, "content": {"application/json": {"schema": body}}});
+    r
+}
+
+/// `code` with `body` of `media_type`, added to the responses `r`.
+fn answer_as(mut r: Value, code: &str, description: &str, media_type: &str, body: Value) -> Value {
+    r[code] = json!({"description": description, "content": {media_type: {"schema": body}}});
     r
 }
 
@@ -95,6 +102,7 @@ pub fn document() -> Value {
     add::<TokenView>(&mut schemas, "TokenView");
     add::<CreatedToken>(&mut schemas, "CreatedToken");
     add::<SecretInfo>(&mut schemas, "SecretInfo");
+    add::<EventLine>(&mut schemas, "EventLine");
     let service = json!([
         {"name": "cluster", "in": "path", "required": true, "schema": {"type": "string"}},
         {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}
@@ -177,6 +185,16 @@ pub fn document() -> Value {
             "/v1/status": {"get": {
                 "summary": "Nodes, services, tasks and recent events",
                 "responses": ok("status", reference("StatusReport"))
+            }},
+            "/v1/events": {"get": {
+                "summary": "The controller's events, oldest first, as JSON lines (one `EventLine` per line); with `follow`, the reply stays open and each new event is sent as it is recorded, with an empty line every 15 s while there is none",
+                "parameters": [
+                    {"name": "after", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0}, "description": "only events after this `seq` (the last one seen)"},
+                    {"name": "since", "in": "query", "required": false, "schema": {"type": "integer"}, "description": "only events at or after this time (unix seconds)"},
+                    {"name": "service", "in": "query", "required": false, "schema": {"type": "string", "minLength": 1, "maxLength": 512}, "description": "only events about this service: `cluster/name`, or a name in any cluster"},
+                    {"name": "follow", "in": "query", "required": false, "schema": {"type": "boolean"}, "description": "keep the reply open and send new events as they happen"}
+                ],
+                "responses": or(answer_as(denied(), "200", "events", "application/x-ndjson", json!({"type": "string", "description": "JSON lines, each an `EventLine` (#/components/schemas/EventLine)"})), "400", "a parameter that is not of its type")
             }},
             "/v1/plan": {"get": {
                 "summary": "The plan the next reconcile would apply (the JSON plan document of `reconcile plan --format json`)",

@@ -142,8 +142,7 @@ impl apply::Sink for ControllerDriver {
             }
         };
         match service {
-            Some(name) => tracing::info_span!("service", name = %name)
-                .in_scope(|| self.controller.event(message)),
+            Some(key) => self.controller.service_event(&key, message),
             None => self.controller.event(message),
         }
     }
@@ -302,7 +301,7 @@ impl Controller {
         match outcome {
             Outcome::Unchanged { settled, .. } => {
                 for (service, message) in settled {
-                    self.event(format!("{service}: {message}"));
+                    self.service_event(&service, format!("{service}: {message}"));
                 }
                 let mut s = self.following();
                 s.applied = commit;

@@ -69,8 +69,11 @@ impl Controller {
         for (key, to, reason) in pending {
             // Events take their own lock, after this one.
             match apply::request_rollback(&mut s.stored, desired, &key, to, &reason) {
-                Ok(to) => self.event(format!("{key}: {reason}: rolling back to revision {to}")),
-                Err(e) => self.event(format!("{key}: {reason}, but: {e}")),
+                Ok(to) => self.service_event(
+                    &key,
+                    format!("{key}: {reason}: rolling back to revision {to}"),
+                ),
+                Err(e) => self.service_event(&key, format!("{key}: {reason}, but: {e}")),
             }
         }
         if let Err(e) = self.db.save_stored(&s.stored) {
@@ -199,13 +202,7 @@ impl Controller {
         };
         let mut services = services;
         self.traffic_status(&observed, &mut services);
-        let events = guard(&self.events)
-            .events
-            .iter()
-            .rev()
-            .take(50)
-            .map(|(_, e)| e.clone())
-            .collect();
+        let events = guard(&self.events).newest(50);
         StatusReport {
             source: self.config.source.display(),
             services,

@@ -595,6 +595,7 @@ mod tests {
                     &EventRecord {
                         at: i as i64,
                         message: format!("e{i}"),
+                        service: (i % 2 == 0).then(|| "c/s".to_string()),
                     },
                 )
                 .unwrap();

@@ -96,7 +96,7 @@ impl Controller {
         cluster: &str,
         old: &[Task],
         new: &[Task],
-    ) -> Option<Vec<String>> {
+    ) -> Option<Vec<(String, String)>> {
         let relevant = self.traffic().services.contains_key(cluster);
         if !relevant || !changed(old, new) {
             return None;
@@ -117,9 +117,12 @@ impl Controller {
                 TargetHealth::Healthy => "passed its target health checks: registered",
                 _ => "failed its target health checks: no new requests",
             };
-            events.push(format!(
-                "service {service}: task {} on node {node} {what}",
-                plan::short(&t.identity.id)
+            events.push((
+                format!("{cluster}/{service}"),
+                format!(
+                    "service {service}: task {} on node {node} {what}",
+                    plan::short(&t.identity.id)
+                ),
             ));
         }
         Some(events)
@@ -182,10 +185,7 @@ impl Controller {
                     continue;
                 };
                 clusters.insert(task.cluster.clone());
-                services
-                    .entry(service.clone())
-                    .or_default()
-                    .push(plan::short(id));
+                services.entry(key).or_default().push(plan::short(id));
                 delay = delay.max(*d);
             }
             (clusters, delay, services)
@@ -194,11 +194,12 @@ impl Controller {
             return;
         }
         let say = |what: &str| {
-            for (service, tasks) in &services {
-                self.event(format!(
-                    "service {service}: task(s) {} {what}",
-                    tasks.join(", ")
-                ));
+            for (key, tasks) in &services {
+                let service = key.rsplit_once('/').map_or(key.as_str(), |(_, n)| n);
+                self.service_event(
+                    key,
+                    format!("service {service}: task(s) {} {what}", tasks.join(", ")),
+                );
             }
         };
         let generation = {

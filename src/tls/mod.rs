@@ -106,11 +106,33 @@ pub fn client(
     trust: &Trust,
     timeout: std::time::Duration,
 ) -> Result<reqwest::Client, String> {
+    client_with(url, trust, |b| b.timeout(timeout))
+}
+
+/// A client for replies that stream for as long as the reader wants
+/// (`events --follow`, `logs --follow`): no deadline for the whole reply,
+/// but one for connecting and one for the silence between two reads,
+/// which the controller's keep-alive lines break.
+pub fn streaming_client(
+    url: &str,
+    trust: &Trust,
+    silence: std::time::Duration,
+) -> Result<reqwest::Client, String> {
+    client_with(url, trust, |b| {
+        b.connect_timeout(std::time::Duration::from_secs(10))
+            .read_timeout(silence)
+    })
+}
+
+fn client_with(
+    url: &str,
+    trust: &Trust,
+    limits: impl Fn(reqwest::ClientBuilder) -> reqwest::ClientBuilder,
+) -> Result<reqwest::Client, String> {
     check_url(url, trust.plain_http)?;
     install_provider();
     let build = |config: rustls::ClientConfig| {
-        reqwest::Client::builder()
-            .timeout(timeout)
+        limits(reqwest::Client::builder())
             .tls_backend_preconfigured(config)
             .build()
             .map_err(|e| format!("HTTP client: {e}"))
@@ -146,16 +168,13 @@ pub fn client(
         }
         // The system's roots; where there are none (a minimal container),
         // plain HTTP still works and HTTPS needs --ca-hash or --ca-cert.
-        (None, None) => reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .or_else(|_| {
-                build(
-                    rustls::ClientConfig::builder()
-                        .with_root_certificates(rustls::RootCertStore::empty())
-                        .with_no_client_auth(),
-                )
-            }),
+        (None, None) => limits(reqwest::Client::builder()).build().or_else(|_| {
+            build(
+                rustls::ClientConfig::builder()
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth(),
+            )
+        }),
     }
 }
 
