@@ -442,6 +442,14 @@ impl GitSource {
         if let Some(f) = failure {
             return Err(f);
         }
+        if files.is_empty() {
+            return Err(format!(
+                "no manifests in {} at commit {}: looked for *.yaml and *.yml files (hidden \
+                 files and directories are skipped)",
+                self.display(),
+                &commit[..12.min(commit.len())]
+            ));
+        }
         files.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Snapshot {
             commit: commit.to_string(),

@@ -34,6 +34,11 @@ pub enum SourceError {
     Missing(PathBuf),
     #[error("`{0}` is not a directory or a manifest file")]
     NotADirectory(PathBuf),
+    #[error(
+        "no manifests in `{0}`: looked for *.yaml and *.yml files below it (hidden files \
+         and directories are skipped)"
+    )]
+    Empty(PathBuf),
     #[error("cannot read `{path}`: {source}")]
     Io {
         path: PathBuf,
@@ -111,6 +116,11 @@ pub fn read_dir(root: &Path) -> Result<Vec<RawFile>, SourceError> {
                 });
             }
         }
+    }
+    // An empty source is a mistake (a wrong path, a checkout not made),
+    // never a wish to run nothing: that would plan to delete everything.
+    if out.is_empty() {
+        return Err(SourceError::Empty(root.to_path_buf()));
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)

@@ -179,3 +179,45 @@ pub struct Target {
     #[command(flatten)]
     pub state: StateArgs,
 }
+
+/// A command given both a SOURCE and a controller would silently ignore
+/// one of them (a controller works on its own source): the words that say
+/// so, or None. Read from the innermost subcommand's matches, where the
+/// global `--controller` is propagated.
+pub(crate) fn ambiguous_target(matches: &clap::ArgMatches) -> Option<String> {
+    use clap::parser::ValueSource;
+    let mut names = Vec::new();
+    let mut m = matches;
+    while let Some((name, sub)) = m.subcommand() {
+        names.push(name);
+        m = sub;
+    }
+    let explicit = |id: &str| {
+        m.try_get_raw(id).ok().flatten().is_some()
+            && m.value_source(id) == Some(ValueSource::CommandLine)
+    };
+    if !explicit("source") {
+        return None;
+    }
+    let source = m
+        .try_get_one::<PathBuf>("source")
+        .ok()
+        .flatten()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let controller = m.try_get_one::<String>("controller").ok().flatten()?;
+    let command = names.join(" ");
+    Some(match m.value_source("controller") {
+        Some(ValueSource::EnvVariable) => format!(
+            "`reconcile {command} {source}` names a source, but RECONCILE_CONTROLLER is set \
+             ({controller}), which sends `{command}` to that controller and its own source. \
+             Unset RECONCILE_CONTROLLER to use `{source}` with the local engine, or leave \
+             SOURCE out to ask the controller"
+        ),
+        _ => format!(
+            "`{source}` and --controller {controller}: a controller works on its own source, \
+             so `{command}` takes one or the other. Leave SOURCE out to ask the controller, \
+             or --controller out to use `{source}` with the local engine"
+        ),
+    })
+}

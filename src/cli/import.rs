@@ -140,6 +140,8 @@ fn ecs(a: EcsArgs) -> ExitCode {
         if dir.is_dir() {
             match source::read_dir(dir) {
                 Ok(files) => options.existing = files,
+                // A new output directory holds nothing yet.
+                Err(source::SourceError::Empty(_)) => {}
                 Err(e) => return usage(e),
             }
         }

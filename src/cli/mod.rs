@@ -142,7 +142,14 @@ struct SchemaArgs {
 
 /// Run the program; returns the process exit status.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    if let Some(e) = args::ambiguous_target(&matches) {
+        return usage(e);
+    }
     let daemon = matches!(
         cli.command,
         Command::Controller(_) | Command::Agent(_) | Command::ServeTraffic(_)
