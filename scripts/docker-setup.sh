@@ -35,6 +35,11 @@ command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
 # benchmark measures HAProxy beside them.
 command -v wrk >/dev/null 2>&1 || need_pkgs+=(wrk)
 command -v haproxy >/dev/null 2>&1 || need_pkgs+=(haproxy)
+# tests/everyday.rs loads the generated completion scripts in zsh and fish
+# and renders a manual page with man.
+command -v zsh >/dev/null 2>&1 || need_pkgs+=(zsh)
+command -v fish >/dev/null 2>&1 || need_pkgs+=(fish)
+command -v man >/dev/null 2>&1 || need_pkgs+=(man-db)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     log "installing ${need_pkgs[*]}"
     export DEBIAN_FRONTEND=noninteractive

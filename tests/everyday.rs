@@ -2,6 +2,9 @@
 //! it: no Docker and no controller needed (a command that would reach one
 //! must be refused before it tries).
 
+#[path = "common/prereq.rs"]
+mod prereq;
+
 use assert_cmd::Command;
 use predicates::prelude::*;
 
@@ -82,5 +85,154 @@ fn a_source_without_manifests_is_an_error() {
                     .and(predicate::str::contains("*.yaml and *.yml"))
                     .and(predicate::str::contains("hidden")),
             );
+    }
+}
+
+fn output(args: &[&str]) -> String {
+    let out = reconcile().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Completion scripts load in their shells, and bash's completes a command
+/// and a flag; each command has a manual page naming how it is invoked
+/// and its examples.
+#[test]
+fn completions_and_manual_pages_work_in_real_shells() {
+    let dir = tempfile::tempdir().unwrap();
+    let bash = dir.path().join("reconcile.bash");
+    std::fs::write(&bash, output(&["completions", "bash"])).unwrap();
+    // Complete `reconcile st` and `reconcile events --fo` as bash does on Tab.
+    let script = format!(
+        "source {}\n\
+         COMP_WORDS=(reconcile st); COMP_CWORD=1; _reconcile reconcile st reconcile; echo \"${{COMPREPLY[*]}}\"\n\
+         COMP_WORDS=(reconcile events --fo); COMP_CWORD=2; _reconcile reconcile --fo events; echo \"${{COMPREPLY[*]}}\"\n",
+        bash.display()
+    );
+    let out = std::process::Command::new("bash")
+        .args(["--norc", "--noprofile", "-c", &script])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        lines.first().map(|l| l.split(' ').collect::<Vec<_>>()),
+        Some(vec!["status"]),
+        "{text}"
+    );
+    assert!(
+        lines
+            .get(1)
+            .is_some_and(|l| l.contains("--follow") && l.contains("--format")),
+        "{text}"
+    );
+
+    for (shell, check) in [("zsh", ["-n"]), ("fish", ["--no-execute"])] {
+        let file = dir.path().join(format!("reconcile.{shell}"));
+        let text = output(&["completions", shell]);
+        assert!(text.contains("reconcile"), "{text}");
+        std::fs::write(&file, text).unwrap();
+        if !prereq::part_satisfied(shell, prereq::tools(&[shell])) {
+            continue;
+        }
+        let out = std::process::Command::new(shell)
+            .args(check)
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{shell}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let man = dir.path().join("man");
+    reconcile()
+        .args(["man", "--out"])
+        .arg(&man)
+        .assert()
+        .success();
+    let page = std::fs::read_to_string(man.join("reconcile-node-drain.1")).unwrap();
+    assert!(page.contains(".TH reconcile-node-drain 1"), "{page}");
+    assert!(page.contains("reconcile node drain"), "{page}");
+    let apply = std::fs::read_to_string(man.join("reconcile-apply.1")).unwrap();
+    assert!(
+        apply.contains("Examples:") && apply.contains("auto\\-approve"),
+        "{apply}"
+    );
+    for page in [
+        "reconcile.1",
+        "reconcile-ca-hash.1",
+        "reconcile-events.1",
+        "reconcile-secret-set.1",
+    ] {
+        assert!(man.join(page).is_file(), "{page}");
+    }
+    if prereq::part_satisfied("man", prereq::tools(&["man"])) {
+        let out = std::process::Command::new("man")
+            .arg("-l")
+            .arg(man.join("reconcile-apply.1"))
+            .env("MANPAGER", "cat")
+            .env("MANWIDTH", "80")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains("SYNOPSIS"), "{text}");
+    }
+}
+
+/// Every command's help has a description for every argument, and no
+/// command that needs a controller says it could use the local engine.
+#[test]
+fn help_describes_every_argument_and_fits_the_command() {
+    for cmd in [
+        vec!["node", "drain"],
+        vec!["node", "remove"],
+        vec!["nodes"],
+        vec!["sync"],
+        vec!["suspend"],
+    ] {
+        let mut args = cmd.clone();
+        args.push("--help");
+        let text = output(&args);
+        assert!(
+            !text.contains("instead of the local Docker engine"),
+            "{cmd:?}: {text}"
+        );
+        assert!(!text.contains("source snippets"), "{cmd:?}: {text}");
+        // An argument line followed by a blank line has no description.
+        let lines: Vec<&str> = text.lines().collect();
+        for w in lines.windows(2) {
+            let arg = w[0].trim_start();
+            if arg.starts_with('<') && arg.ends_with('>') {
+                assert!(
+                    !w[1].trim().is_empty(),
+                    "{cmd:?}: {arg} has no description:\n{text}"
+                );
+            }
+        }
+    }
+    for cmd in [
+        "validate",
+        "plan",
+        "apply",
+        "status",
+        "events",
+        "destroy",
+        "agent",
+        "controller",
+    ] {
+        let text = output(&[cmd, "--help"]);
+        assert!(text.contains("Examples:"), "{cmd}: {text}");
     }
 }

@@ -76,7 +76,9 @@ pub struct StateArgs {
 /// How the CLI reaches a controller.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct RemoteArgs {
-    /// Run against the controller at URL instead of the local Docker engine.
+    /// The controller at URL (`https://HOST:7700`). Commands that also work
+    /// locally (plan, apply, status, ...) use the local Docker engine
+    /// without it.
     #[arg(long, env = "RECONCILE_CONTROLLER", value_name = "URL", global = true)]
     pub controller: Option<String>,
     /// The controller's API token.
@@ -162,9 +164,9 @@ pub(crate) fn open_store(state: &StateArgs, id: &str) -> Result<FileStore, Strin
 /// Output format of the commands that print a document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Format {
-    /// Human-readable, with source snippets.
+    /// For people to read.
     Text,
-    /// One JSON object on stdout.
+    /// JSON on stdout, for programs.
     Json,
 }
 

@@ -593,13 +593,22 @@ pub struct NodeArgs {
 enum NodeAction {
     /// Stop placing tasks on NAME and move its service tasks to other nodes
     /// (ECS DRAINING).
-    Drain { name: String },
+    Drain {
+        /// The node, as `reconcile nodes` lists it.
+        name: String,
+    },
     /// Make NAME take tasks again.
-    Activate { name: String },
+    Activate {
+        /// The node, as `reconcile nodes` lists it.
+        name: String,
+    },
     /// Forget NAME: revoke its credential and place its tasks elsewhere.
     /// An agent that still runs is refused (and joins again if it still
     /// has a valid join token: rotate join tokens to keep it out).
-    Remove { name: String },
+    Remove {
+        /// The node, as `reconcile nodes` lists it.
+        name: String,
+    },
 }
 
 pub fn node_cmd(a: NodeArgs) -> ExitCode {

@@ -5,9 +5,11 @@ mod args;
 mod deployments;
 mod diagnostics;
 mod events;
+mod examples;
 mod fleet;
 mod import;
 mod logging;
+mod manual;
 mod remote;
 mod render;
 mod run;
@@ -45,45 +47,54 @@ enum Command {
     /// reporting every problem with file, line and column.
     ///
     /// Exit status: 0 valid (warnings allowed), 1 invalid, 2 usage error.
+    #[command(after_help = examples::VALIDATE)]
     Validate(ValidateArgs),
     /// Write the JSON Schemas (draft-07) of the manifest kinds, plus a
     /// SchemaStore-style catalog, for editors and other validators.
     Schema(SchemaArgs),
     /// Convert existing Amazon ECS task definitions and services (JSON)
     /// into reconcile manifests.
+    #[command(after_help = examples::IMPORT)]
     Import(import::ImportArgs),
     /// Show what `apply` would change on the local Docker engine, or with
     /// --controller what a controller applies next.
     ///
     /// Exit status: 0 success (with --detailed-exitcode: no changes), 1
     /// error, 2 changes present (only with --detailed-exitcode).
+    #[command(after_help = examples::PLAN)]
     Plan(standalone::PlanArgs),
     /// Converge the local Docker engine to a source, or apply a saved plan
     /// exactly (refused when stale). Prints the plan, asks for confirmation
     /// on a terminal, and waits for steady state. With --controller, asks
     /// the controller to reconcile its own source now.
+    #[command(after_help = examples::APPLY)]
     Apply(standalone::ApplyArgs),
     /// Services, deployments and tasks applied from a source, with nodes,
     /// ports, health, status and stop reasons (a controller's with
     /// --controller, with its nodes, commits and events).
+    #[command(after_help = examples::STATUS)]
     Status(status::StatusArgs),
     /// What happened, oldest first: deployments, task starts and stops,
     /// health, nodes (a controller's whole event log with --controller;
     /// standalone, the services' events). --follow keeps showing them as
     /// they happen.
+    #[command(after_help = examples::EVENTS)]
     Events(events::EventsArgs),
     /// A service's deployments, newest first: revision, outcome, failed
     /// tasks and why, with the service's events.
+    #[command(after_help = examples::HISTORY)]
     History(deployments::HistoryArgs),
     /// Roll a service back to an earlier revision (default: its last
     /// COMPLETED deployment before the running one) as a rolling
     /// deployment. The source's revision is then held (not deployed again)
     /// until the source changes.
+    #[command(after_help = examples::ROLLBACK)]
     Rollback(deployments::RollbackArgs),
     /// Act on a service's deployment in progress (`abort`).
     Deployment(deployments::DeploymentArgs),
     /// Remove everything a source applied: plans the deletions, asks, then
     /// stops the tasks and forgets the resources.
+    #[command(after_help = examples::DESTROY)]
     Destroy(standalone::DestroyArgs),
     /// Serve a standalone source's listeners (`loadBalancers`) until
     /// killed. `apply` runs this in the source's traffic container,
@@ -91,17 +102,21 @@ enum Command {
     ServeTraffic(standalone::ServeTrafficArgs),
     /// Serve the API agents and the CLI talk to, and converge the fleet to
     /// a source: validate, plan, log the plan, apply it through the agents.
+    #[command(after_help = examples::CONTROLLER)]
     Controller(Box<fleet::ControllerArgs>),
     /// Run this host's Docker engine as a node of a controller's cluster:
     /// heartbeat, run the tasks assigned to it, stop anything else it owns.
+    #[command(after_help = examples::AGENT)]
     Agent(fleet::AgentArgs),
     /// List a controller's nodes with status, load and last heartbeat.
     Nodes(fleet::NodesArgs),
     /// Drain a node (its service tasks move to other nodes), activate it,
     /// or remove it (its credential is revoked).
+    #[command(after_help = examples::NODE)]
     Node(fleet::NodeArgs),
     /// A controller's named API tokens: create (reader, operator or join,
     /// optionally expiring), list, rm.
+    #[command(after_help = examples::TOKEN)]
     Token(token::TokenArgs),
     /// Ask a controller to reconcile now (fetching a git source first).
     Sync(fleet::SyncArgs),
@@ -116,7 +131,15 @@ enum Command {
     /// Set, list or remove a controller's secrets (bare `valueFrom: NAME`
     /// in fleet mode). Values are read from standard input or a file and
     /// never shown.
+    #[command(after_help = examples::SECRET)]
     Secret(secret::SecretArgs),
+    /// Write a shell completion script (bash, zsh, fish, elvish,
+    /// powershell) for reconcile on standard output.
+    #[command(after_help = examples::COMPLETIONS)]
+    Completions(manual::CompletionsArgs),
+    /// Write the manual pages (roff): `reconcile.1` and one per command.
+    #[command(after_help = examples::MAN)]
+    Man(manual::ManArgs),
 }
 
 /// A git source's branch and directory (`SOURCE` = `git+URL`).
@@ -189,6 +212,8 @@ pub fn main() -> ExitCode {
         Command::Suspend(a) => fleet::control_cmd("suspend", a),
         Command::Resume(a) => fleet::control_cmd("resume", a),
         Command::CaHash(a) => fleet::ca_hash_cmd(a),
+        Command::Completions(a) => manual::completions_cmd(a),
+        Command::Man(a) => manual::man_cmd(a),
     }
 }
 
