@@ -7,6 +7,7 @@ mod diagnostics;
 mod fleet;
 mod import;
 mod logging;
+mod logs;
 mod remote;
 mod render;
 mod run;
@@ -66,6 +67,13 @@ enum Command {
     /// ports, health, status and stop reasons (a controller's with
     /// --controller, with its nodes, commits and events).
     Status(status::StatusArgs),
+    /// Print the logs of a service's tasks, or of one task (id or a prefix
+    /// of at least 8 characters), from the local Docker engine; several
+    /// streams interleave, each line prefixed with `service.task/container`.
+    ///
+    /// Exit status: 0 success (also when --follow ends on Ctrl-C), 1 a log
+    /// could not be read, 2 usage error (unknown service or task).
+    Logs(logs::LogsArgs),
     /// A service's deployments, newest first: revision, outcome, failed
     /// tasks and why, with the service's events.
     History(deployments::HistoryArgs),
@@ -160,6 +168,7 @@ pub fn main() -> ExitCode {
         Command::Plan(a) => standalone::plan_cmd(a),
         Command::Apply(a) => standalone::apply_cmd(a),
         Command::Status(a) => status::status_cmd(a),
+        Command::Logs(a) => logs::logs_cmd(a),
         Command::Destroy(a) => standalone::destroy_cmd(a),
         Command::ServeTraffic(a) => standalone::serve_traffic_cmd(a),
         Command::History(a) => deployments::history_cmd(a),
