@@ -15,7 +15,7 @@ use bollard::models::ContainerSummaryStateEnum;
 use bollard::Docker;
 use tokio::sync::mpsc;
 
-use super::args::{source_id, GitArgs, StateArgs};
+use super::args::{source_id, GitArgs, RemoteArgs, StateArgs};
 use super::diagnostics::colour;
 use super::run::{block_on, failure, usage, EXIT_FAILURE};
 use crate::logs::{parse_since, prefix, stream_name};
@@ -52,6 +52,10 @@ pub struct LogsArgs {
     git: GitArgs,
     #[command(flatten)]
     state: StateArgs,
+    /// Accepted so that a controller named here or in the environment is
+    /// refused in words rather than silently ignored.
+    #[command(flatten)]
+    remote: RemoteArgs,
 }
 
 /// A container of the source, by its labels.
@@ -181,6 +185,12 @@ enum Event {
 }
 
 pub fn logs_cmd(a: LogsArgs) -> ExitCode {
+    if let Some(url) = &a.remote.controller {
+        return usage(format!(
+            "logs through a controller ({url}) are not available yet: \
+             `reconcile logs` reads the local Docker engine only (unset --controller / RECONCILE_CONTROLLER)"
+        ));
+    }
     let since = match a
         .since
         .as_deref()
@@ -222,7 +232,8 @@ async fn run(a: LogsArgs, source: String, since: Option<i64>) -> ExitCode {
             })
             .map(|c| c.name.as_str())
             .collect();
-        if !names.contains(name.as_str()) {
+        // A service with no running task yet has no names to check.
+        if !names.is_empty() && !names.contains(name.as_str()) {
             let list: Vec<&str> = names.into_iter().collect();
             return usage(format!(
                 "--container `{name}`: the task definition's containers are {}",
