@@ -1,13 +1,19 @@
 //! `reconcile logs` against a real Docker engine: a service's tasks and a
 //! task by prefix with --tail, --since and --timestamps, following across a
 //! task replacement until SIGINT, and the sentence for a container whose
-//! log driver cannot be read. Needs a running daemon and the local
-//! `busybox:stable` image (scripts/docker-setup.sh provides both).
+//! log driver cannot be read; then the same through a controller and two
+//! agents, with a secret masked on the nodes. Needs a running daemon and
+//! the local `busybox:stable` image (scripts/docker-setup.sh provides
+//! both).
 
+#[path = "common/controller.rs"]
+mod controller;
 #[path = "common/docker.rs"]
 mod docker;
+#[path = "common/prereq.rs"]
+mod prereq;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -234,4 +240,202 @@ fn follow_picks_up_a_replacement_task_and_ends_on_sigint() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
+
+/// A secret the fleet's tasks print: no output of `logs` may hold it.
+const SECRET: &str = "logged-secret-never-shown-7c2e";
+
+/// Lines of a running `logs --follow`, read on a thread of their own.
+fn lines_of(child: &mut std::process::Child) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The ids of the service's tasks the controller reports RUNNING.
+fn fleet_tasks(h: &controller::Harness<()>) -> Vec<String> {
+    h.status()["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["tasks"].as_array().cloned().unwrap_or_default())
+        .filter(|t| t["lastStatus"] == "RUNNING")
+        .map(|t| t["id"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn fleet_logs_follow_every_task_across_a_replacement_with_secrets_masked() {
+    if !prereq::satisfied(prereq::docker()) {
+        return;
+    }
+    let mut h: controller::Harness<()> = controller::Harness::create(
+        format!("lg{}", std::process::id()),
+        [127, 0, 0, 1].into(),
+        |_| (),
+    );
+    let src = h.dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let cluster = h.cluster.clone();
+    std::fs::write(
+        src.join("app.yaml"),
+        format!(
+            "apiVersion: reconcile/v1alpha1
+kind: Cluster
+metadata: {{name: {cluster}}}
+spec: {{}}
+---
+apiVersion: reconcile/v1alpha1
+kind: TaskDefinition
+metadata: {{name: talk}}
+spec:
+  networkMode: none
+  containerDefinitions:
+    - name: app
+      image: busybox:stable
+      command: [sh, -c, 'i=0; while true; do i=$((i+1)); echo \"$HOSTNAME line-$i secret=$S\"; sleep 0.2; done']
+      memory: 32
+      stopTimeout: 1
+      secrets:
+        - {{name: S, valueFrom: db}}
+---
+apiVersion: reconcile/v1alpha1
+kind: Service
+metadata: {{name: talk}}
+spec:
+  cluster: {cluster}
+  taskDefinition: talk
+  desiredCount: 2
+  placementConstraints:
+    - {{type: distinctInstance}}
+"
+        ),
+    )
+    .unwrap();
+    h.start_controller(controller::ControllerArgs {
+        source: vec![src.into()],
+        interval: 2,
+        node_timeout: 10,
+        env: Vec::new(),
+    });
+    let mut set = Command::new(controller::bin())
+        .args(["secret", "set", "db", "--controller", &h.url()])
+        .env("RECONCILE_API_TOKEN", controller::API)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    set.stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{SECRET}\n").as_bytes())
+        .unwrap();
+    assert!(set.wait_with_output().unwrap().status.success());
+    for name in ["n1", "n2"] {
+        let agent = h.spawn_agent(Command::new(controller::bin()), name, &[]);
+        h.agents.push(Some(agent));
+    }
+    h.wait_for("two running tasks", Duration::from_secs(90), |h| {
+        fleet_tasks(h).len() == 2
+    });
+    let first = fleet_tasks(&h);
+
+    let mut follow = Command::new(controller::bin())
+        .args(["logs", "talk", "--follow", "--controller", &h.url()])
+        .env("RECONCILE_API_TOKEN", controller::API)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = lines_of(&mut follow);
+    let mut seen: Vec<String> = Vec::new();
+    let mut wait_for_task = |id: &str| {
+        let head = format!("talk.{}/app | ", &id[..8]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if seen.iter().any(|l| l.starts_with(&head)) {
+                return;
+            }
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("no line of task {id}; seen:\n{}", seen.join("\n")),
+            }
+        }
+    };
+    for id in &first {
+        wait_for_task(id);
+    }
+
+    // One task's container is killed; its replacement's lines appear.
+    let victim = controller::docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=reconcile.io/task={}", first[0]),
+    ]);
+    controller::docker(&["kill", victim.trim()]);
+    h.wait_for("a replacement task", Duration::from_secs(90), |h| {
+        let now = fleet_tasks(h);
+        now.len() == 2 && now.iter().any(|t| !first.contains(t))
+    });
+    let replacement = fleet_tasks(&h)
+        .into_iter()
+        .find(|t| !first.contains(t))
+        .unwrap();
+    wait_for_task(&replacement);
+
+    let sent = Command::new("kill")
+        .args(["-INT", &follow.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = follow.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    let masked = seen.iter().filter(|l| l.ends_with("secret=***")).count();
+    assert!(masked > 0, "{}", seen.join("\n"));
+    assert!(!seen.iter().any(|l| l.contains(SECRET)));
+
+    // --tail N: exactly the last N lines of each task.
+    let tasks = fleet_tasks(&h);
+    let (code, out, err) = h.cli(&["logs", "talk", "--tail", "3"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains(SECRET));
+    for id in &tasks {
+        let head = format!("talk.{}/app | ", &id[..8]);
+        assert_eq!(
+            out.lines().filter(|l| l.starts_with(&head)).count(),
+            3,
+            "{out}"
+        );
+    }
+
+    // --since: no line written before the time given.
+    let since = reconcile::clock::unix_now();
+    let stamp = reconcile::clock::rfc3339(since);
+    let (code, out, err) = h.cli(&["logs", "talk", "--since", &stamp, "--timestamps"]);
+    assert_eq!(code, 0, "{err}");
+    for l in out.lines() {
+        let (_, rest) = l.split_once(" | ").unwrap();
+        let t = &rest[..19];
+        assert!(t >= &stamp[..19], "{l} is before {stamp}");
+        assert!(!rest.contains(" line-1 "), "{l}");
+    }
+    // A task by its prefix, through the controller too.
+    let (code, out, err) = h.cli(&["logs", &tasks[0][..8], "--tail", "1"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let (code, _, err) = h.cli(&["logs", "tlak"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("did you mean `talk`"), "{err}");
 }

@@ -52,8 +52,6 @@ pub struct LogsArgs {
     git: GitArgs,
     #[command(flatten)]
     state: StateArgs,
-    /// Accepted so that a controller named here or in the environment is
-    /// refused in words rather than silently ignored.
     #[command(flatten)]
     remote: RemoteArgs,
 }
@@ -185,12 +183,6 @@ enum Event {
 }
 
 pub fn logs_cmd(a: LogsArgs) -> ExitCode {
-    if let Some(url) = &a.remote.controller {
-        return usage(format!(
-            "logs through a controller ({url}) are not available yet: \
-             `reconcile logs` reads the local Docker engine only (unset --controller / RECONCILE_CONTROLLER)"
-        ));
-    }
     let since = match a
         .since
         .as_deref()
@@ -200,6 +192,19 @@ pub fn logs_cmd(a: LogsArgs) -> ExitCode {
         Some(Ok(t)) => Some(t),
         None => None,
     };
+    if a.remote.controller.is_some() {
+        return block_on(super::logs_remote::run(
+            &a.remote,
+            super::logs_remote::Ask {
+                target: a.target.clone(),
+                container: a.container.clone(),
+                follow: a.follow,
+                since,
+                tail: a.tail,
+                timestamps: a.timestamps,
+            },
+        ));
+    }
     let (id, _) = match source_id(&a.source, &a.git) {
         Ok(x) => x,
         Err(e) => return usage(e),
@@ -358,7 +363,13 @@ fn spawn_reader(
 
 /// A line as printed: prefix (coloured per stream on a terminal), the
 /// timestamp when asked for, the text.
-fn render_line(name: &str, width: usize, index: usize, line: &LogLine, painted: bool) -> String {
+pub(super) fn render_line(
+    name: &str,
+    width: usize,
+    index: usize,
+    line: &LogLine,
+    painted: bool,
+) -> String {
     const COLOURS: [u8; 6] = [36, 33, 32, 35, 34, 31];
     let head = prefix(name, width);
     let head = if painted {

@@ -8,6 +8,7 @@ mod fleet;
 mod import;
 mod logging;
 mod logs;
+mod logs_remote;
 mod remote;
 mod render;
 mod run;
@@ -68,7 +69,8 @@ enum Command {
     /// --controller, with its nodes, commits and events).
     Status(status::StatusArgs),
     /// Print the logs of a service's tasks, or of one task (id or a prefix
-    /// of at least 8 characters), from the local Docker engine; several
+    /// of at least 8 characters), from the local Docker engine or with
+    /// --controller relayed from the nodes (secrets masked); several
     /// streams interleave, each line prefixed with `service.task/container`.
     ///
     /// Exit status: 0 success (also when --follow ends on Ctrl-C), 1 a log
