@@ -1,5 +1,6 @@
 //! `reconcile logs`: the log lines of a service's tasks, or of one task,
-//! read from the local Docker engine. Containers are found by their
+//! read from the local Docker engine (with --controller, `logs_remote.rs`
+//! asks the controller instead). Containers are found by their
 //! labels (source, service, task, container name); each container's log
 //! is read by a task of its own and the lines interleave on stdout under a
 //! `service.task/container | ` prefix. With --follow the task set is
