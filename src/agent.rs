@@ -8,6 +8,7 @@
 //! still assigned: nothing is restarted.
 
 mod credential;
+mod logs;
 use crate::serving;
 
 use std::collections::{BTreeMap, HashSet};
@@ -204,6 +205,18 @@ pub async fn run(config: Config) -> Result<(), String> {
         "{}/v1/nodes/{}/changes",
         config.controller.trim_end_matches('/'),
         config.name
+    );
+    // Log uploads last as long as a reader follows: a client of its own,
+    // bounded at a day.
+    let uploads = logs::Uploads::new(
+        crate::tls::client(
+            &config.controller,
+            &config.trust,
+            Duration::from_secs(24 * 3600),
+        )?,
+        &config.controller,
+        &config.name,
+        config.secrets_dir.clone(),
     );
     let credential = credential::Credential::new(
         config.credential_file.clone(),
@@ -407,6 +420,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         };
         // What to serve first: tasks started now get the node's resolver.
         let mut reply = reply;
+        uploads.start(rt.docker(), &token, std::mem::take(&mut reply.logs));
         let acked = serving.generation();
         if let Some(t) = reply.traffic.take() {
             serving.apply(t).await;
@@ -440,8 +454,10 @@ pub async fn run(config: Config) -> Result<(), String> {
                 _ = wake.notified() => break,
                 _ = checks_changed.changed() => break,
                 c = changed(&client, &changes_url, &token, generation, wait) => match c {
-                    Some(mut reply) => {
+                    Changed::Logs(asks) => uploads.start(rt.docker(), &token, asks),
+                    Changed::Assignments(Some(mut reply)) => {
                         generation = reply.generation;
+                        uploads.start(rt.docker(), &token, std::mem::take(&mut reply.logs));
                         if let Some(t) = reply.traffic.take() {
                             let before = serving.generation();
                             serving.apply(t).await;
@@ -450,7 +466,7 @@ pub async fn run(config: Config) -> Result<(), String> {
                         act(reply, serving.resolver(&config.cluster), &mut container_checks);
                     }
                     // A controller that sends no assignments: heartbeat.
-                    None => break,
+                    Changed::Assignments(None) => break,
                 },
             }
         }
@@ -500,17 +516,26 @@ async fn route_address(controller: &str) -> Option<std::net::IpAddr> {
     (!ip.is_unspecified()).then_some(ip)
 }
 
+/// What the long poll brought.
+enum Changed {
+    /// The assignment generation changed: the node's assignments when the
+    /// controller sends them.
+    Assignments(Option<HeartbeatReply>),
+    /// Log sessions to open, nothing else changed.
+    Logs(Vec<crate::wire::LogAsk>),
+}
+
 /// Return once the controller's assignment generation differs from
-/// `after`: with the node's assignments when the controller sends them.
-/// Never returns when the long poll fails (e.g. a controller that lacks
-/// it): the heartbeat interval takes over.
+/// `after`, or it asks for log sessions. Never returns when the long poll
+/// fails (e.g. a controller that lacks it): the heartbeat interval takes
+/// over.
 async fn changed(
     client: &reqwest::Client,
     url: &str,
     token: &str,
     after: u64,
     wait: Duration,
-) -> Option<HeartbeatReply> {
+) -> Changed {
     // Within the HTTP client's timeout; the caller's interval bounds the rest.
     let hold = wait.min(Duration::from_secs(5)).as_millis();
     loop {
@@ -526,7 +551,13 @@ async fn changed(
             return std::future::pending().await;
         }
         match r.json::<Changes>().await {
-            Ok(c) if c.generation != after => return c.assignments,
+            Ok(c) if c.generation != after => {
+                return Changed::Assignments(c.assignments.map(|mut r| {
+                    r.logs.extend(c.logs);
+                    r
+                }))
+            }
+            Ok(c) if !c.logs.is_empty() => return Changed::Logs(c.logs),
             Ok(_) => {}
             Err(_) => return std::future::pending().await,
         }

@@ -13,6 +13,7 @@ pub mod fsutil;
 pub mod git;
 pub mod import;
 pub mod lb;
+pub mod logs;
 pub mod manifest;
 pub mod model;
 pub mod plan;

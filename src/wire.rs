@@ -91,6 +91,84 @@ pub struct HeartbeatReply {
     /// when they changed since the generation the node reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic: Option<Traffic>,
+    /// Log sessions the node is asked to open
+    /// (`POST /v1/nodes/{name}/logs/{session}`). Agents that predate logs
+    /// ignore it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<LogAsk>,
+}
+
+/// A log session a node is asked to upload: the lines of some of its
+/// tasks' containers, as JSON lines ([`LogRecord`]) in the streaming body
+/// of `POST /v1/nodes/{name}/logs/{session}`.
+#[derive(Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LogAsk {
+    pub session: String,
+    /// Task ids, all on this node.
+    pub tasks: Vec<String>,
+    /// Only this container of each task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    #[serde(default)]
+    pub follow: bool,
+    /// Unix seconds: only lines written since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<i64>,
+    /// Only the last N lines of each container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail: Option<usize>,
+    #[serde(default)]
+    pub timestamps: bool,
+    /// Values replaced by `***` in every line before it leaves the node:
+    /// the tasks' secrets. Never logged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mask: Vec<String>,
+    /// `node:NAME` references of the tasks, whose values the agent reads
+    /// itself and masks too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_secrets: Vec<String>,
+}
+
+impl fmt::Debug for LogAsk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogAsk")
+            .field("session", &self.session)
+            .field("tasks", &self.tasks)
+            .field("container", &self.container)
+            .field("follow", &self.follow)
+            .field("mask", &format_args!("<{} redacted>", self.mask.len()))
+            .finish_non_exhaustive()
+    }
+}
+
+/// One JSON line of a log stream, from a node to the controller and from
+/// the controller to `GET /v1/logs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum LogRecord {
+    /// A line a container wrote (secrets masked, at most 16 KiB).
+    Line {
+        task: String,
+        /// The task's service (none for a task run without one).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        service: Option<String>,
+        container: String,
+        /// `stdout` or `stderr`.
+        stream: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timestamp: Option<String>,
+        line: String,
+    },
+    /// A task's stream ended (its container stopped, or the node's upload
+    /// ended).
+    End { task: String },
+    /// A stream could not be read, or a node did not answer.
+    Error {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task: Option<String>,
+        message: String,
+    },
 }
 
 /// What a node serves for its cluster's traffic.
@@ -158,6 +236,10 @@ pub struct Changes {
     /// cost a full observation of its engine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assignments: Option<HeartbeatReply>,
+    /// Log sessions the node is asked to open now (the poll returns at
+    /// once for them, the generation unchanged).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<LogAsk>,
 }
 
 /// One task a node must run.

@@ -42,7 +42,7 @@ pub fn events_cmd(a: EventsArgs) -> ExitCode {
     let since = match a.since.as_deref() {
         Some(s) => match crate::clock::parse_since(s, crate::clock::unix_now()) {
             Ok(t) => Some(t),
-            Err(e) => return usage(format!("--since: {e}")),
+            Err(e) => return usage(format!("--since {e}")),
         },
         None => None,
     };

@@ -9,6 +9,8 @@ mod examples;
 mod fleet;
 mod import;
 mod logging;
+mod logs;
+mod logs_remote;
 mod manual;
 mod remote;
 mod render;
@@ -80,6 +82,14 @@ enum Command {
     /// they happen.
     #[command(after_help = examples::EVENTS)]
     Events(events::EventsArgs),
+    /// Print the logs of a service's tasks, or of one task (id or a prefix
+    /// of at least 8 characters), from the local Docker engine or with
+    /// --controller relayed from the nodes (secrets masked); several
+    /// streams interleave, each line prefixed with `service.task/container`.
+    ///
+    /// Exit status: 0 success (also when --follow ends on Ctrl-C), 1 a log
+    /// could not be read, 2 usage error (unknown service or task).
+    Logs(logs::LogsArgs),
     /// A service's deployments, newest first: revision, outcome, failed
     /// tasks and why, with the service's events.
     #[command(after_help = examples::HISTORY)]
@@ -197,6 +207,7 @@ pub fn main() -> ExitCode {
         Command::Apply(a) => standalone::apply_cmd(a),
         Command::Status(a) => status::status_cmd(a),
         Command::Events(a) => events::events_cmd(a),
+        Command::Logs(a) => logs::logs_cmd(a),
         Command::Destroy(a) => standalone::destroy_cmd(a),
         Command::ServeTraffic(a) => standalone::serve_traffic_cmd(a),
         Command::History(a) => deployments::history_cmd(a),

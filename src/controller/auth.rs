@@ -48,7 +48,12 @@ pub(super) fn need(method: &Method, route: &str) -> Need {
     match (method.as_str(), route) {
         (_, "/healthz" | "/v1/openapi.json") => Need::Open,
         (_, "/v1/join") => Need::Join,
-        (_, "/v1/nodes/{name}/heartbeat" | "/v1/nodes/{name}/changes") => Need::Node,
+        (
+            _,
+            "/v1/nodes/{name}/heartbeat"
+            | "/v1/nodes/{name}/changes"
+            | "/v1/nodes/{name}/logs/{session}",
+        ) => Need::Node,
         (_, "/v1/webhook") => Need::Webhook,
         // Names of credentials are for operators only.
         ("GET", "/v1/tokens" | "/v1/secrets") => Need::Operate,
@@ -433,6 +438,8 @@ mod tests {
         assert_eq!(need(&Method::GET, "/v1/secrets"), Need::Operate);
         assert_eq!(need(&post, "/v1/nodes/{name}/heartbeat"), Need::Node);
         assert_eq!(need(&Method::GET, "/v1/nodes/{name}/changes"), Need::Node);
+        assert_eq!(need(&post, "/v1/nodes/{name}/logs/{session}"), Need::Node);
+        assert_eq!(need(&Method::GET, "/v1/logs"), Need::Read);
         assert_eq!(need(&post, "/v1/join"), Need::Join);
         assert_eq!(need(&Method::GET, "/healthz"), Need::Open);
     }

@@ -5,6 +5,8 @@
 //! | `POST /v1/join` | join token | a node's credential, bound to its name and cluster |
 //! | `POST /v1/nodes/{name}/heartbeat` | node `name` (its credential) | register or refresh the node; returns its assignments |
 //! | `GET /v1/nodes/{name}/changes?after=G&timeoutMillis=T` | node `name` | long poll: returns once the assignment generation differs from `G`, with the node's assignments (at most `T` ms, capped at 30 s) |
+//! | `POST /v1/nodes/{name}/logs/{session}` | node `name` | upload of a log session the node was told of: a streaming body of JSON lines |
+//! | `GET /v1/logs?service=S\|task=T&follow&since&tail&timestamps&container` | reader | task logs as a stream of JSON lines, relayed from the nodes with secrets masked |
 //! | `GET /v1/nodes` | reader | nodes, status, load |
 //! | `POST /v1/nodes/{name}/drain` | operator | stop placing on a node and move its tasks |
 //! | `POST /v1/nodes/{name}/activate` | operator | undo a drain |
@@ -498,6 +500,8 @@ pub fn router(c: Arc<Controller>) -> Router {
         .route("/v1/join", post(join))
         .route("/v1/nodes/{name}/heartbeat", post(heartbeat))
         .route("/v1/nodes/{name}/changes", get(changes))
+        .route("/v1/nodes/{name}/logs/{session}", post(super::logs::upload))
+        .route("/v1/logs", get(super::logs::client))
         .route("/v1/nodes", get(nodes))
         .route("/v1/nodes/{name}/drain", post(drain))
         .route("/v1/nodes/{name}/activate", post(activate))

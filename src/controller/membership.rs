@@ -212,6 +212,7 @@ impl Controller {
             heartbeat_millis: self.config.heartbeat.as_millis() as u64,
             generation: *self.assigned.borrow(),
             traffic: self.traffic_for(s, name),
+            logs: self.logs.pending(name),
         }
     }
 
@@ -221,9 +222,16 @@ impl Controller {
     /// node is unknown or LOST (its next heartbeat settles that).
     pub async fn assignment_changes(&self, name: &str, after: u64, timeout: Duration) -> Changes {
         let mut rx = self.assigned.subscribe();
-        let changed = tokio::time::timeout(timeout, rx.wait_for(|g| *g != after))
-            .await
-            .is_ok();
+        // A log session for the node ends the wait too, the generation
+        // unchanged.
+        let changed = tokio::time::timeout(timeout, async {
+            tokio::select! {
+                _ = rx.wait_for(|g| *g != after) => true,
+                _ = self.logs.wait_untold(name) => false,
+            }
+        })
+        .await
+        .unwrap_or(false);
         let s = self.members();
         let generation = *self.assigned.borrow();
         let known = s
@@ -233,6 +241,11 @@ impl Controller {
         Changes {
             generation,
             assignments: (changed && known).then(|| self.reply(&s, name, true)),
+            logs: if known {
+                self.logs.untold(name)
+            } else {
+                Vec::new()
+            },
         }
     }
 

@@ -43,6 +43,7 @@ pub mod http;
 mod identity;
 pub mod launcher;
 pub mod limits;
+pub mod logs;
 mod membership;
 pub mod openapi;
 mod pass;
@@ -222,6 +223,8 @@ pub struct Controller {
     /// `/v1/nodes/{name}/changes` heartbeat at once instead of at their
     /// next interval, and the long poll carries the node's assignments,
     /// so a start or stop reaches a node in one round trip.
+    /// Task log sessions in progress, relayed from nodes to readers.
+    logs: logs::LogSessions,
     assigned: tokio::sync::watch::Sender<u64>,
     /// Bumped on every heartbeat: a stop waiting for its node to report
     /// the task gone looks again at once.
@@ -317,6 +320,7 @@ impl Controller {
             events: Mutex::new(events::Events::new(loaded.events)),
             started: Instant::now(),
             wake: Notify::new(),
+            logs: logs::LogSessions::default(),
             assigned: tokio::sync::watch::Sender::new(0),
             reported: tokio::sync::watch::Sender::new(0),
             resolver,

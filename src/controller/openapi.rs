@@ -8,8 +8,8 @@ use serde_json::{json, Map, Value};
 use crate::report::StatusReport;
 use crate::wire::{
     Accepted, ApiError, Changes, CreatedToken, EventLine, Heartbeat, HeartbeatReply, HistoryReply,
-    JoinReply, JoinRequest, NodeView, RollbackRequest, SecretInfo, SyncReply, TokenRequest,
-    TokenView,
+    JoinReply, JoinRequest, LogRecord, NodeView, RollbackRequest, SecretInfo, SyncReply,
+    TokenRequest, TokenView,
 };
 
 /// Add `T`'s schema to `schemas` under `name`. schemars puts the types it
@@ -57,6 +57,12 @@ fn denied() -> Value {
     or(r, "403", "the token's role may not make this request")
 }
 
+/// `code` with no body, added to the responses `r`.
+fn answer_empty(mut r: Value, code: &str, description: &str) -> Value {
+    r[code] = json!({ "description": description });
+    r
+}
+
 fn ok(description: &str, body: Value) -> Value {
     answer(denied(), "200", description, body)
 }
@@ -89,6 +95,7 @@ pub fn document() -> Value {
     add::<Heartbeat>(&mut schemas, "Heartbeat");
     add::<HeartbeatReply>(&mut schemas, "HeartbeatReply");
     add::<Changes>(&mut schemas, "Changes");
+    add::<LogRecord>(&mut schemas, "LogRecord");
     add::<NodeView>(&mut schemas, "NodeView");
     add::<StatusReport>(&mut schemas, "StatusReport");
     add::<ApiError>(&mut schemas, "ApiError");
@@ -181,6 +188,32 @@ pub fn document() -> Value {
                 "summary": "Make a node ACTIVE again",
                 "parameters": name,
                 "responses": or(ok("new status", json!({"type": "object"})), "404", "no such node")
+            }},
+            "/v1/nodes/{name}/logs/{session}": {"post": {
+                "summary": "Upload a log session the node was told of in its long poll or heartbeat reply (the node's own credential): a streaming body of JSON lines, secrets already masked; the answer comes when the reader goes away or the body ends",
+                "parameters": [
+                    {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}},
+                    {"name": "session", "in": "path", "required": true, "schema": {"type": "string"}}
+                ],
+                "requestBody": {"required": true, "content": {"application/x-ndjson": {"schema": reference("LogRecord")}}},
+                "responses": or(answer_empty(denied(), "204", "the session ended"), "404", "no such session waits for this node")
+            }},
+            "/v1/logs": {"get": {
+                "summary": "Task logs (reader): the lines of a service's tasks or of one task, relayed from their nodes with the tasks' secrets masked, as a stream of JSON lines (one `LogRecord` each)",
+                "parameters": [
+                    {"name": "service", "in": "query", "required": false, "schema": {"type": "string"}, "description": "`NAME` or `CLUSTER/NAME`; give this or `task`"},
+                    {"name": "task", "in": "query", "required": false, "schema": {"type": "string"}, "description": "a task id or a unique prefix of at least 8 characters"},
+                    {"name": "container", "in": "query", "required": false, "schema": {"type": "string"}},
+                    {"name": "follow", "in": "query", "required": false, "schema": {"type": "boolean"}, "description": "keep streaming, with the tasks that replace stopped ones"},
+                    {"name": "since", "in": "query", "required": false, "schema": {"type": "integer"}, "description": "Unix seconds"},
+                    {"name": "tail", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0}, "description": "the last N lines of each container"},
+                    {"name": "timestamps", "in": "query", "required": false, "schema": {"type": "boolean"}}
+                ],
+                "responses": or(or({
+                    let mut r = denied();
+                    r["200"] = json!({"description": "JSON lines until every stream ended (or, following, until the client goes away)", "content": {"application/x-ndjson": {"schema": reference("LogRecord")}}});
+                    r
+                }, "400", "neither or both of `service` and `task`, an ambiguous name or prefix, or an unknown container"), "404", "no assigned task of that service, or no such task")
             }},
             "/v1/status": {"get": {
                 "summary": "Nodes, services, tasks and recent events",

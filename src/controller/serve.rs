@@ -215,6 +215,15 @@ enum Cut {
 }
 
 /// Returns when the connection must be closed.
+/// Longest a log upload's body may last: a day of following.
+const LOG_UPLOAD_BODY: Duration = Duration::from_secs(24 * 3600);
+
+/// `/v1/nodes/{name}/logs/{session}`.
+fn is_log_upload(path: &str) -> bool {
+    let parts: Vec<&str> = path.split('/').collect();
+    matches!(parts.as_slice(), ["", "v1", "nodes", _, "logs", _])
+}
+
 async fn watchdog(shared: &Shared, limits: Limits) -> Cut {
     loop {
         let deadline = {
@@ -370,10 +379,17 @@ where
         async move {
             let _in_flight = in_flight;
             let (parts, body) = req.into_parts();
+            // A node's log upload is a body that lasts as long as a reader
+            // follows; only the node's own credential reaches it.
+            let limit = if is_log_upload(parts.uri.path()) {
+                LOG_UPLOAD_BODY
+            } else {
+                limits.body
+            };
             let body = Timed {
                 inner: body,
-                deadline: Box::pin(tokio::time::sleep(limits.body)),
-                limit: limits.body,
+                deadline: Box::pin(tokio::time::sleep(limit)),
+                limit,
                 peer,
                 gates,
             };

@@ -30,6 +30,7 @@ use crate::model::{NodeInfo, TaskStatus};
 
 mod cleanup;
 mod create;
+pub mod logs;
 mod observe;
 mod start;
 
