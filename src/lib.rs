@@ -14,6 +14,7 @@ pub mod git;
 pub mod import;
 pub mod lb;
 pub mod manifest;
+pub mod metrics;
 pub mod model;
 pub mod plan;
 pub mod pointer;

@@ -178,6 +178,10 @@ pub fn document() -> Value {
                 "summary": "Nodes, services, tasks and recent events",
                 "responses": ok("status", reference("StatusReport"))
             }},
+            "/metrics": {"get": {
+                "summary": "Prometheus metrics (OpenMetrics text), reader role; see METRICS.md",
+                "responses": {"200": {"description": "metrics", "content": {"application/openmetrics-text": {"schema": {"type": "string"}}}}}
+            }},
             "/v1/plan": {"get": {
                 "summary": "The plan the next reconcile would apply (the JSON plan document of `reconcile plan --format json`)",
                 "responses": or(ok("plan", json!({"type": "object"})), "422", "the source does not load or validate")
