@@ -179,8 +179,8 @@ pub fn document() -> Value {
                 "responses": ok("status", reference("StatusReport"))
             }},
             "/metrics": {"get": {
-                "summary": "Prometheus metrics (OpenMetrics text), reader role; see METRICS.md",
-                "responses": {"200": {"description": "metrics", "content": {"application/openmetrics-text": {"schema": {"type": "string"}}}}}
+                "summary": "Prometheus metrics (text exposition format), reader role; see METRICS.md",
+                "responses": {"200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}}
             }},
             "/v1/plan": {"get": {
                 "summary": "The plan the next reconcile would apply (the JSON plan document of `reconcile plan --format json`)",

@@ -11,9 +11,9 @@ pub mod controller;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
 
-/// What `/metrics` is served as: OpenMetrics text, which Prometheus asks
-/// for first and `promtool check metrics` reads.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// What `/metrics` is served as: the classic Prometheus text format, which
+/// every Prometheus accepts and `promtool check metrics` lints.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Buckets of durations in seconds, from 5 ms to about 80 s.
 pub(crate) fn duration_buckets() -> impl Iterator<Item = f64> {
@@ -28,9 +28,41 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// A registry in the text exposition format.
 pub fn render(registry: &Registry) -> String {
-    let mut out = String::with_capacity(4096);
+    let mut open = String::with_capacity(4096);
     // Writing into a String cannot fail.
-    let _ = encode(&mut out, registry);
+    let _ = encode(&mut open, registry);
+    classic(&open)
+}
+
+/// OpenMetrics text as the classic format: a counter's family is named
+/// with its `_total` suffix, and there is no `# EOF` or `# UNIT`.
+fn classic(open: &str) -> String {
+    let counters: std::collections::HashSet<&str> = open
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(open.len() + 16 * counters.len());
+    for line in open.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| Some((p, line.strip_prefix(p)?)));
+        match meta {
+            Some((p, rest)) => {
+                let name = rest.split(' ').next().unwrap_or_default();
+                out.push_str(p);
+                out.push_str(name);
+                if counters.contains(name) {
+                    out.push_str("_total");
+                }
+                out.push_str(&rest[name.len()..]);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
     out
 }
 
