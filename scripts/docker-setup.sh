@@ -35,6 +35,9 @@ command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
 # benchmark measures HAProxy beside them.
 command -v wrk >/dev/null 2>&1 || need_pkgs+=(wrk)
 command -v haproxy >/dev/null 2>&1 || need_pkgs+=(haproxy)
+# tests/metrics.rs lints both /metrics with promtool and scrapes them with a
+# real Prometheus (Debian's prometheus package ships both).
+{ command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; } || need_pkgs+=(prometheus)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     log "installing ${need_pkgs[*]}"
     export DEBIAN_FRONTEND=noninteractive
