@@ -40,6 +40,9 @@ command -v haproxy >/dev/null 2>&1 || need_pkgs+=(haproxy)
 command -v zsh >/dev/null 2>&1 || need_pkgs+=(zsh)
 command -v fish >/dev/null 2>&1 || need_pkgs+=(fish)
 command -v man >/dev/null 2>&1 || need_pkgs+=(man-db)
+# tests/metrics.rs lints both /metrics with promtool and scrapes them with a
+# real Prometheus (Debian's prometheus package ships both).
+{ command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; } || need_pkgs+=(prometheus)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     log "installing ${need_pkgs[*]}"
     export DEBIAN_FRONTEND=noninteractive

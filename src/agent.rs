@@ -48,6 +48,8 @@ pub struct Config {
     /// Where listeners are served.
     pub listen_address: std::net::IpAddr,
     pub dns: Dns,
+    /// Serve Prometheus metrics there, to the bearer of its token.
+    pub metrics: Option<crate::metrics::agent::Endpoint>,
 }
 
 /// Where the node answers service DNS names for its containers.
@@ -190,10 +192,15 @@ fn launch_of(
 /// Run until the process ends; errors reaching the controller or Docker
 /// are logged and retried with backoff.
 pub async fn run(config: Config) -> Result<(), String> {
+    let metrics = Arc::new(crate::metrics::agent::AgentMetrics::new());
+    if let Some(endpoint) = &config.metrics {
+        crate::metrics::agent::serve(endpoint.clone(), metrics.clone()).await?;
+    }
     let rt = Arc::new(
         DockerRuntime::connect(&owner(&config.cluster, &config.name), &config.name)
             .await
-            .map_err(|e| e.message)?,
+            .map_err(|e| e.message)?
+            .observed_by(metrics.clone()),
     );
     let client = crate::tls::client(&config.controller, &config.trust, Duration::from_secs(10))?;
     let url = format!(
@@ -277,6 +284,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         };
         forget_observed(&inflight, observed);
         mark_starting(&starting, &mut obs.tasks);
+        metrics.observed(&obs.tasks);
         let token = match &held {
             Some(t) => t.clone(),
             None => {
@@ -346,7 +354,12 @@ pub async fn run(config: Config) -> Result<(), String> {
             traffic_generation: serving.generation(),
             inflight: serving.inflight(),
         };
+        let sent = std::time::Instant::now();
         let reply = client.post(&url).bearer_auth(&token).json(&hb).send().await;
+        metrics.heartbeat(
+            sent.elapsed(),
+            reply.as_ref().is_ok_and(|r| r.status().is_success()),
+        );
         let reply: Result<HeartbeatReply, String> = match reply {
             Ok(r) if r.status().is_success() => r.json().await.map_err(|e| e.to_string()),
             Ok(r) if r.status() == reqwest::StatusCode::UNAUTHORIZED => {

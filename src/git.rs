@@ -53,6 +53,8 @@ pub struct Snapshot {
     pub commit: String,
     /// First line of the commit message.
     pub summary: String,
+    /// The commit time, Unix seconds.
+    pub time: i64,
     pub files: Vec<RawFile>,
 }
 
@@ -454,6 +456,7 @@ impl GitSource {
         Ok(Snapshot {
             commit: commit.to_string(),
             summary: c.summary().unwrap_or_default().to_string(),
+            time: c.time().seconds(),
             files,
         })
     }

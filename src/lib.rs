@@ -15,6 +15,7 @@ pub mod import;
 pub mod lb;
 pub mod logs;
 pub mod manifest;
+pub mod metrics;
 pub mod model;
 pub mod plan;
 pub mod pointer;

@@ -95,6 +95,14 @@ pub enum Event {
         task: String,
         reason: String,
     },
+    /// A deployment's circuit breaker tripped (its rollout failed).
+    BreakerTripped {
+        service: String,
+    },
+    /// A failed or aborted deployment is being rolled back.
+    RollbackStarted {
+        service: String,
+    },
     /// A deployment started, resumed, completed, failed or rolled back.
     Deployment {
         service: String,

@@ -29,7 +29,13 @@ pub(super) async fn deployment_failed<R: Runtime + Sync, S: Sink>(
     let (reason, task, aborted) = match halt {
         Halt::Error(e) => return Err(e),
         Halt::Aborted => ("aborted by the user".to_string(), None, true),
-        Halt::Tripped { reason, task } | Halt::TimedOut { reason, task } => (reason, task, false),
+        Halt::Tripped { reason, task } => {
+            ctx.sink.event(super::Event::BreakerTripped {
+                service: ctx.key.clone(),
+            });
+            (reason, task, false)
+        }
+        Halt::TimedOut { reason, task } => (reason, task, false),
     };
     let failed_err = |message: String| ApplyError::Failed {
         address: ctx.address.clone(),
@@ -129,6 +135,9 @@ async fn roll_back<R: Runtime + Sync, S: Sink>(
             h.begin(to, &old.config_hash, count, &breaker, Some(failed_id), now)
         })
         .map_err(|e| e.to_string())?;
+    ctx.sink.event(super::Event::RollbackStarted {
+        service: ctx.key.clone(),
+    });
     ctx.say(format!("rolling back to revision {to} (deployment {rb})"));
     update(ctx.shared, ctx.sink, |st| {
         st.services.insert(

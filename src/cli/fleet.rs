@@ -445,6 +445,14 @@ pub struct AgentArgs {
     /// names do not resolve on this node.
     #[arg(long)]
     no_dns: bool,
+    /// Serve Prometheus metrics on this address (`/metrics`); needs
+    /// --metrics-token-file.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// The bearer token a scraper of --metrics-listen must present (the
+    /// file's first line), chosen by the operator.
+    #[arg(long, value_name = "FILE", requires = "metrics_listen")]
+    metrics_token_file: Option<PathBuf>,
 }
 
 /// A DNS domain for service names: dot-separated labels.
@@ -519,7 +527,32 @@ pub fn agent_cmd(a: AgentArgs) -> ExitCode {
             credential_file.display()
         ));
     }
+    let metrics = match (a.metrics_listen, &a.metrics_token_file) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return usage(
+                "--metrics-listen needs --metrics-token-file: the metrics are served only to \
+                 the bearer of that token",
+            )
+        }
+        (Some(listen), Some(file)) => match std::fs::read_to_string(file) {
+            Ok(text) => match text.lines().next().map(str::trim) {
+                Some(t) if !t.is_empty() => Some(crate::metrics::agent::Endpoint {
+                    listen,
+                    token: t.to_string(),
+                }),
+                _ => {
+                    return usage(format!(
+                        "--metrics-token-file `{}`: the file is empty",
+                        file.display()
+                    ))
+                }
+            },
+            Err(e) => return usage(format!("--metrics-token-file `{}`: {e}", file.display())),
+        },
+    };
     let config = crate::agent::Config {
+        metrics,
         controller: a.controller,
         cluster: a.cluster,
         name,

@@ -390,6 +390,8 @@ impl Sink for Progress<'_> {
                 reason,
             } => format!("{service}: {reason}"),
             Event::Deployment { service, message } => format!("{service}: {message}"),
+            // Said in words by the Deployment events around them.
+            Event::BreakerTripped { .. } | Event::RollbackStarted { .. } => return,
         };
         if let Some(b) = self.bar.get() {
             b.set_message(text.clone());

@@ -57,6 +57,8 @@ pub(super) fn need(method: &Method, route: &str) -> Need {
         (_, "/v1/webhook") => Need::Webhook,
         // Names of credentials are for operators only.
         ("GET", "/v1/tokens" | "/v1/secrets") => Need::Operate,
+        // Prometheus scrapes with a reader token.
+        ("GET", "/metrics") => Need::Read,
         ("GET" | "HEAD", _) => Need::Read,
         _ => Need::Operate,
     }

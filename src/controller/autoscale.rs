@@ -40,6 +40,7 @@ impl Controller {
             .iter()
             .filter(|(_, p)| p.managed_scaling.status == crate::manifest::Toggle::Enabled)
             .collect();
+        super::guard(&self.reservations).retain(|p, _| managed.iter().any(|(n, _)| *n == p));
         if managed.is_empty() {
             return;
         }
@@ -131,6 +132,7 @@ impl Controller {
                 }
             };
             let (reservation, decision) = scaling::decide(&view);
+            super::guard(&self.reservations).insert(name.clone(), reservation);
             match decision {
                 scaling::Decision::Hold => {}
                 scaling::Decision::Launch(k) => {

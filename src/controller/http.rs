@@ -239,6 +239,22 @@ async fn status(State(c): Shared) -> Response {
     Json(c.status()).into_response()
 }
 
+async fn metrics(State(c): Shared) -> Response {
+    // Gauges are computed from the held state: cheap, but not for an async
+    // worker to block on with a large fleet.
+    match tokio::task::spawn_blocking(move || c.metrics_text()).await {
+        Ok(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                crate::metrics::CONTENT_TYPE,
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
 async fn history(State(c): Shared, Path((cluster, name)): Path<(String, String)>) -> Response {
     match c.history(&format!("{cluster}/{name}")) {
         Ok(h) => Json(h).into_response(),
@@ -510,6 +526,7 @@ pub fn router(c: Arc<Controller>) -> Router {
         .route("/v1/tokens/{name}", delete(remove_token))
         .route("/v1/status", get(status))
         .route("/v1/events", get(super::events::stream))
+        .route("/metrics", get(metrics))
         .route("/v1/plan", get(plan))
         .route("/v1/services/{cluster}/{name}/history", get(history))
         .route("/v1/services/{cluster}/{name}/abort", post(abort))

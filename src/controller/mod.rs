@@ -49,6 +49,7 @@ pub mod openapi;
 mod pass;
 mod requests;
 pub mod scaling;
+mod scrape;
 mod secret_store;
 pub mod serve;
 mod source;
@@ -164,6 +165,8 @@ struct Applied {
     desired: Option<DesiredState>,
     /// Tasks the last plan could not place, by service key.
     unplaced: BTreeMap<String, u32>,
+    /// The same with the reason code: (cluster, service, reason, tasks).
+    placement: Vec<(String, String, &'static str, u32)>,
     /// Commit each resource (by plan address) was last changed from.
     commits: BTreeMap<String, String>,
 }
@@ -243,6 +246,10 @@ pub struct Controller {
     refused: auth::Refusals,
     /// Launches nodes for managed scaling; connected on first need.
     launcher: tokio::sync::OnceCell<Result<launcher::Launcher, String>>,
+    metrics: crate::metrics::controller::ControllerMetrics,
+    /// CapacityProviderReservation (percent) of each managed provider, as
+    /// managed scaling last computed it.
+    reservations: Mutex<BTreeMap<String, u32>>,
 }
 
 impl Controller {
@@ -294,6 +301,7 @@ impl Controller {
                 stored: loaded.stored,
                 desired: None,
                 unplaced: BTreeMap::new(),
+                placement: Vec::new(),
                 commits: loaded.commits,
             }),
             requests: Mutex::new(Requests {
@@ -334,6 +342,8 @@ impl Controller {
                     .collect(),
             ),
             launcher: tokio::sync::OnceCell::new(),
+            metrics: Default::default(),
+            reservations: Mutex::default(),
         });
         // Generations of an earlier run of the controller are below this
         // one's first (milliseconds since the epoch), so an agent that

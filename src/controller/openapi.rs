@@ -229,6 +229,10 @@ pub fn document() -> Value {
                 ],
                 "responses": or(answer_as(denied(), "200", "events", "application/x-ndjson", json!({"type": "string", "description": "JSON lines, each an `EventLine` (#/components/schemas/EventLine)"})), "400", "a parameter that is not of its type")
             }},
+            "/metrics": {"get": {
+                "summary": "Prometheus metrics (text exposition format), reader role; see METRICS.md",
+                "responses": answer_as(denied(), "200", "metrics", "text/plain", json!({"type": "string"}))
+            }},
             "/v1/plan": {"get": {
                 "summary": "The plan the next reconcile would apply (the JSON plan document of `reconcile plan --format json`)",
                 "responses": or(ok("plan", json!({"type": "object"})), "422", "the source does not load or validate")

@@ -109,6 +109,14 @@ impl apply::Sink for ControllerDriver {
         use apply::Event::*;
         let (service, message) = match e {
             Resource { .. } | Step { .. } => return,
+            BreakerTripped { service } => {
+                self.controller.metrics.breaker_tripped(&service);
+                return;
+            }
+            RollbackStarted { service } => {
+                self.controller.metrics.rollback(&service);
+                return;
+            }
             Registered { family, revision } => (None, format!("registered {family}:{revision}")),
             Started {
                 service,
@@ -222,13 +230,24 @@ impl Controller {
     /// fleet: returns whether it applied changes, or why it applied none.
     pub async fn reconcile_once(self: &Arc<Self>) -> Result<bool, String> {
         let began = Instant::now();
+        let (outcome, result) = self.pass_once(began).await;
+        self.metrics.pass(outcome, began.elapsed().as_secs_f64());
+        result
+    }
+
+    /// One pass, and how it ended as a metric's outcome label.
+    async fn pass_once(self: &Arc<Self>, began: Instant) -> (&'static str, Result<bool, String>) {
         self.following().fetch_error = None;
-        let (desired, commit) =
-            self.load(true)
-                .map_err(|e| match self.following().fetch_error.take() {
-                    Some(f) => format!("{f}\n{e}"),
-                    None => e,
-                })?;
+        let loaded = self
+            .load(true)
+            .map_err(|e| match self.following().fetch_error.take() {
+                Some(f) => format!("{f}\n{e}"),
+                None => e,
+            });
+        let (desired, commit) = match loaded {
+            Ok(l) => l,
+            Err(e) => return ("invalid_source", Err(e)),
+        };
         if let Some(c) = &commit {
             tracing::Span::current().record("commit", c.short());
         }
@@ -276,7 +295,8 @@ impl Controller {
         }
         self.after_apply();
         let outcome = match outcome {
-            Ok(r) => r?,
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return ("failed", Err(e)),
             // Superseded: the apply stopped at an await, like a killed
             // one; what it saved after its last step is the state.
             Err(by) => {
@@ -284,11 +304,28 @@ impl Controller {
                     "{at}superseded by {by} before its rollout finished; applying that now"
                 ));
                 self.wake.notify_one();
-                return Ok(true);
+                return ("superseded", Ok(true));
             }
         };
         use reconcile::Outcome;
+        let code = crate::metrics::controller::outcome_code(&outcome);
+        if let Outcome::Applied { plan } = &outcome {
+            self.metrics.applied(plan);
+        }
         if let Some(plan) = outcome.plan() {
+            self.applied().placement = plan
+                .resource_changes
+                .iter()
+                .filter_map(|c| {
+                    let f = c.tasks.as_ref()?.placement_failure.as_ref()?;
+                    Some((
+                        c.cluster.clone()?,
+                        c.name.clone(),
+                        crate::metrics::placement_reason(&f.reason),
+                        f.unplaced,
+                    ))
+                })
+                .collect();
             self.applied().unplaced = plan
                 .resource_changes
                 .iter()
@@ -298,7 +335,7 @@ impl Controller {
                 })
                 .collect();
         }
-        match outcome {
+        let result = match outcome {
             Outcome::Unchanged { settled, .. } => {
                 for (service, message) in settled {
                     self.service_event(&service, format!("{service}: {message}"));
@@ -343,7 +380,8 @@ impl Controller {
                 s.fetch_error.take().map_or(Ok(true), Err)
             }
             Outcome::Failed { error, .. } => Err(format!("{at}apply failed: {error}")),
-        }
+        };
+        (code, result)
     }
 
     /// After a pass that may have applied: an abort no rollout picked up

@@ -34,6 +34,8 @@ impl Source {
 pub struct Commit {
     pub id: String,
     pub summary: String,
+    /// The commit time, Unix seconds.
+    pub time: i64,
 }
 
 impl Commit {
@@ -98,6 +100,7 @@ impl Controller {
                 let commit = Commit {
                     id: snap.commit,
                     summary: snap.summary,
+                    time: snap.time,
                 };
                 let mut s = self.following();
                 if s.fetched.as_ref() != Some(&commit) {
@@ -149,7 +152,11 @@ impl Controller {
                     .max(1)
             ));
         }
-        match g.fetch(cache) {
+        let began = Instant::now();
+        let fetched = g.fetch(cache);
+        self.metrics
+            .fetch(began.elapsed().as_secs_f64(), fetched.is_ok());
+        match fetched {
             Ok(id) => {
                 let mut s = self.following();
                 s.fetch_failures = 0;

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use bollard::models::{ContainerSummary, ContainerSummaryStateEnum};
 use bollard::query_parameters::{RemoveContainerOptionsBuilder, StopContainerOptionsBuilder};
 
-use super::{err, label, DockerRuntime};
+use super::{err, label, Call, DockerRuntime};
 use crate::runtime::RuntimeError;
 
 impl DockerRuntime {
@@ -18,19 +18,16 @@ impl DockerRuntime {
     ) -> Result<(), RuntimeError> {
         for c in containers {
             if let Some(id) = &c.id {
-                if let Err(e) = self
-                    .docker
-                    .remove_container(
-                        id,
-                        Some(
-                            RemoveContainerOptionsBuilder::default()
-                                .force(true)
-                                .v(false)
-                                .build(),
-                        ),
-                    )
-                    .await
-                {
+                let removed = self.docker.remove_container(
+                    id,
+                    Some(
+                        RemoveContainerOptionsBuilder::default()
+                            .force(true)
+                            .v(false)
+                            .build(),
+                    ),
+                );
+                if let Err(e) = self.timed(Call::Remove, removed).await {
                     if !is_not_found(&e) {
                         return Err(err("removing a container", e));
                     }
@@ -59,9 +56,12 @@ impl DockerRuntime {
                 );
                 if running {
                     if let Some(id) = &c.id {
-                        stops.push(self.docker.stop_container(
-                            id,
-                            Some(StopContainerOptionsBuilder::default().build()),
+                        stops.push(self.timed(
+                            Call::Stop,
+                            self.docker.stop_container(
+                                id,
+                                Some(StopContainerOptionsBuilder::default().build()),
+                            ),
                         ));
                     }
                 }

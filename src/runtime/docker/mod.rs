@@ -96,9 +96,54 @@ pub fn resources(info: &bollard::models::SystemInfo) -> (u32, u32) {
 /// The local Docker engine as one node.
 pub struct DockerRuntime {
     docker: Docker,
+    /// Told the operation and duration of each engine call (the agent's
+    /// metrics); None elsewhere.
+    observer: Option<std::sync::Arc<dyn Observer>>,
     /// Identity of the source whose tasks this runtime sees.
     source: String,
     node: NodeInfo,
+}
+
+/// An engine call, as an [`Observer`] is told of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    List,
+    Create,
+    Start,
+    Stop,
+    Remove,
+    Inspect,
+    Logs,
+}
+
+impl Call {
+    pub const ALL: [Call; 7] = [
+        Call::List,
+        Call::Create,
+        Call::Start,
+        Call::Stop,
+        Call::Remove,
+        Call::Inspect,
+        Call::Logs,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Call::List => "list",
+            Call::Create => "create",
+            Call::Start => "start",
+            Call::Stop => "stop",
+            Call::Remove => "remove",
+            Call::Inspect => "inspect",
+            Call::Logs => "logs",
+        }
+    }
+}
+
+/// Watches the runtime's engine calls: each one's kind, how long it took
+/// and whether it succeeded.
+pub trait Observer: Send + Sync {
+    fn call(&self, call: Call, took: std::time::Duration, ok: bool);
 }
 
 fn err(context: &str, e: impl std::fmt::Display) -> RuntimeError {
@@ -122,6 +167,7 @@ impl DockerRuntime {
         );
         Ok(DockerRuntime {
             docker,
+            observer: None,
             source: source.to_string(),
             node: NodeInfo {
                 name: node_name.to_string(),
@@ -134,6 +180,27 @@ impl DockerRuntime {
         })
     }
 
+    /// Tell `observer` of every engine call from now on.
+    pub fn observed_by(mut self, observer: std::sync::Arc<dyn Observer>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Run one engine call, timed for the observer.
+    async fn timed<T, E>(
+        &self,
+        call: Call,
+        f: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let Some(o) = &self.observer else {
+            return f.await;
+        };
+        let began = std::time::Instant::now();
+        let r = f.await;
+        o.call(call, began.elapsed(), r.is_ok());
+        r
+    }
+
     pub fn docker(&self) -> &Docker {
         &self.docker
     }
@@ -143,7 +210,7 @@ impl DockerRuntime {
         if let Some(t) = task {
             labels.push(format!("{}={t}", label::TASK));
         }
-        labelled(&self.docker, labels)
+        self.timed(Call::List, labelled(&self.docker, labels))
             .await
             .map_err(|e| err("listing containers", e))
     }
@@ -160,14 +227,19 @@ impl DockerRuntime {
                     .build(),
             ),
         );
-        let mut out = String::new();
-        while let Some(Ok(chunk)) = stream.next().await {
-            out.push_str(&chunk.to_string());
-            if out.len() > 64 * 1024 {
-                break;
+        let read = async {
+            let mut out = String::new();
+            while let Some(chunk) = stream.next().await {
+                // What was read before a failure is still shown.
+                let Ok(chunk) = chunk else { return Err(out) };
+                out.push_str(&chunk.to_string());
+                if out.len() > 64 * 1024 {
+                    break;
+                }
             }
-        }
-        out
+            Ok(out)
+        };
+        self.timed(Call::Logs, read).await.unwrap_or_else(|out| out)
     }
 
     /// Last log lines of a task's containers, for failure reports.
@@ -289,10 +361,13 @@ impl Runtime for DockerRuntime {
     async fn halt(&self, task_id: &str) -> Result<(), RuntimeError> {
         for c in self.list(Some(task_id)).await? {
             if let (Some(id), Some(ContainerSummaryStateEnum::RUNNING)) = (&c.id, c.state) {
-                self.docker
-                    .stop_container(id, Some(StopContainerOptionsBuilder::default().build()))
-                    .await
-                    .map_err(|e| err("stopping a container", e))?;
+                self.timed(
+                    Call::Stop,
+                    self.docker
+                        .stop_container(id, Some(StopContainerOptionsBuilder::default().build())),
+                )
+                .await
+                .map_err(|e| err("stopping a container", e))?;
             }
         }
         Ok(())

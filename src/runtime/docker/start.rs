@@ -12,7 +12,7 @@ use bollard::query_parameters::{
 };
 
 use super::create::DynamicPorts;
-use super::DockerRuntime;
+use super::{Call, DockerRuntime};
 use crate::manifest::task_definition::{ContainerDefinition, DependencyCondition};
 use crate::runtime::Launch;
 
@@ -32,9 +32,11 @@ impl DockerRuntime {
             for d in &c.depends_on {
                 let dep_id = &ids[&d.container_name];
                 loop {
-                    let state = self
+                    let inspected = self
                         .docker
-                        .inspect_container(dep_id, None::<InspectContainerOptions>)
+                        .inspect_container(dep_id, None::<InspectContainerOptions>);
+                    let state = self
+                        .timed(Call::Inspect, inspected)
                         .await
                         .map_err(|e| format!("inspecting `{}`: {e}", d.container_name))?
                         .state
@@ -90,11 +92,11 @@ impl DockerRuntime {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
-            self.docker
-                .start_container(
-                    &ids[&c.name],
-                    None::<bollard::query_parameters::StartContainerOptions>,
-                )
+            let started = self.docker.start_container(
+                &ids[&c.name],
+                None::<bollard::query_parameters::StartContainerOptions>,
+            );
+            self.timed(Call::Start, started)
                 .await
                 .map_err(|e| format!("starting container `{}`: {e}", c.name))?;
         }
@@ -115,17 +117,15 @@ impl DockerRuntime {
         let mut ids = HashMap::new();
         for c in start_order(&l.spec.container_definitions) {
             let body = self.create_body(l, c, network, volumes, dynamic);
-            let created = self
-                .docker
-                .create_container(
-                    Some(
-                        CreateContainerOptionsBuilder::default()
-                            .name(&Self::container_name(l, c))
-                            .build(),
-                    ),
-                    body,
-                )
-                .await;
+            let created = self.docker.create_container(
+                Some(
+                    CreateContainerOptionsBuilder::default()
+                        .name(&Self::container_name(l, c))
+                        .build(),
+                ),
+                body,
+            );
+            let created = self.timed(Call::Create, created).await;
             match created {
                 Ok(r) => {
                     ids.insert(c.name.clone(), r.id);
@@ -141,13 +141,11 @@ impl DockerRuntime {
             let existing = self.list(Some(&l.identity.id)).await.unwrap_or_default();
             for c in &existing {
                 if let Some(id) = &c.id {
-                    let _ = self
-                        .docker
-                        .stop_container(
-                            id,
-                            Some(StopContainerOptionsBuilder::default().t(2).build()),
-                        )
-                        .await;
+                    let stopped = self.docker.stop_container(
+                        id,
+                        Some(StopContainerOptionsBuilder::default().t(2).build()),
+                    );
+                    let _ = self.timed(Call::Stop, stopped).await;
                 }
             }
             return Err(format!("TaskFailedToStart: {e}"));
