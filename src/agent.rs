@@ -8,6 +8,7 @@
 //! still assigned: nothing is restarted.
 
 mod credential;
+pub mod stats;
 use crate::serving;
 
 use std::collections::{BTreeMap, HashSet};
@@ -47,6 +48,8 @@ pub struct Config {
     /// Where listeners are served.
     pub listen_address: std::net::IpAddr,
     pub dns: Dns,
+    /// How often running tasks' usage is sampled; zero: never.
+    pub stats_interval: Duration,
 }
 
 /// Where the node answers service DNS names for its containers.
@@ -194,6 +197,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             .await
             .map_err(|e| e.message)?,
     );
+    let collector = stats::Collector::spawn(rt.clone(), config.stats_interval);
     let client = crate::tls::client(&config.controller, &config.trust, Duration::from_secs(10))?;
     let url = format!(
         "{}/v1/nodes/{}/heartbeat",
@@ -332,6 +336,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             address,
             traffic_generation: serving.generation(),
             inflight: serving.inflight(),
+            usage: collector.snapshot(),
         };
         let reply = client.post(&url).bearer_auth(&token).json(&hb).send().await;
         let reply: Result<HeartbeatReply, String> = match reply {

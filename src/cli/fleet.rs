@@ -445,6 +445,10 @@ pub struct AgentArgs {
     /// names do not resolve on this node.
     #[arg(long)]
     no_dns: bool,
+    /// Seconds between two samples of the running tasks' CPU and memory
+    /// usage (reported to the controller); 0 samples nothing.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    stats_interval: u64,
 }
 
 /// A DNS domain for service names: dot-separated labels.
@@ -540,6 +544,7 @@ pub fn agent_cmd(a: AgentArgs) -> ExitCode {
             a.dns_address
                 .map_or(crate::agent::Dns::AtAddress, crate::agent::Dns::At)
         },
+        stats_interval: std::time::Duration::from_secs(a.stats_interval),
     };
     block_on(async move {
         tokio::select! {

@@ -32,6 +32,7 @@ mod cleanup;
 mod create;
 mod observe;
 mod start;
+pub mod stats;
 
 use create::dynamic_ports;
 pub use observe::tasks_from_containers;
@@ -92,6 +93,9 @@ pub fn resources(info: &bollard::models::SystemInfo) -> (u32, u32) {
     )
 }
 
+/// Stats read at once: the engine computes each on its own.
+pub const STATS_CONCURRENCY: usize = 8;
+
 /// The local Docker engine as one node.
 pub struct DockerRuntime {
     docker: Docker,
@@ -145,6 +149,30 @@ impl DockerRuntime {
         labelled(&self.docker, labels)
             .await
             .map_err(|e| err("listing containers", e))
+    }
+
+    /// The running containers of this runtime's tasks: (task id,
+    /// container id).
+    pub async fn running_containers(&self) -> Result<Vec<(String, String)>, RuntimeError> {
+        let containers = self.list(None).await?;
+        Ok(containers
+            .into_iter()
+            .filter(|c| c.state == Some(ContainerSummaryStateEnum::RUNNING))
+            .filter_map(|c| {
+                let task = c.labels.as_ref()?.get(label::TASK)?.clone();
+                Some((task, c.id?))
+            })
+            .collect())
+    }
+
+    /// What each running task uses now (by task id): two samples of its
+    /// containers `gap` apart, a few containers at a time.
+    pub async fn usage_now(
+        &self,
+        gap: std::time::Duration,
+    ) -> Result<BTreeMap<String, crate::utilization::TaskUsage>, RuntimeError> {
+        let containers = self.running_containers().await?;
+        Ok(stats::usage_now(&self.docker, &containers, gap, STATS_CONCURRENCY).await)
     }
 
     /// The last `lines` lines a container wrote.
