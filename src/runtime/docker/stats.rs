@@ -143,6 +143,9 @@ pub async fn usage_now(
     gap: Duration,
     concurrency: usize,
 ) -> BTreeMap<String, TaskUsage> {
+    if containers.is_empty() {
+        return BTreeMap::new();
+    }
     let ids = || containers.iter().map(|(_, id)| id.clone()).collect();
     let before = sample_all(docker, ids(), concurrency).await;
     tokio::time::sleep(gap).await;
