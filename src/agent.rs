@@ -9,6 +9,7 @@
 
 mod credential;
 mod logs;
+pub mod stats;
 use crate::serving;
 
 use std::collections::{BTreeMap, HashSet};
@@ -50,6 +51,8 @@ pub struct Config {
     pub dns: Dns,
     /// Serve Prometheus metrics there, to the bearer of its token.
     pub metrics: Option<crate::metrics::agent::Endpoint>,
+    /// How often running tasks' usage is sampled; zero: never.
+    pub stats_interval: Duration,
 }
 
 /// Where the node answers service DNS names for its containers.
@@ -192,7 +195,11 @@ fn launch_of(
 /// Run until the process ends; errors reaching the controller or Docker
 /// are logged and retried with backoff.
 pub async fn run(config: Config) -> Result<(), String> {
-    let metrics = Arc::new(crate::metrics::agent::AgentMetrics::new());
+    let collector = stats::Collector::default();
+    let mut metrics = crate::metrics::agent::AgentMetrics::new();
+    let usage = collector.clone();
+    metrics.usage_from(Box::new(move || usage.snapshot()));
+    let metrics = Arc::new(metrics);
     if let Some(endpoint) = &config.metrics {
         crate::metrics::agent::serve(endpoint.clone(), metrics.clone()).await?;
     }
@@ -202,6 +209,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             .map_err(|e| e.message)?
             .observed_by(metrics.clone()),
     );
+    collector.start(rt.clone(), config.stats_interval);
     let client = crate::tls::client(&config.controller, &config.trust, Duration::from_secs(10))?;
     let url = format!(
         "{}/v1/nodes/{}/heartbeat",
@@ -353,6 +361,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             address,
             traffic_generation: serving.generation(),
             inflight: serving.inflight(),
+            usage: collector.snapshot(),
         };
         let sent = std::time::Instant::now();
         let reply = client.post(&url).bearer_auth(&token).json(&hb).send().await;

@@ -32,6 +32,7 @@ pub mod store;
 pub mod suggest;
 pub mod tls;
 pub mod traffic;
+pub mod utilization;
 pub mod validate;
 pub mod wire;
 pub mod yaml;

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::deployment::{DeploymentView, Held, History, ServiceEvent};
 use crate::model::{Health, NetworkBinding, ObservedState, Task, TaskDefRef, TaskStatus};
+use crate::utilization::TaskUsage;
 use crate::wire::{EventRecord, HistoryReply, NodeView};
 
 /// Events per service that `status` shows, newest first.
@@ -63,6 +64,9 @@ pub struct ServiceStatus {
     /// Its DNS names (service registries).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns_names: Vec<String>,
+    /// Over its running tasks with a sample.
+    #[serde(flatten)]
+    pub usage: Usage,
 }
 
 /// A listener of a service and where it sends requests.
@@ -87,8 +91,38 @@ pub struct TargetStatus {
     pub state: String,
 }
 
+/// What a task or service uses of what it reserves (ECS CPUUtilization
+/// and MemoryUtilization). Each value is absent when unknown: no sample
+/// yet, or an agent that does not report usage.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    /// CPU units used over CPU units reserved, in percent (one decimal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_utilization: Option<f64>,
+    /// Memory used over memory reserved, in percent (one decimal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_utilization: Option<f64>,
+    /// CPU units (1024 per core) used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_units: Option<f64>,
+    /// MiB of memory used.
+    #[serde(default, rename = "memoryMiB", skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<f64>,
+    /// When it was sampled (Unix seconds); for a service, its oldest
+    /// task sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampled_at: Option<i64>,
+}
+
+impl Usage {
+    pub fn is_unknown(&self) -> bool {
+        self.sampled_at.is_none()
+    }
+}
+
 /// A task of a service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskView {
     pub id: String,
@@ -105,6 +139,8 @@ pub struct TaskView {
     /// With load balancers: the target health its node measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_health: Option<crate::model::TargetHealth>,
+    #[serde(flatten)]
+    pub usage: Usage,
 }
 
 /// What a controller adds to the status.
@@ -192,6 +228,7 @@ impl From<&Task> for TaskView {
             stop_code: t.stop_code.clone(),
             stopped_reason: t.stopped_reason.clone(),
             target_health: t.target_health,
+            usage: Usage::default(),
         }
     }
 }
@@ -244,9 +281,68 @@ pub fn services(o: &ObservedState, commits: &BTreeMap<String, String>) -> Vec<Se
                 tasks: tasks.iter().map(|t| TaskView::from(*t)).collect(),
                 listeners: Vec::new(),
                 dns_names: Vec::new(),
+                usage: Usage::default(),
             }
         })
         .collect()
+}
+
+/// Fill in the usage of each running task from `samples` (by task id)
+/// and each service's sum. Reservations are read from the task's
+/// revision; a task that reserves nothing is measured against its
+/// node's registered capacity (`nodes`: name -> CPU units, MiB).
+pub fn fill_usage(
+    o: &ObservedState,
+    nodes: &BTreeMap<String, (u32, u32)>,
+    services: &mut [ServiceStatus],
+    samples: &BTreeMap<String, TaskUsage>,
+) {
+    use crate::utilization::{aggregate, percent, reserved};
+    let tasks: BTreeMap<&str, &Task> = o
+        .tasks
+        .iter()
+        .map(|t| (t.identity.id.as_str(), t))
+        .collect();
+    for s in services.iter_mut() {
+        let (mut cpu, mut memory, mut oldest) = (Vec::new(), Vec::new(), None::<i64>);
+        for v in s.tasks.iter_mut() {
+            let (Some(sample), Some(t)) = (samples.get(&v.id), tasks.get(v.id.as_str())) else {
+                continue;
+            };
+            if v.last_status != TaskStatus::Running {
+                continue;
+            }
+            let Some(spec) = o
+                .revisions
+                .get(&t.identity.family)
+                .and_then(|rs| rs.iter().find(|r| r.number == t.identity.revision))
+            else {
+                continue;
+            };
+            let node = nodes.get(&t.node).copied().unwrap_or((0, 0));
+            let (rc, rm) = reserved(&spec.spec, node);
+            let (rc, rm) = (f64::from(rc), f64::from(rm));
+            v.usage = Usage {
+                cpu_utilization: percent(sample.cpu_units, rc),
+                memory_utilization: percent(sample.memory_mib, rm),
+                cpu_units: sample.cpu_units,
+                memory_mib: sample.memory_mib,
+                sampled_at: Some(sample.sampled_at),
+            };
+            cpu.push((sample.cpu_units, rc));
+            memory.push((sample.memory_mib, rm));
+            oldest = Some(oldest.map_or(sample.sampled_at, |o| o.min(sample.sampled_at)));
+        }
+        let (cpu_used, cpu_reserved) = aggregate(&cpu);
+        let (mem_used, mem_reserved) = aggregate(&memory);
+        s.usage = Usage {
+            cpu_utilization: percent(cpu_used, cpu_reserved),
+            memory_utilization: percent(mem_used, mem_reserved),
+            cpu_units: cpu_used,
+            memory_mib: mem_used,
+            sampled_at: oldest,
+        };
+    }
 }
 
 /// `reconcile history`: every deployment of service `key` and its events,

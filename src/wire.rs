@@ -52,6 +52,10 @@ pub struct Heartbeat {
     /// target task; a task being drained stops once every node says 0.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub inflight: BTreeMap<String, u64>,
+    /// What its running tasks used when last sampled, by task id (absent
+    /// from agents that do not sample).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub usage: BTreeMap<String, crate::utilization::TaskUsage>,
 }
 
 /// A node's lifecycle, with ECS container-instance meanings.

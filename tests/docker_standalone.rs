@@ -954,3 +954,124 @@ fn a_listener_is_served_after_apply_and_a_rollout_under_load_drops_no_request() 
         "destroy leaves nothing, traffic container included: {left:?}"
     );
 }
+
+/// A service of one task of busybox running `script` with the given
+/// task-level reservations (YAML flow fields).
+fn shell_service(name: &str, reserve: &str, script: &str) -> String {
+    format!(
+        "apiVersion: reconcile/v1alpha1
+kind: TaskDefinition
+metadata: {{name: {name}}}
+spec:
+  {reserve}
+  containerDefinitions:
+    - name: main
+      image: busybox:stable
+      command: [sh, -c, \"{script}\"]
+      stopTimeout: 1
+---
+apiVersion: reconcile/v1alpha1
+kind: Service
+metadata: {{name: {name}}}
+spec:
+  cluster: t
+  taskDefinition: {name}
+  desiredCount: 1
+"
+    )
+}
+
+/// The usage fields of service `name`'s only task and of the service.
+fn usage_of(status: &Value, name: &str) -> (Value, Value) {
+    let s = status["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no service {name} in {status}"))
+        .clone();
+    (s["tasks"][0].clone(), s)
+}
+
+#[test]
+fn status_shows_cpu_and_memory_used_over_reserved() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let burn = shell_service("burn", "cpu: 512\n  memory: 64", "while :; do :; done");
+    // 40 MiB written to the container's shared-memory tmpfs stay in
+    // memory (never reclaimable file cache) and count to the container.
+    let hold = shell_service(
+        "hold",
+        "memory: 100",
+        "dd if=/dev/zero of=/dev/shm/f bs=1M count=40 && touch /tmp/held && sleep 3600",
+    );
+    let idle = sleeper("idle", 1, "x");
+    let s = Source::new(&[
+        ("cluster.yaml", cluster()),
+        ("burn.yaml", &burn),
+        ("hold.yaml", &hold),
+        ("idle.yaml", &idle),
+    ]);
+    let out = s.apply();
+    assert!(out.contains("Apply complete"), "{out}");
+    // Until the memory is held (the write takes a moment).
+    let held = s.running("hold");
+    assert_eq!(held.len(), 1, "{:?}", s.containers());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !Command::new("docker")
+        .args(["exec", &held[0], "test", "-e", "/tmp/held"])
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the hold task never wrote its memory"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let status = s.status();
+    let (task, service) = usage_of(&status, "burn");
+    let cpu = task["cpuUtilization"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{task}"));
+    // A busy loop uses a whole core, 1024 units, of the 512 reserved:
+    // about 200% on an idle machine, far over 40% on a busy one.
+    assert!(cpu > 40.0, "{task}");
+    let units = task["cpuUnits"].as_f64().unwrap();
+    assert!((cpu - units / 512.0 * 100.0).abs() < 0.2, "{task}");
+    assert!(task["sampledAt"].as_i64().unwrap() > 0, "{task}");
+    // The service is its one task.
+    assert_eq!(service["cpuUnits"], task["cpuUnits"], "{service}");
+    assert_eq!(
+        service["cpuUtilization"], task["cpuUtilization"],
+        "{service}"
+    );
+
+    let (task, _) = usage_of(&status, "hold");
+    let mib = task["memoryMiB"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{task}"));
+    assert!((40.0..60.0).contains(&mib), "{task}");
+    let mem = task["memoryUtilization"].as_f64().unwrap();
+    assert!((mem - mib).abs() < 0.2, "100 MiB reserved: {task}");
+
+    let (task, _) = usage_of(&status, "idle");
+    let cpu = task["cpuUtilization"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{task}"));
+    // Nothing reserved: measured against the node's whole CPU.
+    assert!(cpu < 5.0, "{task}");
+    let mem = task["memoryUtilization"].as_f64().unwrap();
+    assert!(mem < 10.0, "32 MiB reserved: {task}");
+
+    // Text: a line per service and the utilization on each task.
+    let src = s.path().display().to_string();
+    let text = String::from_utf8_lossy(&s.run(&["status", &src]).stdout).into_owned();
+    let line = text
+        .lines()
+        .skip_while(|l| !l.starts_with("Service t/burn"))
+        .find(|l| l.contains("(of reserved)"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("cpu ") && line.contains("% "), "{text}");
+}

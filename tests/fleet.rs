@@ -210,13 +210,45 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
 #[test]
 fn six_tasks_spread_over_three_nodes_by_attribute() {
     let _g = lock();
-    let Some(f) = Fleet::start("spread", &spread_by_zone()) else {
+    // Agents sampling usage every second: their heartbeats carry it.
+    let Some(f) = Fleet::start_with("spread", &spread_by_zone(), |_, _| {
+        vec!["--stats-interval".to_string(), "1".to_string()]
+    }) else {
         return;
     };
     f.wait_for("6 running tasks", Duration::from_secs(60), |f| {
         f.running().len() == 6
     });
     assert_eq!(f.per_node(), [2, 2, 2], "running: {:?}", f.running());
+    // CPU is known from a node's second sample of a task on.
+    f.wait_for("the usage of 6 tasks", Duration::from_secs(30), |f| {
+        let s = f.status();
+        s["services"][0]["tasks"].as_array().is_some_and(|ts| {
+            ts.iter()
+                .filter(|t| t["cpuUtilization"].is_number() && t["memoryUtilization"].is_number())
+                .count()
+                == 6
+        })
+    });
+    let s = f.status();
+    let service = &s["services"][0];
+    for t in service["tasks"].as_array().unwrap() {
+        // Sleeping: next to no CPU of the node's share (nothing reserved),
+        // and some memory, well under the 32 MiB reserved.
+        assert!(t["cpuUtilization"].as_f64().unwrap() < 5.0, "{t}");
+        let mib = t["memoryMiB"].as_f64().unwrap();
+        assert!(mib > 0.0 && mib < 16.0, "{t}");
+        let pct = t["memoryUtilization"].as_f64().unwrap();
+        assert!((pct - mib / 32.0 * 100.0).abs() < 0.5, "{t}");
+    }
+    let total: f64 = service["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["memoryMiB"].as_f64().unwrap())
+        .sum();
+    let shown = service["memoryMiB"].as_f64().unwrap();
+    assert!((shown - total).abs() < 0.5, "{service}");
     let (code, out, _) = f.cli(&["nodes", "--format", "json"]);
     assert_eq!(code, 0);
     let nodes: Vec<Value> = serde_json::from_str(&out).unwrap();

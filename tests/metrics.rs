@@ -135,6 +135,8 @@ fn controller_and_agent_metrics_pass_promtool_and_a_real_prometheus_scrapes_them
     std::fs::write(&token_file, format!("{AGENT_METRICS_TOKEN}\n")).unwrap();
     let extra = [
         "--no-dns".to_string(),
+        "--stats-interval".into(),
+        "1".into(),
         "--metrics-listen".into(),
         listen.clone(),
         "--metrics-token-file".into(),
@@ -184,8 +186,30 @@ fn controller_and_agent_metrics_pass_promtool_and_a_real_prometheus_scrapes_them
     );
     let (code, controller_text) = get(&controller_url, Some(&ca), Some(&reader));
     assert_eq!(code, 200, "{controller_text}");
+    // Per-task usage: a memory series for each of the two tasks, named by
+    // task and service, once the collector has taken two samples.
+    let series = |text: &str, name: &str| {
+        text.lines()
+            .filter(|l| {
+                l.starts_with(&format!("{name}{{"))
+                    && l.contains(&format!("service=\"{cluster}/app\""))
+            })
+            .count()
+    };
+    // CPU needs two samples, memory one.
+    wait_until(
+        "the agent's metrics to show both tasks' CPU and memory",
+        Duration::from_secs(30),
+        || {
+            let text = get(&agent_url, None, Some(AGENT_METRICS_TOKEN)).1;
+            series(&text, "reconcile_agent_task_memory_bytes") == 2
+                && series(&text, "reconcile_agent_task_cpu_units") == 2
+        },
+        || get(&agent_url, None, Some(AGENT_METRICS_TOKEN)).1,
+    );
     let (code, agent_text) = get(&agent_url, None, Some(AGENT_METRICS_TOKEN));
     assert_eq!(code, 200, "{agent_text}");
+
     assert!(
         agent_text
             .lines()

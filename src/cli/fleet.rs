@@ -453,6 +453,10 @@ pub struct AgentArgs {
     /// file's first line), chosen by the operator.
     #[arg(long, value_name = "FILE", requires = "metrics_listen")]
     metrics_token_file: Option<PathBuf>,
+    /// Seconds between two samples of the running tasks' CPU and memory
+    /// usage (reported to the controller); 0 samples nothing.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    stats_interval: u64,
 }
 
 /// A DNS domain for service names: dot-separated labels.
@@ -573,6 +577,7 @@ pub fn agent_cmd(a: AgentArgs) -> ExitCode {
             a.dns_address
                 .map_or(crate::agent::Dns::AtAddress, crate::agent::Dns::At)
         },
+        stats_interval: std::time::Duration::from_secs(a.stats_interval),
     };
     block_on(async move {
         tokio::select! {

@@ -49,6 +49,9 @@ pub(crate) fn status(r: &StatusReport, now: i64) -> String {
                 .map(|c| format!("  from commit {}", &c[..12.min(c.len())]))
                 .unwrap_or_default()
         ));
+        if s.running > 0 {
+            out.push_str(&format!("  usage {} (of reserved)\n", usage(&s.usage)));
+        }
         out.push_str(&deployments(
             &s.deployments,
             &s.events,
@@ -62,7 +65,7 @@ pub(crate) fn status(r: &StatusReport, now: i64) -> String {
                 .map(|p| format!("{}:{}->{}", p.container_name, p.host_port, p.container_port))
                 .collect();
             out.push_str(&format!(
-                "  task {}  {}  rev {}  {}  {}{}{}{}\n",
+                "  task {}  {}  rev {}  {}  {}{}{}{}{}\n",
                 plan::short(&t.id),
                 t.node,
                 t.revision,
@@ -71,6 +74,11 @@ pub(crate) fn status(r: &StatusReport, now: i64) -> String {
                 t.target_health
                     .map(|h| format!("  target {}", h.as_str()))
                     .unwrap_or_default(),
+                if t.last_status == crate::model::TaskStatus::Running {
+                    format!("  {}", usage(&t.usage))
+                } else {
+                    String::new()
+                },
                 if ports.is_empty() {
                     String::new()
                 } else {
@@ -118,6 +126,16 @@ pub(crate) fn status(r: &StatusReport, now: i64) -> String {
         }
     }
     out
+}
+
+/// CPU and memory utilization: `cpu 37.5%  mem 12.0%`, `?` unknown.
+fn usage(u: &crate::report::Usage) -> String {
+    let pct = |v: Option<f64>| v.map(|v| format!("{v:.1}%")).unwrap_or_else(|| "?".into());
+    format!(
+        "cpu {}  mem {}",
+        pct(u.cpu_utilization),
+        pct(u.memory_utilization)
+    )
 }
 
 /// Deployments (newest first), the hold and recent events, as text; event

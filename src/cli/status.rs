@@ -49,6 +49,9 @@ pub fn status_cmd(a: StatusArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Time between the two samples of a task's CPU time.
+const USAGE_GAP: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// The status of a source applied to the local engine.
 fn local(a: &StatusArgs) -> Result<StatusReport, ExitCode> {
     let (id, shown) = source_id(&a.source, &a.at.git).map_err(usage)?;
@@ -60,15 +63,23 @@ fn local(a: &StatusArgs) -> Result<StatusReport, ExitCode> {
             .map_err(|e| e.message)?;
         // Target health as the traffic container reports it.
         let rt = StandaloneRuntime::new(rt, a.at.state.dir(), &id);
-        Reconciler {
+        let resolver = resolver_for(&a.source, &a.at.state)?;
+        let reconciler = Reconciler {
             runtime: &rt,
             store: &Snapshot(stored),
-            resolver: &resolver_for(&a.source, &a.at.state)?,
-        }
-        .observed()
-        .await
+            resolver: &resolver,
+        };
+        // Usage is sampled while the rest is observed: CPU needs two
+        // samples apart in time.
+        let (observed, usage) = tokio::join!(reconciler.observed(), rt.docker.usage_now(USAGE_GAP));
+        let usage = usage.unwrap_or_else(|e| {
+            tracing::warn!("status: cannot sample usage: {}", e.message);
+            Default::default()
+        });
+        observed.map(|o| (o, usage))
     })
     .map_err(failure)?;
+    let (observed, usage) = observed;
     let nodes = observed
         .nodes
         .iter()
@@ -81,6 +92,12 @@ fn local(a: &StatusArgs) -> Result<StatusReport, ExitCode> {
         .iter()
         .map(|n| (n.name.clone(), local))
         .collect();
+    let capacity = observed
+        .nodes
+        .iter()
+        .map(|n| (n.name.clone(), (n.cpu, n.memory)))
+        .collect();
+    report::fill_usage(&observed, &capacity, &mut services, &usage);
     let draining = listeners::draining(&a.at.state.dir(), &id);
     crate::traffic::fill_status(&observed, &mut services, &addresses, &draining, None);
     Ok(StatusReport {

@@ -10,6 +10,7 @@ use super::store::{AssignmentRecord, NodeRecord};
 use super::{Controller, Members, Node};
 use crate::model::{self, Health, NodeInfo, Task, TaskStatus};
 use crate::runtime::Observation;
+use crate::utilization::TaskUsage;
 use crate::wire::{Changes, Heartbeat, HeartbeatReply, NodeStatus, NodeView};
 
 /// An assigned task its node does not report, as the planner sees it.
@@ -27,7 +28,28 @@ pub(super) fn unreported(a: &AssignmentRecord, status: TaskStatus) -> Task {
     }
 }
 
+/// The usage a node reported of the tasks it reports: nothing is kept of
+/// a task once its node no longer reports it.
+fn usage_of_reported(
+    mut usage: BTreeMap<String, TaskUsage>,
+    tasks: &[Task],
+) -> BTreeMap<String, TaskUsage> {
+    let ids: std::collections::HashSet<&str> =
+        tasks.iter().map(|t| t.identity.id.as_str()).collect();
+    usage.retain(|id, _| ids.contains(id.as_str()));
+    usage
+}
+
 impl Controller {
+    /// The usage of every task its node reports, by task id.
+    pub fn usage(&self) -> BTreeMap<String, TaskUsage> {
+        let s = self.members();
+        s.nodes
+            .values()
+            .flat_map(|n| n.usage.iter().map(|(id, u)| (id.clone(), *u)))
+            .collect()
+    }
+
     /// An agent's heartbeat: register or refresh the node, keep its report,
     /// and answer with its assignments.
     pub fn heartbeat(&self, name: &str, hb: Heartbeat) -> Result<HeartbeatReply, (u16, String)> {
@@ -115,6 +137,7 @@ impl Controller {
                     n.address = hb.address;
                     n.traffic_ack = hb.traffic_generation;
                     n.inflight = hb.inflight;
+                    n.usage = usage_of_reported(hb.usage, &hb.tasks);
                     let old = std::mem::replace(&mut n.reported, hb.tasks);
                     traffic_events = self.traffic_report(name, &hb.cluster, &old, &n.reported);
                 }
@@ -134,6 +157,7 @@ impl Controller {
                                 lost_at: None,
                             },
                             last_seen: Some(Instant::now()),
+                            usage: usage_of_reported(hb.usage, &hb.tasks),
                             reported: hb.tasks,
                             address: hb.address,
                             traffic_ack: hb.traffic_generation,
@@ -284,6 +308,7 @@ impl Controller {
                 n.record.status = NodeStatus::Lost;
                 n.record.lost_at = Some(crate::clock::unix_now());
                 n.reported.clear();
+                n.usage.clear();
                 if let Err(e) = self.db.put_node(&n.record) {
                     tracing::error!("saving the controller state: {e}");
                 }

@@ -125,6 +125,8 @@ struct Node {
     /// flight per target task.
     traffic_ack: u64,
     inflight: BTreeMap<String, u64>,
+    /// What its reported tasks used when it last sampled them, by task id.
+    usage: BTreeMap<String, crate::utilization::TaskUsage>,
 }
 
 /// Nodes and what they run: what heartbeats, the long poll and the fleet
@@ -274,6 +276,7 @@ impl Controller {
                     address: None,
                     traffic_ack: 0,
                     inflight: BTreeMap::new(),
+                    usage: BTreeMap::new(),
                 },
             );
         }
@@ -467,6 +470,7 @@ mod tests {
             address: None,
             traffic_generation: 0,
             inflight: BTreeMap::new(),
+            usage: BTreeMap::new(),
         }
     }
 

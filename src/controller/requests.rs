@@ -201,6 +201,11 @@ impl Controller {
             (report::services(&observed, &a.commits), a.commits.clone())
         };
         let mut services = services;
+        let capacity = nodes
+            .iter()
+            .map(|n| (n.info.name.clone(), (n.info.cpu, n.info.memory)))
+            .collect();
+        report::fill_usage(&observed, &capacity, &mut services, &self.usage());
         self.traffic_status(&observed, &mut services);
         let events = guard(&self.events).newest(50);
         StatusReport {

@@ -3,12 +3,14 @@
 //! starts, stops and failures and the latency of each kind of engine call
 //! (through the Docker runtime's [`Observer`]), and its heartbeats.
 //!
-//! More collectors plug in through [`AgentMetrics::registry_mut`] before
-//! the metrics are shared: a collector of per-task usage registers there
-//! and reads its own snapshot at scrape time.
+//! Per-task CPU and memory come from the agent's stats collector, read at
+//! scrape time ([`AgentMetrics::usage_from`]): only tasks that run now have
+//! a series, so the label set stays as large as the node's tasks.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -28,6 +30,16 @@ use crate::runtime::docker::{Call, Observer};
 struct StateLabels {
     state: &'static str,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TaskLabels {
+    task: String,
+    service: String,
+}
+
+/// The latest usage of each running task, by task id.
+pub type UsageSnapshot =
+    Box<dyn Fn() -> BTreeMap<String, crate::utilization::TaskUsage> + Send + Sync>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
@@ -75,6 +87,24 @@ pub struct AgentMetrics {
     call_failures: Family<CallLabels, Counter>,
     heartbeat: Histogram,
     heartbeat_failures: Counter,
+    task_cpu: Family<TaskLabels, Gauge<f64, AtomicU64>>,
+    task_memory: Family<TaskLabels, Gauge<f64, AtomicU64>>,
+    usage: Option<Usage>,
+}
+
+/// Where per-task usage is read, and which service each task serves (from
+/// the latest observation).
+struct Usage {
+    snapshot: UsageSnapshot,
+    services: Mutex<BTreeMap<String, String>>,
+    /// One scrape at a time rebuilds the per-task series.
+    scrape: Mutex<()>,
+}
+
+impl std::fmt::Debug for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Usage")
+    }
 }
 
 impl Default for AgentMetrics {
@@ -96,6 +126,9 @@ impl AgentMetrics {
             call_failures: Family::default(),
             heartbeat: histogram(),
             heartbeat_failures: Counter::default(),
+            task_cpu: Family::default(),
+            task_memory: Family::default(),
+            usage: None,
         };
         r.register("tasks", "Tasks this node runs, by state", m.tasks.clone());
         r.register(
@@ -133,6 +166,16 @@ impl AgentMetrics {
             "Heartbeats that got no reply or were refused",
             m.heartbeat_failures.clone(),
         );
+        r.register(
+            "task_cpu_units",
+            "CPU a running task used between its last two samples, in CPU units (1024 per core)",
+            m.task_cpu.clone(),
+        );
+        r.register(
+            "task_memory_bytes",
+            "Memory a running task uses, without the inactive file cache",
+            m.task_memory.clone(),
+        );
         for (_, state) in STATES {
             let _ = m.tasks.get_or_create(&StateLabels { state });
         }
@@ -146,13 +189,31 @@ impl AgentMetrics {
         AgentMetrics { registry: r, ..m }
     }
 
-    /// Where more collectors register, before the metrics are shared.
-    pub fn registry_mut(&mut self) -> &mut Registry {
-        &mut self.registry
+    /// Read per-task CPU and memory from `snapshot` at each scrape.
+    pub fn usage_from(&mut self, snapshot: UsageSnapshot) {
+        self.usage = Some(Usage {
+            snapshot,
+            services: Mutex::default(),
+            scrape: Mutex::new(()),
+        });
     }
 
     /// The tasks of the latest observation.
     pub fn observed(&self, tasks: &[Task]) {
+        if let Some(u) = &self.usage {
+            let services = tasks
+                .iter()
+                .map(|t| {
+                    let i = &t.identity;
+                    let s = match &i.service {
+                        Some(s) => format!("{}/{s}", i.cluster),
+                        None => String::new(),
+                    };
+                    (i.id.clone(), s)
+                })
+                .collect();
+            *u.services.lock().unwrap_or_else(|p| p.into_inner()) = services;
+        }
         for (status, state) in STATES {
             let n = tasks.iter().filter(|t| t.last_status == status).count();
             self.tasks
@@ -171,6 +232,29 @@ impl AgentMetrics {
     }
 
     pub fn render(&self) -> String {
+        let Some(u) = &self.usage else {
+            return super::render(&self.registry);
+        };
+        let _one = u.scrape.lock().unwrap_or_else(|p| p.into_inner());
+        let usage = (u.snapshot)();
+        let services = u.services.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // Tasks that stopped since the last scrape lose their series.
+        self.task_cpu.clear();
+        self.task_memory.clear();
+        for (task, use_) in usage {
+            let labels = TaskLabels {
+                service: services.get(&task).cloned().unwrap_or_default(),
+                task,
+            };
+            if let Some(cpu) = use_.cpu_units {
+                self.task_cpu.get_or_create(&labels).set(cpu);
+            }
+            if let Some(mib) = use_.memory_mib {
+                self.task_memory
+                    .get_or_create(&labels)
+                    .set(mib * 1024.0 * 1024.0);
+            }
+        }
         super::render(&self.registry)
     }
 }

@@ -33,6 +33,7 @@ mod create;
 pub mod logs;
 mod observe;
 mod start;
+pub mod stats;
 
 use create::dynamic_ports;
 pub use observe::tasks_from_containers;
@@ -92,6 +93,9 @@ pub fn resources(info: &bollard::models::SystemInfo) -> (u32, u32) {
         (info.mem_total.unwrap_or(0) / (1024 * 1024)) as u32,
     )
 }
+
+/// Stats read at once: the engine computes each on its own.
+pub const STATS_CONCURRENCY: usize = 8;
 
 /// The local Docker engine as one node.
 pub struct DockerRuntime {
@@ -213,6 +217,30 @@ impl DockerRuntime {
         self.timed(Call::List, labelled(&self.docker, labels))
             .await
             .map_err(|e| err("listing containers", e))
+    }
+
+    /// The running containers of this runtime's tasks: (task id,
+    /// container id).
+    pub async fn running_containers(&self) -> Result<Vec<(String, String)>, RuntimeError> {
+        let containers = self.list(None).await?;
+        Ok(containers
+            .into_iter()
+            .filter(|c| c.state == Some(ContainerSummaryStateEnum::RUNNING))
+            .filter_map(|c| {
+                let task = c.labels.as_ref()?.get(label::TASK)?.clone();
+                Some((task, c.id?))
+            })
+            .collect())
+    }
+
+    /// What each running task uses now (by task id): two samples of its
+    /// containers `gap` apart, a few containers at a time.
+    pub async fn usage_now(
+        &self,
+        gap: std::time::Duration,
+    ) -> Result<BTreeMap<String, crate::utilization::TaskUsage>, RuntimeError> {
+        let containers = self.running_containers().await?;
+        Ok(stats::usage_now(&self.docker, &containers, gap, STATS_CONCURRENCY).await)
     }
 
     /// The last `lines` lines a container wrote.
