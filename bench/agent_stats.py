@@ -38,6 +38,8 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import apply  # noqa: E402
 from apply import IMAGE, api_version, filters, machine_facts, remove_labelled  # noqa: E402
+# Children in sessions of their own, stopped on every exit path.
+from rollout import free_port, spawn, stop, wait_for  # noqa: E402
 
 ROOT = apply.ROOT
 OUT = os.path.join(ROOT, "bench", "out")
@@ -50,39 +52,6 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 def log(msg):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def spawn(cmd, logpath, env=None):
-    f = open(logpath, "ab")
-    p = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
-                         start_new_session=True)
-    f.close()
-    with apply.CHILDREN_LOCK:
-        apply.CHILDREN.add(p)
-    return p
-
-
-def stop(p, grace=10):
-    apply.stop_groups([p], grace)
-    with apply.CHILDREN_LOCK:
-        apply.CHILDREN.discard(p)
-
-
-def wait_for(what, timeout, ok, interval=0.5):
-    t = time.monotonic()
-    while True:
-        r = ok()
-        if r:
-            return r
-        if time.monotonic() - t > timeout:
-            raise RuntimeError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 def cpu_seconds(pid):
