@@ -195,7 +195,7 @@ pub fn document() -> Value {
                     {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}},
                     {"name": "session", "in": "path", "required": true, "schema": {"type": "string"}}
                 ],
-                "requestBody": {"required": true, "content": {"application/x-ndjson": {"schema": reference("LogRecord")}}},
+                "requestBody": {"required": true, "description": "JSON lines, each a `LogRecord`", "content": {"application/x-ndjson": {"schema": reference("LogRecord")}}},
                 "responses": or(answer_empty(denied(), "204", "the session ended"), "404", "no such session waits for this node")
             }},
             "/v1/logs": {"get": {
@@ -209,11 +209,7 @@ pub fn document() -> Value {
                     {"name": "tail", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0}, "description": "the last N lines of each container"},
                     {"name": "timestamps", "in": "query", "required": false, "schema": {"type": "boolean"}}
                 ],
-                "responses": or(or({
-                    let mut r = denied();
-                    r["200"] = json!({"description": "JSON lines until every stream ended (or, following, until the client goes away)", "content": {"application/x-ndjson": {"schema": reference("LogRecord")}}});
-                    r
-                }, "400", "neither or both of `service` and `task`, an ambiguous name or prefix, or an unknown container"), "404", "no assigned task of that service, or no such task")
+                "responses": or(or(answer_as(denied(), "200", "JSON lines until every stream ended (or, following, until the client goes away)", "application/x-ndjson", json!({"type": "string", "description": "JSON lines, each a `LogRecord` (#/components/schemas/LogRecord)"})), "400", "neither or both of `service` and `task`, an ambiguous name or prefix, or an unknown container"), "404", "no assigned task of that service, or no such task")
             }},
             "/v1/status": {"get": {
                 "summary": "Nodes, services, tasks and recent events",

@@ -313,11 +313,13 @@ def run_schemathesis(c, work, phase, token, args):
     if token is not None:
         cmd += ["--header", f"Authorization: Bearer {token}"]
     output = work / f"{phase}.txt"
+    env = dict(os.environ, SCHEMATHESIS_HOOKS="ndjson_hooks",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])))
     with open(output, "wb") as out:
         try:
             # In WORK: schemathesis keeps a cache in its working directory.
             rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, cwd=work,
+                                stdin=subprocess.DEVNULL, cwd=work, env=env,
                                 timeout=args.phase_seconds + 60, check=False).returncode
         except subprocess.TimeoutExpired:
             raise Failure(f"{phase}: schemathesis ran past its time budget") from None
