@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::local::StateDir;
 use crate::model::{TargetHealth, Task, TaskStatus};
-use crate::runtime::docker::{label, DockerRuntime};
+use crate::runtime::docker::{label, DockerRuntime, Endpoint};
 use crate::runtime::{Launch, Observation, Runtime, RuntimeError};
 use crate::serving::Serving;
 use crate::store::{FileStore, Stored};
@@ -222,18 +222,44 @@ pub async fn serve(state: StateDir, id: String) -> Result<(), String> {
     }
 }
 
-/// How the traffic container reaches the engine this process uses: the
-/// unix socket of `DOCKER_HOST` (default /var/run/docker.sock), mounted
-/// at the same path, or a TCP `DOCKER_HOST`, which the host network
-/// reaches as it is. Returns the socket to mount, if any, and the
-/// container's `DOCKER_HOST`.
-fn engine_access(docker_host: Option<&str>) -> (Option<String>, Option<String>) {
-    match docker_host.filter(|h| !h.is_empty()) {
-        None => (Some("/var/run/docker.sock".into()), None),
-        Some(h) => match h.strip_prefix("unix://") {
-            Some(path) => (Some(path.to_string()), Some(h.to_string())),
-            None => (None, Some(h.to_string())),
+/// How the traffic container reaches the engine this process uses.
+#[derive(Debug, Default, PartialEq)]
+struct EngineAccess {
+    /// The engine's unix socket, mounted at the same path.
+    socket: Option<String>,
+    /// Other mounts (the TLS client certificates, read-only).
+    binds: Vec<String>,
+    env: Vec<String>,
+}
+
+/// A unix socket is mounted at its path; TCP (with its certificates for
+/// TLS) is reached as it is from the host network; over ssh, the
+/// container runs on the engine's own host and uses its default socket.
+fn engine_access(endpoint: &Endpoint) -> EngineAccess {
+    let socket = |path: &str| EngineAccess {
+        socket: Some(path.to_string()),
+        binds: Vec::new(),
+        env: vec![format!("DOCKER_HOST=unix://{path}")],
+    };
+    match endpoint {
+        Endpoint::Unix(s) => socket(s.strip_prefix("unix://").unwrap_or(s)),
+        Endpoint::Ssh(_) => socket("/var/run/docker.sock"),
+        Endpoint::Http(addr) => EngineAccess {
+            env: vec![format!("DOCKER_HOST=tcp://{addr}")],
+            ..Default::default()
         },
+        Endpoint::Tls { addr, certs } => {
+            let certs = certs.display();
+            EngineAccess {
+                socket: None,
+                binds: vec![format!("{certs}:{certs}:ro")],
+                env: vec![
+                    format!("DOCKER_HOST=tcp://{addr}"),
+                    "DOCKER_TLS_VERIFY=1".into(),
+                    format!("DOCKER_CERT_PATH={certs}"),
+                ],
+            }
+        }
     }
 }
 
@@ -284,15 +310,16 @@ pub async fn ensure(docker: &Docker, state: &StateDir, id: &str) -> Result<(), S
     let dir = std::fs::canonicalize(state.path())
         .map_err(|e| format!("`{}`: {e}", state.path().display()))?;
     let dir = dir.display().to_string();
-    let (socket, docker_host) = engine_access(std::env::var("DOCKER_HOST").ok().as_deref());
-    let (user, socket_group) = user(socket.as_deref());
+    let access = engine_access(&Endpoint::from_process_env()?);
+    let (user, socket_group) = user(access.socket.as_deref());
     let mut binds = vec![format!("{dir}:{dir}")];
-    binds.extend(socket.map(|s| format!("{s}:{s}")));
+    binds.extend(access.socket.map(|s| format!("{s}:{s}")));
+    binds.extend(access.binds);
     let mut env = vec![format!(
         "LD_LIBRARY_PATH={}",
         crate::self_image::LIBRARY_PATH
     )];
-    env.extend(docker_host.map(|h| format!("DOCKER_HOST={h}")));
+    env.extend(access.env);
     let labels = std::collections::HashMap::from([
         (label::MANAGED.to_string(), "true".to_string()),
         (label::SOURCE.to_string(), id.to_string()),
@@ -480,21 +507,38 @@ mod tests {
 
     #[test]
     fn the_container_reaches_the_engine_apply_uses() {
+        let unix = |p: &str| EngineAccess {
+            socket: Some(p.into()),
+            binds: vec![],
+            env: vec![format!("DOCKER_HOST=unix://{p}")],
+        };
         assert_eq!(
-            engine_access(None),
-            (Some("/var/run/docker.sock".into()), None)
+            engine_access(&Endpoint::Unix("/var/run/docker.sock".into())),
+            unix("/var/run/docker.sock")
         );
         assert_eq!(
-            engine_access(Some("unix:///run/user/1000/docker.sock")),
-            (
-                Some("/run/user/1000/docker.sock".into()),
-                Some("unix:///run/user/1000/docker.sock".into())
-            )
+            engine_access(&Endpoint::Unix("unix:///run/user/1000/docker.sock".into())),
+            unix("/run/user/1000/docker.sock")
         );
         assert_eq!(
-            engine_access(Some("tcp://127.0.0.1:2375")),
-            (None, Some("tcp://127.0.0.1:2375".into()))
+            engine_access(&Endpoint::Ssh("ssh://me@box".into())),
+            unix("/var/run/docker.sock")
         );
+        assert_eq!(
+            engine_access(&Endpoint::Http("127.0.0.1:2375".into())),
+            EngineAccess {
+                env: vec!["DOCKER_HOST=tcp://127.0.0.1:2375".into()],
+                ..Default::default()
+            }
+        );
+        let tls = engine_access(&Endpoint::Tls {
+            addr: "h:2376".into(),
+            certs: "/etc/docker-certs".into(),
+        });
+        assert_eq!(tls.binds, ["/etc/docker-certs:/etc/docker-certs:ro"]);
+        assert!(tls
+            .env
+            .contains(&"DOCKER_CERT_PATH=/etc/docker-certs".to_string()));
     }
 
     fn ids(v: &[&str]) -> Vec<String> {

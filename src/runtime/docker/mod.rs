@@ -29,12 +29,14 @@ use crate::manifest::task_definition::NetworkMode;
 use crate::model::{NodeInfo, TaskStatus};
 
 mod cleanup;
+mod connect;
 mod create;
 pub mod logs;
 mod observe;
 mod start;
 pub mod stats;
 
+pub use connect::Endpoint;
 use create::dynamic_ports;
 pub use observe::tasks_from_containers;
 
@@ -71,14 +73,22 @@ pub async fn labelled(
         .await
 }
 
-/// Connect to the engine (honouring DOCKER_HOST), negotiate the API
-/// version, and read its info.
+/// Connect to the engine the environment names (DOCKER_HOST,
+/// DOCKER_TLS_VERIFY, DOCKER_CERT_PATH), negotiate the API version, and
+/// read its info.
 pub async fn engine() -> Result<(Docker, bollard::models::SystemInfo), RuntimeError> {
-    let docker = Docker::connect_with_defaults()
-        .map_err(|e| err("cannot connect to Docker (is DOCKER_HOST right?)", e))?
+    let endpoint = Endpoint::from_process_env().map_err(RuntimeError::new)?;
+    let docker = endpoint
+        .connect()
+        .map_err(RuntimeError::new)?
         .negotiate_version()
         .await
-        .map_err(|e| err("cannot reach the Docker daemon", e))?;
+        .map_err(|e| {
+            err(
+                &format!("cannot reach the Docker daemon at {}", endpoint.describe()),
+                e,
+            )
+        })?;
     let info = docker
         .info()
         .await
@@ -150,8 +160,21 @@ pub trait Observer: Send + Sync {
     fn call(&self, call: Call, took: std::time::Duration, ok: bool);
 }
 
-fn err(context: &str, e: impl std::fmt::Display) -> RuntimeError {
-    RuntimeError::new(format!("{context}: {e}"))
+/// `context: e`, with the causes under `e`: bollard's own message for a
+/// failed connection is only "client error (Connect)", the transport's
+/// words (refused, TLS, ssh) are in its sources.
+fn err(context: &str, e: impl std::error::Error) -> RuntimeError {
+    let mut text = format!("{context}: {e}");
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let c_text = c.to_string();
+        // Some errors repeat their cause in their own message.
+        if !text.contains(&c_text) {
+            text = format!("{text}: {c_text}");
+        }
+        cause = c.source();
+    }
+    RuntimeError::new(text)
 }
 
 impl DockerRuntime {
