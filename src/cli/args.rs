@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use clap::ValueEnum;
 
+use crate::reconcile::claims::{self, Claims, Resolution};
 use crate::reconcile::local::{SourceIdentity, StateDir};
 use crate::secrets::{InstallKey, Resolver};
 use crate::source;
@@ -135,13 +136,69 @@ impl StateArgs {
 }
 
 /// A source's identity (id, as shown): a `git+URL` by its URL, branch
-/// and directory, else by its canonical path.
-pub(crate) fn source_id(path: &Path, git: &GitArgs) -> Result<(String, String), String> {
-    let identity = match git.source(path)? {
-        Some(g) => SourceIdentity::of_git(&g),
-        None => SourceIdentity::of_path(path)?,
+/// and directory; a directory by its canonical path, unless the state
+/// directory's claims say it carries on a source that moved (see
+/// `reconcile::claims`), or refuse it for a cluster another path owns.
+pub(crate) fn source_id(
+    path: &Path,
+    git: &GitArgs,
+    state: &StateArgs,
+) -> Result<(String, String), String> {
+    if let Some(g) = git.source(path)? {
+        let identity = SourceIdentity::of_git(&g);
+        return Ok((identity.id, identity.shown));
+    }
+    let here = SourceIdentity::of_path(path)?;
+    let claims = Claims::load(state.dir().path())?;
+    if claims.is_empty() {
+        return Ok((here.id, here.shown));
+    }
+    let clusters = declared_clusters(Path::new(&here.shown));
+    // A git source is where its URL says, whatever this machine holds.
+    let resolution = claims::resolve(&claims, &here, &clusters, |p, c| {
+        p.starts_with("git+") || declared_clusters(Path::new(p)).iter().any(|d| d == c)
+    })?;
+    if let Resolution::Moved { from, .. } = &resolution {
+        eprintln!(
+            "note: {} was applied from {from}, which no longer declares its clusters: \
+             it carries on what runs (`apply` records the new path)",
+            here.shown
+        );
+    }
+    let identity = resolution.identity();
+    Ok((identity.id.clone(), identity.shown.clone()))
+}
+
+/// Record in the state directory which clusters source `id` (shown as
+/// `shown`) now holds, from its store after a pass: what `source_id`
+/// resolves against. A failure is reported, not fatal: the pass is done.
+pub(crate) fn record_claims(state: &StateArgs, id: &str, shown: &str, store: &FileStore) {
+    let dir = state.dir();
+    let Ok(stored) = store.load() else { return };
+    let recorded = Claims::load(dir.path()).and_then(|mut claims| {
+        let clusters: Vec<String> = stored.clusters.keys().cloned().collect();
+        claims.applied(id, shown, &clusters);
+        claims.save(dir.path())
+    });
+    if let Err(e) = recorded {
+        eprintln!("warning: cannot record which clusters this source holds: {e}");
+    }
+}
+
+/// The names of the clusters the directory source at `path` declares;
+/// none when it does not exist or does not read.
+pub(crate) fn declared_clusters(path: &Path) -> Vec<String> {
+    let Ok(files) = crate::source::read_dir(path) else {
+        return Vec::new();
     };
-    Ok((identity.id, identity.shown))
+    crate::validate::validate(files)
+        .entries
+        .iter()
+        .filter_map(|e| match &e.manifest {
+            crate::manifest::Manifest::Cluster(c) => Some(c.metadata.name.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Where a source's bare secret names are read: next to a directory source;

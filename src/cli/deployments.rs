@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use super::args::{source_id, Format, GitArgs, Target};
+use super::args::{source_id, Format, Target};
 use super::run::{failure, usage};
 use super::standalone::{self, ApplyArgs};
 use super::{remote, render};
@@ -87,8 +87,10 @@ struct AbortArgs {
 }
 
 /// The identity of a local source, or the usage error.
-fn local_id(a_source: &std::path::Path, git: &GitArgs) -> Result<String, ExitCode> {
-    source_id(a_source, git).map(|(id, _)| id).map_err(usage)
+fn local_id(a_source: &std::path::Path, at: &Target) -> Result<String, ExitCode> {
+    source_id(a_source, &at.git, &at.state)
+        .map(|(id, _)| id)
+        .map_err(usage)
 }
 
 pub fn history_cmd(a: HistoryArgs) -> ExitCode {
@@ -104,7 +106,7 @@ pub fn history_cmd(a: HistoryArgs) -> ExitCode {
             Err(c) => return c,
         }
     } else {
-        let id = match local_id(&a.source, &a.at.git) {
+        let id = match local_id(&a.source, &a.at) {
             Ok(id) => id,
             Err(c) => return c,
         };
@@ -212,7 +214,7 @@ fn abort_cmd(a: AbortArgs) -> ExitCode {
             Err(c) => c,
         };
     }
-    let id = match local_id(&a.source, &a.at.git) {
+    let id = match local_id(&a.source, &a.at) {
         Ok(id) => id,
         Err(c) => return c,
     };

@@ -131,7 +131,7 @@ async fn remote(a: &EventsArgs, client: &Client, filter: &EventFilter) -> Result
 }
 
 async fn local(a: &EventsArgs, mut filter: EventFilter) -> Result<(), Failure> {
-    let (id, _) = source_id(&a.source, &a.at.git).map_err(Failure::Usage)?;
+    let (id, _) = source_id(&a.source, &a.at.git, &a.at.state).map_err(Failure::Usage)?;
     let path = a.at.state.dir().store(&id);
     let read = |p: &std::path::Path| FileStore::peek(p).map_err(|e| Failure::Failed(e.to_string()));
     let stored = read(&path)?;

@@ -207,7 +207,7 @@ pub fn logs_cmd(a: LogsArgs) -> ExitCode {
             },
         ));
     }
-    let (id, _) = match source_id(&a.source, &a.git) {
+    let (id, _) = match source_id(&a.source, &a.git, &a.state) {
         Ok(x) => x,
         Err(e) => return usage(e),
     };

@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use super::args::{
-    open_store, resolver_for, source_id, Format, GitArgs, RemoteArgs, StateArgs, Target,
+    open_store, record_claims, resolver_for, source_id, Format, GitArgs, RemoteArgs, StateArgs,
+    Target,
 };
 use super::run::{block_on, failure, usage, EXIT_FAILURE, EXIT_USAGE};
 use super::{diagnostics, remote};
@@ -184,7 +185,7 @@ pub fn plan_cmd(a: PlanArgs) -> ExitCode {
         Ok(l) => l,
         Err(code) => return code,
     };
-    let (id, shown) = match source_id(&a.source, &a.at.git) {
+    let (id, shown) = match source_id(&a.source, &a.at.git, &a.at.state) {
         Ok(x) => x,
         Err(e) => return usage(e),
     };
@@ -475,7 +476,7 @@ pub(crate) fn apply_with(a: ApplyArgs, prepare: Option<Prepare>) -> ExitCode {
                 Ok(l) => l,
                 Err(code) => return code,
             };
-            let (id, shown) = match source_id(&a.source, &a.at.git) {
+            let (id, shown) = match source_id(&a.source, &a.at.git, &a.at.state) {
                 Ok(x) => x,
                 Err(e) => return usage(e),
             };
@@ -549,6 +550,7 @@ pub(crate) fn apply_with(a: ApplyArgs, prepare: Option<Prepare>) -> ExitCode {
             )
             .await;
         progress.finish();
+        record_claims(&a.at.state, &id, &shown, &store);
         // Drained and stopped: no listener is left to serve.
         if !store.load().is_ok_and(|s| listeners::has_listeners(&s)) {
             if let Err(code) = traffic_container(&rt, &a.at.state, &id, false).await {
@@ -704,7 +706,7 @@ pub fn destroy_cmd(a: DestroyArgs) -> ExitCode {
              its source no longer holds (delete the manifests and commit)",
         );
     }
-    let (id, _) = match source_id(&a.source, &a.at.git) {
+    let (id, shown) = match source_id(&a.source, &a.at.git, &a.at.state) {
         Ok(x) => x,
         Err(e) => return usage(e),
     };
@@ -748,6 +750,7 @@ pub fn destroy_cmd(a: DestroyArgs) -> ExitCode {
             .pass(&desired, &opts, None, None, &progress)
             .await;
         progress.finish();
+        record_claims(&a.at.state, &id, &shown, &store);
         // Unless the destroy was declined or failed, nothing is left to serve.
         if !store.load().is_ok_and(|s| listeners::has_listeners(&s)) {
             if let Err(code) = traffic_container(&rt, &a.at.state, &id, false).await {

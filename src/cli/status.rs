@@ -54,7 +54,7 @@ const USAGE_GAP: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The status of a source applied to the local engine.
 fn local(a: &StatusArgs) -> Result<StatusReport, ExitCode> {
-    let (id, shown) = source_id(&a.source, &a.at.git).map_err(usage)?;
+    let (id, shown) = source_id(&a.source, &a.at.git, &a.at.state).map_err(usage)?;
     let observed = block_on(async {
         // Not locked: status works while an apply runs.
         let stored = FileStore::peek(&a.at.state.dir().store(&id)).map_err(|e| e.to_string())?;

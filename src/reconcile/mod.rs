@@ -9,6 +9,7 @@
 //! [`Driver`] (a terminal prompt and progress lines, or the controller's
 //! log and events).
 
+pub mod claims;
 pub mod local;
 pub mod saved;
 pub mod traffic;
