@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Make a local Docker engine usable for reconcile, on a fresh Debian
 # machine, idempotently:
-#   1. install Debian's docker.io, busybox-static and iproute2 (network
-#      namespaces of the multi-node tests) when missing;
+#   1. install Debian's docker.io and busybox-static when missing, and with
+#      `--tests` what the tests use beside them (git, sshd, gpg, wrk,
+#      haproxy, prometheus, shells, ...): running the examples needs none
+#      of it;
 #   2. start dockerd when no daemon answers;
 #   3. build the images the examples and tests use, locally: there is no
 #      registry to pull from, so `busybox:stable` is imported from a root
@@ -13,9 +15,18 @@ set -euo pipefail
 
 log() { printf 'docker-setup: %s\n' "$*" >&2; }
 
+tests=false
+case "${1:-}" in
+    --tests) tests=true ;;
+    "") ;;
+    *) log "unknown argument \`$1\` (the only one is --tests)"; exit 2 ;;
+esac
+
 need_pkgs=()
 command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
 [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx httpd || need_pkgs+=(busybox-static)
+if $tests; then
+# The multi-node tests put agents in network namespaces.
 command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 # The webhook test signs its request with an independent HMAC.
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
@@ -43,6 +54,7 @@ command -v man >/dev/null 2>&1 || need_pkgs+=(man-db)
 # tests/metrics.rs lints both /metrics with promtool and scrapes them with a
 # real Prometheus (Debian's prometheus package ships both).
 { command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; } || need_pkgs+=(prometheus)
+fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     log "installing ${need_pkgs[*]}"
     export DEBIAN_FRONTEND=noninteractive

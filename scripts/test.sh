@@ -10,7 +10,7 @@ step "tools for the cross-tool checks (pinned Python and npm packages)"
 tests/external/setup.sh
 
 step "Docker engine and the locally built test images"
-scripts/docker-setup.sh
+scripts/docker-setup.sh --tests
 
 step "format and lint"
 cargo fmt --all -- --check

@@ -67,11 +67,18 @@ fn a_moved_source_keeps_what_runs_and_a_clone_beside_it_is_refused() {
     let (code, text) = run(&["plan", &moved_src, "--detailed-exitcode"]);
     assert_eq!(code, 0, "a moved source plans no changes:\n{text}");
     assert!(text.contains("No changes"), "{text}");
-    assert!(text.contains("was applied from"), "the move is said: {text}");
+    assert!(
+        text.contains("was applied from"),
+        "the move is said: {text}"
+    );
     let out = s.run(&["status", &moved_src, "--format", "json"]);
     assert!(out.status.success(), "{out:?}");
     let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(st["services"][0]["tasks"].as_array().unwrap().len(), 1, "{st}");
+    assert_eq!(
+        st["services"][0]["tasks"].as_array().unwrap().len(),
+        1,
+        "{st}"
+    );
     // Applying from the new path changes nothing and records it: the note
     // is not repeated.
     let (code, text) = run(&["apply", &moved_src, "--auto-approve", "--timeout", "60"]);

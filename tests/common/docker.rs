@@ -28,7 +28,7 @@ impl Source {
             .output();
         assert!(
             out.is_ok_and(|o| o.status.success()),
-            "Docker with the busybox:stable image is needed: run scripts/docker-setup.sh"
+            "Docker with the busybox:stable image is needed: run scripts/docker-setup.sh --tests"
         );
         let dir = tempfile::tempdir().unwrap();
         for (name, text) in files {

@@ -27,7 +27,7 @@ impl Load {
             .stdout(std::fs::File::create(&out).unwrap())
             .stderr(Stdio::null())
             .spawn()
-            .expect("wrk (scripts/docker-setup.sh installs it)");
+            .expect("wrk (scripts/docker-setup.sh --tests installs it)");
         // Connected before anything changes.
         std::thread::sleep(Duration::from_millis(500));
         Load { child, out }
