@@ -107,6 +107,10 @@ pub enum EventKind {
     ServiceTaskFailed,
     ServiceTaskStartImpaired,
     ServiceTaskPlacementFailure,
+    /// Tasks are being moved to even out a spread service.
+    ServiceRebalancingStarted,
+    /// The spread service is even again (or can be made no more even).
+    ServiceRebalancingCompleted,
 }
 
 /// Something that happened to a service, with its reason.

@@ -31,6 +31,7 @@ use service::service;
 
 pub use rollback::request_rollback;
 pub use settle::complete_settled;
+pub(crate) use settle::{has_checks, healthy};
 
 /// How apply waits.
 #[derive(Debug, Clone, Copy)]

@@ -10,7 +10,7 @@ use crate::store::Stored;
 
 /// Whether a task of `td` reports health: an essential container has a
 /// health check.
-pub(super) fn has_checks(td: &crate::manifest::TaskDefinitionSpec) -> bool {
+pub(crate) fn has_checks(td: &crate::manifest::TaskDefinitionSpec) -> bool {
     td.container_definitions
         .iter()
         .any(|c| c.essential && c.health_check.is_some())
@@ -96,7 +96,7 @@ pub fn complete_settled(
 
 /// Whether a running task counts as healthy: its health checks pass, or it
 /// has none and has run for the settle period.
-pub(super) fn healthy(t: &Task, has_checks: bool, ran: Duration, settle: Duration) -> bool {
+pub(crate) fn healthy(t: &Task, has_checks: bool, ran: Duration, settle: Duration) -> bool {
     t.last_status == TaskStatus::Running
         && match t.health {
             Health::Healthy => true,

@@ -51,6 +51,29 @@ pub(super) struct Fleet {
 }
 
 impl Fleet {
+    /// Assign a task to its node, which must be active: stored first, then
+    /// served.
+    pub(super) fn assign(&self, record: AssignmentRecord) -> Result<(), RuntimeError> {
+        let c = &self.controller;
+        let mut s = c.members();
+        match s.nodes.get(&record.node) {
+            Some(n) if n.record.status == NodeStatus::Active => {}
+            _ => {
+                return Err(RuntimeError {
+                    message: format!("node `{}` is not active", record.node),
+                    task: Some(record.task.identity.id),
+                })
+            }
+        }
+        c.db.assign(&[&record], &[])
+            .map_err(|e| RuntimeError::new(e.to_string()))?;
+        s.assignments
+            .insert(record.task.identity.id.clone(), record);
+        drop(s);
+        c.assignments_changed();
+        Ok(())
+    }
+
     fn unassign(&self, task_id: &str) -> Result<(), RuntimeError> {
         let c = &self.controller;
         let mut s = c.members();
@@ -72,17 +95,6 @@ impl Runtime for Fleet {
     }
 
     async fn start(&self, launch: Launch) -> Result<(), RuntimeError> {
-        let c = &self.controller;
-        let mut s = c.members();
-        match s.nodes.get(&launch.node) {
-            Some(n) if n.record.status == NodeStatus::Active => {}
-            _ => {
-                return Err(RuntimeError {
-                    message: format!("node `{}` is not active", launch.node),
-                    task: Some(launch.identity.id),
-                })
-            }
-        }
         let record = AssignmentRecord {
             node: launch.node.clone(),
             task: Assignment {
@@ -97,13 +109,7 @@ impl Runtime for Fleet {
                     .collect(),
             },
         };
-        c.db.assign(&[&record], &[])
-            .map_err(|e| RuntimeError::new(e.to_string()))?;
-        s.assignments
-            .insert(record.task.identity.id.clone(), record);
-        drop(s);
-        c.assignments_changed();
-        Ok(())
+        self.assign(record)
     }
 
     async fn stop(&self, task_id: &str, _reason: &str) -> Result<(), RuntimeError> {

@@ -18,6 +18,7 @@
 //! - `pass`: one reconcile pass over the core, and superseding;
 //! - `requests`: sync, suspend, abort, rollback, history, status;
 //! - `autoscale`: managed scaling's launches and retirements;
+//! - `rebalance`: moving tasks of uneven spread services;
 //! - `http`: the API; `serve`: its connections and their bounds;
 //!   `limits`: rate limits and webhook replays; `store`: the database;
 //!   `openapi`: the API document;
@@ -47,6 +48,7 @@ pub mod logs;
 mod membership;
 pub mod openapi;
 mod pass;
+mod rebalance;
 mod requests;
 pub mod scaling;
 mod scrape;
@@ -252,6 +254,8 @@ pub struct Controller {
     /// CapacityProviderReservation (percent) of each managed provider, as
     /// managed scaling last computed it.
     reservations: Mutex<BTreeMap<String, u32>>,
+    /// Rebalancing of spread services: quiet clusters, services moving.
+    rebalancing: Mutex<rebalance::Rebalancing>,
 }
 
 impl Controller {
@@ -347,6 +351,7 @@ impl Controller {
             launcher: tokio::sync::OnceCell::new(),
             metrics: Default::default(),
             reservations: Mutex::default(),
+            rebalancing: Mutex::default(),
         });
         // Generations of an earlier run of the controller are below this
         // one's first (milliseconds since the epoch), so an agent that
@@ -419,6 +424,11 @@ impl Controller {
                 _ => {}
             });
             self.autoscale().await;
+            // After a pass that changed nothing, a move of rebalancing;
+            // the next pass follows at once.
+            if result == Ok(false) && self.rebalance().await {
+                continue;
+            }
             tokio::select! {
                 _ = tokio::time::sleep(self.config.interval) => {}
                 _ = self.wake.notified() => {}

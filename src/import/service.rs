@@ -27,7 +27,7 @@ use crate::manifest::traffic::{
     BalancingAlgorithm, ListenerProtocol, LoadBalancer, ServiceRegistry, TargetHealthCheck,
     DEFAULT_DEREGISTRATION_DELAY,
 };
-use crate::manifest::{CapacityProviderStrategyItem, ServiceSpec};
+use crate::manifest::{CapacityProviderStrategyItem, ServiceSpec, Toggle};
 use crate::scheduler::RESERVED_PORTS;
 
 /// A service read from one input.
@@ -248,6 +248,26 @@ pub(crate) fn map(mut f: Fields, ctx: &mut Ctx, catalog: &Catalog) -> Option<Ser
         _ => Vec::new(),
     };
 
+    let zp = f.at("availabilityZoneRebalancing");
+    let availability_zone_rebalancing = match f.take("availabilityZoneRebalancing") {
+        None => None,
+        Some(v) => match v.as_str() {
+            Some("ENABLED") => Some(Toggle::Enabled),
+            Some("DISABLED") => Some(Toggle::Disabled),
+            _ => {
+                ctx.warn(
+                    &zp,
+                    format!(
+                        "dropped availabilityZoneRebalancing {}: expected ENABLED or DISABLED",
+                        show(&v)
+                    ),
+                    "leave it out to rebalance spread services, or set DISABLED",
+                );
+                None
+            }
+        },
+    };
+
     aws_fields(&mut f, ctx);
     f.finish(ctx, "a service");
     if ctx.error_count() > errors_before {
@@ -330,6 +350,7 @@ pub(crate) fn map(mut f: Fields, ctx: &mut Ctx, catalog: &Catalog) -> Option<Ser
             capacity_provider_strategy,
             load_balancers,
             service_registries,
+            availability_zone_rebalancing,
         },
         lb_paths,
         defaults: d,
@@ -921,11 +942,6 @@ fn aws_fields(f: &mut Fields, ctx: &mut Ctx) {
             "enableExecuteCommand",
             "ECS Exec",
             "open a shell with `docker exec` on the task's node",
-        ),
-        (
-            "availabilityZoneRebalancing",
-            "availability zone rebalancing",
-            "spread tasks with a placementStrategy on a zone attribute of the nodes",
         ),
     ] {
         if let Some(v) = f.take(k) {

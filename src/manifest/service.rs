@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::traffic::{LoadBalancer, ServiceRegistry};
-use super::{CapacityProviderStrategyItem, PlacementConstraint};
+use super::{CapacityProviderStrategyItem, PlacementConstraint, Toggle};
 
 /// Spec of a Service.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -63,6 +63,16 @@ pub struct ServiceSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 1))]
     pub service_registries: Vec<ServiceRegistry>,
+    /// Whether the controller moves tasks to even out a service that
+    /// spreads over an attribute (`spread` on `attribute:NAME`) or over
+    /// nodes (`instanceId`, `host`) when a node or zone joins or comes
+    /// back: it starts a task where there are fewest, waits until it is
+    /// healthy, then stops one where there are most, within the
+    /// deploymentConfiguration's bounds. Default ENABLED for REPLICA
+    /// services whose first placement strategy is a spread and that do not
+    /// binpack; never for others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability_zone_rebalancing: Option<Toggle>,
 }
 
 /// Scheduling strategy of a service.

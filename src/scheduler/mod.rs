@@ -60,6 +60,7 @@
 mod diagnose;
 mod engine;
 mod provider;
+pub mod rebalance;
 mod render;
 mod rng;
 mod scale;
