@@ -330,6 +330,7 @@ pub(crate) fn map(mut f: Fields, ctx: &mut Ctx, catalog: &Catalog) -> Option<Ser
             capacity_provider_strategy,
             load_balancers,
             service_registries,
+            auto_scaling: None,
         },
         lb_paths,
         defaults: d,
