@@ -75,6 +75,88 @@ pub struct Decision {
     pub cause: String,
 }
 
+/// Decisions kept per service (status and history show them).
+pub const ACTIVITIES_KEPT: usize = 20;
+
+/// What the controller keeps of an auto scaled service: the count it
+/// scaled to, when, and its latest decisions.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Scaled {
+    pub desired_count: u32,
+    #[serde(default)]
+    pub last: LastScaled,
+    /// Newest last, at most [`ACTIVITIES_KEPT`].
+    #[serde(default)]
+    pub activities: Vec<Activity>,
+}
+
+/// One scaling decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Activity {
+    /// Unix seconds.
+    pub at: i64,
+    pub from: u32,
+    pub to: u32,
+    pub direction: Direction,
+    /// The metric values and targets that drove it.
+    pub cause: String,
+}
+
+impl Scaled {
+    /// Record a decision taken at `now` from `from` tasks.
+    pub fn record(&mut self, from: u32, d: &Decision, now: i64) {
+        self.desired_count = d.count;
+        match d.direction {
+            Direction::Out => self.last.scale_out = Some(now),
+            Direction::In => self.last.scale_in = Some(now),
+        }
+        self.activities.push(Activity {
+            at: now,
+            from,
+            to: d.count,
+            direction: d.direction,
+            cause: d.cause.clone(),
+        });
+        let excess = self.activities.len().saturating_sub(ACTIVITIES_KEPT);
+        self.activities.drain(..excess);
+    }
+}
+
+/// The count auto scaling holds for a service now: the scaled count where
+/// one is kept, else the source's desiredCount, inside the bounds.
+pub fn current(cfg: &AutoScaling, source: u32, scaled: Option<u32>) -> u32 {
+    clamp(cfg, scaled.unwrap_or(source))
+}
+
+/// Auto scaling takes over the count of every REPLICA service that has it:
+/// the scaled count (by service key) where one is kept, else the source's
+/// inside the bounds. A commit that leaves auto scaling alone therefore
+/// never resets a scaled count. Returns a note per such service for the
+/// plan.
+pub fn take_over(
+    desired: &mut crate::model::DesiredState,
+    scaled: &std::collections::BTreeMap<String, u32>,
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (key, s) in desired.services.iter_mut() {
+        let Some(cfg) = &s.spec.auto_scaling else {
+            continue;
+        };
+        if s.spec.scheduling_strategy != crate::manifest::service::SchedulingStrategy::Replica {
+            continue;
+        }
+        let source = s.spec.desired_count.unwrap_or(0);
+        let count = current(cfg, source, scaled.get(key).copied());
+        s.spec.desired_count = Some(count);
+        notes.push(format!(
+            "Service/{key}: desired {count}, managed by auto scaling (source says {source})"
+        ));
+    }
+    notes
+}
+
 /// The count a service starts at when auto scaling takes it over: the
 /// source's desiredCount inside the bounds.
 pub fn starting_count(cfg: &AutoScaling, source: u32) -> u32 {
@@ -140,7 +222,12 @@ pub fn decide(
     let policies = &cfg.target_tracking;
     let votes: Vec<(&TargetTracking, Option<u32>)> = policies
         .iter()
-        .map(|p| (p, metrics.get(p.predefined_metric).map(|v| wants(p, count, v))))
+        .map(|p| {
+            (
+                p,
+                metrics.get(p.predefined_metric).map(|v| wants(p, count, v)),
+            )
+        })
         .collect();
     // Out on the largest demand of the policies out of their cooldown.
     let out = votes
@@ -272,7 +359,10 @@ mod tests {
             8
         );
         // Memory unknown: no scale-in.
-        assert_eq!(decide(&c, 4, &m(10.0, None), LastScaled::default(), 0), None);
+        assert_eq!(
+            decide(&c, 4, &m(10.0, None), LastScaled::default(), 0),
+            None
+        );
         // Both low: the larger want (memory's 2) wins.
         let d = decide(&c, 4, &m(10.0, Some(25.0)), LastScaled::default(), 0).unwrap();
         assert_eq!((d.count, d.direction), (2, Direction::In));

@@ -61,24 +61,26 @@ fn case() -> impl Strategy<Value = Case> {
             0i64..400,
         ),
     )
-        .prop_map(|(min, span, policies, count, (c, m, r), (o, i, now))| Case {
-            cfg: AutoScaling {
-                min_capacity: min,
-                max_capacity: min + span,
-                target_tracking: policies,
+        .prop_map(
+            |(min, span, policies, count, (c, m, r), (o, i, now))| Case {
+                cfg: AutoScaling {
+                    min_capacity: min,
+                    max_capacity: min + span,
+                    target_tracking: policies,
+                },
+                count,
+                metrics: Metrics {
+                    cpu: c,
+                    memory: m,
+                    requests_per_target: r,
+                },
+                last: LastScaled {
+                    scale_out: o,
+                    scale_in: i,
+                },
+                now: now + 400,
             },
-            count,
-            metrics: Metrics {
-                cpu: c,
-                memory: m,
-                requests_per_target: r,
-            },
-            last: LastScaled {
-                scale_out: o,
-                scale_in: i,
-            },
-            now: now + 400,
-        })
+        )
 }
 
 fn want(p: &TargetTracking, count: u32, m: &Metrics) -> Option<u32> {

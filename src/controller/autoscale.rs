@@ -44,19 +44,29 @@ impl Controller {
         if managed.is_empty() {
             return;
         }
-        let l = match self.launcher().await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!("managed scaling: {e}");
-                return;
+        // Only providers with a node template launch: the others publish
+        // their reservation for an outside autoscaler.
+        let launching = managed.iter().any(|(_, p)| p.node_template.is_some());
+        let l = if launching {
+            match self.launcher().await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    tracing::warn!("managed scaling: {e}");
+                    None
+                }
             }
+        } else {
+            None
         };
-        let launched = match l.launched().await {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::warn!("managed scaling: {e}");
-                return;
-            }
+        let launched = match l {
+            Some(l) => match l.launched().await {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!("managed scaling: {e}");
+                    return;
+                }
+            },
+            None => Vec::new(),
         };
         let now = crate::clock::unix_now();
         for (name, spec) in managed {
@@ -68,7 +78,19 @@ impl Controller {
             else {
                 continue;
             };
-            let template = spec.node_template.clone().unwrap_or_default();
+            let l = match (&spec.node_template, l) {
+                (None, _) => None,
+                (Some(_), Some(l)) => Some(l),
+                // Cannot launch now (logged above): nothing to decide.
+                (Some(_), None) => continue,
+            };
+            let template = spec.node_template.clone().unwrap_or(
+                crate::manifest::capacity_provider::NodeTemplate {
+                    attributes: Default::default(),
+                    minimum_size: 0,
+                    maximum_size: u32::MAX / 200,
+                },
+            );
             let view = {
                 // Launched nodes that never joined are given up.
                 let stale: Vec<String> = {
@@ -89,17 +111,22 @@ impl Controller {
                         "capacity provider {name}: node {n} did not join within {} s; removing it",
                         JOIN_DEADLINE.as_secs()
                     ));
-                    let _ = l.retire(n).await;
+                    if let Some(l) = l {
+                        let _ = l.retire(n).await;
+                    }
                 }
                 let unplaced = self.applied().unplaced.clone();
                 let s = self.members();
-                let nodes: Vec<scaling::ScalingNode> = s
+                let mine: Vec<&super::Node> = s
                     .nodes
                     .values()
                     .filter(|n| n.record.status != NodeStatus::Lost)
                     .filter(|n| {
                         plan::provider_of(&desired, &n.record.info).as_deref() == Some(name)
                     })
+                    .collect();
+                let nodes: Vec<scaling::ScalingNode> = mine
+                    .iter()
                     .map(|n| {
                         let me = launched.iter().find(|x| x.name == n.record.info.name);
                         scaling::ScalingNode {
@@ -114,7 +141,19 @@ impl Controller {
                     })
                     .collect();
                 let joining = s.joining.values().filter(|(p, _)| p == name).count() as u32;
-                let needed_extra = self.needed_nodes(&desired, &cluster, name, &unplaced, l.engine);
+                // What a new node offers: a launched agent's engine, else
+                // the largest node the provider has (with none, any one
+                // node is assumed to hold the tasks).
+                let engine = match l {
+                    Some(l) => l.engine,
+                    None => mine
+                        .iter()
+                        .map(|n| (n.record.info.cpu, n.record.info.memory))
+                        .max()
+                        .unwrap_or((u32::MAX, u32::MAX)),
+                };
+                drop(s);
+                let needed_extra = self.needed_nodes(&desired, &cluster, name, &unplaced, engine);
                 scaling::ProviderView {
                     target_capacity: spec.managed_scaling.target_capacity,
                     min_step: spec.managed_scaling.minimum_scaling_step_size,
@@ -132,7 +171,29 @@ impl Controller {
                 }
             };
             let (reservation, decision) = scaling::decide(&view);
-            super::guard(&self.reservations).insert(name.clone(), reservation);
+            let (needed, nodes) = scaling::needed_and_nodes(&view);
+            let published = crate::report::ProviderReservation {
+                provider: name.clone(),
+                reservation,
+                target_capacity: spec.managed_scaling.target_capacity,
+                needed_nodes: needed,
+                nodes,
+                desired_nodes: scaling::wanted(&view),
+                launches: l.is_some(),
+            };
+            let before = super::guard(&self.reservations).insert(name.clone(), published.clone());
+            let Some(l) = l else {
+                // The hook of an outside autoscaler: the reservation and
+                // wanted size in status and metrics, and an event when they
+                // change.
+                if before.as_ref() != Some(&published) {
+                    self.event(format!(
+                        "capacity provider {name}: reservation {reservation}% (target {}%), {needed} node(s) needed of {nodes}, {} wanted; no nodeTemplate, so nothing is launched",
+                        spec.managed_scaling.target_capacity, published.desired_nodes
+                    ));
+                }
+                continue;
+            };
             match decision {
                 scaling::Decision::Hold => {}
                 scaling::Decision::Launch(k) => {

@@ -18,6 +18,7 @@
 //! - `pass`: one reconcile pass over the core, and superseding;
 //! - `requests`: sync, suspend, abort, rollback, history, status;
 //! - `autoscale`: managed scaling's launches and retirements;
+//! - `service_scaling`: service auto scaling's evaluations;
 //! - `http`: the API; `serve`: its connections and their bounds;
 //!   `limits`: rate limits and webhook replays; `store`: the database;
 //!   `openapi`: the API document;
@@ -52,6 +53,7 @@ pub mod scaling;
 mod scrape;
 mod secret_store;
 pub mod serve;
+mod service_scaling;
 mod source;
 pub mod store;
 mod traffic;
@@ -251,7 +253,10 @@ pub struct Controller {
     metrics: crate::metrics::controller::ControllerMetrics,
     /// CapacityProviderReservation (percent) of each managed provider, as
     /// managed scaling last computed it.
-    reservations: Mutex<BTreeMap<String, u32>>,
+    reservations: Mutex<BTreeMap<String, crate::report::ProviderReservation>>,
+    /// Auto scaled services' counts and decisions, by service key (kept in
+    /// the database's own table).
+    scaling: Mutex<BTreeMap<String, crate::autoscaling::Scaled>>,
 }
 
 impl Controller {
@@ -347,6 +352,7 @@ impl Controller {
             launcher: tokio::sync::OnceCell::new(),
             metrics: Default::default(),
             reservations: Mutex::default(),
+            scaling: Mutex::new(loaded.scaling),
         });
         // Generations of an earlier run of the controller are below this
         // one's first (milliseconds since the epoch), so an agent that
@@ -394,6 +400,13 @@ impl Controller {
             loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 checker.check_nodes();
+            }
+        });
+        let scaler = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(service_scaling::EVALUATION).await;
+                scaler.scale_services();
             }
         });
         loop {

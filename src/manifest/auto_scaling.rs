@@ -65,7 +65,9 @@ fn default_cooldown() -> u32 {
 }
 
 /// A metric a target tracking policy can track.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 pub enum PredefinedMetric {
     /// Average CPU utilization of the service's tasks, in percent of what
     /// they reserve (as `status` shows it).

@@ -25,8 +25,8 @@ mod task_definition;
 mod traffic;
 
 use annotations::annotations;
-use auto_scaling::auto_scaling;
 pub use annotations::SELF_HEAL;
+use auto_scaling::auto_scaling;
 use capacity_provider::capacity_provider;
 use placement::strategy;
 use references::{duplicate_names, missing_ref};
