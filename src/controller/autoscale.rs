@@ -299,3 +299,84 @@ impl Controller {
         total
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::controller;
+
+    /// A provider with managed scaling and no nodeTemplate: tasks that
+    /// find no node raise its reservation (M > 0, N = 0: 200%), which
+    /// status and the metric publish, and nothing is launched.
+    #[tokio::test]
+    async fn a_provider_without_template_publishes_its_reservation() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("src")).unwrap();
+        std::fs::write(
+            dir.path().join("src/all.yaml"),
+            "apiVersion: reconcile/v1alpha1
+kind: Cluster
+metadata: {name: c}
+spec: {capacityProviders: [p]}
+---
+apiVersion: reconcile/v1alpha1
+kind: CapacityProvider
+metadata: {name: p}
+spec:
+  managedScaling: {status: ENABLED, targetCapacity: 50}
+---
+apiVersion: reconcile/v1alpha1
+kind: TaskDefinition
+metadata: {name: web}
+spec:
+  memory: 64
+  containerDefinitions: [{name: web, image: busybox:stable}]
+---
+apiVersion: reconcile/v1alpha1
+kind: Service
+metadata: {name: web}
+spec:
+  cluster: c
+  taskDefinition: web
+  desiredCount: 3
+  capacityProviderStrategy: [{capacityProvider: p, weight: 1}]
+  placementConstraints: [{type: distinctInstance}]
+",
+        )
+        .unwrap();
+        let c = controller(dir.path());
+        let e = c.reconcile_once().await.unwrap_err();
+        assert!(e.contains("3 task(s) could not be placed"), "{e}");
+        assert_eq!(c.applied().unplaced.get("c/web"), Some(&3));
+        c.autoscale().await;
+        let status = c.status();
+        let published = &status.controller.unwrap().capacity_providers;
+        assert_eq!(
+            published,
+            &[crate::report::ProviderReservation {
+                provider: "p".into(),
+                reservation: 200,
+                target_capacity: 50,
+                needed_nodes: 3,
+                nodes: 0,
+                desired_nodes: 6,
+                launches: false,
+            }]
+        );
+        assert!(c.launcher.get().is_none(), "nothing launched");
+        let events = super::super::guard(&c.events).newest(10);
+        assert!(
+            events.iter().any(|e| e.message
+                == "capacity provider p: reservation 200% (target 50%), 3 node(s) needed of 0, 6 wanted; no nodeTemplate, so nothing is launched"),
+            "{events:?}"
+        );
+        let text = c.metrics_text();
+        assert!(
+            text.contains("reconcile_capacity_provider_reservation_percent{provider=\"p\"} 200"),
+            "{text}"
+        );
+        // Unchanged, it is not announced again.
+        c.autoscale().await;
+        let again = super::super::guard(&c.events).newest(10);
+        assert_eq!(again.len(), events.len());
+    }
+}

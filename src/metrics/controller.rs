@@ -546,3 +546,33 @@ mod tests {
         assert_eq!(kind_code(Kind::Service), "Service");
     }
 }
+
+#[cfg(test)]
+mod scaling_tests {
+    use super::*;
+
+    #[test]
+    fn scaling_decisions_are_counted_by_direction_and_go_with_their_service() {
+        let m = ControllerMetrics::new();
+        m.scaled("c/web", "out");
+        m.scaled("c/web", "out");
+        m.scaled("c/web", "in");
+        let live = View {
+            services: vec![ServiceView {
+                cluster: "c".into(),
+                name: "web".into(),
+                ..ServiceView::default()
+            }],
+            ..View::default()
+        };
+        let text = m.render(&live);
+        for line in [
+            "reconcile_service_scaling_decisions_total{cluster=\"c\",service=\"web\",direction=\"out\"} 2",
+            "reconcile_service_scaling_decisions_total{cluster=\"c\",service=\"web\",direction=\"in\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        let text = m.render(&View::default());
+        assert!(!text.contains("direction=\""), "{text}");
+    }
+}
