@@ -77,7 +77,10 @@ pub enum PredefinedMetric {
     /// what they reserve.
     #[serde(rename = "MemoryUtilization")]
     MemoryUtilization,
-    /// Requests per task per minute through the service's listeners.
+    /// Requests per task per minute through the service's listeners. Not
+    /// measured yet: nodes do not report their listeners' request counts,
+    /// so such a policy has no samples (it never scales out and holds
+    /// scale-in).
     #[serde(rename = "RequestCountPerTarget")]
     RequestCountPerTarget,
 }
