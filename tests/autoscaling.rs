@@ -210,6 +210,12 @@ fn a_service_scales_out_under_load_keeps_its_count_across_commits_and_restarts_a
         assert!(a["cause"].as_str().unwrap().contains("CPUUtilization"));
     }
     assert_eq!(scaling.last().unwrap()["direction"], "in");
+    let (_, text, _) = h.cli(&["status"]);
+    assert!(
+        text.contains("auto scaling 1-3 tasks; last: ")
+            && text.contains(" in 3 -> 1: CPUUtilization"),
+        "{text}"
+    );
     // The source still says 1 and nothing is left to do.
     let (_, plan, _) = h.cli(&["plan"]);
     assert!(plan.contains("No changes"), "{plan}");
