@@ -204,6 +204,18 @@ pub(crate) fn nodes(nodes: &[NodeView]) -> String {
     out
 }
 
+/// One auto scaling decision on a line.
+pub(crate) fn scaling_activity(a: &crate::autoscaling::Activity, now: i64) -> String {
+    format!(
+        "{} {} {} -> {}: {}",
+        clock::readable(a.at, now),
+        a.direction.as_str(),
+        a.from,
+        a.to,
+        a.cause
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,16 +276,4 @@ mod tests {
             .collect();
         assert_eq!(last, ["12 s ago", "4 min ago", "none since restart"]);
     }
-}
-
-/// One auto scaling decision on a line.
-pub(crate) fn scaling_activity(a: &crate::autoscaling::Activity, now: i64) -> String {
-    format!(
-        "{} {} {} -> {}: {}",
-        clock::readable(a.at, now),
-        a.direction.as_str(),
-        a.from,
-        a.to,
-        a.cause
-    )
 }
