@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod apply;
+pub mod autoscaling;
 pub mod cli;
 pub mod clock;
 pub mod controller;

@@ -65,6 +65,10 @@ pub struct ServiceStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns_names: Vec<String>,
     /// Over its running tasks with a sample.
+    /// Auto scaling's bounds and latest decisions, when the service has
+    /// it (desiredCount is then the count auto scaling holds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_scaling: Option<AutoScalingStatus>,
     #[serde(flatten)]
     pub usage: Usage,
 }
@@ -94,6 +98,18 @@ pub struct TargetStatus {
 /// What a task or service uses of what it reserves (ECS CPUUtilization
 /// and MemoryUtilization). Each value is absent when unknown: no sample
 /// yet, or an agent that does not report usage.
+/// A service's auto scaling in the status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoScalingStatus {
+    pub min_capacity: u32,
+    pub max_capacity: u32,
+    /// Its latest scaling decisions, newest last, with the metric values
+    /// that drove them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub activities: Vec<crate::autoscaling::Activity>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Usage {
@@ -162,6 +178,33 @@ pub struct ControllerStatus {
     pub passes: u64,
     /// The controller's events, newest first.
     pub events: Vec<EventRecord>,
+    /// CapacityProviderReservation of each provider with managed scaling:
+    /// what an outside autoscaler reads for a provider without a
+    /// nodeTemplate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capacity_providers: Vec<ProviderReservation>,
+}
+
+/// A capacity provider's reservation as managed scaling computed it
+/// (ECS: CapacityProviderReservation = M / N x 100).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderReservation {
+    pub provider: String,
+    /// M / N x 100 (100 with M = N = 0; 200 with nodes needed and none).
+    pub reservation: u32,
+    /// The reservation managed scaling holds.
+    pub target_capacity: u32,
+    /// M: nodes running tasks plus those the unplaced tasks need.
+    pub needed_nodes: u32,
+    /// N: the provider's nodes (launched ones still joining included).
+    pub nodes: u32,
+    /// ceil(M x 100 / targetCapacity), within the node template's sizes:
+    /// the size that holds the target.
+    pub desired_nodes: u32,
+    /// The controller launches and removes nodes (it has a nodeTemplate);
+    /// otherwise resizing is left to an outside autoscaler.
+    pub launches: bool,
 }
 
 /// Which events `reconcile events` asked for, in both modes.
@@ -278,6 +321,11 @@ pub fn services(o: &ObservedState, commits: &BTreeMap<String, String>) -> Vec<Se
                     })
                     .unwrap_or_default(),
                 held: history.and_then(|h| h.held.clone()),
+                auto_scaling: s.spec.auto_scaling.as_ref().map(|a| AutoScalingStatus {
+                    min_capacity: a.min_capacity,
+                    max_capacity: a.max_capacity,
+                    activities: Vec::new(),
+                }),
                 tasks: tasks.iter().map(|t| TaskView::from(*t)).collect(),
                 listeners: Vec::new(),
                 dns_names: Vec::new(),
@@ -359,5 +407,6 @@ pub fn history(key: &str, h: Option<&History>) -> HistoryReply {
             .collect(),
         events: h.events.iter().rev().cloned().collect(),
         held: h.held,
+        scaling: Vec::new(),
     }
 }

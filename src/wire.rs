@@ -356,6 +356,10 @@ pub struct HistoryReply {
     pub events: Vec<crate::deployment::ServiceEvent>,
     /// A configuration rolled back and not deployed again.
     pub held: Option<crate::deployment::Held>,
+    /// Auto scaling decisions, oldest first, with the metric values that
+    /// drove them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scaling: Vec<crate::autoscaling::Activity>,
 }
 
 /// `POST /v1/services/{cluster}/{name}/rollback`.

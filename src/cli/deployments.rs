@@ -159,6 +159,12 @@ pub fn history_cmd(a: HistoryArgs) -> ExitCode {
         "{}",
         render::deployments(&[], &reply.events, reply.held.as_ref(), now)
     );
+    if !reply.scaling.is_empty() {
+        println!("  auto scaling, newest first:");
+        for a in reply.scaling.iter().rev() {
+            println!("    {}", render::scaling_activity(a, now));
+        }
+    }
     ExitCode::SUCCESS
 }
 

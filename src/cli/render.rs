@@ -52,6 +52,17 @@ pub(crate) fn status(r: &StatusReport, now: i64) -> String {
         if s.running > 0 {
             out.push_str(&format!("  usage {} (of reserved)\n", usage(&s.usage)));
         }
+        if let Some(a) = &s.auto_scaling {
+            out.push_str(&format!(
+                "  auto scaling {}-{} tasks{}\n",
+                a.min_capacity,
+                a.max_capacity,
+                a.activities
+                    .last()
+                    .map(|l| format!("; last: {}", scaling_activity(l, now)))
+                    .unwrap_or_default()
+            ));
+        }
         out.push_str(&deployments(
             &s.deployments,
             &s.events,
@@ -191,6 +202,18 @@ pub(crate) fn nodes(nodes: &[NodeView]) -> String {
         ));
     }
     out
+}
+
+/// One auto scaling decision on a line.
+pub(crate) fn scaling_activity(a: &crate::autoscaling::Activity, now: i64) -> String {
+    format!(
+        "{} {} {} -> {}: {}",
+        clock::readable(a.at, now),
+        a.direction.as_str(),
+        a.from,
+        a.to,
+        a.cause
+    )
 }
 
 #[cfg(test)]

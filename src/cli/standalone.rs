@@ -164,7 +164,11 @@ fn load(path: &Path, git: &GitArgs, state: &StateArgs) -> Result<Desired, ExitCo
         eprintln!("error: {e}");
         ExitCode::from(EXIT_FAILURE)
     })?;
-    Ok(Desired::from_valid(&v, &resolver))
+    let mut desired = Desired::from_valid(&v, &resolver);
+    // Standalone has no metrics loop: an auto scaled service runs its
+    // desiredCount brought inside minCapacity and maxCapacity.
+    crate::autoscaling::take_over(&mut desired.state, &Default::default());
+    Ok(desired)
 }
 
 fn style(detail: bool) -> render::Style {
@@ -466,6 +470,7 @@ pub(crate) fn apply_with(a: ApplyArgs, prepare: Option<Prepare>) -> ExitCode {
             Desired {
                 state: s.desired.clone(),
                 secret_errors: Vec::new(),
+                notes: Vec::new(),
             },
             s.source_id.clone(),
             s.source.clone(),

@@ -44,19 +44,29 @@ impl Controller {
         if managed.is_empty() {
             return;
         }
-        let l = match self.launcher().await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!("managed scaling: {e}");
-                return;
+        // Only providers with a node template launch: the others publish
+        // their reservation for an outside autoscaler.
+        let launching = managed.iter().any(|(_, p)| p.node_template.is_some());
+        let l = if launching {
+            match self.launcher().await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    tracing::warn!("managed scaling: {e}");
+                    None
+                }
             }
+        } else {
+            None
         };
-        let launched = match l.launched().await {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::warn!("managed scaling: {e}");
-                return;
-            }
+        let launched = match l {
+            Some(l) => match l.launched().await {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!("managed scaling: {e}");
+                    return;
+                }
+            },
+            None => Vec::new(),
         };
         let now = crate::clock::unix_now();
         for (name, spec) in managed {
@@ -68,7 +78,19 @@ impl Controller {
             else {
                 continue;
             };
-            let template = spec.node_template.clone().unwrap_or_default();
+            let l = match (&spec.node_template, l) {
+                (None, _) => None,
+                (Some(_), Some(l)) => Some(l),
+                // Cannot launch now (logged above): nothing to decide.
+                (Some(_), None) => continue,
+            };
+            let template = spec.node_template.clone().unwrap_or(
+                crate::manifest::capacity_provider::NodeTemplate {
+                    attributes: Default::default(),
+                    minimum_size: 0,
+                    maximum_size: u32::MAX / 200,
+                },
+            );
             let view = {
                 // Launched nodes that never joined are given up.
                 let stale: Vec<String> = {
@@ -89,17 +111,22 @@ impl Controller {
                         "capacity provider {name}: node {n} did not join within {} s; removing it",
                         JOIN_DEADLINE.as_secs()
                     ));
-                    let _ = l.retire(n).await;
+                    if let Some(l) = l {
+                        let _ = l.retire(n).await;
+                    }
                 }
                 let unplaced = self.applied().unplaced.clone();
                 let s = self.members();
-                let nodes: Vec<scaling::ScalingNode> = s
+                let mine: Vec<&super::Node> = s
                     .nodes
                     .values()
                     .filter(|n| n.record.status != NodeStatus::Lost)
                     .filter(|n| {
                         plan::provider_of(&desired, &n.record.info).as_deref() == Some(name)
                     })
+                    .collect();
+                let nodes: Vec<scaling::ScalingNode> = mine
+                    .iter()
                     .map(|n| {
                         let me = launched.iter().find(|x| x.name == n.record.info.name);
                         scaling::ScalingNode {
@@ -114,7 +141,19 @@ impl Controller {
                     })
                     .collect();
                 let joining = s.joining.values().filter(|(p, _)| p == name).count() as u32;
-                let needed_extra = self.needed_nodes(&desired, &cluster, name, &unplaced, l.engine);
+                // What a new node offers: a launched agent's engine, else
+                // the largest node the provider has (with none, any one
+                // node is assumed to hold the tasks).
+                let engine = match l {
+                    Some(l) => l.engine,
+                    None => mine
+                        .iter()
+                        .map(|n| (n.record.info.cpu, n.record.info.memory))
+                        .max()
+                        .unwrap_or((u32::MAX, u32::MAX)),
+                };
+                drop(s);
+                let needed_extra = self.needed_nodes(&desired, &cluster, name, &unplaced, engine);
                 scaling::ProviderView {
                     target_capacity: spec.managed_scaling.target_capacity,
                     min_step: spec.managed_scaling.minimum_scaling_step_size,
@@ -132,7 +171,29 @@ impl Controller {
                 }
             };
             let (reservation, decision) = scaling::decide(&view);
-            super::guard(&self.reservations).insert(name.clone(), reservation);
+            let (needed, nodes) = scaling::needed_and_nodes(&view);
+            let published = crate::report::ProviderReservation {
+                provider: name.clone(),
+                reservation,
+                target_capacity: spec.managed_scaling.target_capacity,
+                needed_nodes: needed,
+                nodes,
+                desired_nodes: scaling::wanted(&view),
+                launches: l.is_some(),
+            };
+            let before = super::guard(&self.reservations).insert(name.clone(), published.clone());
+            let Some(l) = l else {
+                // The hook of an outside autoscaler: the reservation and
+                // wanted size in status and metrics, and an event when they
+                // change.
+                if before.as_ref() != Some(&published) {
+                    self.event(format!(
+                        "capacity provider {name}: reservation {reservation}% (target {}%), {needed} node(s) needed of {nodes}, {} wanted; no nodeTemplate, so nothing is launched",
+                        spec.managed_scaling.target_capacity, published.desired_nodes
+                    ));
+                }
+                continue;
+            };
             match decision {
                 scaling::Decision::Hold => {}
                 scaling::Decision::Launch(k) => {
@@ -236,5 +297,86 @@ impl Controller {
             }
         }
         total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::controller;
+
+    /// A provider with managed scaling and no nodeTemplate: tasks that
+    /// find no node raise its reservation (M > 0, N = 0: 200%), which
+    /// status and the metric publish, and nothing is launched.
+    #[tokio::test]
+    async fn a_provider_without_template_publishes_its_reservation() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("src")).unwrap();
+        std::fs::write(
+            dir.path().join("src/all.yaml"),
+            "apiVersion: reconcile/v1alpha1
+kind: Cluster
+metadata: {name: c}
+spec: {capacityProviders: [p]}
+---
+apiVersion: reconcile/v1alpha1
+kind: CapacityProvider
+metadata: {name: p}
+spec:
+  managedScaling: {status: ENABLED, targetCapacity: 50}
+---
+apiVersion: reconcile/v1alpha1
+kind: TaskDefinition
+metadata: {name: web}
+spec:
+  memory: 64
+  containerDefinitions: [{name: web, image: busybox:stable}]
+---
+apiVersion: reconcile/v1alpha1
+kind: Service
+metadata: {name: web}
+spec:
+  cluster: c
+  taskDefinition: web
+  desiredCount: 3
+  capacityProviderStrategy: [{capacityProvider: p, weight: 1}]
+  placementConstraints: [{type: distinctInstance}]
+",
+        )
+        .unwrap();
+        let c = controller(dir.path());
+        let e = c.reconcile_once().await.unwrap_err();
+        assert!(e.contains("3 task(s) could not be placed"), "{e}");
+        assert_eq!(c.applied().unplaced.get("c/web"), Some(&3));
+        c.autoscale().await;
+        let status = c.status();
+        let published = &status.controller.unwrap().capacity_providers;
+        assert_eq!(
+            published,
+            &[crate::report::ProviderReservation {
+                provider: "p".into(),
+                reservation: 200,
+                target_capacity: 50,
+                needed_nodes: 3,
+                nodes: 0,
+                desired_nodes: 6,
+                launches: false,
+            }]
+        );
+        assert!(c.launcher.get().is_none(), "nothing launched");
+        let events = super::super::guard(&c.events).newest(10);
+        assert!(
+            events.iter().any(|e| e.message
+                == "capacity provider p: reservation 200% (target 50%), 3 node(s) needed of 0, 6 wanted; no nodeTemplate, so nothing is launched"),
+            "{events:?}"
+        );
+        let text = c.metrics_text();
+        assert!(
+            text.contains("reconcile_capacity_provider_reservation_percent{provider=\"p\"} 200"),
+            "{text}"
+        );
+        // Unchanged, it is not announced again.
+        c.autoscale().await;
+        let again = super::super::guard(&c.events).newest(10);
+        assert_eq!(again.len(), events.len());
     }
 }

@@ -19,6 +19,7 @@
 //! - `requests`: sync, suspend, abort, rollback, history, status;
 //! - `autoscale`: managed scaling's launches and retirements;
 //! - `rebalance`: moving tasks of uneven spread services;
+//! - `service_scaling`: service auto scaling's evaluations;
 //! - `http`: the API; `serve`: its connections and their bounds;
 //!   `limits`: rate limits and webhook replays; `store`: the database;
 //!   `openapi`: the API document;
@@ -54,6 +55,7 @@ pub mod scaling;
 mod scrape;
 mod secret_store;
 pub mod serve;
+mod service_scaling;
 mod source;
 pub mod store;
 mod traffic;
@@ -253,7 +255,10 @@ pub struct Controller {
     metrics: crate::metrics::controller::ControllerMetrics,
     /// CapacityProviderReservation (percent) of each managed provider, as
     /// managed scaling last computed it.
-    reservations: Mutex<BTreeMap<String, u32>>,
+    reservations: Mutex<BTreeMap<String, crate::report::ProviderReservation>>,
+    /// Auto scaled services' counts and decisions, by service key (kept in
+    /// the database's own table).
+    scaling: Mutex<BTreeMap<String, crate::autoscaling::Scaled>>,
     /// Rebalancing of spread services: quiet clusters, services moving.
     rebalancing: Mutex<rebalance::Rebalancing>,
 }
@@ -352,6 +357,7 @@ impl Controller {
             metrics: Default::default(),
             reservations: Mutex::default(),
             rebalancing: Mutex::default(),
+            scaling: Mutex::new(loaded.scaling),
         });
         // Generations of an earlier run of the controller are below this
         // one's first (milliseconds since the epoch), so an agent that
@@ -399,6 +405,13 @@ impl Controller {
             loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 checker.check_nodes();
+            }
+        });
+        let scaler = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(service_scaling::EVALUATION).await;
+                scaler.scale_services();
             }
         });
         loop {

@@ -87,7 +87,11 @@ impl Controller {
         if !s.stored.services.contains_key(key) {
             return Err(format!("no service `{key}` has been applied"));
         }
-        Ok(report::history(key, s.stored.deployments.get(key)))
+        let mut h = report::history(key, s.stored.deployments.get(key));
+        if let Some(k) = guard(&self.scaling).get(key) {
+            h.scaling = k.activities.clone();
+        }
+        Ok(h)
     }
 
     /// `reconcile deployment abort`: the running rollout of `key` rolls
@@ -206,6 +210,14 @@ impl Controller {
             .map(|n| (n.info.name.clone(), (n.info.cpu, n.info.memory)))
             .collect();
         report::fill_usage(&observed, &capacity, &mut services, &self.usage());
+        {
+            let scaling = guard(&self.scaling);
+            for s in services.iter_mut() {
+                if let (Some(a), Some(k)) = (s.auto_scaling.as_mut(), scaling.get(&s.service)) {
+                    a.activities = k.activities.clone();
+                }
+            }
+        }
         self.traffic_status(&observed, &mut services);
         let events = guard(&self.events).newest(50);
         StatusReport {
@@ -220,6 +232,7 @@ impl Controller {
                 last_error,
                 passes,
                 events,
+                capacity_providers: guard(&self.reservations).values().cloned().collect(),
             }),
         }
     }

@@ -52,20 +52,32 @@ pub enum Decision {
     Retire(Vec<String>),
 }
 
+/// M (nodes needed) and N (nodes, joining ones included) of the
+/// reservation.
+pub fn needed_and_nodes(v: &ProviderView) -> (u32, u32) {
+    let busy = v.nodes.iter().filter(|n| n.busy).count() as u32;
+    (busy + v.needed_extra, v.nodes.len() as u32 + v.joining)
+}
+
+/// The number of nodes that holds the reservation at targetCapacity,
+/// within the size bounds.
+pub fn wanted(v: &ProviderView) -> u32 {
+    let (m, _) = needed_and_nodes(v);
+    let target = v.target_capacity.clamp(1, 100);
+    (m * 100)
+        .div_ceil(target)
+        .clamp(v.min_size, v.max_size.max(v.min_size))
+}
+
 /// The reservation (percent) and what to do.
 pub fn decide(v: &ProviderView) -> (u32, Decision) {
-    let busy = v.nodes.iter().filter(|n| n.busy).count() as u32;
-    let m = busy + v.needed_extra;
-    let n = v.nodes.len() as u32 + v.joining;
+    let (m, n) = needed_and_nodes(v);
     let reservation = match (m, n) {
         (0, 0) => 100,
         (_, 0) => 200,
         _ => m * 100 / n,
     };
-    let target = v.target_capacity.clamp(1, 100);
-    let wanted = (m * 100)
-        .div_ceil(target)
-        .clamp(v.min_size, v.max_size.max(v.min_size));
+    let wanted = wanted(v);
     if wanted > n {
         let step = (wanted - n).clamp(v.min_step.max(1), v.max_step.max(1));
         let room = v.max_size.max(v.min_size).saturating_sub(n);

@@ -111,7 +111,7 @@ impl Controller {
         });
         view.reservations = guard(&self.reservations)
             .iter()
-            .map(|(p, r)| (p.clone(), *r))
+            .map(|(p, r)| (p.clone(), r.reservation))
             .collect();
         view
     }

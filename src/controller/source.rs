@@ -256,7 +256,9 @@ impl Controller {
                 lines.join("\n  ")
             ));
         }
-        Ok((Desired::from_valid(&v, &self.resolver), commit))
+        let mut desired = Desired::from_valid(&v, &self.resolver);
+        desired.notes = crate::autoscaling::take_over(&mut desired.state, &self.scaled_counts());
+        Ok((desired, commit))
     }
 
     /// Watch a directory source: any change wakes the loop once the tree

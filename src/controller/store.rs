@@ -34,6 +34,9 @@ const ASSIGNMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("assignme
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// Named API tokens, by name (their hashes, never the tokens).
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+/// Auto scaled services' counts and recent decisions, by service key: kept
+/// apart from the applied state, which an apply owns while it runs.
+const SCALING: TableDefinition<&str, &[u8]> = TableDefinition::new("scaling");
 /// Node credentials, by node name (their hashes).
 const CREDENTIALS: TableDefinition<&str, &[u8]> = TableDefinition::new("credentials");
 /// The operator's secrets by name, sealed (`secret_store.rs`): only
@@ -91,6 +94,7 @@ pub struct Loaded {
     pub assignments: Vec<AssignmentRecord>,
     pub events: Vec<(u64, EventRecord)>,
     pub tokens: Vec<TokenRecord>,
+    pub scaling: BTreeMap<String, crate::autoscaling::Scaled>,
     pub credentials: BTreeMap<String, NodeCredential>,
     /// Commit each service was last changed from.
     pub commits: std::collections::BTreeMap<String, String>,
@@ -210,6 +214,7 @@ impl Db {
             tx.open_table(ASSIGNMENTS)?;
             tx.open_table(EVENTS)?;
             tx.open_table(TOKENS)?;
+            tx.open_table(SCALING)?;
             tx.open_table(CREDENTIALS)?;
             tx.open_table(SECRETS)?;
             Ok(())
@@ -297,6 +302,14 @@ impl Db {
         for row in tokens.iter().map_err(|e| self.err(e))? {
             let (_, v) = row.map_err(|e| self.err(e))?;
             out.tokens.push(typed(self, decode("token", v.value())?)?);
+        }
+        let scaling = tx.open_table(SCALING).map_err(|e| self.err(e))?;
+        for row in scaling.iter().map_err(|e| self.err(e))? {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            out.scaling.insert(
+                k.value().to_string(),
+                typed(self, decode("scaling", v.value())?)?,
+            );
         }
         let credentials = tx.open_table(CREDENTIALS).map_err(|e| self.err(e))?;
         for row in credentials.iter().map_err(|e| self.err(e))? {
@@ -393,6 +406,14 @@ impl Db {
 
     pub fn put_credential(&self, node: &str, c: &NodeCredential) -> Result<(), DbError> {
         self.put_row(CREDENTIALS, node, c)
+    }
+
+    pub fn put_scaled(&self, key: &str, s: &crate::autoscaling::Scaled) -> Result<(), DbError> {
+        self.put_row(SCALING, key, s)
+    }
+
+    pub fn delete_scaled(&self, key: &str) -> Result<(), DbError> {
+        self.delete_row(SCALING, key)
     }
 
     pub fn put_token(&self, t: &TokenRecord) -> Result<(), DbError> {

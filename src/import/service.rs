@@ -351,6 +351,7 @@ pub(crate) fn map(mut f: Fields, ctx: &mut Ctx, catalog: &Catalog) -> Option<Ser
             load_balancers,
             service_registries,
             availability_zone_rebalancing,
+            auto_scaling: None,
         },
         lb_paths,
         defaults: d,

@@ -6,6 +6,7 @@
 //! `minimum`/`maximum`), and the loader deserialises validated documents into
 //! them. Field names, units, defaults and ranges follow Amazon ECS.
 
+pub mod auto_scaling;
 pub mod capacity_provider;
 pub mod cluster;
 pub mod service;

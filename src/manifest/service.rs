@@ -54,6 +54,13 @@ pub struct ServiceSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20))]
     pub capacity_provider_strategy: Vec<CapacityProviderStrategyItem>,
+    /// Service auto scaling (Application Auto Scaling names): the
+    /// controller keeps the task count between minCapacity and
+    /// maxCapacity, moved by target tracking policies. desiredCount is
+    /// then the starting count; later commits that leave this block alone
+    /// never reset the scaled count. REPLICA services only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_scaling: Option<super::auto_scaling::AutoScaling>,
     /// Listeners on every node of the cluster that balance over the
     /// service's healthy tasks. At most 5.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

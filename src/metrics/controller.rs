@@ -84,6 +84,14 @@ struct ServiceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScalingLabels {
+    cluster: String,
+    service: String,
+    /// `out` or `in`.
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DeploymentLabels {
     cluster: String,
     service: String,
@@ -168,6 +176,7 @@ pub struct ControllerMetrics {
     changes: Family<ChangeLabels, Counter>,
     breaker_trips: Family<ServiceLabels, Counter>,
     rollbacks: Family<ServiceLabels, Counter>,
+    scalings: Family<ScalingLabels, Counter>,
     /// Services with a series in a per-service counter, so the series of a
     /// deleted service are removed at the next scrape.
     counted: Mutex<BTreeSet<ServiceLabels>>,
@@ -202,6 +211,7 @@ impl ControllerMetrics {
             changes: Family::default(),
             breaker_trips: Family::default(),
             rollbacks: Family::default(),
+            scalings: Family::default(),
             counted: Mutex::default(),
             fetch_duration: Histogram::new(super::duration_buckets()),
             fetch_failures: Counter::default(),
@@ -231,6 +241,11 @@ impl ControllerMetrics {
             "plan_changes_applied",
             "Resource changes of plans applied in full, by kind and action",
             m.changes.clone(),
+        );
+        r.register(
+            "service_scaling_decisions",
+            "Auto scaling decisions that changed a service's count, by direction",
+            m.scalings.clone(),
         );
         r.register(
             "breaker_trips",
@@ -337,6 +352,25 @@ impl ControllerMetrics {
         self.service_counter(&self.breaker_trips, key);
     }
 
+    /// Auto scaling moved the count of the service `cluster/name`
+    /// (`direction` is `out` or `in`).
+    pub fn scaled(&self, key: &str, direction: &'static str) {
+        let Some((cluster, service)) = key.split_once('/') else {
+            return;
+        };
+        self.scalings
+            .get_or_create(&ScalingLabels {
+                cluster: cluster.into(),
+                service: service.into(),
+                direction,
+            })
+            .inc();
+        lock(&self.counted).insert(ServiceLabels {
+            cluster: cluster.into(),
+            service: service.into(),
+        });
+    }
+
     /// A rollback of the service `cluster/name` started.
     pub fn rollback(&self, key: &str) {
         self.service_counter(&self.rollbacks, key);
@@ -387,6 +421,13 @@ impl ControllerMetrics {
                 if !keep {
                     self.breaker_trips.remove(l);
                     self.rollbacks.remove(l);
+                    for direction in ["out", "in"] {
+                        self.scalings.remove(&ScalingLabels {
+                            cluster: l.cluster.clone(),
+                            service: l.service.clone(),
+                            direction,
+                        });
+                    }
                 }
                 keep
             });
@@ -503,5 +544,35 @@ mod tests {
         assert_eq!(action_code(Action::NoOp), None);
         assert_eq!(action_code(Action::Replace), Some("replace"));
         assert_eq!(kind_code(Kind::Service), "Service");
+    }
+}
+
+#[cfg(test)]
+mod scaling_tests {
+    use super::*;
+
+    #[test]
+    fn scaling_decisions_are_counted_by_direction_and_go_with_their_service() {
+        let m = ControllerMetrics::new();
+        m.scaled("c/web", "out");
+        m.scaled("c/web", "out");
+        m.scaled("c/web", "in");
+        let live = View {
+            services: vec![ServiceView {
+                cluster: "c".into(),
+                name: "web".into(),
+                ..ServiceView::default()
+            }],
+            ..View::default()
+        };
+        let text = m.render(&live);
+        for line in [
+            "reconcile_service_scaling_decisions_total{cluster=\"c\",service=\"web\",direction=\"out\"} 2",
+            "reconcile_service_scaling_decisions_total{cluster=\"c\",service=\"web\",direction=\"in\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        let text = m.render(&View::default());
+        assert!(!text.contains("direction=\""), "{text}");
     }
 }

@@ -139,6 +139,10 @@ pub struct Plan {
     /// Conditions that forbid applying the plan.
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
+    /// Facts that change nothing but explain a value, such as a count that
+    /// auto scaling manages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl Plan {
@@ -423,6 +427,7 @@ pub fn plan(desired: &DesiredState, observed: &ObservedState, opts: &Options) ->
         observed: observed_summaries,
         errors,
         warnings,
+        notes: Vec::new(),
     }
 }
 

@@ -311,6 +311,9 @@ pub fn text(plan: &Plan, style: Style) -> String {
     for w in &plan.warnings {
         let _ = writeln!(out, "{} {w}", p.paint(YELLOW, "warning:"));
     }
+    for n in &plan.notes {
+        let _ = writeln!(out, "{} {n}", p.paint(DIM, "note:"));
+    }
     for e in &plan.errors {
         let _ = writeln!(out, "{} {e}", p.paint(RED, "error:"));
     }

@@ -43,6 +43,8 @@ pub trait Driver: apply::Sink {
 pub struct Desired {
     pub state: DesiredState,
     pub secret_errors: Vec<String>,
+    /// Notes for the plan (counts auto scaling manages).
+    pub notes: Vec<String>,
 }
 
 impl Desired {
@@ -54,6 +56,7 @@ impl Desired {
         Desired {
             state,
             secret_errors: errors.into_iter().map(|e| e.to_string()).collect(),
+            notes: Vec::new(),
         }
     }
 }
@@ -142,6 +145,7 @@ impl<R: Runtime + Sync, S: Store> Reconciler<'_, R, S> {
         let observed = self.observed().await?;
         let mut p = plan::plan(&desired.state, &observed, opts);
         p.errors.extend(desired.secret_errors.iter().cloned());
+        p.notes.extend(desired.notes.iter().cloned());
         Ok(p)
     }
 
@@ -172,6 +176,7 @@ impl<R: Runtime + Sync, S: Store> Reconciler<'_, R, S> {
             }
             None => {
                 fresh.errors.extend(desired.secret_errors.iter().cloned());
+                fresh.notes.extend(desired.notes.iter().cloned());
                 fresh
             }
         };

@@ -1,6 +1,8 @@
 //! Rules on a CapacityProvider: scaling step sizes, termination
-//! protection and the node template it launches. Separate because they
-//! concern one kind.
+//! protection and the node template it launches. Managed scaling without a
+//! template is valid: the reservation is then published for an outside
+//! autoscaler and no node is launched. Separate because they concern one
+//! kind.
 
 use super::Finding;
 use crate::manifest::Toggle;
@@ -55,15 +57,5 @@ pub(super) fn capacity_provider(
                 ).at_key());
             }
         }
-    } else if ms.status == Toggle::Enabled {
-        out.push(
-            Finding::error(
-                "capacity-provider",
-                i,
-                "/spec/managedScaling/status",
-                "managed scaling needs a nodeTemplate describing the nodes to launch".into(),
-            )
-            .help("add `nodeTemplate: {attributes: {...}, maximumSize: N}`"),
-        );
     }
 }

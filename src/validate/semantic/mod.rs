@@ -16,6 +16,7 @@ use super::{Diagnostic, Entry, Related, Severity, Validation};
 use crate::manifest::{Kind, Manifest};
 
 mod annotations;
+mod auto_scaling;
 mod capacity_provider;
 mod placement;
 mod references;
@@ -25,6 +26,7 @@ mod traffic;
 
 use annotations::annotations;
 pub use annotations::SELF_HEAL;
+use auto_scaling::auto_scaling;
 use capacity_provider::capacity_provider;
 use placement::strategy;
 use references::{duplicate_names, missing_ref};
@@ -131,7 +133,10 @@ pub fn check(entries: &[Entry]) -> Vec<Finding> {
         annotations(i, &e.manifest, &mut out);
         match &e.manifest {
             Manifest::TaskDefinition(td) => task_definition(i, &td.spec, &mut out),
-            Manifest::Service(s) => service(i, &s.spec, &index, entries, &mut out),
+            Manifest::Service(s) => {
+                service(i, &s.spec, &index, entries, &mut out);
+                auto_scaling(i, &s.spec, &mut out);
+            }
             Manifest::Cluster(c) => {
                 for (j, p) in c.spec.capacity_providers.iter().enumerate() {
                     if !index.providers.contains_key(p.as_str()) {
