@@ -1074,4 +1074,33 @@ fn status_shows_cpu_and_memory_used_over_reserved() {
         .find(|l| l.contains("(of reserved)"))
         .unwrap_or_else(|| panic!("{text}"));
     assert!(line.contains("cpu ") && line.contains("% "), "{text}");
+    // It starts with a line over all three services.
+    assert!(
+        text.starts_with("3 services, 3 tasks running, 0 pending"),
+        "{text}"
+    );
+
+    // Filters: one service, or a cluster's; one that matches nothing
+    // fails naming the flag and what there is.
+    let text =
+        String::from_utf8_lossy(&s.run(&["status", &src, "--service", "hold"]).stdout).into_owned();
+    let shown: Vec<&str> = text.lines().filter(|l| l.starts_with("Service ")).collect();
+    assert_eq!(shown.len(), 1, "{text}");
+    assert!(shown[0].starts_with("Service t/hold "), "{text}");
+    let text =
+        String::from_utf8_lossy(&s.run(&["status", &src, "--cluster", "t"]).stdout).into_owned();
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("Service ")).count(),
+        3,
+        "{text}"
+    );
+    let out = s.run(&["status", &src, "--cluster", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "--cluster nope: no service in this cluster; services: t/burn, t/hold, t/idle"
+        ),
+        "{err}"
+    );
 }

@@ -116,6 +116,18 @@ fn fleet_mode_runs_over_tls_with_only_the_ca_hash() {
     });
     let (code, out, err) = h.cli(&["status"]);
     assert_eq!(code, 0, "{out}{err}");
+    // The filters work on a controller's status too.
+    let (code, out, err) = h.cli(&["status", "--service", "app", "--cluster", &cluster]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("Service {cluster}/app ")), "{out}");
+    let (code, out, err) = h.cli(&["status", "--service", "nope"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "--service nope: no such service; services: {cluster}/app"
+        )),
+        "{err}"
+    );
 }
 
 /// An address of this host other than loopback, if it has one.
