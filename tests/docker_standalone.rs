@@ -184,6 +184,11 @@ fn drift_is_repaired_exactly() {
     let (code, text) = s.plan();
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("1 of 3 tasks running; replacing 2"), "{text}");
+    // The removed one is named for what can be known about it.
+    assert!(
+        text.contains("1 task not in the runtime: removed, or never started"),
+        "{text}"
+    );
     assert!(
         !text.contains("Service t/b"),
         "the other service is untouched:\n{text}"

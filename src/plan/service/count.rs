@@ -214,7 +214,12 @@ impl<'a> ServiceCtx<'a> {
         let gone = (replacing as usize).saturating_sub(self.stopped.len());
         let mut causes: Vec<String> = why.into_iter().collect();
         if gone > 0 {
-            causes.push(format!("{gone} task(s) gone from the runtime"));
+            // The runtime keeps no trace of a removed task, nor of one an
+            // interrupted apply never started: the two cannot be told apart.
+            causes.push(format!(
+                "{gone} {} not in the runtime: removed, or never started",
+                if gone == 1 { "task" } else { "tasks" }
+            ));
         }
         if self.desired.self_heal {
             reasons.push(format!(
