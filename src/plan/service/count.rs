@@ -73,6 +73,14 @@ impl<'a> ServiceCtx<'a> {
                 prev_revision.unwrap_or(0),
                 t.revision
             ));
+        } else if !k.new_deployment && k.old.len() > k.draining {
+            // The store already holds this configuration, yet tasks of an
+            // earlier one run: an apply stopped before its rollout ended.
+            reasons.push(format!(
+                "finish the rollout of {family}:{} an earlier apply left unfinished: {} task(s) of the earlier configuration still run",
+                t.revision,
+                k.old.len() - k.draining
+            ));
         } else if !k.new_deployment && k.draining > 0 {
             reasons.push(format!(
                 "{} task(s) on draining node(s) are replaced on other nodes",
