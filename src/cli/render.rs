@@ -26,8 +26,10 @@ pub(crate) fn status(r: &StatusReport, now: i64) -> String {
         if c.suspended {
             out.push_str("SUSPENDED: nothing is applied until `reconcile resume`.\n");
         }
-        if let Some(e) = &c.last_error {
-            out.push_str(&format!("Last reconcile failed: {e}\n"));
+        match &c.last_error {
+            Some(e) if e.starts_with("waiting for nodes") => out.push_str(&format!("{e}\n")),
+            Some(e) => out.push_str(&format!("Last reconcile failed: {e}\n")),
+            None => {}
         }
         out.push('\n');
     }
