@@ -762,31 +762,177 @@ pub fn load(text: &str, limits: Limits) -> Loaded {
 }
 
 fn scan_error(loc: &Locator, e: &ScanError) -> YamlError {
-    let span = loc.marker(e.marker());
-    let at = loc.text[span.offset..].chars().next();
-    let mut help = None;
-    let line_text = &loc.text[loc.line_starts[span.line - 1]..];
-    let line_text = line_text.split('\n').next().unwrap_or("");
-    if at == Some('\t')
-        || line_text.starts_with('\t')
-        || line_text.trim_start_matches(' ').starts_with('\t')
-    {
-        help = Some("YAML does not allow tabs for indentation: indent with spaces".to_string());
-    }
-    let mut span = span;
-    span.len = at.map_or(0, char::len_utf8);
-    let message = if e.info().contains("recursion limit") {
-        "nesting is too deep for the YAML parser; manifests never need this much".to_string()
+    let mut span = loc.marker(e.marker());
+    let info = e.info();
+    let tab = tab_near(loc, span.offset, info.contains("tab"));
+    if let Some(offset) = tab {
+        // The parser reports some tabs at the end of the line before them
+        // (while still reading the previous value): point at the tab.
+        let (line, column) = line_column(loc, offset);
+        span = Span {
+            offset,
+            len: 1,
+            line,
+            column,
+        };
     } else {
-        format!("YAML syntax error: {}", e.info())
+        span.len = loc.text[span.offset..]
+            .chars()
+            .next()
+            .map_or(0, char::len_utf8);
+    }
+    if info.contains("recursion limit") {
+        return YamlError {
+            message: "nesting is too deep for the YAML parser; manifests never need this much"
+                .to_string(),
+            span,
+            related: None,
+            help: None,
+            pointer: String::new(),
+        };
+    }
+    let (message, help) = match tab {
+        Some(_) => (
+            format!(
+                "a tab at line {}, column {}: YAML does not allow tabs for indentation",
+                span.line, span.column
+            ),
+            "indent with spaces".to_string(),
+        ),
+        None => match syntax_in_words(info) {
+            Some((words, help)) => (words.to_string(), help.to_string()),
+            None => (info.to_string(), String::new()),
+        },
+    };
+    // The parser's own words stay at the end of the help, for searching.
+    let help = if help.is_empty() {
+        None
+    } else {
+        Some(format!("{help} (parser: {info})"))
     };
     YamlError {
-        message,
+        message: format!("YAML syntax error: {message}"),
         span,
         related: None,
         help,
         pointer: String::new(),
     }
+}
+
+/// Line and 1-based character column of a byte offset.
+fn line_column(loc: &Locator, offset: usize) -> (usize, usize) {
+    let line = loc.line_starts.partition_point(|&s| s <= offset).max(1);
+    let start = loc.line_starts[line - 1];
+    (line, loc.text[start..offset].chars().count() + 1)
+}
+
+/// The tab an error at `offset` is about: the character there, one in
+/// the indentation of its line, or, when the parser names a tab, the
+/// first one after it on this line or the next.
+fn tab_near(loc: &Locator, offset: usize, mentions_tab: bool) -> Option<usize> {
+    let rest = &loc.text[offset..];
+    if rest.starts_with('\t') {
+        return Some(offset);
+    }
+    // A tab inside the indentation of the line the error is on.
+    let start = loc.line_starts[loc.line_starts.partition_point(|&s| s <= offset).max(1) - 1];
+    let line = loc.text[start..].split('\n').next().unwrap_or("");
+    let indent = line.len() - line.trim_start_matches([' ', '\t']).len();
+    if let Some(i) = line[..indent].find('\t') {
+        return Some(start + i);
+    }
+    if !mentions_tab {
+        return None;
+    }
+    // The rest of this line and the next one: the parser may still be on
+    // the previous value when it meets the tab.
+    let reach = rest
+        .match_indices('\n')
+        .nth(1)
+        .map_or(rest.len(), |(i, _)| i);
+    rest[..reach].find('\t').map(|i| offset + i)
+}
+
+/// The parser's messages for the usual mistakes, in the words of someone
+/// editing a manifest, with what to do. Most come from indentation.
+fn syntax_in_words(info: &str) -> Option<(&'static str, &'static str)> {
+    const INDENT: &str = "keys of one mapping start in the same column, and a nested value is indented further than its key; check the indentation of this line and the one above";
+    let table: [(&str, &str, &str); 14] = [
+        (
+            "did not find expected key",
+            "this line is not indented like the other keys of its mapping",
+            INDENT,
+        ),
+        (
+            "did not find expected '-' indicator",
+            "this line is not indented like the list items above it",
+            "items of one list each start with `- ` in the same column; check the indentation of this line",
+        ),
+        (
+            "mapping values are not allowed in this context",
+            "a `:` where no key can start: either this line is indented further than the keys beside it, or a value holds `: `",
+            "align the key with the keys beside it, or quote the value if the `: ` belongs to it",
+        ),
+        (
+            "block sequence entries are not allowed in this context",
+            "a `- ` list item where it cannot start",
+            "start a list on the line after its key, indented under it, with no value after the key's `:`",
+        ),
+        (
+            "did not find expected node content",
+            "a value is missing here",
+            "write a value, or quote it if it starts with a character YAML reserves (`@`, `` ` ``, `%`, `*`, `&`, `!`, `|`, `>`)",
+        ),
+        (
+            "expected ',' or ']'",
+            "this `[ ... ]` list is not closed where it should be: expected `,` or `]`",
+            "separate items with `,` and close the list with `]`; quote items that hold `[`, `]`, `{`, `}` or `,`",
+        ),
+        (
+            "expected ',' or '}'",
+            "this `{ ... }` mapping is not closed where it should be: expected `,` or `}`",
+            "separate entries with `,` and close the mapping with `}`; quote values that hold `[`, `]`, `{`, `}` or `,`",
+        ),
+        (
+            "quoted scalar, found unexpected end of stream",
+            "a quoted value is never closed",
+            "add the closing quote",
+        ),
+        (
+            "quoted scalar, found unknown escape character",
+            "an unknown escape (`\\`) in a double-quoted value",
+            "in double quotes a backslash starts an escape: write `\\\\` for one, or use single quotes",
+        ),
+        (
+            "illegal placement of ':' indicator",
+            "a `:` where it cannot be: is a `[ ... ]` or `{ ... }` above left open?",
+            "close a flow list with `]` and a flow mapping with `}`, or quote a value that holds `:`",
+        ),
+        (
+            "simple key expect ':'",
+            "a key without its `:`",
+            "write `key: value`, with a space after the `:`",
+        ),
+        (
+            "invalid indentation in quoted scalar",
+            "a quoted value runs on to the next line: is its closing quote missing?",
+            "close the quote on the same line, or indent the lines it continues on further than its key",
+        ),
+        (
+            "invalid indentation",
+            "this line's indentation does not fit where it is",
+            INDENT,
+        ),
+        (
+            "while scanning an alias",
+            "an `*` or `&` that is not an alias or anchor",
+            "quote the value if the `*` or `&` is part of its text",
+        ),
+    ];
+    table
+        .iter()
+        .find(|(raw, _, _)| info.contains(raw))
+        .map(|(_, words, help)| (*words, *help))
 }
 
 #[cfg(test)]
@@ -900,6 +1046,44 @@ mod tests {
         assert!(e.message.starts_with("YAML syntax error"), "{e:?}");
         assert_eq!(e.span.line, 2);
         assert!(e.help.as_deref().unwrap().contains("tabs"));
+    }
+
+    #[test]
+    fn a_tab_is_reported_on_its_own_line() {
+        // The parser meets this tab while still reading `x` on line 4.
+        let text = "kind: Cluster\nmetadata:\n  name: x\n\tlabels: {}\n";
+        let e = &load(text, Limits::default()).errors[0].1;
+        assert_eq!((e.span.line, e.span.column, e.span.len), (4, 1, 1), "{e:?}");
+        assert_eq!(&text[e.span.offset..e.span.offset + 1], "\t");
+        assert!(e.message.contains("a tab at line 4, column 1"), "{e:?}");
+        assert!(e.help.as_deref().unwrap().starts_with("indent with spaces"));
+    }
+
+    #[test]
+    fn parser_messages_are_put_in_words_with_indentation_help() {
+        for (text, line, words) in [
+            (
+                "metadata:\n  name: x\n labels: {}\n",
+                3,
+                "not indented like the other keys",
+            ),
+            (
+                "metadata:\n  name: x\n   labels: {}\n",
+                3,
+                "indented further than the keys beside it",
+            ),
+            ("a: [1, 2\nb: 3\n", 2, "left open"),
+            ("a: [1, 2 x\n", 2, "list is not closed"),
+            ("a: \"open\nb: 3\n", 1, "closing quote missing"),
+            ("a: \"open\n", 1, "never closed"),
+        ] {
+            let e = &load(text, Limits::default()).errors[0].1;
+            assert_eq!(e.span.line, line, "{text:?}: {e:?}");
+            assert!(e.message.contains(words), "{text:?}: {e:?}");
+            assert!(!e.message.contains("did not find expected"), "{e:?}");
+            // The parser's own words stay in the help, for searching.
+            assert!(e.help.as_deref().unwrap().contains("(parser: "), "{e:?}");
+        }
     }
 
     #[test]

@@ -184,6 +184,11 @@ fn drift_is_repaired_exactly() {
     let (code, text) = s.plan();
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("1 of 3 tasks running; replacing 2"), "{text}");
+    // The removed one is named for what can be known about it.
+    assert!(
+        text.contains("1 task not in the runtime: removed, or never started"),
+        "{text}"
+    );
     assert!(
         !text.contains("Service t/b"),
         "the other service is untouched:\n{text}"
@@ -1074,4 +1079,33 @@ fn status_shows_cpu_and_memory_used_over_reserved() {
         .find(|l| l.contains("(of reserved)"))
         .unwrap_or_else(|| panic!("{text}"));
     assert!(line.contains("cpu ") && line.contains("% "), "{text}");
+    // It starts with a line over all three services.
+    assert!(
+        text.starts_with("3 services, 3 tasks running, 0 pending"),
+        "{text}"
+    );
+
+    // Filters: one service, or a cluster's; one that matches nothing
+    // fails naming the flag and what there is.
+    let text =
+        String::from_utf8_lossy(&s.run(&["status", &src, "--service", "hold"]).stdout).into_owned();
+    let shown: Vec<&str> = text.lines().filter(|l| l.starts_with("Service ")).collect();
+    assert_eq!(shown.len(), 1, "{text}");
+    assert!(shown[0].starts_with("Service t/hold "), "{text}");
+    let text =
+        String::from_utf8_lossy(&s.run(&["status", &src, "--cluster", "t"]).stdout).into_owned();
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("Service ")).count(),
+        3,
+        "{text}"
+    );
+    let out = s.run(&["status", &src, "--cluster", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "--cluster nope: no service in this cluster; services: t/burn, t/hold, t/idle"
+        ),
+        "{err}"
+    );
 }

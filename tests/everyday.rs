@@ -236,3 +236,46 @@ fn help_describes_every_argument_and_fits_the_command() {
         assert!(text.contains("Examples:"), "{cmd}: {text}");
     }
 }
+
+/// A tab the parser meets while still reading the line above is reported
+/// on its own line, and shown: a terminal renders a tab as blank space.
+#[test]
+fn a_tab_is_shown_on_its_own_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("c.yaml"),
+        "apiVersion: reconcile/v1alpha1\nkind: Cluster\nmetadata:\n  name: x\n\tlabels: {}\nspec: {}\n",
+    )
+    .unwrap();
+    reconcile()
+        .args(["validate", dir.path().to_str().unwrap()])
+        .assert()
+        .code(1)
+        .stdout(
+            predicate::str::contains("[c.yaml:5:1]")
+                .and(predicate::str::contains("5 │ →labels: {}"))
+                .and(predicate::str::contains("a tab (shown as →)"))
+                .and(predicate::str::contains("help: indent with spaces")),
+        );
+}
+
+/// An unquoted `: ` in a list of strings: one error, in plain words, with
+/// the value as it should be written, and no doubled type name.
+#[test]
+fn a_colon_in_a_plain_value_gets_a_quoting_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("td.yaml"),
+        "apiVersion: reconcile/v1alpha1\nkind: TaskDefinition\nmetadata:\n  name: web\nspec:\n  memory: 128\n  containerDefinitions:\n    - name: web\n      image: busybox:stable\n      command:\n        - echo \"boot: x\"\n",
+    )
+    .unwrap();
+    reconcile()
+        .args(["validate", dir.path().to_str().unwrap()])
+        .assert()
+        .code(1)
+        .stdout(
+            predicate::str::contains("expected a string, found a mapping\n")
+                .and(predicate::str::contains("'echo \"boot: x\"'"))
+                .and(predicate::str::contains("1 error in")),
+        );
+}

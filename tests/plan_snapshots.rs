@@ -273,3 +273,24 @@ fn traffic_change_updates_in_place() {
         .plan(&desired(&source(&[LB80, LB81], renamed)))
         .has_changes());
 }
+
+/// An apply that recorded a new deployment and stopped before its rollout
+/// ended: the next plan says it finishes that rollout, and does not show
+/// it as `web:2 -> web:2`.
+#[test]
+fn an_unfinished_rollout_is_named_as_such() {
+    let mut w = converged();
+    let canary = desired(&BASE.replace("value: prod", "value: canary"));
+    // What the interrupted apply recorded: the new deployment, while the
+    // tasks of revision 1 still run.
+    let mut other = converged();
+    other.apply(&canary).unwrap();
+    w.stored = other.stored.clone();
+    let t = text(&w.plan(&canary));
+    assert!(
+        t.contains("finish the rollout of web:2 an earlier apply left unfinished: 4 task(s) of the earlier configuration still run"),
+        "{t}"
+    );
+    assert!(t.contains("rollout to new tasks of web:2:"), "{t}");
+    assert!(!t.contains("web:2 -> web:2"), "{t}");
+}

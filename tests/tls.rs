@@ -88,6 +88,17 @@ fn fleet_mode_runs_over_tls_with_only_the_ca_hash() {
     let (code, out, err) = reconcile(&["ca-hash", "--data-dir", data.to_str().unwrap()]);
     assert_eq!((code, out.trim()), (0, hash.as_str()), "{err}");
 
+    // Before any agent joins, the pass waits calmly rather than failing.
+    h.wait_for("the first pass", Duration::from_secs(30), |h| {
+        h.tail("controller")
+            .contains("waiting for nodes: no node has joined yet")
+    });
+    assert!(
+        !h.tail("controller").contains("reconcile failed"),
+        "{}",
+        h.tail("controller")
+    );
+
     // An agent given only the hash joins and runs the service's task.
     let agent = h.spawn_agent(Command::new(bin()), "node0", &[]);
     h.agents.push(Some(agent));
@@ -116,6 +127,18 @@ fn fleet_mode_runs_over_tls_with_only_the_ca_hash() {
     });
     let (code, out, err) = h.cli(&["status"]);
     assert_eq!(code, 0, "{out}{err}");
+    // The filters work on a controller's status too.
+    let (code, out, err) = h.cli(&["status", "--service", "app", "--cluster", &cluster]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("Service {cluster}/app ")), "{out}");
+    let (code, out, err) = h.cli(&["status", "--service", "nope"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "--service nope: no such service; services: {cluster}/app"
+        )),
+        "{err}"
+    );
 }
 
 /// An address of this host other than loopback, if it has one.

@@ -14,6 +14,10 @@ use crate::validate::{Diagnostic, Severity, Validation};
 struct Report<'a> {
     d: &'a Diagnostic,
     source: Option<NamedSource<Arc<str>>>,
+    /// The diagnostic's span in the shown text.
+    span: Option<SourceSpan>,
+    /// The span is a tab, shown as `→`.
+    at_tab: bool,
     related: Vec<Related>,
 }
 
@@ -86,16 +90,15 @@ impl miette::Diagnostic for Report<'_> {
     }
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
         self.source.as_ref()?;
-        let label = if self.d.pointer.is_empty() {
+        let label = if self.at_tab {
+            "a tab (shown as →)".to_string()
+        } else if self.d.pointer.is_empty() {
             "here".to_string()
         } else {
             self.d.pointer.clone()
         };
         Some(Box::new(std::iter::once(
-            LabeledSpan::new_primary_with_span(
-                Some(label),
-                SourceSpan::new(self.d.span.offset.into(), self.d.span.len),
-            ),
+            LabeledSpan::new_primary_with_span(Some(label), self.span?),
         )))
     }
     fn related<'b>(&'b self) -> Option<Box<dyn Iterator<Item = &'b dyn miette::Diagnostic> + 'b>> {
@@ -114,12 +117,33 @@ pub fn colour(is_terminal: bool) -> bool {
     is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
-fn source_of(v: &Validation, file: &str) -> Option<NamedSource<Arc<str>>> {
-    v.files
-        .iter()
-        .find(|f| f.name == file)
-        .and_then(|f| f.text.clone())
-        .map(|t| NamedSource::new(file, t).with_language("yaml"))
+/// A file's text as shown in snippets, with a span mapped into it. Tabs
+/// are invisible in a terminal, and YAML refuses them where they usually
+/// hide: they are shown as `→` (so offsets after them move).
+fn source_of(
+    v: &Validation,
+    file: &str,
+    span: crate::yaml::Span,
+) -> Option<(NamedSource<Arc<str>>, SourceSpan, bool)> {
+    let text = v.files.iter().find(|f| f.name == file)?.text.clone()?;
+    let end = (span.offset + span.len).min(text.len());
+    let at_tab = text[span.offset.min(end)..end].starts_with('\t');
+    let (shown, span) = if text.contains('\t') {
+        let widen = |s: &str| s.matches('\t').count() * ('→'.len_utf8() - 1);
+        let offset = span.offset + text.get(..span.offset).map_or(0, widen);
+        let len = span.len + text.get(span.offset..end).map_or(0, widen);
+        (
+            Arc::from(text.replace('\t', "→")),
+            SourceSpan::new(offset.into(), len),
+        )
+    } else {
+        (text, SourceSpan::new(span.offset.into(), span.len))
+    };
+    Some((
+        NamedSource::new(file, shown).with_language("yaml"),
+        span,
+        at_tab,
+    ))
 }
 
 /// Write every diagnostic as a miette report, then a summary line.
@@ -137,16 +161,23 @@ pub fn write_text(v: &Validation, out: &mut dyn Write, colour: bool) -> std::io:
             .related
             .iter()
             .filter_map(|r| {
+                let (source, span, _) = source_of(v, &r.file, r.span)?;
                 Some(Related {
                     message: r.message.clone(),
-                    source: source_of(v, &r.file)?,
-                    span: SourceSpan::new(r.span.offset.into(), r.span.len),
+                    source,
+                    span,
                 })
             })
             .collect();
+        let (source, span, at_tab) = match source_of(v, &d.file, d.span) {
+            Some((source, span, at_tab)) => (Some(source), Some(span), at_tab),
+            None => (None, None, false),
+        };
         let report = Report {
             d,
-            source: source_of(v, &d.file),
+            source,
+            span,
+            at_tab,
             related,
         };
         let mut s = String::new();

@@ -26,13 +26,18 @@ pub(crate) fn status(r: &StatusReport, now: i64) -> String {
         if c.suspended {
             out.push_str("SUSPENDED: nothing is applied until `reconcile resume`.\n");
         }
-        if let Some(e) = &c.last_error {
-            out.push_str(&format!("Last reconcile failed: {e}\n"));
+        match &c.last_error {
+            Some(e) if e.starts_with("waiting for nodes") => out.push_str(&format!("{e}\n")),
+            Some(e) => out.push_str(&format!("Last reconcile failed: {e}\n")),
+            None => {}
         }
         out.push('\n');
     }
     if r.services.is_empty() {
         out.push_str("No services applied from this source.\n");
+    } else {
+        out.push_str(&summary(&r.services));
+        out.push('\n');
     }
     for s in &r.services {
         out.push_str(&format!(
@@ -185,6 +190,40 @@ pub(crate) fn deployments(
     out
 }
 
+/// One line over all services, first, so that a long status starts with
+/// what needs attention: totals, and which services run fewer tasks than
+/// they want.
+fn summary(services: &[crate::report::ServiceStatus]) -> String {
+    let running: usize = services.iter().map(|s| s.running).sum();
+    let pending: usize = services.iter().map(|s| s.pending).sum();
+    let short: Vec<&str> = services
+        .iter()
+        .filter(|s| s.desired_count.is_some_and(|d| s.running < d as usize))
+        .map(|s| s.service.as_str())
+        .collect();
+    let mut out = format!(
+        "{} service{}, {running} task{} running, {pending} pending",
+        services.len(),
+        if services.len() == 1 { "" } else { "s" },
+        if running == 1 { "" } else { "s" },
+    );
+    if short.is_empty() {
+        out.push_str("; all at their desired count\n");
+    } else {
+        let more = short.len().saturating_sub(5);
+        out.push_str(&format!(
+            "; below their desired count: {}{}\n",
+            short[..short.len() - more].join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    out
+}
+
 pub(crate) fn nodes(nodes: &[NodeView]) -> String {
     let mut out = String::from("NODE            CLUSTER     STATUS    TASKS  CPU (used/total)  MEMORY MiB (used/total)  LAST HEARTBEAT\n");
     for n in nodes {
@@ -243,6 +282,53 @@ mod tests {
             "  events:\n\
              \x20   2026-11-18T11:06:28Z (12 s ago)    SERVICE_STEADY_STATE  steady\n\
              \x20   2026-11-16T11:06:40Z (2 d ago)     SERVICE_TASK_FAILED  exited\n"
+        );
+    }
+
+    #[test]
+    fn status_starts_with_a_summary_of_all_services() {
+        let service = |name: &str, desired: Option<u32>, running: usize, pending: usize| {
+            crate::report::ServiceStatus {
+                service: format!("c/{name}"),
+                cluster: "c".into(),
+                name: name.into(),
+                task_definition: format!("{name}:1"),
+                revision: 1,
+                desired_count: desired,
+                running,
+                pending,
+                commit: None,
+                deployments: Vec::new(),
+                events: Vec::new(),
+                held: None,
+                tasks: Vec::new(),
+                listeners: Vec::new(),
+                dns_names: Vec::new(),
+                usage: Default::default(),
+            }
+        };
+        let report = |services| StatusReport {
+            source: "s".into(),
+            services,
+            nodes: Vec::new(),
+            controller: None,
+        };
+        let text = status(
+            &report(vec![
+                service("web", Some(2), 1, 1),
+                service("api", Some(1), 1, 0),
+                service("agent", None, 3, 0),
+            ]),
+            0,
+        );
+        assert_eq!(
+            text.lines().next(),
+            Some("3 services, 5 tasks running, 1 pending; below their desired count: c/web")
+        );
+        let text = status(&report(vec![service("api", Some(1), 1, 0)]), 0);
+        assert_eq!(
+            text.lines().next(),
+            Some("1 service, 1 task running, 0 pending; all at their desired count")
         );
     }
 

@@ -669,11 +669,13 @@ async fn finish(
     }
 }
 
+/// What runs after an apply: one line per service, so that many services
+/// stay readable.
 async fn steady_summary(rt: &DockerRuntime, stored: &Stored) -> String {
     let Ok(obs) = rt.observe().await else {
         return "state recorded".into();
     };
-    let mut parts = Vec::new();
+    let mut rows = Vec::new();
     for (key, s) in &stored.services {
         let running = obs
             .tasks
@@ -692,16 +694,43 @@ async fn steady_summary(rt: &DockerRuntime, stored: &Stored) -> String {
             .desired_count
             .map(|d| d.to_string())
             .unwrap_or_else(|| "daemon".into());
-        parts.push(format!(
-            "{key} {running}/{desired} running ({})",
-            crate::model::TaskDefRef::parse(&s.spec.task_definition).at(s.revision)
+        rows.push(SteadyRow {
+            service: key.clone(),
+            running: format!("{running}/{desired}"),
+            revision: crate::model::TaskDefRef::parse(&s.spec.task_definition)
+                .at(s.revision)
+                .to_string(),
+        });
+    }
+    steady_text(&rows)
+}
+
+struct SteadyRow {
+    service: String,
+    /// `running/desired`.
+    running: String,
+    revision: String,
+}
+
+/// "N services" and then a column-aligned row per service.
+fn steady_text(rows: &[SteadyRow]) -> String {
+    if rows.is_empty() {
+        return "no services".into();
+    }
+    let width = |f: fn(&SteadyRow) -> &str| rows.iter().map(|r| f(r).len()).max().unwrap_or(0);
+    let (ws, wr) = (width(|r| &r.service), width(|r| &r.running));
+    let mut out = format!(
+        "{} service{}",
+        rows.len(),
+        if rows.len() == 1 { "" } else { "s" }
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "\n  {:<ws$}  {:>wr$} running  {}",
+            r.service, r.running, r.revision
         ));
     }
-    if parts.is_empty() {
-        "no services".into()
-    } else {
-        parts.join(", ")
-    }
+    out
 }
 
 pub fn destroy_cmd(a: DestroyArgs) -> ExitCode {
@@ -764,4 +793,35 @@ pub fn destroy_cmd(a: DestroyArgs) -> ExitCode {
         }
         finish(&rt.docker, &store, outcome, false, Ending::Destroy).await
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(service: &str, running: &str, revision: &str) -> SteadyRow {
+        SteadyRow {
+            service: service.into(),
+            running: running.into(),
+            revision: revision.into(),
+        }
+    }
+
+    #[test]
+    fn the_apply_summary_is_a_line_per_service() {
+        let text = steady_text(&[
+            row("local/web", "2/2", "web:4"),
+            row("local/worker-long", "10/10", "worker:1"),
+            row("local/agent", "1/daemon", "agent:2"),
+        ]);
+        assert_eq!(
+            text,
+            "3 services\n  \
+             local/web               2/2 running  web:4\n  \
+             local/worker-long     10/10 running  worker:1\n  \
+             local/agent        1/daemon running  agent:2"
+        );
+        assert_eq!(steady_text(&[]), "no services");
+        assert!(steady_text(&[row("a/b", "1/1", "b:1")]).starts_with("1 service\n"));
+    }
 }

@@ -23,8 +23,53 @@ pub struct StatusArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// Show only this service: its name, or `cluster/name`.
+    #[arg(long, value_name = "NAME")]
+    service: Option<String>,
+    /// Show only the services of this cluster.
+    #[arg(long, value_name = "NAME")]
+    cluster: Option<String>,
     #[command(flatten)]
     at: Target,
+}
+
+/// Keep the services `--service` and `--cluster` name, in either mode
+/// (the report is filtered where it is shown); an error when the filters
+/// match none, listing what there is.
+fn filter(
+    report: &mut StatusReport,
+    service: Option<&str>,
+    cluster: Option<&str>,
+) -> Result<(), String> {
+    if service.is_none() && cluster.is_none() {
+        return Ok(());
+    }
+    let known: Vec<String> = report.services.iter().map(|s| s.service.clone()).collect();
+    report.services.retain(|s| {
+        service.is_none_or(|n| s.name == n || s.service == n)
+            && cluster.is_none_or(|c| s.cluster == c)
+    });
+    if let Some(c) = cluster {
+        report.nodes.retain(|n| n.info.cluster == c);
+    }
+    if !report.services.is_empty() {
+        return Ok(());
+    }
+    let asked = match (service, cluster) {
+        (Some(s), Some(c)) => {
+            format!("--service {s} --cluster {c}: no such service in this cluster")
+        }
+        (Some(s), None) => format!("--service {s}: no such service"),
+        (None, c) => format!(
+            "--cluster {}: no service in this cluster",
+            c.unwrap_or_default()
+        ),
+    };
+    Err(if known.is_empty() {
+        format!("{asked}: no services are applied")
+    } else {
+        format!("{asked}; services: {}", known.join(", "))
+    })
 }
 
 pub fn status_cmd(a: StatusArgs) -> ExitCode {
@@ -39,6 +84,10 @@ pub fn status_cmd(a: StatusArgs) -> ExitCode {
             Err(code) => return code,
         }
     };
+    let mut report = report;
+    if let Err(e) = filter(&mut report, a.service.as_deref(), a.cluster.as_deref()) {
+        return failure(e);
+    }
     match a.format {
         Format::Json => println!(
             "{}",
@@ -135,5 +184,86 @@ fn local_node(n: &NodeInfo, o: &crate::model::ObservedState) -> NodeView {
         tasks: live.len(),
         reserved_cpu: cpu,
         reserved_memory: memory,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::ServiceStatus;
+
+    fn service(cluster: &str, name: &str) -> ServiceStatus {
+        ServiceStatus {
+            service: format!("{cluster}/{name}"),
+            cluster: cluster.into(),
+            name: name.into(),
+            task_definition: format!("{name}:1"),
+            revision: 1,
+            desired_count: Some(1),
+            running: 1,
+            pending: 0,
+            commit: None,
+            deployments: Vec::new(),
+            events: Vec::new(),
+            held: None,
+            tasks: Vec::new(),
+            listeners: Vec::new(),
+            dns_names: Vec::new(),
+            usage: Default::default(),
+        }
+    }
+
+    fn report() -> StatusReport {
+        StatusReport {
+            source: "s".into(),
+            services: vec![
+                service("a", "web"),
+                service("a", "worker"),
+                service("b", "web"),
+            ],
+            nodes: Vec::new(),
+            controller: None,
+        }
+    }
+
+    fn names(r: &StatusReport) -> Vec<&str> {
+        r.services.iter().map(|s| s.service.as_str()).collect()
+    }
+
+    #[test]
+    fn status_is_filtered_by_service_and_cluster() {
+        let mut r = report();
+        filter(&mut r, None, None).unwrap();
+        assert_eq!(names(&r).len(), 3);
+        let mut r = report();
+        filter(&mut r, Some("web"), None).unwrap();
+        assert_eq!(names(&r), ["a/web", "b/web"]);
+        let mut r = report();
+        filter(&mut r, Some("b/web"), None).unwrap();
+        assert_eq!(names(&r), ["b/web"]);
+        let mut r = report();
+        filter(&mut r, None, Some("a")).unwrap();
+        assert_eq!(names(&r), ["a/web", "a/worker"]);
+        let mut r = report();
+        filter(&mut r, Some("worker"), Some("a")).unwrap();
+        assert_eq!(names(&r), ["a/worker"]);
+    }
+
+    #[test]
+    fn a_filter_matching_nothing_names_the_flag_and_what_there_is() {
+        let e = filter(&mut report(), Some("wbe"), None).unwrap_err();
+        assert_eq!(
+            e,
+            "--service wbe: no such service; services: a/web, a/worker, b/web"
+        );
+        let e = filter(&mut report(), Some("worker"), Some("b")).unwrap_err();
+        assert!(e.starts_with("--service worker --cluster b: "), "{e}");
+        let mut empty = report();
+        empty.services.clear();
+        let e = filter(&mut empty, None, Some("a")).unwrap_err();
+        assert_eq!(
+            e,
+            "--cluster a: no service in this cluster: no services are applied"
+        );
     }
 }

@@ -432,6 +432,7 @@ impl Controller {
                 changed
             };
             span.in_scope(|| match (error, changed_error) {
+                (Some(e), true) if e.starts_with(pass::WAITING_FOR_NODES) => self.event(e),
                 (Some(e), true) => self.event(format!("reconcile failed: {e}")),
                 (None, true) => self.event("reconcile succeeded".into()),
                 _ => {}

@@ -181,6 +181,10 @@ impl apply::Sink for ControllerDriver {
     }
 }
 
+/// How a pass that could not run anything for want of nodes begins: the
+/// loop logs it as information, not as a failure.
+pub(super) const WAITING_FOR_NODES: &str = "waiting for nodes: ";
+
 impl Controller {
     /// The runtime, store and resolver a pass runs over.
     pub(super) fn reconciler<'a>(
@@ -378,6 +382,19 @@ impl Controller {
                 let mut s = self.following();
                 s.applied = commit;
                 s.fetch_error.take().map_or(Ok(true), Err)
+            }
+            // Before any agent has joined nothing can run: that is a wait,
+            // not a failure to report.
+            Outcome::Failed { plan, .. } if self.members().nodes.is_empty() => {
+                let unplaced: u32 = plan
+                    .resource_changes
+                    .iter()
+                    .filter_map(|c| c.tasks.as_ref()?.placement_failure.as_ref())
+                    .map(|f| f.unplaced)
+                    .sum();
+                Err(format!(
+                    "{WAITING_FOR_NODES}no node has joined yet; {unplaced} task(s) are placed when one does"
+                ))
             }
             Outcome::Failed { error, .. } => Err(format!("{at}apply failed: {error}")),
         };

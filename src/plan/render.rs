@@ -248,13 +248,22 @@ fn resource(out: &mut String, p: &Painter, c: &ResourceChange, style: Style) {
         }
         if let Some(d) = &t.deployment {
             if d.from_revision.is_some() && !d.steps.is_empty() {
+                let family = family_of(c);
+                // Within one revision (new secrets, a recreated service, an
+                // unfinished rollout) `web:4 -> web:4` would read as a
+                // no-op: the header line says why tasks are replaced.
+                let what = if d.from_revision == Some(d.to_revision) {
+                    format!("to new tasks of {family}:{}", d.to_revision)
+                } else {
+                    format!(
+                        "{family}:{} -> {family}:{}",
+                        d.from_revision.unwrap_or(0),
+                        d.to_revision
+                    )
+                };
                 let _ = writeln!(
                     out,
-                    "      rollout {}:{} -> {}:{}: minimumHealthyPercent {} (keep {} healthy), maximumPercent {} (at most {} running)",
-                    family_of(c),
-                    d.from_revision.unwrap_or(0),
-                    family_of(c),
-                    d.to_revision,
+                    "      rollout {what}: minimumHealthyPercent {} (keep {} healthy), maximumPercent {} (at most {} running)",
                     d.minimum_healthy_percent,
                     d.bounds.min_healthy,
                     d.maximum_percent,

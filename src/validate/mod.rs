@@ -114,6 +114,9 @@ struct FileResult {
     text: SourceText,
     documents: usize,
     entries: Vec<(Manifest, Document, Vec<String>)>,
+    /// Kind and name of documents that are in the file but failed the YAML
+    /// or schema layer: references to them are not reported as missing.
+    invalid: Vec<(Kind, String)>,
     diagnostics: Vec<Diagnostic>,
 }
 
@@ -169,8 +172,10 @@ pub fn validate_cached(files: Vec<RawFile>, cache: &mut FileCache) -> Validation
 
 fn assemble(results: Vec<FileResult>) -> Validation {
     let mut v = Validation::default();
+    let mut invalid = std::collections::HashSet::new();
     for (i, r) in results.into_iter().enumerate() {
         v.documents += r.documents;
+        invalid.extend(r.invalid.into_iter().map(|(k, n)| (k.as_str(), n)));
         v.diagnostics.extend(r.diagnostics);
         v.entries.extend(
             r.entries
@@ -190,7 +195,13 @@ fn assemble(results: Vec<FileResult>) -> Validation {
         let hidden = stripped
             .iter()
             .any(|p| crate::pointer::parent(p) == Some(f.pointer.as_str()));
-        if !hidden {
+        // A reference to a document that exists but has errors of its own
+        // is not missing: those errors are the ones to fix.
+        let consequential = f
+            .missing
+            .as_ref()
+            .is_some_and(|(k, n)| invalid.contains(&(*k, n.clone())));
+        if !hidden && !consequential {
             v.diagnostics.push(f.locate(&v));
         }
     }
@@ -259,6 +270,7 @@ fn check_file(raw: RawFile) -> FileResult {
         },
         documents: 0,
         entries: Vec::new(),
+        invalid: Vec::new(),
         diagnostics: Vec::new(),
     };
     let start = Span {
@@ -321,10 +333,9 @@ fn check_file(raw: RawFile) -> FileResult {
     for doc in loaded.documents {
         // Documents of a file with YAML errors are still schema-checked:
         // the errors are independent and all are reported in one run.
-        if let Some((m, stripped)) = check_document(&name, &doc, &mut out.diagnostics) {
-            if !yaml_failed {
-                out.entries.push((m, doc, stripped));
-            }
+        match check_document(&name, &text, &doc, &mut out.diagnostics) {
+            Some((m, stripped)) if !yaml_failed => out.entries.push((m, doc, stripped)),
+            _ => out.invalid.extend(kind_and_name(&doc.value)),
         }
     }
     out.text.text = Some(text);
@@ -334,6 +345,7 @@ fn check_file(raw: RawFile) -> FileResult {
 /// Schema-check one document and deserialise it.
 fn check_document(
     file: &str,
+    text: &str,
     doc: &Document,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<(Manifest, Vec<String>)> {
@@ -377,7 +389,7 @@ fn check_document(
             }
             _ => unknown_only = false,
         }
-        schema_diagnostics(file, doc, schema, kind, name.as_deref(), &e, diags);
+        schema_diagnostics((file, text), doc, schema, kind, name.as_deref(), &e, diags);
     }
     let kind = kind?;
     if diags.len() > before {
@@ -419,6 +431,13 @@ fn check_document(
     }
 }
 
+/// What a document declares itself to be, even when it is not valid.
+fn kind_and_name(v: &Value) -> Option<(Kind, String)> {
+    let kind = Kind::parse(v.get("kind")?.as_str()?)?;
+    let name = v.get("metadata")?.get("name")?.as_str()?;
+    Some((kind, name.to_string()))
+}
+
 fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -451,8 +470,9 @@ fn quoted_list(items: &[String]) -> String {
     out
 }
 
+/// `source` is the file's name and text.
 fn schema_diagnostics(
-    file: &str,
+    (file, text): (&str, &str),
     doc: &Document,
     schema: &Value,
     kind: Option<Kind>,
@@ -560,17 +580,18 @@ fn schema_diagnostics(
                 (Value::Number(_) | Value::Bool(_), "string") => {
                     Some("quote the value to write it as text".to_string())
                 }
+                (Value::Object(m), "string") => colon_in_plain_value(text, doc, &pointer, m),
                 _ => None,
+            };
+            // Lists and mappings are named by their type alone.
+            let found = match instance {
+                Value::Array(_) | Value::Object(_) => type_name(instance).to_string(),
+                _ => format!("{} {}", type_name(instance), show(instance)),
             };
             diags.push(mk(
                 pointer.clone(),
                 doc.span_of(&pointer),
-                format!(
-                    "expected {}, found {} {}",
-                    article(&want),
-                    type_name(instance),
-                    show(instance)
-                ),
+                format!("expected {}, found {found}", article(&want)),
                 help,
             ));
         }
@@ -658,6 +679,39 @@ pub fn dotted(pointer: &str) -> String {
         }
     }
     out
+}
+
+/// A mapping of one entry where text was expected is usually a plain
+/// value holding `: ` (`- echo "a: b"`), which YAML reads as a key and its
+/// value: say so, with the value quoted as it should be written.
+fn colon_in_plain_value(
+    text: &str,
+    doc: &Document,
+    pointer: &str,
+    m: &serde_json::Map<String, Value>,
+) -> Option<String> {
+    let (_, value) = m.iter().next().filter(|_| m.len() == 1)?;
+    if value.is_array() || value.is_object() {
+        return None;
+    }
+    let span = doc.span_of(pointer);
+    // A collection's span may run to where the next token starts.
+    let mut lines = text
+        .get(span.offset..span.offset + span.len)?
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'));
+    let written = lines.next().unwrap_or_default();
+    if written.is_empty() || lines.next().is_some() {
+        return Some(
+            "a plain value holding `: ` is read as a key and its value: quote the whole value"
+                .into(),
+        );
+    }
+    Some(format!(
+        "a plain value holding `: ` is read as a key and its value: quote the whole value, e.g. '{}'",
+        written.replace('\'', "''")
+    ))
 }
 
 fn article(t: &str) -> String {

@@ -73,6 +73,14 @@ impl<'a> ServiceCtx<'a> {
                 prev_revision.unwrap_or(0),
                 t.revision
             ));
+        } else if !k.new_deployment && k.old.len() > k.draining {
+            // The store already holds this configuration, yet tasks of an
+            // earlier one run: an apply stopped before its rollout ended.
+            reasons.push(format!(
+                "finish the rollout of {family}:{} an earlier apply left unfinished: {} task(s) of the earlier configuration still run",
+                t.revision,
+                k.old.len() - k.draining
+            ));
         } else if !k.new_deployment && k.draining > 0 {
             reasons.push(format!(
                 "{} task(s) on draining node(s) are replaced on other nodes",
@@ -214,7 +222,12 @@ impl<'a> ServiceCtx<'a> {
         let gone = (replacing as usize).saturating_sub(self.stopped.len());
         let mut causes: Vec<String> = why.into_iter().collect();
         if gone > 0 {
-            causes.push(format!("{gone} task(s) gone from the runtime"));
+            // The runtime keeps no trace of a removed task, nor of one an
+            // interrupted apply never started: the two cannot be told apart.
+            causes.push(format!(
+                "{gone} {} not in the runtime: removed, or never started",
+                if gone == 1 { "task" } else { "tasks" }
+            ));
         }
         if self.desired.self_heal {
             reasons.push(format!(

@@ -46,6 +46,8 @@ pub struct Finding {
     pub message: String,
     pub help: Option<String>,
     pub related: Vec<(usize, String, String)>,
+    /// For a missing reference: the kind and name referred to.
+    pub missing: Option<(&'static str, String)>,
 }
 
 impl Finding {
@@ -64,6 +66,7 @@ impl Finding {
             message,
             help: None,
             related: Vec::new(),
+            missing: None,
         }
     }
 

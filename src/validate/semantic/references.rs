@@ -13,16 +13,17 @@ pub(super) fn missing_ref<'a>(
     code: &'static str,
     entry: usize,
     pointer: String,
-    kind: &str,
+    kind: &'static str,
     name: &str,
     known: impl Iterator<Item = &'a str> + Clone,
 ) -> Finding {
-    let f = Finding::error(
+    let mut f = Finding::error(
         code,
         entry,
         pointer,
         format!("no {kind} named `{name}` in the source"),
     );
+    f.missing = Some((kind, name.to_string()));
     match suggest::closest(name, known.clone()) {
         Some(s) => f.help(format!("did you mean `{s}`?")),
         None => {
