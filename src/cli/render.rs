@@ -305,6 +305,7 @@ mod tests {
                 listeners: Vec::new(),
                 dns_names: Vec::new(),
                 usage: Default::default(),
+                auto_scaling: None,
             }
         };
         let report = |services| StatusReport {

@@ -210,6 +210,7 @@ mod tests {
             listeners: Vec::new(),
             dns_names: Vec::new(),
             usage: Default::default(),
+            auto_scaling: None,
         }
     }
 
