@@ -345,7 +345,12 @@ spec:
         .unwrap();
         let c = controller(dir.path());
         let e = c.reconcile_once().await.unwrap_err();
-        assert!(e.contains("3 task(s) could not be placed"), "{e}");
+        // No node at all: the pass waits for one, and the tasks count as
+        // unplaced for the reservation.
+        assert!(
+            e.starts_with(super::super::pass::WAITING_FOR_NODES) && e.contains("3 task(s)"),
+            "{e}"
+        );
         assert_eq!(c.applied().unplaced.get("c/web"), Some(&3));
         c.autoscale().await;
         let status = c.status();
