@@ -361,6 +361,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             address,
             traffic_generation: serving.generation(),
             inflight: serving.inflight(),
+            served: serving.served(),
             usage: collector.snapshot(),
         };
         let sent = std::time::Instant::now();

@@ -204,6 +204,11 @@ impl Serving {
         self.listeners.inflight()
     }
 
+    /// Requests sent to each target since it appeared.
+    pub fn served(&self) -> BTreeMap<String, u64> {
+        self.listeners.served()
+    }
+
     /// Whether a target being drained still has requests in flight here:
     /// the controller waits for this node to say when they are done.
     pub fn draining(&self) -> bool {

@@ -4,6 +4,8 @@
 //! sample. Pure: the samples come from the engine (standalone) or from
 //! the agents' heartbeats (fleet).
 
+use std::collections::BTreeMap;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -88,9 +90,74 @@ fn round(v: f64, decimals: i32) -> f64 {
     (v * f).round() / f
 }
 
+/// A node's listeners' requests per target task, as a rate: the
+/// difference between the counts of two heartbeats over the time between
+/// them, per minute (RequestCountPerTarget's unit).
+#[derive(Debug, Clone, Default)]
+pub struct ServedRate {
+    counts: BTreeMap<String, u64>,
+    at: Option<std::time::Instant>,
+    /// Requests per minute per target over the last two reports.
+    pub per_minute: BTreeMap<String, f64>,
+}
+
+impl ServedRate {
+    /// Take a report of `counts` made at `at`. A target counted for the
+    /// first time is counted from 0 (it appeared since the last report);
+    /// a count that went down (a listener restarted) counts from 0 too.
+    pub fn report(&mut self, counts: BTreeMap<String, u64>, at: std::time::Instant) {
+        if let Some(before) = self.at {
+            let secs = at.saturating_duration_since(before).as_secs_f64();
+            if secs > 0.0 {
+                self.per_minute = counts
+                    .iter()
+                    .map(|(id, &n)| {
+                        let was = self
+                            .counts
+                            .get(id)
+                            .copied()
+                            .filter(|&w| w <= n)
+                            .unwrap_or(0);
+                        (id.clone(), (n - was) as f64 * 60.0 / secs)
+                    })
+                    .collect();
+            }
+        }
+        self.counts = counts;
+        self.at = Some(at);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn served_counts_become_requests_per_minute_between_reports() {
+        let t0 = std::time::Instant::now();
+        let at = |s: u64| t0 + std::time::Duration::from_secs(s);
+        let counts = |v: &[(&str, u64)]| v.iter().map(|(k, n)| (k.to_string(), *n)).collect();
+        let mut r = ServedRate::default();
+        r.report(counts(&[("a", 100)]), at(0));
+        assert!(r.per_minute.is_empty(), "one report is no rate");
+        r.report(counts(&[("a", 130), ("b", 5)]), at(10));
+        assert_eq!(r.per_minute["a"], 180.0);
+        assert_eq!(r.per_minute["b"], 30.0, "a new target counts from 0");
+        r.report(counts(&[("a", 2)]), at(20));
+        assert_eq!(
+            r.per_minute["a"], 12.0,
+            "a count that went down restarts from 0"
+        );
+        assert!(
+            !r.per_minute.contains_key("b"),
+            "a target no longer routed is gone"
+        );
+        r.report(counts(&[("a", 2)]), at(20));
+        assert_eq!(
+            r.per_minute["a"], 12.0,
+            "no time passed: the last rate stands"
+        );
+    }
 
     fn spec(v: serde_json::Value) -> TaskDefinitionSpec {
         serde_json::from_value(v).unwrap()

@@ -56,6 +56,11 @@ pub struct Heartbeat {
     /// from agents that do not sample).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub usage: BTreeMap<String, crate::utilization::TaskUsage>,
+    /// Requests (or connections) this node's listeners have sent each
+    /// target task since it appeared: the controller turns two reports into
+    /// a rate (RequestCountPerTarget).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub served: BTreeMap<String, u64>,
 }
 
 /// A node's lifecycle, with ECS container-instance meanings.

@@ -50,6 +50,19 @@ impl Controller {
             .collect()
     }
 
+    /// Requests per minute each target task gets from the listeners of
+    /// every node, by task id.
+    pub fn requests_per_minute(&self) -> BTreeMap<String, f64> {
+        let s = self.members();
+        let mut out = BTreeMap::new();
+        for n in s.nodes.values() {
+            for (id, r) in &n.served.per_minute {
+                *out.entry(id.clone()).or_insert(0.0) += r;
+            }
+        }
+        out
+    }
+
     /// An agent's heartbeat: register or refresh the node, keep its report,
     /// and answer with its assignments.
     pub fn heartbeat(&self, name: &str, hb: Heartbeat) -> Result<HeartbeatReply, (u16, String)> {
@@ -137,6 +150,7 @@ impl Controller {
                     n.address = hb.address;
                     n.traffic_ack = hb.traffic_generation;
                     n.inflight = hb.inflight;
+                    n.served.report(hb.served, Instant::now());
                     n.usage = usage_of_reported(hb.usage, &hb.tasks);
                     let old = std::mem::replace(&mut n.reported, hb.tasks);
                     traffic_events = self.traffic_report(name, &hb.cluster, &old, &n.reported);
@@ -162,6 +176,11 @@ impl Controller {
                             address: hb.address,
                             traffic_ack: hb.traffic_generation,
                             inflight: hb.inflight,
+                            served: {
+                                let mut r = crate::utilization::ServedRate::default();
+                                r.report(hb.served, Instant::now());
+                                r
+                            },
                         },
                     );
                 }

@@ -131,6 +131,8 @@ struct Node {
     inflight: BTreeMap<String, u64>,
     /// What its reported tasks used when it last sampled them, by task id.
     usage: BTreeMap<String, crate::utilization::TaskUsage>,
+    /// Its listeners' requests per minute per target.
+    served: crate::utilization::ServedRate,
 }
 
 /// Nodes and what they run: what heartbeats, the long poll and the fleet
@@ -286,6 +288,7 @@ impl Controller {
                     traffic_ack: 0,
                     inflight: BTreeMap::new(),
                     usage: BTreeMap::new(),
+                    served: Default::default(),
                 },
             );
         }
@@ -495,6 +498,7 @@ mod tests {
             traffic_generation: 0,
             inflight: BTreeMap::new(),
             usage: BTreeMap::new(),
+            served: Default::default(),
         }
     }
 

@@ -55,6 +55,7 @@ impl Controller {
             return;
         }
         let status = self.status();
+        let served = self.requests_per_minute();
         let now = crate::clock::unix_now();
         let mut changed = false;
         for (key, s, cfg) in scaled {
@@ -65,7 +66,7 @@ impl Controller {
             let metrics = Metrics {
                 cpu: st.usage.cpu_utilization,
                 memory: st.usage.memory_utilization,
-                requests_per_target: None,
+                requests_per_target: requests_per_target(&st.tasks, &served),
             };
             let kept = guard(&self.scaling).get(key).cloned();
             let source = s.spec.desired_count.unwrap_or(0);
@@ -101,5 +102,65 @@ impl Controller {
         if changed {
             self.wake.notify_one();
         }
+    }
+}
+
+/// ALBRequestCountPerTarget: the requests per minute the listeners sent
+/// the service's running tasks, over those tasks. None when no listener
+/// counts any of them (nothing measured is not zero).
+fn requests_per_target(
+    tasks: &[crate::report::TaskView],
+    served: &std::collections::BTreeMap<String, f64>,
+) -> Option<f64> {
+    let running: Vec<_> = tasks
+        .iter()
+        .filter(|t| t.last_status == crate::model::TaskStatus::Running)
+        .collect();
+    let counted: Vec<f64> = running
+        .iter()
+        .filter_map(|t| served.get(&t.id).copied())
+        .collect();
+    if counted.is_empty() {
+        return None;
+    }
+    Some(counted.iter().sum::<f64>() / running.len() as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::requests_per_target;
+    use crate::model::{Health, TaskStatus};
+    use crate::report::TaskView;
+
+    fn task(id: &str, status: TaskStatus) -> TaskView {
+        TaskView {
+            id: id.into(),
+            node: "n".into(),
+            revision: 1,
+            last_status: status,
+            health: Health::Unknown,
+            started_at: None,
+            ports: Vec::new(),
+            stop_code: None,
+            stopped_reason: None,
+            target_health: None,
+            usage: Default::default(),
+        }
+    }
+
+    #[test]
+    fn requests_per_target_averages_over_running_tasks_and_is_none_unmeasured() {
+        let served = [("a".to_string(), 90.0), ("c".to_string(), 500.0)]
+            .into_iter()
+            .collect();
+        let tasks = [
+            task("a", TaskStatus::Running),
+            task("b", TaskStatus::Running),
+            task("c", TaskStatus::Stopped),
+        ];
+        // 90 requests a minute over two running tasks; the stopped one's
+        // are not the service's load now.
+        assert_eq!(requests_per_target(&tasks, &served), Some(45.0));
+        assert_eq!(requests_per_target(&tasks[1..2], &served), None);
     }
 }

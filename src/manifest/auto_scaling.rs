@@ -77,10 +77,10 @@ pub enum PredefinedMetric {
     /// what they reserve.
     #[serde(rename = "MemoryUtilization")]
     MemoryUtilization,
-    /// Requests per task per minute through the service's listeners. Not
-    /// measured yet: nodes do not report their listeners' request counts,
-    /// so such a policy has no samples (it never scales out and holds
-    /// scale-in).
+    /// Requests per minute per running task through the service's
+    /// listeners, summed over every node's listeners (ECS's
+    /// ALBRequestCountPerTarget). Fleet mode; measured from the counts
+    /// agents report with each heartbeat.
     #[serde(rename = "RequestCountPerTarget")]
     RequestCountPerTarget,
 }

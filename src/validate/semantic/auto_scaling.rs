@@ -1,8 +1,7 @@
 //! Rules on a Service's autoScaling: bounds in order, targets above 0, a
 //! starting count inside the bounds (brought inside, as Application Auto
 //! Scaling does, with a warning), REPLICA services only, and request
-//! counts only where a listener counts them (and a warning that they are
-//! not measured yet). Separate because auto scaling
+//! counts only where a listener counts them. Separate because auto scaling
 //! is a block of its own.
 
 use super::Finding;
@@ -62,21 +61,6 @@ pub(super) fn auto_scaling(i: usize, spec: &ServiceSpec, out: &mut Vec<Finding>)
                 format!("/spec/autoScaling/targetTracking/{j}/targetValue"),
                 format!("targetValue must be above 0, not {}", p.target_value),
             ));
-        }
-        if p.predefined_metric == PredefinedMetric::RequestCountPerTarget
-            && !spec.load_balancers.is_empty()
-        {
-            // Listeners count requests per target, but nodes do not report
-            // those counts to the controller yet.
-            out.push(
-                Finding::warning(
-                    CODE,
-                    i,
-                    format!("/spec/autoScaling/targetTracking/{j}/predefinedMetric"),
-                    "RequestCountPerTarget is not measured yet (nodes do not report their listeners' request counts), so this policy never scales out and keeps the service from scaling in".into(),
-                )
-                .help("track CPUUtilization or MemoryUtilization for now"),
-            );
         }
         if p.predefined_metric == PredefinedMetric::RequestCountPerTarget
             && spec.load_balancers.is_empty()
