@@ -359,11 +359,20 @@ spec:
         .unwrap();
     let rx = lines_of(&mut follow);
     let mut seen: Vec<String> = Vec::new();
-    let mut wait_for_task = |id: &str| {
+    // Waits for a line of task `id` numbered `min` or later.
+    let mut wait_for_task = |id: &str, min: u64| {
         let head = format!("talk.{}/app | ", &id[..8]);
+        let numbered = |l: &str| -> u64 {
+            l.split_once(" line-")
+                .and_then(|(_, r)| r.split(' ').next()?.parse().ok())
+                .unwrap_or(0)
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if seen.iter().any(|l| l.starts_with(&head)) {
+            if seen
+                .iter()
+                .any(|l| l.starts_with(&head) && numbered(l) >= min)
+            {
                 return;
             }
             match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
@@ -373,7 +382,7 @@ spec:
         }
     };
     for id in &first {
-        wait_for_task(id);
+        wait_for_task(id, 1);
     }
 
     // One task's container is killed; its replacement's lines appear.
@@ -392,7 +401,8 @@ spec:
         .into_iter()
         .find(|t| !first.contains(t))
         .unwrap();
-    wait_for_task(&replacement);
+    // Three lines at least, so `--tail 3` below has three to give.
+    wait_for_task(&replacement, 3);
 
     let sent = Command::new("kill")
         .args(["-INT", &follow.id().to_string()])
