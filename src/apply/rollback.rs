@@ -35,7 +35,9 @@ pub(super) async fn deployment_failed<R: Runtime + Sync, S: Sink>(
             });
             (reason, task, false)
         }
-        Halt::TimedOut { reason, task } => (reason, task, false),
+        Halt::TimedOut { reason, task } | Halt::CannotStart { reason, task } => {
+            (reason, task, false)
+        }
     };
     let failed_err = |message: String| ApplyError::Failed {
         address: ctx.address.clone(),
@@ -247,7 +249,9 @@ async fn roll_back<R: Runtime + Sync, S: Sink>(
         }
         Err(h) => {
             let why = match h {
-                Halt::Tripped { reason, .. } | Halt::TimedOut { reason, .. } => reason,
+                Halt::Tripped { reason, .. }
+                | Halt::TimedOut { reason, .. }
+                | Halt::CannotStart { reason, .. } => reason,
                 Halt::Aborted => "aborted".into(),
                 Halt::Error(e) => e.to_string(),
             };

@@ -15,7 +15,7 @@ use crate::deployment::{History, Verdict};
 use crate::model::{Health, Task, TaskStatus};
 use crate::plan::rollout::Step;
 use crate::plan::TaskStop;
-use crate::runtime::{Launch, Runtime};
+use crate::runtime::{start_failure, Launch, Runtime};
 use crate::store::Stored;
 
 /// What one service's change works with.
@@ -59,6 +59,14 @@ pub(super) enum Halt {
     Aborted,
     /// Steady state not reached in time.
     TimedOut {
+        reason: String,
+        task: Option<String>,
+    },
+    /// A task cannot start on its node until someone acts (its image
+    /// cannot be had, a host port is held by something else), and no
+    /// breaker would stop the retries: the rollout fails at once rather
+    /// than at its timeout.
+    CannotStart {
         reason: String,
         task: Option<String>,
     },
@@ -241,6 +249,21 @@ impl<R: Runtime + Sync, S: Sink> Ctx<'_, R, S> {
                     task: id.clone(),
                     reason: why.clone(),
                 });
+                let breaker = dep.is_some_and(|d| {
+                    self.shared
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .deployments
+                        .get(&self.key)
+                        .and_then(|h| h.get(d))
+                        .is_some_and(|d| d.threshold.is_some())
+                });
+                if !breaker && start_failure::lasting(&why) {
+                    return Err(Halt::CannotStart {
+                        reason: why,
+                        task: Some(id),
+                    });
+                }
                 let now_s = self.sink.now();
                 let verdict = match dep {
                     Some(d) => self

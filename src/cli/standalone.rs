@@ -428,6 +428,10 @@ async fn report_failure(rt: &DockerRuntime, e: &ApplyError) {
         eprintln!("error: {f}");
         if let ApplyError::Failed { task: Some(t), .. } = f {
             for (container, logs) in rt.task_logs(t, 10).await {
+                // A container that never ran has nothing to show.
+                if logs.trim().is_empty() {
+                    continue;
+                }
                 eprintln!(
                     "  last log lines of `{container}` (task {}):",
                     plan::short(t)

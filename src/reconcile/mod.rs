@@ -146,7 +146,16 @@ impl<R: Runtime + Sync, S: Store> Reconciler<'_, R, S> {
         let mut p = plan::plan(&desired.state, &observed, opts);
         p.errors.extend(desired.secret_errors.iter().cloned());
         p.notes.extend(desired.notes.iter().cloned());
+        self.preflight(&mut p, desired).await;
         Ok(p)
+    }
+
+    /// Add what the runtime can tell before the plan's tasks start.
+    async fn preflight(&self, p: &mut Plan, desired: &Desired) {
+        let starts = crate::runtime::Preflight::of(p, &desired.state);
+        if !starts.is_empty() {
+            p.warnings.extend(self.runtime.preflight(&starts).await);
+        }
     }
 
     /// One pass. With `saved`, exactly that plan (made earlier from
@@ -177,6 +186,7 @@ impl<R: Runtime + Sync, S: Store> Reconciler<'_, R, S> {
             None => {
                 fresh.errors.extend(desired.secret_errors.iter().cloned());
                 fresh.notes.extend(desired.notes.iter().cloned());
+                self.preflight(&mut fresh, desired).await;
                 fresh
             }
         };

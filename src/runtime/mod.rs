@@ -7,6 +7,7 @@
 pub mod docker;
 pub mod ports;
 pub mod sim;
+pub mod start_failure;
 
 use std::collections::BTreeMap;
 
@@ -96,5 +97,57 @@ pub trait Runtime {
     ) -> impl std::future::Future<Output = Result<(), RuntimeError>> + Send {
         let _ = task_ids;
         async { Ok(()) }
+    }
+    /// What the plan can warn of before tasks start here: an image the
+    /// node lacks and cannot pull, a static host port something else
+    /// holds. A runtime that cannot look says nothing.
+    fn preflight(
+        &self,
+        starts: &[Preflight],
+    ) -> impl std::future::Future<Output = Vec<String>> + Send {
+        let _ = starts;
+        async { Vec::new() }
+    }
+}
+
+/// What a plan starts for one resource, as [`Runtime::preflight`] checks
+/// it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preflight {
+    /// The plan's address of the resource (`Service/cluster/name`).
+    pub address: String,
+    pub images: Vec<String>,
+    /// Static host ports with their protocols.
+    pub host_ports: Vec<(u16, crate::manifest::task_definition::Protocol)>,
+}
+
+impl Preflight {
+    /// What `plan` starts: per service change that starts tasks, the
+    /// images and static host ports of the task definition it runs.
+    pub fn of(plan: &crate::plan::Plan, desired: &crate::model::DesiredState) -> Vec<Preflight> {
+        plan.changes()
+            .filter(|c| c.tasks.as_ref().is_some_and(|t| !t.start.is_empty()))
+            .filter_map(|c| {
+                let svc = desired
+                    .services
+                    .values()
+                    .find(|s| s.key.name == c.name && Some(&s.key.cluster) == c.cluster.as_ref())?;
+                // A pinned earlier revision is not the source's spec:
+                // nothing here says what it runs.
+                let td = desired.task_definitions.get(&svc.spec.task_definition)?;
+                let mut images: Vec<String> = td
+                    .container_definitions
+                    .iter()
+                    .map(|c| c.image.clone())
+                    .collect();
+                images.sort();
+                images.dedup();
+                Some(Preflight {
+                    address: c.address.clone(),
+                    images,
+                    host_ports: crate::model::reservation(td).2,
+                })
+            })
+            .collect()
     }
 }

@@ -43,6 +43,14 @@ fn free_v6(protocol: Protocol, port: u16) -> bool {
     }
 }
 
+/// Whether something on this host holds `port` on the wildcard address
+/// of either family (what a published port binds).
+pub fn in_use(protocol: Protocol, port: u16) -> bool {
+    let taken = |addr: SocketAddr| matches!(bindable(protocol, addr), Err(e) if e.kind() == std::io::ErrorKind::AddrInUse);
+    taken(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
+        || taken(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)))
+}
+
 /// A host port free on IPv4 and IPv6 from the kernel's ephemeral range,
 /// not handed out in the last minute.
 pub fn pick(protocol: Protocol) -> Result<u16, String> {
@@ -87,6 +95,15 @@ mod tests {
         }
         let u = pick(Protocol::Udp).unwrap();
         UdpSocket::bind((Ipv4Addr::UNSPECIFIED, u)).unwrap();
+    }
+
+    #[test]
+    fn a_held_port_is_in_use_and_a_released_one_is_not() {
+        let l = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert!(in_use(Protocol::Tcp, port));
+        drop(l);
+        assert!(!in_use(Protocol::Tcp, port));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 
 use super::{label, short, DockerRuntime};
 use crate::manifest::task_definition::{ContainerDefinition, NetworkMode, Protocol, VolumeScope};
-use crate::runtime::{ports, Launch};
+use crate::runtime::{ports, start_failure, Launch};
 
 impl DockerRuntime {
     pub(super) async fn ensure_image(&self, image: &str) -> Result<(), String> {
@@ -30,14 +30,14 @@ impl DockerRuntime {
         let mut stream = self.docker.create_image(Some(opts.build()), None, None);
         while let Some(item) = stream.next().await {
             if let Err(e) = item {
-                return Err(format!("CannotPullContainerError: {image}: {e}"));
+                return Err(start_failure::image_unavailable(image, &e.to_string()));
             }
         }
         self.docker
             .inspect_image(image)
             .await
             .map(|_| ())
-            .map_err(|e| format!("CannotPullContainerError: {image}: {e}"))
+            .map_err(|e| start_failure::image_unavailable(image, &e.to_string()))
     }
 
     pub(super) fn container_name(l: &Launch, c: &ContainerDefinition) -> String {

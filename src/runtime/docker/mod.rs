@@ -24,7 +24,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt;
 
-use super::{ports, Launch, Observation, Runtime, RuntimeError};
+use super::{ports, start_failure, Launch, Observation, Runtime, RuntimeError};
 use crate::manifest::task_definition::NetworkMode;
 use crate::model::{NodeInfo, TaskStatus};
 
@@ -33,6 +33,7 @@ mod connect;
 mod create;
 pub mod logs;
 mod observe;
+mod preflight;
 mod start;
 pub mod stats;
 
@@ -116,7 +117,17 @@ pub struct DockerRuntime {
     /// Identity of the source whose tasks this runtime sees.
     source: String,
     node: NodeInfo,
+    /// Tasks whose start failed, as reported until they are removed: the
+    /// engine shows a task whose containers were created but never ran
+    /// without why, and one that never got a container not at all.
+    failed_starts: std::sync::Mutex<BTreeMap<String, crate::model::Task>>,
+    /// The engine shares this host (its unix socket), so probing a port
+    /// here says whether the engine can bind it.
+    local: bool,
 }
+
+/// At most this many failed starts are remembered (the oldest ids go).
+const FAILED_STARTS: usize = 1024;
 
 /// An engine call, as an [`Observer`] is told of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +215,8 @@ impl DockerRuntime {
                 memory,
                 reserved_ports: Vec::new(),
             },
+            failed_starts: Default::default(),
+            local: matches!(Endpoint::from_process_env(), Ok(Endpoint::Unix(_))),
         })
     }
 
@@ -313,6 +326,34 @@ impl DockerRuntime {
     }
 }
 
+impl DockerRuntime {
+    fn failed_starts(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, crate::model::Task>> {
+        self.failed_starts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keep why `l` failed to start, for [`Runtime::observe`].
+    fn remember_failed_start(&self, l: &Launch, why: &str) {
+        let mut failed = self.failed_starts();
+        if failed.len() >= FAILED_STARTS {
+            failed.pop_first();
+        }
+        failed.insert(
+            l.identity.id.clone(),
+            crate::model::Task {
+                identity: l.identity.clone(),
+                node: l.node.clone(),
+                last_status: TaskStatus::Stopped,
+                health: crate::model::Health::Unknown,
+                started_at: None,
+                stop_code: Some("TaskFailedToStart".into()),
+                stopped_reason: Some(why.to_string()),
+                bindings: Vec::new(),
+                target_health: None,
+            },
+        );
+    }
+}
+
 fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
@@ -321,16 +362,32 @@ impl Runtime for DockerRuntime {
     async fn observe(&self) -> Result<Observation, RuntimeError> {
         let containers = self.list(None).await?;
         let mut tasks = tasks_from_containers(&containers);
-        // A task whose containers were created but not all started was
-        // interrupted (starting is done by the one process holding the
-        // state lock): it will never start by itself.
+        let failed = self.failed_starts();
+        // A task whose containers were created but not all started failed
+        // to start here, or was interrupted (starting is done by the one
+        // process holding the state lock): it will never start by itself.
         for t in &mut tasks {
             if t.last_status == TaskStatus::Pending {
                 t.last_status = TaskStatus::Stopped;
                 t.stop_code = Some("TaskFailedToStart".into());
-                t.stopped_reason = Some("the start of the task was interrupted".into());
+                t.stopped_reason = Some(
+                    failed
+                        .get(&t.identity.id)
+                        .and_then(|f| f.stopped_reason.clone())
+                        .unwrap_or_else(|| "the start of the task was interrupted".into()),
+                );
             }
         }
+        // One that never got a container is known only from here.
+        let seen: std::collections::HashSet<String> =
+            tasks.iter().map(|t| t.identity.id.clone()).collect();
+        tasks.extend(
+            failed
+                .values()
+                .filter(|t| !seen.contains(&t.identity.id))
+                .cloned(),
+        );
+        drop(failed);
         Ok(Observation {
             tasks,
             nodes: vec![self.node.clone()],
@@ -339,9 +396,12 @@ impl Runtime for DockerRuntime {
     }
 
     async fn start(&self, l: Launch) -> Result<(), RuntimeError> {
-        let fail = |message: String| RuntimeError {
-            message,
-            task: Some(l.identity.id.clone()),
+        let fail = |message: String| {
+            self.remember_failed_start(&l, &message);
+            RuntimeError {
+                message,
+                task: Some(l.identity.id.clone()),
+            }
         };
         for c in &l.spec.container_definitions {
             self.ensure_image(&c.image).await.map_err(fail)?;
@@ -377,6 +437,7 @@ impl Runtime for DockerRuntime {
         } else {
             None
         };
+        let (_, _, static_ports) = crate::model::reservation(&l.spec);
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -385,6 +446,16 @@ impl Runtime for DockerRuntime {
                 .create_and_start(&l, network.as_deref(), &volumes, &dynamic)
                 .await
             {
+                // A static host port of the task is held by something
+                // else: no retry here mends that. Its containers never
+                // ran, so they have no logs to keep: they go, and the
+                // task is reported with why from memory.
+                Err(e) if start_failure::port_in_use(&e, &l.node, &static_ports).is_some() => {
+                    let existing = self.list(Some(&l.identity.id)).await.unwrap_or_default();
+                    let _ = self.cleanup(&l.identity.id, &existing, false).await;
+                    let why = start_failure::port_in_use(&e, &l.node, &static_ports);
+                    return Err(fail(why.unwrap_or(e)));
+                }
                 // A host port chosen for the task was taken before Docker
                 // bound it: the same task again, on fresh ports.
                 Err(e) if attempt < ports::ATTEMPTS && ports::is_port_conflict(&e) => {
@@ -401,12 +472,20 @@ impl Runtime for DockerRuntime {
 
     async fn stop(&self, task_id: &str, _reason: &str) -> Result<(), RuntimeError> {
         let containers = self.list(Some(task_id)).await?;
-        self.cleanup(task_id, &containers, true).await
+        self.cleanup(task_id, &containers, true).await?;
+        self.failed_starts().remove(task_id);
+        Ok(())
     }
 
     async fn remove(&self, task_id: &str) -> Result<(), RuntimeError> {
         let containers = self.list(Some(task_id)).await?;
-        self.cleanup(task_id, &containers, true).await
+        self.cleanup(task_id, &containers, true).await?;
+        self.failed_starts().remove(task_id);
+        Ok(())
+    }
+
+    async fn preflight(&self, starts: &[super::Preflight]) -> Vec<String> {
+        self.warnings(starts).await
     }
 
     async fn halt(&self, task_id: &str) -> Result<(), RuntimeError> {

@@ -1,0 +1,122 @@
+//! Tasks that cannot start on their node until someone acts: a static
+//! host port another process holds, an image the engine lacks and cannot
+//! pull. `plan` warns of both; `apply` without a breaker fails at once,
+//! the cause first, rather than retrying until its step timeout. Real
+//! Docker, through the binary.
+
+#[path = "common/docker.rs"]
+mod docker;
+
+use docker::{Source, SERIAL};
+
+fn manifests(image: &str, port: u16) -> String {
+    format!(
+        "apiVersion: reconcile/v1alpha1
+kind: Cluster
+metadata: {{name: startfail}}
+spec: {{}}
+---
+apiVersion: reconcile/v1alpha1
+kind: TaskDefinition
+metadata: {{name: web}}
+spec:
+  networkMode: bridge
+  containerDefinitions:
+    - name: web
+      image: {image}
+      command: [sleep, \"3600\"]
+      memory: 32
+      stopTimeout: 1
+      portMappings:
+        - {{containerPort: 80, hostPort: {port}}}
+---
+apiVersion: reconcile/v1alpha1
+kind: Service
+metadata: {{name: web}}
+spec: {{cluster: startfail, taskDefinition: web, desiredCount: 1}}
+"
+    )
+}
+
+#[test]
+fn a_held_host_port_and_an_absent_image_are_warned_of_and_fail_at_once() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Another process holds the port, on the wildcard address as a server
+    // would.
+    let holder = std::net::TcpListener::bind(("0.0.0.0", 0)).unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let s = Source::new(&[("app.yaml", &manifests("busybox:stable", port))]);
+    let src = s.path().display().to_string();
+    let run = |args: &[&str]| {
+        let out = s.run(args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), text)
+    };
+
+    let held = format!("host port {port}/tcp is already in use");
+    let (code, text) = run(&["plan", &src]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains(&format!(
+            "warning: Service/startfail/web: {held} on this host"
+        )),
+        "{text}"
+    );
+
+    // The step timeout is far away: the failure comes from the start.
+    let apply = ["apply", &src, "--auto-approve", "--timeout", "600"];
+    let (code, text) = run(&apply);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains(&format!("failed to start: {held} on node `local`")),
+        "the cause comes first: {text}"
+    );
+    assert!(!text.contains("did not become healthy within"), "{text}");
+    assert!(!text.contains("relaunching"), "no retries: {text}");
+    assert!(!text.contains("last log lines"), "nothing ran: {text}");
+    // Its containers never ran, so none is kept.
+    assert_eq!(s.containers(), Vec::new());
+    let st = s.status();
+    let reason = st["services"][0]["deployments"][0]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(reason.contains(&held), "{st}");
+
+    // An image that is nowhere: no registry has it (or none answers).
+    let absent = format!("reconcile-test-absent/none:{}", std::process::id());
+    s.write("app.yaml", &manifests(&absent, port));
+    drop(holder);
+    let (code, text) = run(&["plan", &src]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains(&format!(
+            "warning: Service/startfail/web: image `{absent}` is not on this node and its registry cannot provide it"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains(&held), "the port is free now: {text}");
+    let (code, text) = run(&apply);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains(&format!(
+            "failed to start: CannotPullContainerError: image `{absent}` is not on this node and could not be pulled"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("did not become healthy within"), "{text}");
+
+    // Both mended, the same source applies and plans nothing more.
+    s.write("app.yaml", &manifests("busybox:stable", port));
+    let (code, text) = run(&["plan", &src]);
+    assert_eq!(code, 0, "{text}");
+    assert!(!text.contains("warning:"), "{text}");
+    s.apply();
+    assert_eq!(s.running("web").len(), 1);
+    let (code, text) = s.plan();
+    assert_eq!(code, 0, "{text}");
+}
