@@ -1,6 +1,12 @@
 //! The wall clock, read in one place: deployment records, events and plan
-//! options store unix seconds. Times shown to people are rendered here,
-//! always in UTC and saying so, or relative to now.
+//! options store unix seconds. Times shown to people are rendered here, in
+//! the local time zone (`TZ`, else the system's) with its offset, or `Z`
+//! where that zone is UTC, and relative to now. JSON keeps RFC 3339 UTC.
+
+use std::sync::OnceLock;
+
+use jiff::tz::{Offset, TimeZone};
+use jiff::Timestamp;
 
 /// Seconds since the unix epoch (0 if the clock is before it).
 pub fn unix_now() -> i64 {
@@ -32,6 +38,45 @@ pub fn rfc3339(secs: i64) -> String {
     )
 }
 
+/// The zone times are shown in: `TZ` (an IANA name such as
+/// `Europe/Berlin`, or a POSIX rule such as `IST-5:30`), else the
+/// system's (`/etc/localtime`), else UTC.
+fn zone() -> &'static (TimeZone, bool) {
+    static ZONE: OnceLock<(TimeZone, bool)> = OnceLock::new();
+    ZONE.get_or_init(|| {
+        let tz = TimeZone::system();
+        let utc = is_utc(&tz);
+        (tz, utc)
+    })
+}
+
+/// Whether `tz` is UTC all year: then times end in `Z`, as before, and a
+/// zone with summer time never switches between `Z` and an offset.
+fn is_utc(tz: &TimeZone) -> bool {
+    // Mid-January and mid-July 2026: one of them is summer anywhere.
+    [1_768_478_400, 1_784_116_800]
+        .into_iter()
+        .filter_map(|s| Timestamp::from_second(s).ok())
+        .all(|t| tz.to_offset(t) == Offset::UTC)
+}
+
+/// Unix seconds as people read them: local time with its offset,
+/// `2026-11-18T12:06:40+01:00`, or RFC 3339 UTC where the zone is UTC.
+pub fn local(secs: i64) -> String {
+    let (tz, utc) = zone();
+    in_zone(secs, tz, *utc)
+}
+
+fn in_zone(secs: i64, tz: &TimeZone, utc: bool) -> String {
+    match Timestamp::from_second(secs) {
+        Ok(t) if !utc => t
+            .to_zoned(tz.clone())
+            .strftime("%Y-%m-%dT%H:%M:%S%:z")
+            .to_string(),
+        _ => rfc3339(secs),
+    }
+}
+
 /// An age in seconds, in the largest whole unit: `12 s ago`, `4 min ago`,
 /// `3 h ago`, `2 d ago`. A negative age is a time to come: `in 5 s`.
 pub fn age(secs: i64) -> String {
@@ -60,15 +105,22 @@ pub fn relative(secs: i64, now: i64) -> String {
     age(now.saturating_sub(secs))
 }
 
-/// Unix seconds for text output: RFC 3339 UTC and the time relative to
+/// Unix seconds for text output: [`local`] time and the time relative to
 /// `now`, `2026-11-18T11:06:40Z (3 min ago)`.
 pub fn readable(secs: i64, now: i64) -> String {
-    format!("{} ({})", rfc3339(secs), relative(secs, now))
+    format!("{} ({})", local(secs), relative(secs, now))
 }
 
 /// Width [`readable`] is padded to in columns: wide enough for an age up to
-/// `59 min ago`, which keeps recent rows aligned.
-pub const READABLE_WIDTH: usize = 33;
+/// `59 min ago`, which keeps recent rows aligned (an offset is five
+/// characters longer than `Z`).
+pub fn readable_width() -> usize {
+    if zone().1 {
+        33
+    } else {
+        38
+    }
+}
 
 /// A `--since` argument as unix seconds: a duration before `now` (`90s`,
 /// `10m`, `2h`, `1d`, or units combined as in `1h30m`), an RFC 3339 time
@@ -179,6 +231,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn local_time_carries_its_offset_and_utc_stays_z() {
+        let kolkata = TimeZone::posix("IST-5:30").unwrap();
+        assert!(!is_utc(&kolkata));
+        assert_eq!(
+            in_zone(1_795_000_000, &kolkata, false),
+            "2026-11-18T16:36:40+05:30"
+        );
+        // A zone with summer time is never taken for UTC, even in winter
+        // when its offset is zero.
+        let london = TimeZone::posix("GMT0BST,M3.5.0/1,M10.5.0").unwrap();
+        assert!(!is_utc(&london));
+        assert_eq!(
+            in_zone(1_795_000_000, &london, false),
+            "2026-11-18T11:06:40+00:00"
+        );
+        assert_eq!(
+            in_zone(1_784_116_800, &london, false),
+            "2026-07-15T13:00:00+01:00"
+        );
+        assert!(is_utc(&TimeZone::UTC));
+        assert_eq!(
+            in_zone(1_795_000_000, &TimeZone::UTC, true),
+            "2026-11-18T11:06:40Z"
+        );
+    }
+
+    #[test]
     fn rfc3339_is_utc_civil_time() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
@@ -209,10 +288,14 @@ mod tests {
         assert_eq!(relative(now - 12, now), "12 s ago");
         assert_eq!(relative(now + 5, now), "in 5 s");
         assert_eq!(relative(i64::MIN, i64::MAX), age(i64::MAX));
-        assert_eq!(readable(now - 180, now), "2026-11-18T11:03:40Z (3 min ago)");
+        // In whatever zone the tests run.
+        assert_eq!(
+            readable(now - 180, now),
+            format!("{} (3 min ago)", local(now - 180))
+        );
         assert_eq!(
             readable(now - 59 * 60, now).len(),
-            READABLE_WIDTH,
+            readable_width(),
             "the widest recent time fills the column"
         );
     }

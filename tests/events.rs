@@ -208,15 +208,17 @@ fn standalone_events_come_from_the_store() {
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("app.yaml"), manifests(&cluster, "one")).unwrap();
     let state = dir.path().join("state");
-    let run = |args: &[&str]| {
+    let run_in = |tz: &str, args: &[&str]| {
         let mut cmd = Command::new(bin());
         cmd.args(args)
             .arg("--state-dir")
             .arg(&state)
             .env_remove("RECONCILE_CONTROLLER")
+            .env("TZ", tz)
             .stdin(Stdio::null());
         outcome(cmd.output().unwrap())
     };
+    let run = |args: &[&str]| run_in("UTC", args);
     let s = src.to_str().unwrap();
     let cleanup = || {
         let filter = format!("label=reconcile.io/cluster={cluster}");
@@ -235,6 +237,10 @@ fn standalone_events_come_from_the_store() {
     let (code, out, err) = run(&["events", s, "--service", "app"]);
     let (bad, _, bad_err) = run(&["events", s, "--service", "ap"]);
     let (json_code, json, _) = run(&["events", s, "--format", "json"]);
+    // TZ is honoured, as a POSIX rule or a zone name, with the offset said.
+    let (_, posix, _) = run_in("IST-5:30", &["events", s]);
+    let (_, named, _) = run_in("Asia/Kolkata", &["events", s]);
+    let (_, history, _) = run_in("IST-5:30", &["history", "app", s]);
     run(&["destroy", s, "--auto-approve"]);
     cleanup();
     assert_eq!(code, 0, "{out}{err}");
@@ -258,5 +264,18 @@ fn standalone_events_come_from_the_store() {
     for l in json.lines() {
         let v: Value = serde_json::from_str(l).unwrap();
         assert_eq!(v["service"], key.as_str());
+        // JSON stays UTC whatever the zone.
+        assert!(v["at"].is_i64(), "{v}");
     }
+    // Each line: the local time with its offset and its age.
+    let stamped = |text: &str, end: &str| {
+        text.lines().filter(|l| !l.trim().is_empty()).all(|l| {
+            l.split_once(" (")
+                .is_some_and(|(t, rest)| t.ends_with(end) && rest.contains(" ago)"))
+        })
+    };
+    assert!(stamped(&out, "Z"), "{out}");
+    assert!(stamped(&posix, "+05:30"), "{posix}");
+    assert!(stamped(&named, "+05:30"), "{named}");
+    assert!(history.contains("+05:30 ("), "{history}");
 }

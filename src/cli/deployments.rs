@@ -135,7 +135,7 @@ pub fn history_cmd(a: HistoryArgs) -> ExitCode {
     println!(
         "   ID  REVISION  STATE        {:<width$}  FAILED TASKS  OUTCOME",
         "STARTED",
-        width = clock::READABLE_WIDTH
+        width = clock::readable_width()
     );
     for d in &reply.deployments {
         println!(
@@ -152,7 +152,7 @@ pub fn history_cmd(a: HistoryArgs) -> ExitCode {
             d.rollback_of
                 .map(|f| format!(" (rollback of {f})"))
                 .unwrap_or_default(),
-            width = clock::READABLE_WIDTH
+            width = clock::readable_width()
         );
     }
     print!(

@@ -100,7 +100,16 @@ fn show(format: Format, e: &EventRecord, seq: Option<u64>) -> Result<(), Failure
             };
             writeln!(out, "{}", line.unwrap_or_default())
         }
-        Format::Text => writeln!(out, "{}  {}", crate::clock::rfc3339(e.at), e.message),
+        Format::Text => {
+            let now = crate::clock::unix_now();
+            writeln!(
+                out,
+                "{:<width$}  {}",
+                crate::clock::readable(e.at, now),
+                e.message,
+                width = crate::clock::readable_width()
+            )
+        }
     };
     written
         .and_then(|()| out.flush())

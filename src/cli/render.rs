@@ -137,7 +137,7 @@ pub(crate) fn status(r: &StatusReport, now: i64) -> String {
                 "  {:<width$}  {}\n",
                 clock::readable(e.at, now),
                 e.message,
-                width = clock::READABLE_WIDTH
+                width = clock::readable_width()
             ));
         }
     }
@@ -155,7 +155,7 @@ fn usage(u: &crate::report::Usage) -> String {
 }
 
 /// Deployments (newest first), the hold and recent events, as text; event
-/// times in UTC and relative to `now` (unix seconds).
+/// times in the local zone and relative to `now` (unix seconds).
 pub(crate) fn deployments(
     deps: &[DeploymentView],
     events: &[ServiceEvent],
@@ -183,7 +183,7 @@ pub(crate) fn deployments(
                 clock::readable(e.at, now),
                 serde_name(&e.kind),
                 e.message,
-                width = clock::READABLE_WIDTH
+                width = clock::readable_width()
             ));
         }
     }

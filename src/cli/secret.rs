@@ -153,7 +153,7 @@ fn table(list: &[SecretInfo], now: i64) -> String {
         return "No secrets.\n".into();
     }
     let width = list.iter().map(|s| s.name.len()).max().unwrap_or(0).max(4);
-    let w = crate::clock::READABLE_WIDTH;
+    let w = crate::clock::readable_width();
     let mut out = format!("{:width$}  {:w$}  UPDATED\n", "NAME", "CREATED");
     for s in list {
         out.push_str(&format!(

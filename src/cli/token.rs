@@ -109,7 +109,7 @@ pub fn token_cmd(a: TokenArgs) -> ExitCode {
                     let expiry = created
                         .view
                         .expires_at
-                        .map(|t| format!(", expires {}", crate::clock::rfc3339(t)))
+                        .map(|t| format!(", expires {}", crate::clock::local(t)))
                         .unwrap_or_default();
                     tracing::info!(
                         "token `{}` ({}) created{expiry}; it is not shown again",
@@ -160,15 +160,15 @@ fn table(tokens: &[TokenView], now: i64) -> String {
     let mut out = format!("{:<24} {:<9} {:<22} EXPIRES\n", "NAME", "ROLE", "CREATED");
     for t in tokens {
         let expires = match t.expires_at {
-            Some(at) if at <= now => format!("expired {}", crate::clock::rfc3339(at)),
-            Some(at) => crate::clock::rfc3339(at),
+            Some(at) if at <= now => format!("expired {}", crate::clock::local(at)),
+            Some(at) => crate::clock::local(at),
             None => "never".into(),
         };
         out.push_str(&format!(
             "{:<24} {:<9} {:<22} {expires}\n",
             t.name,
             t.role.to_string(),
-            crate::clock::rfc3339(t.created_at)
+            crate::clock::local(t.created_at)
         ));
     }
     out
