@@ -115,7 +115,30 @@ fn a_held_host_port_and_an_absent_image_are_warned_of_and_fail_at_once() {
     let (code, text) = run(&["plan", &src]);
     assert_eq!(code, 0, "{text}");
     assert!(!text.contains("warning:"), "{text}");
-    s.apply();
+    // A task counts as healthy after 11 s running (it has no health
+    // check), so the step waits long enough to say it is still waiting,
+    // with the time it has waited, as terraform does.
+    let (code, text) = run(&[
+        "apply",
+        &src,
+        "--auto-approve",
+        "--settle",
+        "11",
+        "--timeout",
+        "90",
+    ]);
+    assert_eq!(code, 0, "{text}");
+    let waiting = text
+        .lines()
+        .find(|l| l.contains("startfail/web: still waiting for 1 task(s) to become healthy ["))
+        .unwrap_or_else(|| panic!("no waiting line: {text}"));
+    let secs: u64 = waiting
+        .split('[')
+        .nth(1)
+        .and_then(|r| r.split('s').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{waiting}"));
+    assert!((10..=30).contains(&secs), "{waiting}");
     assert_eq!(s.running("web").len(), 1);
     let (code, text) = s.plan();
     assert_eq!(code, 0, "{text}");

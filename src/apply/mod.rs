@@ -109,7 +109,18 @@ pub enum Event {
         service: String,
         message: String,
     },
+    /// A rollout step still waits for its tasks, said every
+    /// [`WAITING_EVERY`] so a long wait shows it is alive and for how long.
+    Waiting {
+        service: String,
+        /// Tasks not yet healthy, and relaunches not yet due.
+        waiting: usize,
+        elapsed: std::time::Duration,
+    },
 }
+
+/// How often a waiting rollout step says so.
+pub const WAITING_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why apply stopped before the end.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -122,6 +122,7 @@ impl<R: Runtime + Sync, S: Sink> Ctx<'_, R, S> {
         }
         let mut relaunch: Vec<(String, Duration)> = nodes.into_iter().map(|n| (n, first)).collect();
         let mut last: Option<(String, String)> = None;
+        let mut said = begun;
         loop {
             if abortable && self.sink.aborted(&self.key) {
                 return Err(Halt::Aborted);
@@ -311,6 +312,14 @@ impl<R: Runtime + Sync, S: Sink> Ctx<'_, R, S> {
                     });
                 }
                 return Ok(());
+            }
+            if ran_at.saturating_sub(said) >= super::WAITING_EVERY {
+                said = ran_at;
+                self.sink.event(Event::Waiting {
+                    service: self.key.clone(),
+                    waiting: relaunch.len() + watched.iter().filter(|w| !w.healthy).count(),
+                    elapsed: ran_at.saturating_sub(begun),
+                });
             }
             if ran_at.saturating_sub(begun) >= self.opts.timeout {
                 // The logs worth showing are the last failed task's: it

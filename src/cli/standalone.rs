@@ -395,6 +395,14 @@ impl Sink for Progress<'_> {
                 reason,
             } => format!("{service}: {reason}"),
             Event::Deployment { service, message } => format!("{service}: {message}"),
+            Event::Waiting {
+                service,
+                waiting,
+                elapsed,
+            } => format!(
+                "{service}: still waiting for {waiting} task(s) to become healthy [{}s elapsed]",
+                elapsed.as_secs()
+            ),
             // Said in words by the Deployment events around them.
             Event::BreakerTripped { .. } | Event::RollbackStarted { .. } => return,
         };

@@ -108,7 +108,8 @@ impl apply::Sink for ControllerDriver {
     fn event(&self, e: apply::Event) {
         use apply::Event::*;
         let (service, message) = match e {
-            Resource { .. } | Step { .. } => return,
+            // Progress for a terminal; the log has the pass's span.
+            Resource { .. } | Step { .. } | Waiting { .. } => return,
             BreakerTripped { service } => {
                 self.controller.metrics.breaker_tripped(&service);
                 return;
