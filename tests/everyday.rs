@@ -63,6 +63,35 @@ fn a_source_and_a_controller_together_are_refused() {
 
 /// A directory with no manifests is a mistake, not an empty wish: validate
 /// and plan fail naming the path and what was looked for.
+/// JSON output asks nothing, and a controller's apply is followed with
+/// `events`: both refused before anything is read or reached.
+#[test]
+fn json_applies_need_approval_and_the_local_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().to_str().unwrap();
+    for (args, says) in [
+        (vec!["apply", src, "--format", "json"], "--auto-approve"),
+        (vec!["destroy", src, "--format", "json"], "--auto-approve"),
+        (
+            vec![
+                "apply",
+                "--format",
+                "json",
+                "--auto-approve",
+                "--controller",
+                "https://127.0.0.1:9",
+            ],
+            "events --follow --format json",
+        ),
+    ] {
+        reconcile()
+            .args(&args)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(says));
+    }
+}
+
 #[test]
 fn a_source_without_manifests_is_an_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,8 +1,8 @@
 //! Tasks that cannot start on their node until someone acts: a static
 //! host port another process holds, an image the engine lacks and cannot
 //! pull. `plan` warns of both; `apply` without a breaker fails at once,
-//! the cause first, rather than retrying until its step timeout. Real
-//! Docker, through the binary.
+//! the cause first, rather than retrying until its step timeout; with
+//! `--format json` as JSON lines. Real Docker, through the binary.
 
 #[path = "common/docker.rs"]
 mod docker;
@@ -100,15 +100,40 @@ fn a_held_host_port_and_an_absent_image_are_warned_of_and_fail_at_once() {
         "{text}"
     );
     assert!(!text.contains(&held), "the port is free now: {text}");
-    let (code, text) = run(&apply);
-    assert_eq!(code, 1, "{text}");
+    // As JSON lines, for a pipeline: the plan, progress, then the result.
+    let out = s.run(&[
+        "apply",
+        &src,
+        "--auto-approve",
+        "--timeout",
+        "600",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(lines[0]["type"], "plan", "{lines:?}");
+    assert!(lines[0]["plan"]["resource_changes"].is_array());
+    assert!(lines[1..lines.len() - 1]
+        .iter()
+        .all(|l| l["type"] == "progress" && l["at"].is_i64() && l["message"].is_string()));
+    let result = lines.last().unwrap();
+    assert_eq!(result["type"], "result");
+    assert_eq!(result["outcome"], "failed", "{result}");
+    let message = result["errors"][0]["message"].as_str().unwrap_or_default();
     assert!(
-        text.contains(&format!(
+        message.contains(&format!(
             "failed to start: CannotPullContainerError: image `{absent}` is not on this node and could not be pulled"
         )),
-        "{text}"
+        "{result}"
     );
-    assert!(!text.contains("did not become healthy within"), "{text}");
+    assert!(
+        !message.contains("did not become healthy within"),
+        "{result}"
+    );
 
     // Both mended, the same source applies and plans nothing more.
     s.write("app.yaml", &manifests("busybox:stable", port));
@@ -142,4 +167,15 @@ fn a_held_host_port_and_an_absent_image_are_warned_of_and_fail_at_once() {
     assert_eq!(s.running("web").len(), 1);
     let (code, text) = s.plan();
     assert_eq!(code, 0, "{text}");
+
+    let out = s.run(&["destroy", &src, "--auto-approve", "--format", "json"]);
+    assert!(out.status.success(), "{out:?}");
+    let last: serde_json::Value = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_default();
+    assert_eq!(last["outcome"], "destroyed", "{out:?}");
+    assert_eq!(last["services"], serde_json::json!([]), "{out:?}");
+    assert_eq!(s.containers(), Vec::new());
 }

@@ -12,6 +12,7 @@ mod logging;
 mod logs;
 mod logs_remote;
 mod manual;
+mod outcome;
 mod remote;
 mod render;
 mod run;

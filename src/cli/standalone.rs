@@ -12,18 +12,18 @@ use super::args::{
     open_store, record_claims, resolver_for, source_id, Format, GitArgs, RemoteArgs, StateArgs,
     Target,
 };
+use super::outcome::{self, Ending, Output};
 use super::run::{block_on, failure, usage, EXIT_FAILURE, EXIT_USAGE};
 use super::{diagnostics, remote};
 
-use crate::apply::{self, ApplyError, Event, Sink};
-use crate::model::{self, TaskStatus};
+use crate::apply::{self, Event, Sink};
+use crate::model;
 use crate::plan::{self, render, Plan};
 use crate::reconcile::local::Aborts;
 use crate::reconcile::saved::SavedPlan;
 use crate::reconcile::traffic::{self as listeners, StandaloneRuntime};
-use crate::reconcile::{self, Desired, Outcome, Reconciler};
+use crate::reconcile::{self, Desired, Reconciler};
 use crate::runtime::docker::DockerRuntime;
-use crate::runtime::Runtime;
 use crate::store::{FileStore, Snapshot, Stored};
 use crate::validate;
 
@@ -79,6 +79,11 @@ pub struct ApplyArgs {
     /// Show every field of created resources and multi-line diffs.
     #[arg(long)]
     detail: bool,
+    /// Output format: `json` writes JSON lines on stdout (the plan, each
+    /// progress message, then the result) and needs --auto-approve or a
+    /// saved plan.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
     #[command(flatten)]
     at: Target,
 }
@@ -100,6 +105,7 @@ impl ApplyArgs {
             timeout,
             settle,
             detail: false,
+            format: Format::Text,
             // Run locally: the command that asked handles --controller.
             at: Target {
                 remote: RemoteArgs::default(),
@@ -118,6 +124,10 @@ pub struct DestroyArgs {
     /// a terminal).
     #[arg(long)]
     auto_approve: bool,
+    /// Output format: `json` writes JSON lines on stdout (the plan, each
+    /// progress message, then the result) and needs --auto-approve.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
     #[command(flatten)]
     at: Target,
 }
@@ -171,7 +181,7 @@ fn load(path: &Path, git: &GitArgs, state: &StateArgs) -> Result<Desired, ExitCo
     Ok(desired)
 }
 
-fn style(detail: bool) -> render::Style {
+pub(super) fn style(detail: bool) -> render::Style {
     render::Style {
         colour: diagnostics::colour(std::io::stdout().is_terminal()),
         detail,
@@ -299,13 +309,24 @@ struct Progress<'a> {
     /// A destroy: the plan deletes everything on purpose, so it shows no
     /// warnings.
     destroying: bool,
+    /// JSON lines on stdout instead of text ([`outcome`]).
+    json: bool,
 }
 
 impl<'a> Progress<'a> {
-    fn new(store: &'a FileStore, aborts: Aborts, approval: Approval, detail: bool) -> Progress<'a> {
+    fn new(
+        store: &'a FileStore,
+        aborts: Aborts,
+        approval: Approval,
+        output: Output,
+    ) -> Progress<'a> {
+        let (detail, json) = match output {
+            Output::Text { detail } => (detail, false),
+            Output::Json => (false, true),
+        };
         Progress {
             bar: std::sync::OnceLock::new(),
-            interactive: std::io::stderr().is_terminal(),
+            interactive: !json && std::io::stderr().is_terminal(),
             started: Instant::now(),
             store,
             counter: std::sync::atomic::AtomicU64::new(0),
@@ -313,10 +334,14 @@ impl<'a> Progress<'a> {
             approval,
             detail,
             destroying: false,
+            json,
         }
     }
 
     fn line(&self, s: String) {
+        if self.json {
+            return outcome::progress_line(s.trim_start());
+        }
         match self.bar.get() {
             Some(b) => b.println(s),
             None => eprintln!("{s}"),
@@ -332,6 +357,18 @@ impl<'a> Progress<'a> {
 
 impl reconcile::Driver for Progress<'_> {
     fn approve(&self, p: &Plan) -> bool {
+        if self.json {
+            // Approval was given (--auto-approve or a saved plan): JSON
+            // asks nothing.
+            match self.destroying {
+                true => outcome::plan_line(&Plan {
+                    warnings: Vec::new(),
+                    ..p.clone()
+                }),
+                false => outcome::plan_line(p),
+            }
+            return true;
+        }
         if self.destroying {
             let quiet = Plan {
                 warnings: Vec::new(),
@@ -429,29 +466,6 @@ impl Sink for Progress<'_> {
     }
 }
 
-/// Print an apply failure: every failed service, with the last log lines
-/// of the task that failed.
-async fn report_failure(rt: &DockerRuntime, e: &ApplyError) {
-    for f in e.each() {
-        eprintln!("error: {f}");
-        if let ApplyError::Failed { task: Some(t), .. } = f {
-            for (container, logs) in rt.task_logs(t, 10).await {
-                // A container that never ran has nothing to show.
-                if logs.trim().is_empty() {
-                    continue;
-                }
-                eprintln!(
-                    "  last log lines of `{container}` (task {}):",
-                    plan::short(t)
-                );
-                for l in logs.lines() {
-                    eprintln!("    {l}");
-                }
-            }
-        }
-    }
-}
-
 pub fn apply_cmd(a: ApplyArgs) -> ExitCode {
     apply_with(a, None)
 }
@@ -459,6 +473,16 @@ pub fn apply_cmd(a: ApplyArgs) -> ExitCode {
 pub(crate) use crate::reconcile::Prepare;
 
 pub(crate) fn apply_with(a: ApplyArgs, prepare: Option<Prepare>) -> ExitCode {
+    let output = match a.format {
+        Format::Text => Output::Text { detail: a.detail },
+        Format::Json => Output::Json,
+    };
+    if a.format == Format::Json && a.at.remote.controller.is_some() {
+        return usage(
+            "--format json is for the local engine; with --controller, follow the apply \
+             with `reconcile events --follow --format json`",
+        );
+    }
     if a.at.remote.controller.is_some() {
         return remote::apply(
             &a.at.remote,
@@ -466,7 +490,11 @@ pub(crate) fn apply_with(a: ApplyArgs, prepare: Option<Prepare>) -> ExitCode {
         );
     }
     // A saved plan, or a source?
-    let saved = if a.source.is_file() && a.source.extension().is_some_and(|e| e == "json") {
+    let plan_file = a.source.is_file() && a.source.extension().is_some_and(|e| e == "json");
+    if a.format == Format::Json && !plan_file && !a.auto_approve {
+        return usage("--format json asks nothing: give --auto-approve, or apply a saved plan");
+    }
+    let saved = if plan_file {
         match std::fs::read(&a.source)
             .map_err(|e| e.to_string())
             .and_then(|b| SavedPlan::parse(&b))
@@ -551,7 +579,7 @@ pub(crate) fn apply_with(a: ApplyArgs, prepare: Option<Prepare>) -> ExitCode {
                 return code;
             }
         }
-        let progress = Progress::new(&store, aborts, approval, a.detail);
+        let progress = Progress::new(&store, aborts, approval, output);
         let reconciler = Reconciler {
             runtime: &rt,
             store: &store,
@@ -574,7 +602,7 @@ pub(crate) fn apply_with(a: ApplyArgs, prepare: Option<Prepare>) -> ExitCode {
                 return code;
             }
         }
-        finish(&rt.docker, &store, outcome, a.detail, Ending::Apply).await
+        outcome::finish(&rt.docker, &store, outcome, output, Ending::Apply).await
     })
 }
 
@@ -615,136 +643,6 @@ pub fn serve_traffic_cmd(a: ServeTrafficArgs) -> ExitCode {
     }
 }
 
-/// Which command's pass ended.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Ending {
-    Apply,
-    Destroy,
-}
-
-/// Report how a pass of `apply` or `destroy` ended, as people read it.
-async fn finish(
-    rt: &DockerRuntime,
-    store: &FileStore,
-    outcome: Result<Outcome, String>,
-    detail: bool,
-    ending: Ending,
-) -> ExitCode {
-    let outcome = match outcome {
-        Ok(o) => o,
-        Err(e) => return failure(e),
-    };
-    match outcome {
-        Outcome::Stale { moved } => {
-            eprintln!(
-                "error: the saved plan is stale; the observed state moved since it was made:"
-            );
-            for m in moved {
-                eprintln!("  {m}");
-            }
-            eprintln!("Nothing was applied. Run `reconcile plan` again.");
-            ExitCode::from(EXIT_FAILURE)
-        }
-        Outcome::Refused { plan } => {
-            print!("{}", render::text(&plan, style(detail)));
-            failure("the plan cannot be applied; nothing was changed")
-        }
-        Outcome::Unchanged { plan, settled } => {
-            print!("{}", render::text(&plan, style(detail)));
-            // A rollout an interrupted apply left open, that has settled.
-            for (service, message) in settled {
-                eprintln!("{service}: {message}");
-            }
-            ExitCode::SUCCESS
-        }
-        Outcome::Suspended { .. } => failure("suspended: nothing was applied"),
-        Outcome::Declined { .. } => ExitCode::from(EXIT_FAILURE),
-        Outcome::Applied { .. } => {
-            match ending {
-                Ending::Apply => {
-                    let stored = store.load().unwrap_or_default();
-                    println!("Apply complete: {}", steady_summary(rt, &stored).await);
-                }
-                Ending::Destroy => println!("Destroy complete."),
-            }
-            ExitCode::SUCCESS
-        }
-        Outcome::Failed { error, .. } => {
-            report_failure(rt, &error).await;
-            if ending == Ending::Apply {
-                eprintln!(
-                    "The apply stopped; what it did is recorded. Run `reconcile plan` to see what is left."
-                );
-            }
-            ExitCode::from(EXIT_FAILURE)
-        }
-    }
-}
-
-/// What runs after an apply: one line per service, so that many services
-/// stay readable.
-async fn steady_summary(rt: &DockerRuntime, stored: &Stored) -> String {
-    let Ok(obs) = rt.observe().await else {
-        return "state recorded".into();
-    };
-    let mut rows = Vec::new();
-    for (key, s) in &stored.services {
-        let running = obs
-            .tasks
-            .iter()
-            .filter(|t| {
-                t.last_status == TaskStatus::Running
-                    && format!(
-                        "{}/{}",
-                        t.identity.cluster,
-                        t.identity.service.clone().unwrap_or_default()
-                    ) == *key
-            })
-            .count();
-        let desired = s
-            .spec
-            .desired_count
-            .map(|d| d.to_string())
-            .unwrap_or_else(|| "daemon".into());
-        rows.push(SteadyRow {
-            service: key.clone(),
-            running: format!("{running}/{desired}"),
-            revision: crate::model::TaskDefRef::parse(&s.spec.task_definition)
-                .at(s.revision)
-                .to_string(),
-        });
-    }
-    steady_text(&rows)
-}
-
-struct SteadyRow {
-    service: String,
-    /// `running/desired`.
-    running: String,
-    revision: String,
-}
-
-/// "N services" and then a column-aligned row per service.
-fn steady_text(rows: &[SteadyRow]) -> String {
-    if rows.is_empty() {
-        return "no services".into();
-    }
-    let width = |f: fn(&SteadyRow) -> &str| rows.iter().map(|r| f(r).len()).max().unwrap_or(0);
-    let (ws, wr) = (width(|r| &r.service), width(|r| &r.running));
-    let mut out = format!(
-        "{} service{}",
-        rows.len(),
-        if rows.len() == 1 { "" } else { "s" }
-    );
-    for r in rows {
-        out.push_str(&format!(
-            "\n  {:<ws$}  {:>wr$} running  {}",
-            r.service, r.running, r.revision
-        ));
-    }
-    out
-}
-
 pub fn destroy_cmd(a: DestroyArgs) -> ExitCode {
     if a.at.remote.controller.is_some() {
         return usage(
@@ -752,6 +650,11 @@ pub fn destroy_cmd(a: DestroyArgs) -> ExitCode {
              its source no longer holds (delete the manifests and commit)",
         );
     }
+    let output = match a.format {
+        Format::Text => Output::Text { detail: false },
+        Format::Json if a.auto_approve => Output::Json,
+        Format::Json => return usage("--format json asks nothing: give --auto-approve"),
+    };
     let (id, shown) = match source_id(&a.source, &a.at.git, &a.at.state) {
         Ok(x) => x,
         Err(e) => return usage(e),
@@ -784,7 +687,7 @@ pub fn destroy_cmd(a: DestroyArgs) -> ExitCode {
             auto: a.auto_approve,
             what: "destroy all these resources",
         };
-        let mut progress = Progress::new(&store, a.at.state.dir().aborts(&id), approval, false);
+        let mut progress = Progress::new(&store, a.at.state.dir().aborts(&id), approval, output);
         // Deleting every service is the point: no mass-deletion warning.
         progress.destroying = true;
         let reconciler = Reconciler {
@@ -803,37 +706,6 @@ pub fn destroy_cmd(a: DestroyArgs) -> ExitCode {
                 return code;
             }
         }
-        finish(&rt.docker, &store, outcome, false, Ending::Destroy).await
+        outcome::finish(&rt.docker, &store, outcome, output, Ending::Destroy).await
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(service: &str, running: &str, revision: &str) -> SteadyRow {
-        SteadyRow {
-            service: service.into(),
-            running: running.into(),
-            revision: revision.into(),
-        }
-    }
-
-    #[test]
-    fn the_apply_summary_is_a_line_per_service() {
-        let text = steady_text(&[
-            row("local/web", "2/2", "web:4"),
-            row("local/worker-long", "10/10", "worker:1"),
-            row("local/agent", "1/daemon", "agent:2"),
-        ]);
-        assert_eq!(
-            text,
-            "3 services\n  \
-             local/web               2/2 running  web:4\n  \
-             local/worker-long     10/10 running  worker:1\n  \
-             local/agent        1/daemon running  agent:2"
-        );
-        assert_eq!(steady_text(&[]), "no services");
-        assert!(steady_text(&[row("a/b", "1/1", "b:1")]).starts_with("1 service\n"));
-    }
 }
