@@ -169,6 +169,10 @@ pub struct ControllerStatus {
     pub applied_commit: Option<String>,
     /// Suspended: nothing is applied until resumed.
     pub suspended: bool,
+    /// Torn down (`destroy --controller`): everything the source applied
+    /// is removed, and nothing of it applied until resumed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub torn_down: bool,
     /// The commit each resource (by plan address, e.g.
     /// `TaskDefinition/web`) was last changed from.
     pub commits: BTreeMap<String, String>,

@@ -30,6 +30,7 @@ fn a_source_and_a_controller_together_are_refused() {
         vec!["status", src],
         vec!["events", src],
         vec!["history", "web", src],
+        vec!["destroy", src, "--auto-approve"],
     ] {
         reconcile()
             .args(&cmd)

@@ -413,6 +413,38 @@ fn a_controller_restart_restarts_nothing() {
     assert!(actions.is_empty(), "{actions:#?}");
     let (code, out, err) = f.cli(&["plan", "--detailed-exitcode"]);
     assert_eq!(code, 0, "plan not empty:\n{out}\n{err}");
+
+    // `destroy --controller` tears the fleet down without touching the
+    // source, and it stays down across a restart until `resume`.
+    let (code, out, err) = f.cli(&["destroy"]);
+    assert_eq!(
+        code, 1,
+        "nothing is asked without a terminal:\n{out}\n{err}"
+    );
+    assert!(err.contains("--auto-approve"), "{err}");
+    assert_eq!(f.running().len(), 6);
+    let (code, out, err) = f.cli(&["destroy", "--auto-approve", "--timeout", "120"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("removes everything its source applied"),
+        "{out}"
+    );
+    assert!(out.contains("Destroy complete"), "{out}");
+    assert_eq!(f.running(), Vec::new());
+    f.kill_controller();
+    f.restart_controller();
+    f.sync_and_wait();
+    assert_eq!(f.running(), Vec::new(), "the teardown outlives a restart");
+    let (code, out, err) = f.cli(&["status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("TORN DOWN"), "{out}");
+    let (code, out, err) = f.cli(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code, 0, "a torn-down fleet plans nothing:\n{out}\n{err}");
+    let (code, _, err) = f.cli(&["resume"]);
+    assert_eq!(code, 0, "{err}");
+    f.wait_for("6 tasks back after resume", Duration::from_secs(90), |f| {
+        f.running().len() == 6
+    });
 }
 
 #[test]

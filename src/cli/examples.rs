@@ -48,7 +48,8 @@ Examples:
 pub(super) const DESTROY: &str = "\
 Examples:
   reconcile destroy manifests/               # shows what goes, asks, removes it
-  reconcile destroy manifests/ --auto-approve";
+  reconcile destroy manifests/ --auto-approve
+  reconcile destroy --controller https://ctl:7443   # the fleet, until `reconcile resume`";
 
 pub(super) const IMPORT: &str = "\
 Examples:

@@ -19,6 +19,7 @@ mod run;
 mod secret;
 mod standalone;
 mod status;
+mod teardown;
 mod token;
 
 use args::{Format, GitArgs};
@@ -104,7 +105,8 @@ enum Command {
     /// Act on a service's deployment in progress (`abort`).
     Deployment(deployments::DeploymentArgs),
     /// Remove everything a source applied: plans the deletions, asks, then
-    /// stops the tasks and forgets the resources.
+    /// stops the tasks and forgets the resources (with --controller, the
+    /// whole fleet's, kept down until `resume`).
     #[command(after_help = examples::DESTROY)]
     Destroy(standalone::DestroyArgs),
     /// Serve a standalone source's listeners (`loadBalancers`) until

@@ -26,6 +26,12 @@ pub(crate) fn status(r: &StatusReport, now: i64) -> String {
         if c.suspended {
             out.push_str("SUSPENDED: nothing is applied until `reconcile resume`.\n");
         }
+        if c.torn_down {
+            out.push_str(
+                "TORN DOWN: everything the source applied is removed; nothing of it is applied \
+                 until `reconcile resume`.\n",
+            );
+        }
         match &c.last_error {
             Some(e) if e.starts_with("waiting for nodes") => out.push_str(&format!("{e}\n")),
             Some(e) => out.push_str(&format!("Last reconcile failed: {e}\n")),

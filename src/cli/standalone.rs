@@ -128,6 +128,10 @@ pub struct DestroyArgs {
     /// progress message, then the result) and needs --auto-approve.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// With --controller: give up waiting for the teardown after this many
+    /// seconds.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    timeout: u64,
     #[command(flatten)]
     at: Target,
 }
@@ -262,7 +266,7 @@ pub fn plan_cmd(a: PlanArgs) -> ExitCode {
 
 /// Ask on the terminal; refuse without one unless auto-approved. A
 /// refusal says why on stderr.
-fn confirmed(auto: bool, what: &str) -> bool {
+pub(super) fn confirmed(auto: bool, what: &str) -> bool {
     if auto {
         return true;
     }
@@ -645,9 +649,16 @@ pub fn serve_traffic_cmd(a: ServeTrafficArgs) -> ExitCode {
 
 pub fn destroy_cmd(a: DestroyArgs) -> ExitCode {
     if a.at.remote.controller.is_some() {
-        return usage(
-            "destroy works on the local engine only; a controller removes what \
-             its source no longer holds (delete the manifests and commit)",
+        if a.format == Format::Json {
+            return usage(
+                "--format json is for the local engine; with --controller, follow the teardown \
+                 with `reconcile events --follow --format json`",
+            );
+        }
+        return super::teardown::destroy(
+            &a.at.remote,
+            a.auto_approve,
+            Duration::from_secs(a.timeout),
         );
     }
     let output = match a.format {

@@ -434,6 +434,7 @@ mod tests {
         let post = Method::POST;
         assert_eq!(need(&Method::GET, "/v1/status"), Need::Read);
         assert_eq!(need(&post, "/v1/sync"), Need::Operate);
+        assert_eq!(need(&post, "/v1/destroy"), Need::Operate);
         assert_eq!(need(&post, "/v1/some/new/route"), Need::Operate);
         assert_eq!(need(&Method::DELETE, "/v1/nodes/{name}"), Need::Operate);
         assert_eq!(need(&Method::GET, "/v1/tokens"), Need::Operate);

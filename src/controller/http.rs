@@ -18,7 +18,8 @@
 //! | `POST /v1/services/{cluster}/{name}/rollback` | operator | deploy an earlier revision (body: `{"to": N}`, optional) |
 //! | `POST /v1/sync[?allowMassDelete=true]` | operator | reconcile now (fetching a git source first); with the flag, approve once a plan deleting most services |
 //! | `POST /v1/webhook` | git host (`X-Hub-Signature-256` with the webhook secret) or operator | same as sync; rate-limited per address (429), a delivery repeated within 10 min refused (409) |
-//! | `POST /v1/suspend`, `POST /v1/resume` | operator | stop and restart applying |
+//! | `POST /v1/suspend`, `POST /v1/resume` | operator | stop and restart applying (resume also ends a teardown) |
+//! | `POST /v1/destroy` | operator | tear down everything the source applied and apply nothing of it until resume |
 //! | `GET /v1/tokens`, `POST /v1/tokens`, `DELETE /v1/tokens/{name}` | operator | named API tokens |
 //! | `GET /v1/secrets`, `PUT /v1/secrets/{name}`, `DELETE /v1/secrets/{name}` | operator | the controller's secrets: names and times out, values in only |
 //! | `GET /v1/openapi.json` | anyone | this API, described |
@@ -319,6 +320,20 @@ async fn sync(State(c): Shared, Query(q): Query<SyncQuery>) -> Response {
         .into_response()
 }
 
+async fn destroy(State(c): Shared) -> Response {
+    match c.tear_down() {
+        Ok(until_pass) => (
+            StatusCode::ACCEPTED,
+            Json(SyncReply {
+                sync: "requested".into(),
+                until_pass,
+            }),
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
 async fn suspend(State(c): Shared) -> Response {
     set_suspended(c, true)
 }
@@ -534,6 +549,7 @@ pub fn router(c: Arc<Controller>) -> Router {
         .route("/v1/sync", post(sync))
         .route("/v1/webhook", post(webhook))
         .route("/v1/suspend", post(suspend))
+        .route("/v1/destroy", post(destroy))
         .route("/v1/resume", post(resume))
         .route("/v1/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok" }))

@@ -183,6 +183,9 @@ struct Applied {
 struct Requests {
     /// Suspended: the source is still read and reported, nothing applied.
     suspended: bool,
+    /// Torn down (`destroy --controller`): passes apply an empty source,
+    /// so everything goes and stays gone, until `resume`.
+    torn_down: bool,
     /// A mass deletion approved once (`sync --allow-mass-delete`): for
     /// this commit, or for the next pass of a directory source (`None`).
     mass_delete_approved: Option<Option<String>>,
@@ -321,6 +324,7 @@ impl Controller {
             }),
             requests: Mutex::new(Requests {
                 suspended: loaded.suspended,
+                torn_down: loaded.torn_down,
                 mass_delete_approved: None,
                 aborts: BTreeSet::new(),
                 applying: false,

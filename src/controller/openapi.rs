@@ -125,7 +125,7 @@ pub fn document() -> Value {
         {"name": "after", "in": "query", "required": true, "schema": {"type": "integer", "minimum": 0}, "description": "the generation of the agent's last heartbeat reply"},
         {"name": "timeoutMillis", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0}}
     ]);
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "reconcile controller API",
@@ -289,5 +289,11 @@ pub fn document() -> Value {
             "/v1/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI document"}}}},
             "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}}
         }
-    })
+    });
+    // Apart: one more entry above passes the json! macro's recursion limit.
+    doc["paths"]["/v1/destroy"] = json!({"post": {
+        "summary": "Tear down: from the next pass on, apply an empty source, so every service stops and every resource the source applied goes; nothing of the source is applied again until /v1/resume. Done once the status's `passes` reaches `untilPass`",
+        "responses": answer(denied(), "202", "requested", reference("SyncReply"))
+    }});
+    doc
 }

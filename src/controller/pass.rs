@@ -221,11 +221,16 @@ impl Controller {
     }
 
     pub(super) fn plan_options(&self, commit: Option<&Commit>) -> plan::Options {
-        let approved = self.requests().mass_delete_approved.clone();
+        let (approved, torn_down) = {
+            let r = self.requests();
+            (r.mass_delete_approved.clone(), r.torn_down)
+        };
         plan::Options {
             now: crate::clock::unix_now(),
             seed: reconcile::seed(&self.config.source.display()),
+            // A teardown deletes everything on purpose.
             allow_mass_delete: self.config.allow_mass_delete
+                || torn_down
                 || approved.is_some_and(|a| a.as_deref() == commit.map(|c| c.id.as_str())),
             record_observed: false,
         }

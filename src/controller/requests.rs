@@ -49,6 +49,11 @@ impl Controller {
                 .save_suspended(suspended)
                 .map_err(|e| e.to_string())?;
             r.suspended = suspended;
+            // Resuming also ends a teardown: the source applies again.
+            if !suspended && r.torn_down {
+                self.db.save_torn_down(false).map_err(|e| e.to_string())?;
+                r.torn_down = false;
+            }
         }
         self.event(if suspended {
             "suspended: changes are planned and reported, not applied".into()
@@ -57,6 +62,27 @@ impl Controller {
         });
         self.sync();
         Ok(())
+    }
+
+    /// Tear down everything the source applied (`destroy --controller`):
+    /// from the next pass on, the desired state is empty, so every service
+    /// stops and every resource goes; the source is not applied again
+    /// until `resume`. A suspension ends, as the teardown is the one thing
+    /// asked for. Returns the pass after which it has happened.
+    pub fn tear_down(&self) -> Result<u64, String> {
+        {
+            let mut r = self.requests();
+            self.db.save_torn_down(true).map_err(|e| e.to_string())?;
+            self.db.save_suspended(false).map_err(|e| e.to_string())?;
+            r.torn_down = true;
+            r.suspended = false;
+        }
+        self.event(
+            "torn down: everything the source applied is removed; nothing of it is applied \
+             until `reconcile resume`"
+                .into(),
+        );
+        Ok(self.sync())
     }
 
     /// Carry out the rollbacks asked for while an apply ran.
@@ -192,7 +218,10 @@ impl Controller {
                 f.applied.as_ref().map(|c| c.id.clone()),
             )
         };
-        let suspended = self.requests().suspended;
+        let (suspended, torn_down) = {
+            let r = self.requests();
+            (r.suspended, r.torn_down)
+        };
         let nodes = self.nodes();
         let tasks = self.observation().tasks;
         let mut observed = ObservedState {
@@ -228,6 +257,7 @@ impl Controller {
                 fetched_commit,
                 applied_commit,
                 suspended,
+                torn_down,
                 commits,
                 last_error,
                 passes,

@@ -226,6 +226,11 @@ impl Controller {
     /// Read and validate the source as one unit. Invalid input is reported
     /// with the commit and file:line:col, and nothing of it is applied.
     pub(super) fn load(&self, fetch: bool) -> Result<(Desired, Option<Commit>), String> {
+        // Torn down: nothing of the source, whatever it holds or whether
+        // it can be read.
+        if self.requests().torn_down {
+            return Ok((Desired::default(), None));
+        }
         let (files, commit) = self.read_source(fetch)?;
         let at = commit
             .as_ref()

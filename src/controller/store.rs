@@ -99,6 +99,9 @@ pub struct Loaded {
     /// Commit each service was last changed from.
     pub commits: std::collections::BTreeMap<String, String>,
     pub suspended: bool,
+    /// `destroy --controller`: everything is removed and nothing of the
+    /// source applied until `resume`.
+    pub torn_down: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -281,6 +284,9 @@ impl Db {
         if let Some(v) = state.get("suspended").map_err(|e| self.err(e))? {
             out.suspended = typed(self, decode("suspended", v.value())?)?;
         }
+        if let Some(v) = state.get("torn_down").map_err(|e| self.err(e))? {
+            out.torn_down = typed(self, decode("torn_down", v.value())?)?;
+        }
         let nodes = tx.open_table(NODES).map_err(|e| self.err(e))?;
         for row in nodes.iter().map_err(|e| self.err(e))? {
             let (_, v) = row.map_err(|e| self.err(e))?;
@@ -369,6 +375,10 @@ impl Db {
 
     pub fn save_suspended(&self, suspended: bool) -> Result<(), DbError> {
         self.put_state("suspended", &suspended)
+    }
+
+    pub fn save_torn_down(&self, torn_down: bool) -> Result<(), DbError> {
+        self.put_state("torn_down", &torn_down)
     }
 
     pub fn put_node(&self, node: &NodeRecord) -> Result<(), DbError> {

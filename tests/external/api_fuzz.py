@@ -221,6 +221,7 @@ class Controller:
                 (t["name"], t["role"], t["expiresAt"]) for t in self.get("/v1/tokens")
             ),
             "suspended": status.get("suspended"),
+            "tornDown": status.get("tornDown"),
             "passes": status.get("passes"),
             "events": len(status.get("events", [])),
             "services": [
