@@ -46,8 +46,17 @@ pub(crate) fn status(r: &StatusReport, now: i64) -> String {
         out.push('\n');
     }
     for s in &r.services {
+        // More running than desired is a rollout's surge, or tasks still
+        // draining or stopping: said, so `2/0` does not read as a fault.
+        let above = match s.desired_count {
+            Some(d) if s.running > d as usize => format!(
+                " ({} above the desired count: a rollout under way, or tasks draining and stopping)",
+                s.running - d as usize
+            ),
+            _ => String::new(),
+        };
         out.push_str(&format!(
-            "Service {}  {}  running {}/{}  pending {}{}\n",
+            "Service {}  {}  running {}/{}{above}  pending {}{}\n",
             s.service,
             s.task_definition,
             s.running,
@@ -269,7 +278,7 @@ mod tests {
     use crate::wire::NodeStatus;
 
     #[test]
-    fn event_times_are_utc_and_relative() {
+    fn event_times_are_local_and_relative() {
         let now = 1_795_000_000;
         let events = [
             ServiceEvent {
@@ -283,11 +292,15 @@ mod tests {
                 message: "exited".into(),
             },
         ];
+        // In whatever zone the tests run (`Z` where it is UTC).
+        let w = clock::readable_width();
         assert_eq!(
             deployments(&[], &events, None, now),
-            "  events:\n\
-             \x20   2026-11-18T11:06:28Z (12 s ago)    SERVICE_STEADY_STATE  steady\n\
-             \x20   2026-11-16T11:06:40Z (2 d ago)     SERVICE_TASK_FAILED  exited\n"
+            format!(
+                "  events:\n    {:<w$}  SERVICE_STEADY_STATE  steady\n    {:<w$}  SERVICE_TASK_FAILED  exited\n",
+                format!("{} (12 s ago)", clock::local(now - 12)),
+                format!("{} (2 d ago)", clock::local(now - 2 * 86_400)),
+            )
         );
     }
 
@@ -336,6 +349,12 @@ mod tests {
         assert_eq!(
             text.lines().next(),
             Some("1 service, 1 task running, 0 pending; all at their desired count")
+        );
+        // Tasks still stopping after a scale to zero say so.
+        let text = status(&report(vec![service("api", Some(0), 2, 0)]), 0);
+        assert!(
+            text.contains("running 2/0 (2 above the desired count: a rollout under way, or tasks draining and stopping)"),
+            "{text}"
         );
     }
 
