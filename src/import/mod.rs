@@ -22,6 +22,7 @@
 //!
 //! This module does no I/O: the CLI reads the files and writes the result.
 
+pub mod compose;
 mod container;
 mod fields;
 mod fixes;

@@ -1,0 +1,11 @@
+//! Docker Compose files in: the pieces that read them as `docker compose`
+//! does, each pure and tested on its own: variable interpolation
+//! ([`interpolate`]), `.env` and `env_file` files ([`env_file`]), YAML
+//! merge keys ([`merge_keys`]), one form for the fields compose accepts in
+//! two ([`normalize`]) and several files merged into one ([`merge`]).
+
+pub mod env_file;
+pub mod interpolate;
+pub mod merge;
+pub mod merge_keys;
+pub mod normalize;
