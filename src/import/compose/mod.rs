@@ -2,10 +2,12 @@
 //! does, each pure and tested on its own: variable interpolation
 //! ([`interpolate`]), `.env` and `env_file` files ([`env_file`]), YAML
 //! merge keys ([`merge_keys`]), one form for the fields compose accepts in
-//! two ([`normalize`]) and several files merged into one ([`merge`]).
+//! two ([`normalize`]), several files merged into one ([`merge`]), and a
+//! whole project read with `extends` and profiles ([`load`]).
 
 pub mod env_file;
 pub mod interpolate;
+pub mod load;
 pub mod merge;
 pub mod merge_keys;
 pub mod normalize;
