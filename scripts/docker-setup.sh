@@ -54,6 +54,9 @@ command -v man >/dev/null 2>&1 || need_pkgs+=(man-db)
 # tests/metrics.rs lints both /metrics with promtool and scrapes them with a
 # real Prometheus (Debian's prometheus package ships both).
 { command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; } || need_pkgs+=(prometheus)
+# tests/compose_config.rs reads compose files with `docker-compose config`
+# beside the compose reader, and the apply benchmark measures compose.
+command -v docker-compose >/dev/null 2>&1 || need_pkgs+=(docker-compose)
 fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     log "installing ${need_pkgs[*]}"

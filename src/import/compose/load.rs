@@ -84,6 +84,7 @@ pub fn project(files: &[File], opts: &Options, read: &Reader) -> Result<Project,
         return Err(vec![e]);
     }
     profiles(&mut doc, &opts.profiles, &first).map_err(|e| vec![e])?;
+    env_files(&mut doc, &first, opts, read).map_err(|e| vec![e])?;
     // Interpolation warns once per variable, as compose does.
     let mut seen = BTreeSet::new();
     warnings.retain(|w: &Finding| seen.insert(w.message.clone()));
@@ -348,6 +349,70 @@ fn services_mut(doc: &mut Value) -> &mut Map<String, Value> {
         .expect("made a mapping above")
 }
 
+/// Each service's `env_file` files read (relative to the project's first
+/// file) into its `environment`, whose own entries win, later files over
+/// earlier ones, as compose does.
+fn env_files(doc: &mut Value, first: &str, opts: &Options, read: &Reader) -> Result<(), Finding> {
+    for (name, s) in services_mut(doc).iter_mut() {
+        let Some(s) = s.as_object_mut() else { continue };
+        let Some(list) = s.remove("env_file") else {
+            continue;
+        };
+        let entries: Vec<(String, bool)> = match list {
+            Value::String(p) => vec![(p, true)],
+            Value::Array(items) => items
+                .into_iter()
+                .filter_map(|i| match i {
+                    Value::String(p) => Some((p, true)),
+                    Value::Object(m) => Some((
+                        m.get("path")?.as_str()?.to_string(),
+                        m.get("required").and_then(Value::as_bool).unwrap_or(true),
+                    )),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let err = |message: String| Finding {
+            file: first.to_string(),
+            line: None,
+            column: None,
+            path: format!("services.{name}.env_file"),
+            message,
+        };
+        let mut from_files: Map<String, Value> = Map::new();
+        for (path, required) in entries {
+            let f = match read(first, &path) {
+                Ok(f) => f,
+                Err(_) if !required => continue,
+                Err(e) => return Err(err(format!("`{path}`: {e}"))),
+            };
+            let vars = super::env_file::parse(&f.text, &opts.env)
+                .map_err(|e| err(format!("{}:{}: {}", f.name, e.line, e.message)))?;
+            for (k, v) in vars {
+                from_files.insert(k, Value::String(v));
+            }
+        }
+        let own = s
+            .remove("environment")
+            .and_then(|v| v.as_object().cloned())
+            .unwrap_or_default();
+        from_files.extend(own);
+        s.insert("environment".into(), Value::Object(from_files));
+    }
+    // A bare `KEY` takes its value from the environment when it has one.
+    for s in services_mut(doc).values_mut() {
+        if let Some(env) = s.get_mut("environment").and_then(Value::as_object_mut) {
+            for (k, v) in env.iter_mut() {
+                if let (Value::Null, Some(val)) = (&v, opts.env.get(k)) {
+                    *v = Value::String(val.clone());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Leave out the services none of whose profiles is active; a service
 /// left in that depends on one left out is an error, as in compose.
 fn profiles(doc: &mut Value, active: &BTreeSet<String>, file: &str) -> Result<(), Finding> {
@@ -498,6 +563,34 @@ services:
         assert_eq!(
             e[0].to_string(),
             "compose.yaml:9:12: services.web.image: required variable TAG is missing a value: set TAG"
+        );
+    }
+
+    #[test]
+    fn env_files_fill_the_environment_under_its_own_entries() {
+        let text = "services:\n  a:\n    image: x\n    env_file: [a.env, {path: missing.env, required: false}]\n    environment: {B: own}\n";
+        let reader = |_: &str, path: &str| -> Result<File, String> {
+            match path {
+                "a.env" => Ok(file("a.env", "A=1\nB=from-file\nC=${HOST_VAR}\n")),
+                _ => Err("not found".into()),
+            }
+        };
+        let opts = Options {
+            env: [("HOST_VAR".to_string(), "h".to_string())].into(),
+            ..Options::default()
+        };
+        let p = project(&[file("c.yaml", text)], &opts, &reader).unwrap();
+        assert_eq!(
+            p.doc["services"]["a"]["environment"],
+            json!({"A": "1", "B": "own", "C": "h"})
+        );
+        assert!(p.doc["services"]["a"].get("env_file").is_none());
+        let bad = "services:\n  a: {image: x, env_file: nothere.env}\n";
+        let e = project(&[file("c.yaml", bad)], &opts, &reader).unwrap_err();
+        assert!(
+            e[0].to_string()
+                .contains("services.a.env_file: `nothere.env`: not found"),
+            "{e:?}"
         );
     }
 
