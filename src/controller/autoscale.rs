@@ -306,7 +306,8 @@ mod tests {
 
     /// A provider with managed scaling and no nodeTemplate: tasks that
     /// find no node raise its reservation (M > 0, N = 0: 200%), which
-    /// status and the metric publish, and nothing is launched.
+    /// status and the metric publish, and nothing is launched; they wait
+    /// for nodes rather than fail the reconcile.
     #[tokio::test]
     async fn a_provider_without_template_publishes_its_reservation() {
         let dir = tempfile::tempdir().unwrap();
@@ -383,5 +384,19 @@ spec:
         c.autoscale().await;
         let again = super::super::guard(&c.events).newest(10);
         assert_eq!(again.len(), events.len());
+
+        // A node too small for any of them: the tasks wait for the
+        // provider's managed scaling to add nodes, which is a wait (as a
+        // PROVISIONING task in ECS), not a failed reconcile.
+        c.join("n1", "c").unwrap();
+        let mut hb = super::super::tests::heartbeat(Vec::new(), true);
+        hb.memory = 32;
+        c.heartbeat("n1", hb).unwrap();
+        let e = c.reconcile_once().await.unwrap_err();
+        assert!(
+            e.starts_with(super::super::pass::WAITING_FOR_NODES)
+                && e.contains("3 task(s) wait for capacity: managed scaling of p adds nodes"),
+            "{e}"
+        );
     }
 }

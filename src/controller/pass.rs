@@ -186,6 +186,41 @@ impl apply::Sink for ControllerDriver {
 /// loop logs it as information, not as a failure.
 pub(super) const WAITING_FOR_NODES: &str = "waiting for nodes: ";
 
+/// When every failure of an apply is tasks that could not be placed, in
+/// services whose capacity providers all have managed scaling: those
+/// providers, by name. Such tasks wait for nodes rather than fail.
+fn waits_for_capacity(
+    desired: &crate::model::DesiredState,
+    error: &apply::ApplyError,
+) -> Option<Vec<String>> {
+    let mut providers = std::collections::BTreeSet::new();
+    for f in error.each() {
+        let apply::ApplyError::Failed {
+            address, message, ..
+        } = f
+        else {
+            return None;
+        };
+        if !message.contains("could not be placed") {
+            return None;
+        }
+        let key = address.strip_prefix("Service/")?;
+        let svc = desired.services.get(key)?;
+        let strategy = plan::strategy_of(desired, &svc.key.cluster, &svc.spec);
+        if strategy.is_empty() {
+            return None;
+        }
+        for item in strategy {
+            let p = desired.capacity_providers.get(&item.capacity_provider)?;
+            if p.managed_scaling.status != crate::manifest::Toggle::Enabled {
+                return None;
+            }
+            providers.insert(item.capacity_provider.clone());
+        }
+    }
+    (!providers.is_empty()).then(|| providers.into_iter().collect())
+}
+
 impl Controller {
     /// The runtime, store and resolver a pass runs over.
     pub(super) fn reconciler<'a>(
@@ -400,6 +435,24 @@ impl Controller {
                     .sum();
                 Err(format!(
                     "{WAITING_FOR_NODES}no node has joined yet; {unplaced} task(s) are placed when one does"
+                ))
+            }
+            // Tasks that wait for a provider's managed scaling to add
+            // nodes wait, as in ECS (PROVISIONING): not a failure.
+            Outcome::Failed { plan, error }
+                if waits_for_capacity(&desired.state, &error).is_some() =>
+            {
+                let providers = waits_for_capacity(&desired.state, &error).unwrap_or_default();
+                let unplaced: u32 = plan
+                    .resource_changes
+                    .iter()
+                    .filter_map(|c| c.tasks.as_ref()?.placement_failure.as_ref())
+                    .map(|f| f.unplaced)
+                    .sum();
+                Err(format!(
+                    "{WAITING_FOR_NODES}{unplaced} task(s) wait for capacity: managed scaling of {} \
+                     adds nodes as the reservation rises (status: capacityProviders)",
+                    providers.join(", ")
                 ))
             }
             Outcome::Failed { error, .. } => Err(format!("{at}apply failed: {error}")),
