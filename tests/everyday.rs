@@ -93,6 +93,43 @@ fn json_applies_need_approval_and_the_local_engine() {
     }
 }
 
+/// An invalid source ends a JSON apply with a result line too, each
+/// error placed, before any engine is reached.
+#[test]
+fn a_json_apply_of_an_invalid_source_says_so_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("web.yaml"),
+        "apiVersion: reconcile/v1alpha1\nkind: Service\nmetadata: {name: web}\nspec: {cluster: c, taskDefinition: web, desiredCount: -1}\n",
+    )
+    .unwrap();
+    let out = reconcile()
+        .args([
+            "apply",
+            dir.path().to_str().unwrap(),
+            "--auto-approve",
+            "--format",
+            "json",
+        ])
+        .env("DOCKER_HOST", "tcp://127.0.0.1:9")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(v["type"], "result");
+    assert_eq!(v["outcome"], "invalid");
+    let first = &v["errors"][0];
+    assert!(first["file"].as_str().unwrap().ends_with("web.yaml"), "{v}");
+    assert_eq!(first["line"], 4, "{v}");
+    assert!(
+        first["message"].as_str().unwrap().contains("web.yaml:4:"),
+        "{v}"
+    );
+}
+
 #[test]
 fn a_source_without_manifests_is_an_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,7 +5,8 @@
 //! `plan` (the plan document, as `plan --format json` prints it),
 //! `progress` (`at`, unix seconds, and `message`, what the terminal shows)
 //! and last `result` (`outcome`: applied, destroyed, unchanged, failed,
-//! refused, stale or suspended; `errors`, each a `message` with the failed
+//! refused, stale, suspended, or invalid when the source does not
+//! validate, each error then with its file, line and column; `errors`, each a `message` with the failed
 //! task's last `logs`; and the services that run after the pass). Logs
 //! stay on stderr.
 

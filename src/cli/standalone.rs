@@ -148,7 +148,7 @@ pub struct ServeTrafficArgs {
 
 /// Read and validate a source; on invalid input print the diagnostics and
 /// return the exit status.
-fn load(path: &Path, git: &GitArgs, state: &StateArgs) -> Result<Desired, ExitCode> {
+fn load(path: &Path, git: &GitArgs, state: &StateArgs, json: bool) -> Result<Desired, ExitCode> {
     let files = match git.read(path, &state.dir().git_cache()) {
         Ok(f) => f,
         Err(e) => {
@@ -161,6 +161,24 @@ fn load(path: &Path, git: &GitArgs, state: &StateArgs) -> Result<Desired, ExitCo
     // depends on the mode that runs it.
     let refused = crate::secrets::check_references(&v, crate::secrets::Mode::Standalone);
     v.diagnostics.extend(refused);
+    if !v.is_valid() && json {
+        // `apply --format json`: the result line says it, as for any end.
+        let errors: Vec<serde_json::Value> = v
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == validate::Severity::Error)
+            .map(|d| {
+                serde_json::json!({
+                    "message": format!("{}:{}:{}: {}", d.file, d.span.line, d.span.column, d.message),
+                    "file": d.file, "line": d.span.line, "column": d.span.column,
+                })
+            })
+            .collect();
+        outcome::line(
+            serde_json::json!({"type": "result", "outcome": "invalid", "errors": errors}),
+        );
+        return Err(ExitCode::from(EXIT_FAILURE));
+    }
     if !v.is_valid() {
         let mut err = std::io::stderr().lock();
         let _ = diagnostics::write_text(
@@ -199,7 +217,7 @@ pub fn plan_cmd(a: PlanArgs) -> ExitCode {
         }
         return remote::plan(&a.at.remote, a.format, a.detail, a.detailed_exitcode);
     }
-    let desired = match load(&a.source, &a.at.git, &a.at.state) {
+    let desired = match load(&a.source, &a.at.git, &a.at.state, false) {
         Ok(l) => l,
         Err(code) => return code,
     };
@@ -521,7 +539,7 @@ pub(crate) fn apply_with(a: ApplyArgs, prepare: Option<Prepare>) -> ExitCode {
             PathBuf::from(&s.source),
         ),
         None => {
-            let desired = match load(&a.source, &a.at.git, &a.at.state) {
+            let desired = match load(&a.source, &a.at.git, &a.at.state, a.format == Format::Json) {
                 Ok(l) => l,
                 Err(code) => return code,
             };
