@@ -5,7 +5,8 @@
 //! two ([`normalize`]), several files merged into one ([`merge`]), and a
 //! whole project read with `extends` and profiles ([`load`]); then each
 //! service as an ECS container definition ([`container`], with durations
-//! and sizes in ECS units from [`units`]).
+//! and sizes in ECS units from [`units`]), and the project as one task
+//! definition and one service ([`project`]).
 
 pub mod container;
 pub mod env_file;
@@ -14,4 +15,5 @@ pub mod load;
 pub mod merge;
 pub mod merge_keys;
 pub mod normalize;
+pub mod project;
 pub mod units;
