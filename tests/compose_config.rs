@@ -345,3 +345,34 @@ fn compose_files_read_as_docker_compose_config_reads_them() {
     }
     assert!(compared >= 10, "{compared} services compared");
 }
+
+/// `reconcile import compose` on each fixture project: the manifests and
+/// the warnings, as snapshots (the fixture's directory shown as
+/// `<project>`).
+#[test]
+fn imported_fixture_projects_match_their_snapshots() {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(fixtures())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    for dir in dirs {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("reconcile"));
+        cmd.current_dir(&dir).env_clear().envs(environment(&dir));
+        if let Some(path) = std::env::var_os("PATH") {
+            cmd.env("PATH", path);
+        }
+        cmd.args(["import", "compose", "--project-name", &name]);
+        for f in lines(&dir.join("files")) {
+            cmd.arg(f);
+        }
+        let out = cmd.output().unwrap();
+        let shown =
+            |b: &[u8]| String::from_utf8_lossy(b).replace(&dir.display().to_string(), "<project>");
+        assert!(out.status.success(), "{name}: {}", shown(&out.stderr));
+        insta::assert_snapshot!(format!("{name}_yaml"), shown(&out.stdout));
+        insta::assert_snapshot!(format!("{name}_warnings"), shown(&out.stderr));
+    }
+}

@@ -43,6 +43,19 @@ enum ImportSource {
     /// (warnings allowed), 1 an input cannot be imported or an output file
     /// exists, 2 usage error (e.g. a missing input file).
     Ecs(EcsArgs),
+    /// Convert a Docker Compose project into manifests: one task definition
+    /// with a container per compose service and one service running it.
+    ///
+    /// Reads the files as `docker compose` does: merged in order, `.env`
+    /// (or --env-file) and the environment for interpolation, `extends`,
+    /// profiles, YAML anchors and merge keys, `env_file`. The services of
+    /// the project reach each other by name on the task's network, as on
+    /// compose's, and `depends_on` conditions become `dependsOn`. Every
+    /// compose field is mapped or named in a warning.
+    ///
+    /// Nothing is written when anything fails. Exit status as for `import
+    /// ecs`.
+    Compose(super::import_compose::ComposeArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -75,24 +88,25 @@ struct EcsArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Format {
+pub(super) enum Format {
     /// One finding per line (plus a help line), for people.
     Text,
     /// One JSON object: {"ok", "errors", "warnings", "files"}.
     Json,
 }
 
-const EXIT_FAILURE: u8 = 1;
+pub(super) const EXIT_FAILURE: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 
 /// Run `reconcile import ...`; returns the process exit status.
 pub fn run(args: ImportArgs) -> ExitCode {
     match args.source {
         ImportSource::Ecs(a) => ecs(a),
+        ImportSource::Compose(a) => super::import_compose::run(a),
     }
 }
 
-fn usage(message: impl std::fmt::Display) -> ExitCode {
+pub(super) fn usage(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::from(EXIT_USAGE)
 }
@@ -128,23 +142,10 @@ fn ecs(a: EcsArgs) -> ExitCode {
     let mut options = Options {
         schema_base: a.schema_base.clone(),
         images,
-        existing: Vec::new(),
+        ..Options::default()
     };
-    if let Some(dir) = &a.out {
-        if dir.exists() && !dir.is_dir() {
-            return usage(format!(
-                "--out `{}` exists and is not a directory",
-                dir.display()
-            ));
-        }
-        if dir.is_dir() {
-            match source::read_dir(dir) {
-                Ok(files) => options.existing = files,
-                // A new output directory holds nothing yet.
-                Err(source::SourceError::Empty(_)) => {}
-                Err(e) => return usage(e),
-            }
-        }
+    if let Err(code) = existing(a.out.as_deref(), &mut options) {
+        return code;
     }
 
     let result = import::ecs(&inputs, &options);
@@ -155,8 +156,43 @@ fn ecs(a: EcsArgs) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
+    let code = write_output(&imported, a.out.as_deref(), a.force, a.format);
+    if code == ExitCode::SUCCESS && a.format == Format::Text {
+        summary(&imported, a.out.as_deref());
+    }
+    code
+}
 
-    let written = match &a.out {
+/// The manifests already in the --out directory, which the import reuses
+/// and validates with.
+pub(super) fn existing(out: Option<&Path>, options: &mut Options) -> Result<(), ExitCode> {
+    if let Some(dir) = out {
+        if dir.exists() && !dir.is_dir() {
+            return Err(usage(format!(
+                "--out `{}` exists and is not a directory",
+                dir.display()
+            )));
+        }
+        if dir.is_dir() {
+            match source::read_dir(dir) {
+                Ok(files) => options.existing = files,
+                // A new output directory holds nothing yet.
+                Err(source::SourceError::Empty(_)) => {}
+                Err(e) => return Err(usage(e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Print the stream, or write the files into `out`, and the findings.
+pub(super) fn write_output(
+    imported: &Import,
+    out: Option<&Path>,
+    force: bool,
+    format: Format,
+) -> ExitCode {
+    let written = match out {
         None => {
             let mut out = std::io::stdout().lock();
             match out
@@ -167,18 +203,15 @@ fn ecs(a: EcsArgs) -> ExitCode {
                 Err(e) => Err(vec![io_error("<stdout>", &e)]),
             }
         }
-        Some(dir) => write_dir(dir, &imported, a.force),
+        Some(dir) => write_dir(dir, imported, force),
     };
     match written {
         Ok(paths) => {
-            print_findings(a.format, &[], &imported.warnings, &paths);
-            if a.format == Format::Text {
-                summary(&imported, a.out.as_deref());
-            }
+            print_findings(format, &[], &imported.warnings, &paths);
             ExitCode::SUCCESS
         }
         Err(errors) => {
-            print_findings(a.format, &errors, &imported.warnings, &[]);
+            print_findings(format, &errors, &imported.warnings, &[]);
             ExitCode::from(EXIT_FAILURE)
         }
     }
@@ -276,7 +309,12 @@ fn write_dir(dir: &Path, imported: &Import, force: bool) -> Result<Vec<String>, 
     Ok(targets.iter().map(|p| p.display().to_string()).collect())
 }
 
-fn print_findings(format: Format, errors: &[ImportError], warnings: &[Warning], files: &[String]) {
+pub(super) fn print_findings(
+    format: Format,
+    errors: &[ImportError],
+    warnings: &[Warning],
+    files: &[String],
+) {
     let mut err = std::io::stderr().lock();
     let _ = match format {
         Format::Json => {
@@ -304,7 +342,7 @@ fn print_findings(format: Format, errors: &[ImportError], warnings: &[Warning], 
     };
 }
 
-fn summary(imported: &Import, out: Option<&Path>) {
+pub(super) fn summary(imported: &Import, out: Option<&Path>) {
     let count = |k: crate::manifest::Kind| imported.files.iter().filter(|f| f.kind == k).count();
     let plural =
         |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });

@@ -8,6 +8,7 @@ mod events;
 mod examples;
 mod fleet;
 mod import;
+mod import_compose;
 mod logging;
 mod logs;
 mod logs_remote;

@@ -79,6 +79,8 @@ pub struct Options {
     /// validated together with them (files an output would replace left
     /// out), so that the directory validates as a whole after writing.
     pub existing: Vec<RawFile>,
+    /// The command named in each written file's provenance comment.
+    pub command: &'static str,
 }
 
 impl Default for Options {
@@ -87,6 +89,7 @@ impl Default for Options {
             schema_base: DEFAULT_SCHEMA_BASE.to_string(),
             images: Vec::new(),
             existing: Vec::new(),
+            command: "reconcile import ecs",
         }
     }
 }
@@ -261,7 +264,13 @@ pub fn ecs(inputs: &[Input], options: &Options) -> Result<Import, Vec<ImportErro
     };
     service::settle_listener_ports(&mut services, fixed, &mut report);
 
-    let files = render_all(&tasks, &services, &catalog, &options.schema_base);
+    let files = render_all(
+        &tasks,
+        &services,
+        &catalog,
+        &options.schema_base,
+        options.command,
+    );
     let outputs: BTreeSet<&str> = files.iter().map(|f| f.name.as_str()).collect();
     let context: Vec<RawFile> = options
         .existing
@@ -467,6 +476,7 @@ fn render_all(
     services: &[ServiceImport],
     catalog: &Catalog,
     base: &str,
+    command: &str,
 ) -> Vec<OutputFile> {
     let mut files = Vec::new();
     // Clusters the services run in that are not there yet, in order of
@@ -499,7 +509,7 @@ fn render_all(
                 &crate::manifest::ClusterSpec::default(),
                 &Defaults::default(),
                 &format!(
-                    "Created by `reconcile import ecs` for the services of {}; nodes join the cluster by this name.",
+                    "Created by `{command}` for the services of {}; nodes join the cluster by this name.",
                     sources.join(", ")
                 ),
                 base,
@@ -517,10 +527,7 @@ fn render_all(
                 t.labels.clone(),
                 &t.spec,
                 &t.defaults,
-                &format!(
-                    "Imported from {} by `reconcile import ecs`.",
-                    base_name(&t.file)
-                ),
+                &format!("Imported from {} by `{command}`.", base_name(&t.file)),
                 base,
             ),
         });
@@ -548,10 +555,7 @@ fn render_all(
                 s.labels.clone(),
                 &s.spec,
                 &s.defaults,
-                &format!(
-                    "Imported from {} by `reconcile import ecs`.",
-                    base_name(&s.file)
-                ),
+                &format!("Imported from {} by `{command}`.", base_name(&s.file)),
                 base,
             ),
         });

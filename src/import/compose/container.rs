@@ -198,10 +198,11 @@ pub fn container(
                 out.insert("dependsOn".into(), json!(deps));
             }
             "restart" => {
-                // A container that is not restarted is one that may end:
-                // not essential, so its end does not end the task.
+                // A container compose never restarts is one that may end
+                // (a migration, a one-off job): not essential, so its end
+                // does not end the task.
                 let policy = v.as_str().unwrap_or_default();
-                if matches!(policy, "no" | "\"no\"" | "on-failure") || policy.starts_with("on-failure:") {
+                if policy == "no" {
                     out.insert("essential".into(), json!(false));
                 }
                 if policy != "no" {
@@ -312,7 +313,7 @@ pub fn container(
                     warn(
                         field,
                         format!(
-                            "`{source}`: given as the environment variable {env} from the secret `{source}` (set it with `reconcile secret set {source}`), not as the file {}",
+                            "`{source}`: given as the environment variable {env}, not as the file {}; its value is the secret `{source}` (standalone: the file `{source}` in the secrets directory, .reconcile/secrets under the source; fleet: `reconcile secret set {source}`)",
                             s["target"].as_str().unwrap_or_default()
                         ),
                     );
@@ -547,7 +548,7 @@ mod tests {
         let said = c.warnings.join("\n");
         for w in [
             "services.web.environment: `UNSET` has no value",
-            "services.web.secrets: `django-key`: given as the environment variable DJANGO_KEY",
+            "services.web.secrets: `django-key`: given as the environment variable DJANGO_KEY, not as the file /run/secrets/django-key",
             "services.web.restart: `unless-stopped`: containers are not restarted in place",
         ] {
             assert!(said.contains(w), "{w}:\n{said}");
