@@ -357,14 +357,25 @@ fn imported_fixture_projects_match_their_snapshots() {
         .filter(|p| p.is_dir())
         .collect();
     dirs.sort();
+    // Every project as one task; the web app also a task per service.
+    let mut runs: Vec<(PathBuf, String, bool)> = Vec::new();
     for dir in dirs {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        if name == "webapp" {
+            runs.push((dir.clone(), format!("{name}_per_service"), true));
+        }
+        runs.push((dir, name, false));
+    }
+    for (dir, name, per_service) in runs {
         let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("reconcile"));
         cmd.current_dir(&dir).env_clear().envs(environment(&dir));
         if let Some(path) = std::env::var_os("PATH") {
             cmd.env("PATH", path);
         }
-        cmd.args(["import", "compose", "--project-name", &name]);
+        cmd.args(["import", "compose", "--project-name", "imported"]);
+        if per_service {
+            cmd.arg("--task-per-service");
+        }
         for f in lines(&dir.join("files")) {
             cmd.arg(f);
         }

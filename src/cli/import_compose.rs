@@ -33,7 +33,14 @@ pub struct ComposeArgs {
     /// Default: COMPOSE_PROFILES (comma-separated).
     #[arg(long, value_name = "PROFILE")]
     profile: Vec<String>,
-    /// The cluster the service runs in. Default: the project's name.
+    /// Make a task definition and a service of each compose service,
+    /// each scaled on its own, instead of one task for the project. They
+    /// then find each other through the fleet's DNS names (node addresses
+    /// and host ports) rather than by name and container port, and
+    /// `depends_on` orders nothing.
+    #[arg(long)]
+    task_per_service: bool,
+    /// The cluster the services run in. Default: the project's name.
     #[arg(long, value_name = "NAME")]
     cluster: Option<String>,
     /// Write one file per resource into DIR (created if missing) instead of
@@ -215,6 +222,11 @@ pub(super) fn run(a: ComposeArgs) -> ExitCode {
         &cluster,
         &dir.display().to_string(),
         &first_name,
+        if a.task_per_service {
+            project::Layout::PerService
+        } else {
+            project::Layout::Project
+        },
     ) {
         Ok(x) => x,
         Err(messages) => {
@@ -258,9 +270,11 @@ pub(super) fn run(a: ComposeArgs) -> ExitCode {
     // Compose secrets are named, not AWS parameters: what the ECS import
     // says of their origin does not apply (the compose warning says where
     // the values go).
+    // Nor does what it says of Cloud Map: the compose warning says how
+    // the DNS name differs from compose's names.
     imported
         .warnings
-        .retain(|w| !w.message.contains("Parameter Store"));
+        .retain(|w| !w.message.contains("Parameter Store") && !w.message.contains("Cloud Map"));
     warnings.append(&mut imported.warnings);
     imported.warnings = warnings;
     let code = write_output(&imported, a.out.as_deref(), a.force, a.format);

@@ -8,10 +8,25 @@
 //! them, and `depends_on` ordering their start (`dependsOn` exists only
 //! between containers of one task). What one task cannot keep is said:
 //! services with different `deploy.replicas` all run the largest count.
+//!
+//! [`Layout::PerService`] makes a task definition and a service of each
+//! compose service instead, each scaled on its own: they find each other
+//! through the fleet's DNS names (`serviceRegistries`: the nodes' addresses
+//! and host ports), `depends_on` no longer orders anything, and all of
+//! that is said in warnings.
 
 use serde_json::{json, Map, Value};
 
 use super::container;
+
+/// How compose services become tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// One task definition and one service for the whole project.
+    Project,
+    /// A task definition and a service per compose service.
+    PerService,
+}
 
 /// ECS JSON inputs and what was worth a warning.
 #[derive(Debug, Clone)]
@@ -31,6 +46,7 @@ pub fn assemble(
     cluster: &str,
     dir: &str,
     file: &str,
+    layout: Layout,
 ) -> Result<Assembly, Vec<String>> {
     let empty = Map::new();
     let services = doc
@@ -50,12 +66,18 @@ pub fn assemble(
     let mut warnings = Vec::new();
     let mut containers = Vec::new();
     let mut volumes: Vec<Value> = Vec::new();
+    // Per service: (service, task JSON, service JSON).
+    let mut separate: Vec<(String, Value, Value)> = Vec::new();
     for (service, s) in services {
         let Some(s) = s.as_object() else {
             errors.push(format!("services.{service}: a service is a mapping"));
             continue;
         };
         match container::container(service, s, named, dir) {
+            Ok(c) if layout == Layout::PerService => {
+                let (task, svc) = on_its_own(service, s, c, cluster, &mut warnings);
+                separate.push((service.clone(), task, svc));
+            }
             Ok(c) => {
                 containers.push(c.definition);
                 for v in c.volumes {
@@ -82,12 +104,31 @@ pub fn assemble(
             "secrets" | "configs" => warnings.push(format!(
                 "{key}: where the values come from is not imported: set each with `reconcile secret set NAME`"
             )),
-            "networks" => warnings.push(
+            "networks" if layout == Layout::Project => warnings.push(
                 "networks: not mapped: the services share the task's network, where each reaches the others by service name"
+                    .into(),
+            ),
+            "networks" => warnings.push(
+                "networks: not mapped: each service runs in tasks of its own and is found by its DNS name in fleet mode"
                     .into(),
             ),
             other => warnings.push(format!("{other}: not mapped")),
         }
+    }
+    let input = |what: String, v: &Value| crate::import::Input {
+        name: format!("{file} ({what})"),
+        bytes: serde_json::to_vec(v).expect("JSON values serialise"),
+    };
+    if layout == Layout::PerService {
+        let mut inputs = Vec::new();
+        for (service, task, svc) in &separate {
+            inputs.push(input(format!("services.{service}"), task));
+            inputs.push(input(
+                format!("services.{service}"),
+                &json!({ "services": [svc] }),
+            ));
+        }
+        return Ok(Assembly { inputs, warnings });
     }
     let (count, deployment) = deploy(services, &mut warnings);
     let task = json!({
@@ -105,17 +146,101 @@ pub fn assemble(
     if let Some(d) = deployment {
         service["deploymentConfiguration"] = d;
     }
-    let input = |what: &str, v: &Value| crate::import::Input {
-        name: format!("{file} ({what})"),
-        bytes: serde_json::to_vec(v).expect("JSON values serialise"),
-    };
     Ok(Assembly {
         inputs: vec![
-            input("task definition", &task),
-            input("service", &json!({ "services": [service] })),
+            input("task definition".into(), &task),
+            input("service".into(), &json!({ "services": [service] })),
         ],
         warnings,
     })
+}
+
+/// Compose service `name` as a task definition and a service of its own.
+/// Its first port (published or only exposed) is its DNS name's; its
+/// `depends_on` orders nothing across tasks, which is said.
+fn on_its_own(
+    name: &str,
+    s: &Map<String, Value>,
+    c: container::Container,
+    cluster: &str,
+    warnings: &mut Vec<String>,
+) -> (Value, Value) {
+    // What the container mapping says of `expose` is for one task; here
+    // the exposed ports are published (below).
+    let expose = format!("services.{name}.expose:");
+    warnings.extend(c.warnings.into_iter().filter(|w| !w.starts_with(&expose)));
+    if s.contains_key("expose") {
+        warnings.push(format!(
+            "{expose} published on dynamic host ports, which the DNS name's SRV records give"
+        ));
+    }
+    let mut definition = c.definition;
+    if let Some(Value::Array(deps)) = definition
+        .as_object_mut()
+        .and_then(|d| d.remove("dependsOn"))
+    {
+        let names: Vec<&str> = deps
+            .iter()
+            .filter_map(|d| d["containerName"].as_str())
+            .collect();
+        warnings.push(format!(
+            "services.{name}.depends_on: not kept: {} run in tasks of their own, which start in any order; `{name}` must wait for them itself (retry until they answer)",
+            names.join(", ")
+        ));
+    }
+    // Exposed ports are published on a dynamic host port, which the DNS
+    // name's SRV records give.
+    for p in s
+        .get("expose")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let port: Option<u64> = p
+            .as_u64()
+            .or_else(|| p.as_str()?.split('/').next()?.parse().ok());
+        let Some(port) = port else { continue };
+        let mappings = definition
+            .as_object_mut()
+            .expect("a container definition is an object")
+            .entry("portMappings")
+            .or_insert_with(|| json!([]));
+        let known = mappings
+            .as_array()
+            .is_some_and(|m| m.iter().any(|x| x["containerPort"] == port));
+        if !known {
+            if let Some(list) = mappings.as_array_mut() {
+                list.push(json!({"containerPort": port, "protocol": "tcp"}));
+            }
+        }
+    }
+    let first_port = definition["portMappings"][0]["containerPort"].as_u64();
+    let (count, deployment) = deploy(
+        &Map::from_iter([(name.to_string(), Value::Object(s.clone()))]),
+        warnings,
+    );
+    let mut service = json!({
+        "serviceName": name,
+        "cluster": cluster,
+        "taskDefinition": name,
+        "desiredCount": count,
+    });
+    if let Some(d) = deployment {
+        service["deploymentConfiguration"] = d;
+    }
+    if let Some(port) = first_port {
+        service["serviceRegistries"] = json!([{"containerName": name, "containerPort": port}]);
+        warnings.push(format!(
+            "services.{name}: other services reach it in fleet mode at the DNS name `{name}` (the nodes running it; SRV records `_{name}._tcp` give the host port of container port {port}), not at {name}:{port} as under compose; standalone mode answers no names"
+        ));
+    }
+    let task = json!({
+        "family": name,
+        "networkMode": "bridge",
+        "containerDefinitions": [definition],
+        "volumes": c.volumes,
+    });
+    (task, service)
 }
 
 /// The task count (the largest `deploy.replicas`, 1 without) and the
@@ -191,7 +316,15 @@ mod tests {
 
     #[test]
     fn a_project_is_one_task_and_one_service_that_validate() {
-        let a = assemble(&webapp(), "shop", "prod", "/srv/shop", "compose.yaml").unwrap();
+        let a = assemble(
+            &webapp(),
+            "shop",
+            "prod",
+            "/srv/shop",
+            "compose.yaml",
+            Layout::Project,
+        )
+        .unwrap();
         let out = crate::import::ecs(&a.inputs, &crate::import::Options::default())
             .unwrap_or_else(|e| panic!("{e:?}"));
         let kinds: Vec<String> = out
@@ -220,8 +353,62 @@ mod tests {
     }
 
     #[test]
+    fn per_service_layout_gives_each_its_own_task_service_and_name() {
+        let a = assemble(
+            &webapp(),
+            "shop",
+            "prod",
+            "/srv/shop",
+            "compose.yaml",
+            Layout::PerService,
+        )
+        .unwrap();
+        let out = crate::import::ecs(&a.inputs, &crate::import::Options::default())
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let kinds: Vec<String> = out
+            .files
+            .iter()
+            .map(|f| format!("{:?}/{}", f.kind, f.resource))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "Cluster/prod",
+                "TaskDefinition/web",
+                "TaskDefinition/db",
+                "Service/web",
+                "Service/db"
+            ]
+        );
+        let text = out.stream();
+        assert!(!text.contains("dependsOn"), "{text}");
+        assert!(text.contains("serviceRegistries"), "{text}");
+        let said = a.warnings.join("\n");
+        assert!(
+            said.contains("services.web.depends_on: not kept: db run in tasks of their own"),
+            "{said}"
+        );
+        assert!(
+            said.contains("other services reach it in fleet mode at the DNS name `web`"),
+            "{said}"
+        );
+        assert!(
+            !said.contains("replicas"),
+            "each service keeps its own count: {said}"
+        );
+    }
+
+    #[test]
     fn nothing_to_run_or_unmappable_services_are_errors() {
-        let e = assemble(&json!({"services": {}}), "p", "c", "/", "c.yaml").unwrap_err();
+        let e = assemble(
+            &json!({"services": {}}),
+            "p",
+            "c",
+            "/",
+            "c.yaml",
+            Layout::Project,
+        )
+        .unwrap_err();
         assert!(e[0].contains("no services"), "{e:?}");
         let e = assemble(
             &json!({"services": {"a": {"build": "."}, "b": {}}}),
@@ -229,6 +416,7 @@ mod tests {
             "c",
             "/",
             "c.yaml",
+            Layout::PerService,
         )
         .unwrap_err();
         assert_eq!(e.len(), 2, "every service's error: {e:?}");
