@@ -290,6 +290,15 @@ fn comparable(s: &Value, dir: &Path) -> Value {
     Value::Object(out)
 }
 
+/// The keys of a mapping (none for anything else).
+fn keys(v: &Value) -> BTreeSet<String> {
+    v.as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
 #[test]
 fn compose_files_read_as_docker_compose_config_reads_them() {
     if !prereq::satisfied(prereq::tools(&["docker-compose"])) {
@@ -306,14 +315,7 @@ fn compose_files_read_as_docker_compose_config_reads_them() {
     for dir in dirs {
         let files = lines(&dir.join("files"));
         let (ours, theirs) = (ours(&dir, &files), theirs(&dir, &files));
-        let names = |d: &Value| -> BTreeSet<String> {
-            d["services"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(k, _)| k.clone())
-                .collect()
-        };
+        let names = |d: &Value| keys(&d["services"]);
         assert_eq!(names(&ours), names(&theirs), "{}: services", dir.display());
         for name in names(&ours) {
             let (a, b) = (
@@ -332,15 +334,12 @@ fn compose_files_read_as_docker_compose_config_reads_them() {
         }
         // Top-level volumes and secrets by name.
         for key in ["volumes", "secrets"] {
-            let keys = |d: &Value| -> BTreeSet<String> {
-                d[key]
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .map(|(k, _)| k.clone())
-                    .collect()
-            };
-            assert_eq!(keys(&ours), keys(&theirs), "{}: {key}", dir.display());
+            assert_eq!(
+                keys(&ours[key]),
+                keys(&theirs[key]),
+                "{}: {key}",
+                dir.display()
+            );
         }
     }
     assert!(compared >= 10, "{compared} services compared");

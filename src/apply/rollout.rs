@@ -82,6 +82,19 @@ impl<R: Runtime + Sync, S: Sink> Ctx<'_, R, S> {
         Ok(out)
     }
 
+    /// Whether deployment `dep` of this service has its circuit breaker
+    /// enabled; None when there is no such deployment.
+    fn breaker(&self, dep: Option<u32>) -> Option<bool> {
+        let d = dep?;
+        self.shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .deployments
+            .get(&self.key)
+            .and_then(|h| h.get(d))
+            .map(|d| d.threshold.is_some())
+    }
+
     pub(super) fn say(&self, message: String) {
         self.sink.event(Event::Deployment {
             service: self.key.clone(),
@@ -250,16 +263,7 @@ impl<R: Runtime + Sync, S: Sink> Ctx<'_, R, S> {
                     task: id.clone(),
                     reason: why.clone(),
                 });
-                let breaker = dep.is_some_and(|d| {
-                    self.shared
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .deployments
-                        .get(&self.key)
-                        .and_then(|h| h.get(d))
-                        .is_some_and(|d| d.threshold.is_some())
-                });
-                if !breaker && start_failure::lasting(&why) {
+                if self.breaker(dep) != Some(true) && start_failure::lasting(&why) {
                     return Err(Halt::CannotStart {
                         reason: why,
                         task: Some(id),
@@ -335,15 +339,7 @@ impl<R: Runtime + Sync, S: Sink> Ctx<'_, R, S> {
                 );
                 if let Some((_, why)) = &last {
                     reason.push_str(&format!("; last failure: {why}"));
-                    if dep.is_some_and(|d| {
-                        self.shared
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .deployments
-                            .get(&self.key)
-                            .and_then(|h| h.get(d))
-                            .is_some_and(|d| d.threshold.is_none())
-                    }) {
+                    if self.breaker(dep) == Some(false) {
                         reason.push_str(
                             " (enable deploymentCircuitBreaker to stop such a rollout after a few failed tasks, and roll it back)",
                         );

@@ -186,6 +186,15 @@ impl apply::Sink for ControllerDriver {
 /// loop logs it as information, not as a failure.
 pub(super) const WAITING_FOR_NODES: &str = "waiting for nodes: ";
 
+/// The tasks `plan` could not place, over all services.
+fn unplaced(plan: &plan::Plan) -> u32 {
+    plan.resource_changes
+        .iter()
+        .filter_map(|c| c.tasks.as_ref()?.placement_failure.as_ref())
+        .map(|f| f.unplaced)
+        .sum()
+}
+
 /// When every failure of an apply is tasks that could not be placed, in
 /// services whose capacity providers all have managed scaling: those
 /// providers, by name. Such tasks wait for nodes rather than fail.
@@ -426,32 +435,20 @@ impl Controller {
             }
             // Before any agent has joined nothing can run: that is a wait,
             // not a failure to report.
-            Outcome::Failed { plan, .. } if self.members().nodes.is_empty() => {
-                let unplaced: u32 = plan
-                    .resource_changes
-                    .iter()
-                    .filter_map(|c| c.tasks.as_ref()?.placement_failure.as_ref())
-                    .map(|f| f.unplaced)
-                    .sum();
-                Err(format!(
-                    "{WAITING_FOR_NODES}no node has joined yet; {unplaced} task(s) are placed when one does"
-                ))
-            }
+            Outcome::Failed { plan, .. } if self.members().nodes.is_empty() => Err(format!(
+                "{WAITING_FOR_NODES}no node has joined yet; {} task(s) are placed when one does",
+                unplaced(&plan)
+            )),
             // Tasks that wait for a provider's managed scaling to add
             // nodes wait, as in ECS (PROVISIONING): not a failure.
             Outcome::Failed { plan, error }
                 if waits_for_capacity(&desired.state, &error).is_some() =>
             {
                 let providers = waits_for_capacity(&desired.state, &error).unwrap_or_default();
-                let unplaced: u32 = plan
-                    .resource_changes
-                    .iter()
-                    .filter_map(|c| c.tasks.as_ref()?.placement_failure.as_ref())
-                    .map(|f| f.unplaced)
-                    .sum();
                 Err(format!(
-                    "{WAITING_FOR_NODES}{unplaced} task(s) wait for capacity: managed scaling of {} \
+                    "{WAITING_FOR_NODES}{} task(s) wait for capacity: managed scaling of {} \
                      adds nodes as the reservation rises (status: capacityProviders)",
+                    unplaced(&plan),
                     providers.join(", ")
                 ))
             }

@@ -314,24 +314,31 @@ mod tests {
         })
     }
 
-    #[test]
-    fn a_project_is_one_task_and_one_service_that_validate() {
+    /// The web app assembled in `layout` and run through the ECS import:
+    /// the assembly, the import, and its files as `Kind/name`.
+    fn imported(layout: Layout) -> (Assembly, crate::import::Import, Vec<String>) {
         let a = assemble(
             &webapp(),
             "shop",
             "prod",
             "/srv/shop",
             "compose.yaml",
-            Layout::Project,
+            layout,
         )
         .unwrap();
         let out = crate::import::ecs(&a.inputs, &crate::import::Options::default())
             .unwrap_or_else(|e| panic!("{e:?}"));
-        let kinds: Vec<String> = out
+        let kinds = out
             .files
             .iter()
             .map(|f| format!("{:?}/{}", f.kind, f.resource))
             .collect();
+        (a, out, kinds)
+    }
+
+    #[test]
+    fn a_project_is_one_task_and_one_service_that_validate() {
+        let (a, out, kinds) = imported(Layout::Project);
         assert_eq!(
             kinds,
             ["Cluster/prod", "TaskDefinition/shop", "Service/shop"]
@@ -354,22 +361,7 @@ mod tests {
 
     #[test]
     fn per_service_layout_gives_each_its_own_task_service_and_name() {
-        let a = assemble(
-            &webapp(),
-            "shop",
-            "prod",
-            "/srv/shop",
-            "compose.yaml",
-            Layout::PerService,
-        )
-        .unwrap();
-        let out = crate::import::ecs(&a.inputs, &crate::import::Options::default())
-            .unwrap_or_else(|e| panic!("{e:?}"));
-        let kinds: Vec<String> = out
-            .files
-            .iter()
-            .map(|f| format!("{:?}/{}", f.kind, f.resource))
-            .collect();
+        let (a, out, kinds) = imported(Layout::PerService);
         assert_eq!(
             kinds,
             [
