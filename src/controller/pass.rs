@@ -389,6 +389,11 @@ impl Controller {
                 })
                 .collect();
         }
+        // Worked out once: it decides the arm below and is reported in it.
+        let capacity = match &outcome {
+            Outcome::Failed { error, .. } => waits_for_capacity(&desired.state, error),
+            _ => None,
+        };
         let result = match outcome {
             Outcome::Unchanged { settled, .. } => {
                 for (service, message) in settled {
@@ -441,10 +446,8 @@ impl Controller {
             )),
             // Tasks that wait for a provider's managed scaling to add
             // nodes wait, as in ECS (PROVISIONING): not a failure.
-            Outcome::Failed { plan, error }
-                if waits_for_capacity(&desired.state, &error).is_some() =>
-            {
-                let providers = waits_for_capacity(&desired.state, &error).unwrap_or_default();
+            Outcome::Failed { plan, .. } if capacity.is_some() => {
+                let providers = capacity.unwrap_or_default();
                 Err(format!(
                     "{WAITING_FOR_NODES}{} task(s) wait for capacity: managed scaling of {} \
                      adds nodes as the reservation rises (status: capacityProviders)",

@@ -254,7 +254,7 @@ struct Extends<'a> {
 
 impl Extends<'_> {
     fn resolve_all(&self, doc: &mut Value, file: &str) -> Result<(), Finding> {
-        let names: Vec<String> = services(doc).keys().cloned().collect();
+        let names: Vec<String> = services(doc).map(|(k, _)| k.clone()).collect();
         for name in names {
             let resolved = self.service(doc, file, &name, &mut Vec::new())?;
             services_mut(doc).insert(name, resolved);
@@ -278,7 +278,7 @@ impl Extends<'_> {
             path: format!("services.{name}.extends"),
             message,
         };
-        let Some(service) = services(doc).get(name).cloned() else {
+        let Some(service) = service(doc, name).cloned() else {
             return Err(err(format!("no service `{name}` in {file}")));
         };
         let Some(ext) = service.get("extends").cloned() else {
@@ -333,11 +333,17 @@ impl Extends<'_> {
     }
 }
 
-fn services(doc: &Value) -> Map<String, Value> {
+/// The document's services, by name (none when it has no mapping of
+/// them).
+fn services(doc: &Value) -> impl Iterator<Item = (&String, &Value)> {
     doc.get("services")
         .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default()
+        .into_iter()
+        .flatten()
+}
+
+fn service<'a>(doc: &'a Value, name: &str) -> Option<&'a Value> {
+    doc.get("services")?.get(name)
 }
 
 fn services_mut(doc: &mut Value) -> &mut Map<String, Value> {
@@ -416,7 +422,8 @@ fn env_files(doc: &mut Value, first: &str, opts: &Options, read: &Reader) -> Res
 /// Leave out the services none of whose profiles is active; a service
 /// left in that depends on one left out is an error, as in compose.
 fn profiles(doc: &mut Value, active: &BTreeSet<String>, file: &str) -> Result<(), Finding> {
-    let all = services(doc);
+    // Read while `doc` changes below.
+    let all: Map<String, Value> = services(doc).map(|(k, v)| (k.clone(), v.clone())).collect();
     let enabled = |s: &Value| match s.get("profiles").and_then(Value::as_array) {
         None => true,
         Some(list) => list

@@ -130,22 +130,7 @@ pub fn assemble(
         }
         return Ok(Assembly { inputs, warnings });
     }
-    let (count, deployment) = deploy(services, &mut warnings);
-    let task = json!({
-        "family": name,
-        "networkMode": "bridge",
-        "containerDefinitions": containers,
-        "volumes": volumes,
-    });
-    let mut service = json!({
-        "serviceName": name,
-        "cluster": cluster,
-        "taskDefinition": name,
-        "desiredCount": count,
-    });
-    if let Some(d) = deployment {
-        service["deploymentConfiguration"] = d;
-    }
+    let (task, service) = ecs_json(name, cluster, containers, volumes, services, &mut warnings);
     Ok(Assembly {
         inputs: vec![
             input("task definition".into(), &task),
@@ -215,10 +200,41 @@ fn on_its_own(
         }
     }
     let first_port = definition["portMappings"][0]["containerPort"].as_u64();
-    let (count, deployment) = deploy(
+    let (task, mut service) = ecs_json(
+        name,
+        cluster,
+        vec![definition],
+        c.volumes,
         &Map::from_iter([(name.to_string(), Value::Object(s.clone()))]),
         warnings,
     );
+    if let Some(port) = first_port {
+        service["serviceRegistries"] = json!([{"containerName": name, "containerPort": port}]);
+        warnings.push(format!(
+            "services.{name}: other services reach it in fleet mode at the DNS name `{name}` (the nodes running it; SRV records `_{name}._tcp` give the host port of container port {port}), not at {name}:{port} as under compose; standalone mode answers no names"
+        ));
+    }
+    (task, service)
+}
+
+/// The ECS JSON of task definition `name` (bridge mode, `containers`,
+/// `volumes`) and of the service of the same name running it in
+/// `cluster`, counted and deployed as `services` ask.
+fn ecs_json(
+    name: &str,
+    cluster: &str,
+    containers: Vec<Value>,
+    volumes: Vec<Value>,
+    services: &Map<String, Value>,
+    warnings: &mut Vec<String>,
+) -> (Value, Value) {
+    let (count, deployment) = deploy(services, warnings);
+    let task = json!({
+        "family": name,
+        "networkMode": "bridge",
+        "containerDefinitions": containers,
+        "volumes": volumes,
+    });
     let mut service = json!({
         "serviceName": name,
         "cluster": cluster,
@@ -228,18 +244,6 @@ fn on_its_own(
     if let Some(d) = deployment {
         service["deploymentConfiguration"] = d;
     }
-    if let Some(port) = first_port {
-        service["serviceRegistries"] = json!([{"containerName": name, "containerPort": port}]);
-        warnings.push(format!(
-            "services.{name}: other services reach it in fleet mode at the DNS name `{name}` (the nodes running it; SRV records `_{name}._tcp` give the host port of container port {port}), not at {name}:{port} as under compose; standalone mode answers no names"
-        ));
-    }
-    let task = json!({
-        "family": name,
-        "networkMode": "bridge",
-        "containerDefinitions": [definition],
-        "volumes": c.volumes,
-    });
     (task, service)
 }
 

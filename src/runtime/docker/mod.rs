@@ -378,15 +378,18 @@ impl Runtime for DockerRuntime {
                 );
             }
         }
-        // One that never got a container is known only from here.
-        let seen: std::collections::HashSet<String> =
-            tasks.iter().map(|t| t.identity.id.clone()).collect();
-        tasks.extend(
-            failed
+        // One that never got a container is known only from here. (Most
+        // observations have no failed start to add: nothing is indexed.)
+        if !failed.is_empty() {
+            let seen: std::collections::HashSet<&str> =
+                tasks.iter().map(|t| t.identity.id.as_str()).collect();
+            let missing: Vec<crate::model::Task> = failed
                 .values()
-                .filter(|t| !seen.contains(&t.identity.id))
-                .cloned(),
-        );
+                .filter(|t| !seen.contains(t.identity.id.as_str()))
+                .cloned()
+                .collect();
+            tasks.extend(missing);
+        }
         drop(failed);
         Ok(Observation {
             tasks,
@@ -442,20 +445,23 @@ impl Runtime for DockerRuntime {
         loop {
             attempt += 1;
             let dynamic = dynamic_ports(&l).map_err(fail)?;
-            match self
+            let started = self
                 .create_and_start(&l, network.as_deref(), &volumes, &dynamic)
-                .await
-            {
-                // A static host port of the task is held by something
-                // else: no retry here mends that. Its containers never
-                // ran, so they have no logs to keep: they go, and the
-                // task is reported with why from memory.
-                Err(e) if start_failure::port_in_use(&e, &l.node, &static_ports).is_some() => {
-                    let existing = self.list(Some(&l.identity.id)).await.unwrap_or_default();
-                    let _ = self.cleanup(&l.identity.id, &existing, false).await;
-                    let why = start_failure::port_in_use(&e, &l.node, &static_ports);
-                    return Err(fail(why.unwrap_or(e)));
-                }
+                .await;
+            // A static host port of the task is held by something else:
+            // no retry here mends that. Its containers never ran, so they
+            // have no logs to keep: they go, and the task is reported with
+            // why from memory.
+            let held = started
+                .as_ref()
+                .err()
+                .and_then(|e| start_failure::port_in_use(e, &l.node, &static_ports));
+            if let Some(why) = held {
+                let existing = self.list(Some(&l.identity.id)).await.unwrap_or_default();
+                let _ = self.cleanup(&l.identity.id, &existing, false).await;
+                return Err(fail(why));
+            }
+            match started {
                 // A host port chosen for the task was taken before Docker
                 // bound it: the same task again, on fresh ports.
                 Err(e) if attempt < ports::ATTEMPTS && ports::is_port_conflict(&e) => {
