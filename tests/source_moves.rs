@@ -49,15 +49,7 @@ fn a_moved_source_keeps_what_runs_and_a_clone_beside_it_is_refused() {
 
     let work = tempfile::tempdir().unwrap();
     let moved = work.path().join("moved");
-    let run = |args: &[&str]| {
-        let out = s.run(args);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code().unwrap_or(-1), text)
-    };
+    let run = |args: &[&str]| s.run_text(args);
 
     // `mv src src-moved`: the plan is empty, status shows the task, and
     // the note says where it came from.

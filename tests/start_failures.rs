@@ -47,15 +47,7 @@ fn a_held_host_port_and_an_absent_image_are_warned_of_and_fail_at_once() {
     let port = holder.local_addr().unwrap().port();
     let s = Source::new(&[("app.yaml", &manifests("busybox:stable", port))]);
     let src = s.path().display().to_string();
-    let run = |args: &[&str]| {
-        let out = s.run(args);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code().unwrap_or(-1), text)
-    };
+    let run = |args: &[&str]| s.run_text(args);
 
     let held = format!("host port {port}/tcp is already in use");
     let (code, text) = run(&["plan", &src]);

@@ -63,11 +63,22 @@ struct EcsArgs {
     /// ECS JSON files to import; `-` reads standard input.
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
+    /// Set the image of every container named CONTAINER (repeatable), for
+    /// task definitions whose image is filled in by CI.
+    #[arg(long = "image", value_name = "CONTAINER=IMAGE")]
+    images: Vec<String>,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// Where and how every import writes its manifests and findings.
+#[derive(Debug, clap::Args)]
+pub(super) struct OutputArgs {
     /// Write one file per resource into DIR (created if missing) instead of
     /// printing a YAML stream. The manifests already in DIR are validated
     /// together with the new ones, and clusters DIR defines are reused.
     #[arg(long, value_name = "DIR")]
-    out: Option<PathBuf>,
+    pub(super) out: Option<PathBuf>,
     /// Overwrite files that already exist in the --out directory.
     #[arg(long, requires = "out")]
     force: bool,
@@ -78,13 +89,49 @@ struct EcsArgs {
     /// `reconcile schema --out schemas` writes.
     #[arg(long, value_name = "URL_OR_PATH", default_value = import::DEFAULT_SCHEMA_BASE)]
     schema_base: String,
-    /// Set the image of every container named CONTAINER (repeatable), for
-    /// task definitions whose image is filled in by CI.
-    #[arg(long = "image", value_name = "CONTAINER=IMAGE")]
-    images: Vec<String>,
     /// Format of the warnings and errors on stderr.
     #[arg(long, value_enum, default_value_t = Format::Text)]
-    format: Format,
+    pub(super) format: Format,
+}
+
+impl OutputArgs {
+    /// Import options for these arguments: the schema base, and the
+    /// manifests already in --out, which the import reuses and validates
+    /// with.
+    pub(super) fn options(&self, command: &'static str) -> Result<Options, ExitCode> {
+        let mut options = Options {
+            schema_base: self.schema_base.clone(),
+            command,
+            ..Options::default()
+        };
+        if let Some(dir) = &self.out {
+            if dir.exists() && !dir.is_dir() {
+                return Err(usage(format!(
+                    "--out `{}` exists and is not a directory",
+                    dir.display()
+                )));
+            }
+            if dir.is_dir() {
+                match source::read_dir(dir) {
+                    Ok(files) => options.existing = files,
+                    // A new output directory holds nothing yet.
+                    Err(source::SourceError::Empty(_)) => {}
+                    Err(e) => return Err(usage(e)),
+                }
+            }
+        }
+        Ok(options)
+    }
+
+    /// Print the stream or write the files into --out, then the findings
+    /// and, for people, a summary.
+    pub(super) fn finish(&self, imported: &Import) -> ExitCode {
+        let code = write_output(imported, self.out.as_deref(), self.force, self.format);
+        if code == ExitCode::SUCCESS && self.format == Format::Text {
+            summary(imported, self.out.as_deref());
+        }
+        code
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -139,59 +186,25 @@ fn ecs(a: EcsArgs) -> ExitCode {
         return ExitCode::from(EXIT_USAGE);
     }
 
-    let mut options = Options {
-        schema_base: a.schema_base.clone(),
-        images,
-        ..Options::default()
+    let mut options = match a.output.options("reconcile import ecs") {
+        Ok(o) => o,
+        Err(code) => return code,
     };
-    if let Err(code) = existing(a.out.as_deref(), &mut options) {
-        return code;
-    }
+    options.images = images;
 
     let result = import::ecs(&inputs, &options);
     let imported = match result {
         Ok(i) => i,
         Err(errors) => {
-            print_findings(a.format, &errors, &[], &[]);
+            print_findings(a.output.format, &errors, &[], &[]);
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let code = write_output(&imported, a.out.as_deref(), a.force, a.format);
-    if code == ExitCode::SUCCESS && a.format == Format::Text {
-        summary(&imported, a.out.as_deref());
-    }
-    code
-}
-
-/// The manifests already in the --out directory, which the import reuses
-/// and validates with.
-pub(super) fn existing(out: Option<&Path>, options: &mut Options) -> Result<(), ExitCode> {
-    if let Some(dir) = out {
-        if dir.exists() && !dir.is_dir() {
-            return Err(usage(format!(
-                "--out `{}` exists and is not a directory",
-                dir.display()
-            )));
-        }
-        if dir.is_dir() {
-            match source::read_dir(dir) {
-                Ok(files) => options.existing = files,
-                // A new output directory holds nothing yet.
-                Err(source::SourceError::Empty(_)) => {}
-                Err(e) => return Err(usage(e)),
-            }
-        }
-    }
-    Ok(())
+    a.output.finish(&imported)
 }
 
 /// Print the stream, or write the files into `out`, and the findings.
-pub(super) fn write_output(
-    imported: &Import,
-    out: Option<&Path>,
-    force: bool,
-    format: Format,
-) -> ExitCode {
+fn write_output(imported: &Import, out: Option<&Path>, force: bool, format: Format) -> ExitCode {
     let written = match out {
         None => {
             let mut out = std::io::stdout().lock();
@@ -342,7 +355,7 @@ pub(super) fn print_findings(
     };
 }
 
-pub(super) fn summary(imported: &Import, out: Option<&Path>) {
+fn summary(imported: &Import, out: Option<&Path>) {
     let count = |k: crate::manifest::Kind| imported.files.iter().filter(|f| f.kind == k).count();
     let plural =
         |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });

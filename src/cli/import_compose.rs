@@ -7,9 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use super::import::{print_findings, summary, usage, write_output, Format, EXIT_FAILURE};
+use super::import::{print_findings, usage, OutputArgs, EXIT_FAILURE};
 use crate::import::compose::{env_file, load, project};
-use crate::import::{self, ImportError, Level, Options, Warning};
+use crate::import::{self, ImportError, Level, Warning};
 
 #[derive(Debug, clap::Args)]
 pub struct ComposeArgs {
@@ -43,19 +43,8 @@ pub struct ComposeArgs {
     /// The cluster the services run in. Default: the project's name.
     #[arg(long, value_name = "NAME")]
     cluster: Option<String>,
-    /// Write one file per resource into DIR (created if missing) instead of
-    /// printing a YAML stream.
-    #[arg(long, value_name = "DIR")]
-    out: Option<PathBuf>,
-    /// Overwrite files that already exist in the --out directory.
-    #[arg(long, requires = "out")]
-    force: bool,
-    /// Where editors find the JSON Schemas (as for `import ecs`).
-    #[arg(long, value_name = "URL_OR_PATH", default_value = import::DEFAULT_SCHEMA_BASE)]
-    schema_base: String,
-    /// Format of the warnings and errors on stderr.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    format: Format,
+    #[command(flatten)]
+    output: OutputArgs,
 }
 
 /// The default files, as compose looks for them in `dir`.
@@ -193,7 +182,7 @@ pub(super) fn run(a: ComposeArgs) -> ExitCode {
                     help: None,
                 })
                 .collect();
-            print_findings(a.format, &errors, &[], &[]);
+            print_findings(a.output.format, &errors, &[], &[]);
             return ExitCode::from(EXIT_FAILURE);
         }
     };
@@ -241,7 +230,7 @@ pub(super) fn run(a: ComposeArgs) -> ExitCode {
                     help: None,
                 })
                 .collect();
-            print_findings(a.format, &errors, &[], &[]);
+            print_findings(a.output.format, &errors, &[], &[]);
             return ExitCode::from(EXIT_FAILURE);
         }
     };
@@ -252,18 +241,14 @@ pub(super) fn run(a: ComposeArgs) -> ExitCode {
         .collect();
     warnings.extend(assembly.warnings.iter().map(|w| warning(&first_name, w)));
 
-    let mut options = Options {
-        schema_base: a.schema_base.clone(),
-        command: "reconcile import compose",
-        ..Options::default()
+    let options = match a.output.options("reconcile import compose") {
+        Ok(o) => o,
+        Err(code) => return code,
     };
-    if let Err(code) = super::import::existing(a.out.as_deref(), &mut options) {
-        return code;
-    }
     let mut imported = match import::ecs(&assembly.inputs, &options) {
         Ok(i) => i,
         Err(errors) => {
-            print_findings(a.format, &errors, &warnings, &[]);
+            print_findings(a.output.format, &errors, &warnings, &[]);
             return ExitCode::from(EXIT_FAILURE);
         }
     };
@@ -277,11 +262,7 @@ pub(super) fn run(a: ComposeArgs) -> ExitCode {
         .retain(|w| !w.message.contains("Parameter Store") && !w.message.contains("Cloud Map"));
     warnings.append(&mut imported.warnings);
     imported.warnings = warnings;
-    let code = write_output(&imported, a.out.as_deref(), a.force, a.format);
-    if code == ExitCode::SUCCESS && a.format == Format::Text {
-        summary(&imported, a.out.as_deref());
-    }
-    code
+    a.output.finish(&imported)
 }
 
 /// `services.web.restart: ...` as a warning on that path.

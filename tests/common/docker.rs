@@ -67,6 +67,17 @@ impl Source {
         self.cmd(args).output().unwrap()
     }
 
+    /// `run`'s exit code and its stdout and stderr together.
+    pub fn run_text(&self, args: &[&str]) -> (i32, String) {
+        let out = self.run(args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), text)
+    }
+
     /// `apply --auto-approve`, which must succeed.
     pub fn apply(&self) -> String {
         let src = self.path().display().to_string();
