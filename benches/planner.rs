@@ -192,6 +192,7 @@ fn converged(d: &DesiredState, nodes: Vec<NodeInfo>) -> ObservedState {
                     family: family.clone(),
                     revision: 1,
                     config_hash: hash.clone(),
+                    started_by: None,
                 },
                 node: o.nodes[n % o.nodes.len()].name.clone(),
                 last_status: TaskStatus::Running,
@@ -205,6 +206,8 @@ fn converged(d: &DesiredState, nodes: Vec<NodeInfo>) -> ObservedState {
                 stopped_reason: None,
                 bindings: Vec::new(),
                 target_health: None,
+                exits: Vec::new(),
+                stopped_at: None,
             });
             n += 1;
         }

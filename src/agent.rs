@@ -180,6 +180,8 @@ fn launch_of(
                     stopped_reason: Some(why),
                     bindings: Vec::new(),
                     target_health: None,
+                    exits: Vec::new(),
+                    stopped_at: None,
                 }))
             }
         }
@@ -741,6 +743,7 @@ mod tests {
                 family: "f".into(),
                 revision: 1,
                 config_hash: "h".into(),
+                started_by: None,
             },
             spec: serde_json::from_value(serde_json::json!({
                 "containerDefinitions": [{"name": "a", "image": "busybox:stable"}]

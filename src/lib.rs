@@ -22,6 +22,7 @@ pub mod plan;
 pub mod pointer;
 pub mod reconcile;
 pub mod report;
+pub mod runs;
 pub mod runtime;
 pub mod scheduler;
 pub mod schema;

@@ -293,6 +293,20 @@ pub struct TaskIdentity {
     pub family: String,
     pub revision: u32,
     pub config_hash: String,
+    /// Who started a task outside any service (`run-task --started-by`, a
+    /// scheduled task's `schedule/NAME`): ECS `startedBy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_by: Option<String>,
+}
+
+/// A container of a task that exited, and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerExit {
+    pub name: String,
+    /// None when the engine did not say (a container that never ran).
+    pub exit_code: Option<i64>,
+    pub essential: bool,
 }
 
 /// A task as observed on a node.
@@ -315,6 +329,12 @@ pub struct Task {
     /// node checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_health: Option<TargetHealth>,
+    /// Its containers that exited, with their exit codes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exits: Vec<ContainerExit>,
+    /// When it stopped (unix seconds), where the runtime knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<i64>,
 }
 
 impl Task {

@@ -317,6 +317,7 @@ mod tests {
                 family: "web".into(),
                 revision: 1,
                 config_hash: "h".into(),
+                started_by: None,
             },
             node: "n".into(),
             last_status: TaskStatus::Running,
@@ -331,6 +332,8 @@ mod tests {
                 protocol: Default::default(),
             }],
             target_health: target,
+            exits: Vec::new(),
+            stopped_at: None,
         }
     }
 

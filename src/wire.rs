@@ -518,6 +518,7 @@ mod tests {
                 family: "f".into(),
                 revision: 1,
                 config_hash: "h".into(),
+                started_by: None,
             },
             spec: serde_json::from_value(serde_json::json!({
                 "containerDefinitions": [{"name": "a", "image": "busybox:stable"}]

@@ -42,6 +42,7 @@ impl Target {
                 family: self.family.clone(),
                 revision: self.revision,
                 config_hash: self.config_hash.clone(),
+                started_by: None,
             },
             node,
             spec: self.td.clone(),

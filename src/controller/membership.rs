@@ -25,6 +25,8 @@ pub(super) fn unreported(a: &AssignmentRecord, status: TaskStatus) -> Task {
         stopped_reason: None,
         bindings: Vec::new(),
         target_health: None,
+        exits: Vec::new(),
+        stopped_at: None,
     }
 }
 

@@ -515,6 +515,7 @@ mod tests {
             family: "web".into(),
             revision: 1,
             config_hash: "h".into(),
+            started_by: None,
         }
     }
 
@@ -541,6 +542,8 @@ mod tests {
             stopped_reason: None,
             bindings: Vec::new(),
             target_health: None,
+            exits: Vec::new(),
+            stopped_at: None,
         }
     }
 

@@ -607,6 +607,16 @@ fn simple<T: Serialize + PartialEq>(
     }
 }
 
+/// The scheduler's view of the nodes, with the reservations of every live
+/// task (services' and standalone ones): where a task started outside any
+/// service is placed.
+pub fn scheduler_view(desired: &DesiredState, observed: &ObservedState) -> Vec<scheduler::Node> {
+    let opts = Options::default();
+    let mut changes = Vec::new();
+    let inputs = task_definitions(desired, observed, &opts, &mut changes);
+    scheduler_nodes(&inputs)
+}
+
 /// Scheduler view of the nodes, with the reservations of every live task.
 fn scheduler_nodes(inputs: &Inputs) -> Vec<scheduler::Node> {
     let (desired, observed) = (inputs.desired, inputs.observed);
@@ -656,10 +666,20 @@ fn scheduler_nodes(inputs: &Inputs) -> Vec<scheduler::Node> {
             node.used_ports.extend(ports.iter().copied());
         }
         node.running_tasks += 1;
-        if let Some(s) = &t.identity.service {
-            group.clear();
-            group.push_str("service:");
-            group.push_str(s);
+        // ECS task groups: `service:NAME`, or `family:NAME` for a task
+        // started outside any service.
+        group.clear();
+        match &t.identity.service {
+            Some(s) => {
+                group.push_str("service:");
+                group.push_str(s);
+            }
+            None => {
+                group.push_str("family:");
+                group.push_str(&t.identity.family);
+            }
+        }
+        {
             match node.task_groups.get_mut(&group) {
                 Some(n) => *n += 1,
                 None => {

@@ -594,6 +594,7 @@ mod tests {
                 family: "f".into(),
                 revision: 1,
                 config_hash: "h".into(),
+                started_by: None,
             },
             node: "local".into(),
             last_status: TaskStatus::Running,
@@ -603,6 +604,8 @@ mod tests {
             stopped_reason: None,
             bindings: Vec::new(),
             target_health: None,
+            exits: Vec::new(),
+            stopped_at: None,
         };
         let mut tasks = [task("t1"), task("t2")];
         let s = Status {

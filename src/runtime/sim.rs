@@ -281,6 +281,8 @@ impl Runtime for Sim {
             stop_code: code,
             bindings: Vec::new(),
             target_health: None,
+            exits: Vec::new(),
+            stopped_at: None,
         });
         s.sample();
         Ok(())

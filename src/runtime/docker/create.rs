@@ -78,6 +78,9 @@ impl DockerRuntime {
         put(label::ESSENTIAL, c.essential.to_string());
         put(label::HEALTH_CHECK, c.health_check.is_some().to_string());
         put(label::NODE, l.node.clone());
+        if let Some(by) = &l.identity.started_by {
+            put(label::STARTED_BY, by.clone());
+        }
         m
     }
 

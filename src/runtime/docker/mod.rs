@@ -55,6 +55,7 @@ pub mod label {
     pub const ESSENTIAL: &str = "reconcile.io/essential";
     pub const HEALTH_CHECK: &str = "reconcile.io/health-check";
     pub const NODE: &str = "reconcile.io/node";
+    pub const STARTED_BY: &str = "reconcile.io/started-by";
 }
 
 /// Every container, running or stopped, that carries all of `labels`
@@ -124,6 +125,10 @@ pub struct DockerRuntime {
     /// The engine shares this host (its unix socket), so probing a port
     /// here says whether the engine can bind it.
     local: bool,
+    /// When each exited container of a task outside any service finished
+    /// (unix seconds), by container id: the list call does not say, and a
+    /// finished container never changes, so each is inspected once.
+    finished: std::sync::Mutex<HashMap<String, i64>>,
 }
 
 /// At most this many failed starts are remembered (the oldest ids go).
@@ -216,6 +221,7 @@ impl DockerRuntime {
                 reserved_ports: Vec::new(),
             },
             failed_starts: Default::default(),
+            finished: Default::default(),
             local: matches!(Endpoint::from_process_env(), Ok(Endpoint::Unix(_))),
         })
     }
@@ -349,8 +355,79 @@ impl DockerRuntime {
                 stopped_reason: Some(why.to_string()),
                 bindings: Vec::new(),
                 target_health: None,
+                exits: Vec::new(),
+                stopped_at: None,
             },
         );
+    }
+}
+
+impl DockerRuntime {
+    /// Fill `stopped_at` of the stopped tasks that belong to no service
+    /// (their stop time is shown and ages them out; a service's stopped
+    /// tasks are replaced and removed at once): the latest finish of
+    /// their containers.
+    async fn stopped_times(
+        &self,
+        containers: &[ContainerSummary],
+        tasks: &mut [crate::model::Task],
+    ) {
+        let standalone: std::collections::HashSet<String> = tasks
+            .iter()
+            .filter(|t| t.identity.service.is_none() && !t.is_live())
+            .map(|t| t.identity.id.clone())
+            .collect();
+        if standalone.is_empty() {
+            return;
+        }
+        let exited: Vec<(&str, &str)> = containers
+            .iter()
+            .filter(|c| c.state == Some(ContainerSummaryStateEnum::EXITED))
+            .filter_map(|c| {
+                let task = c.labels.as_ref()?.get(label::TASK)?;
+                standalone
+                    .contains(task)
+                    .then(|| (task.as_str(), c.id.as_deref().unwrap_or_default()))
+            })
+            .collect();
+        let unknown: Vec<&str> = {
+            let known = self.finished.lock().unwrap_or_else(|p| p.into_inner());
+            exited
+                .iter()
+                .map(|(_, c)| *c)
+                .filter(|c| !c.is_empty() && !known.contains_key(*c))
+                .collect()
+        };
+        let mut found = Vec::new();
+        for id in unknown {
+            let inspected = self
+                .timed(Call::Inspect, self.docker.inspect_container(id, None))
+                .await;
+            let at = inspected
+                .ok()
+                .and_then(|i| i.state?.finished_at)
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .map(|t| t.as_second());
+            if let Some(at) = at {
+                found.push((id.to_string(), at));
+            }
+        }
+        let mut known = self.finished.lock().unwrap_or_else(|p| p.into_inner());
+        known.extend(found);
+        // Only what is still listed is kept: bounded by what exists.
+        let listed: std::collections::HashSet<&str> =
+            containers.iter().filter_map(|c| c.id.as_deref()).collect();
+        known.retain(|id, _| listed.contains(id.as_str()));
+        for t in tasks.iter_mut() {
+            let at = exited
+                .iter()
+                .filter(|(task, _)| *task == t.identity.id)
+                .filter_map(|(_, c)| known.get(*c))
+                .max();
+            if let Some(at) = at {
+                t.stopped_at = Some(*at);
+            }
+        }
     }
 }
 
@@ -362,35 +439,37 @@ impl Runtime for DockerRuntime {
     async fn observe(&self) -> Result<Observation, RuntimeError> {
         let containers = self.list(None).await?;
         let mut tasks = tasks_from_containers(&containers);
-        let failed = self.failed_starts();
-        // A task whose containers were created but not all started failed
-        // to start here, or was interrupted (starting is done by the one
-        // process holding the state lock): it will never start by itself.
-        for t in &mut tasks {
-            if t.last_status == TaskStatus::Pending {
-                t.last_status = TaskStatus::Stopped;
-                t.stop_code = Some("TaskFailedToStart".into());
-                t.stopped_reason = Some(
-                    failed
-                        .get(&t.identity.id)
-                        .and_then(|f| f.stopped_reason.clone())
-                        .unwrap_or_else(|| "the start of the task was interrupted".into()),
-                );
+        {
+            let failed = self.failed_starts();
+            // A task whose containers were created but not all started failed
+            // to start here, or was interrupted (starting is done by the one
+            // process holding the state lock): it will never start by itself.
+            for t in &mut tasks {
+                if t.last_status == TaskStatus::Pending {
+                    t.last_status = TaskStatus::Stopped;
+                    t.stop_code = Some("TaskFailedToStart".into());
+                    t.stopped_reason = Some(
+                        failed
+                            .get(&t.identity.id)
+                            .and_then(|f| f.stopped_reason.clone())
+                            .unwrap_or_else(|| "the start of the task was interrupted".into()),
+                    );
+                }
+            }
+            // One that never got a container is known only from here. (Most
+            // observations have no failed start to add: nothing is indexed.)
+            if !failed.is_empty() {
+                let seen: std::collections::HashSet<&str> =
+                    tasks.iter().map(|t| t.identity.id.as_str()).collect();
+                let missing: Vec<crate::model::Task> = failed
+                    .values()
+                    .filter(|t| !seen.contains(t.identity.id.as_str()))
+                    .cloned()
+                    .collect();
+                tasks.extend(missing);
             }
         }
-        // One that never got a container is known only from here. (Most
-        // observations have no failed start to add: nothing is indexed.)
-        if !failed.is_empty() {
-            let seen: std::collections::HashSet<&str> =
-                tasks.iter().map(|t| t.identity.id.as_str()).collect();
-            let missing: Vec<crate::model::Task> = failed
-                .values()
-                .filter(|t| !seen.contains(t.identity.id.as_str()))
-                .cloned()
-                .collect();
-            tasks.extend(missing);
-        }
-        drop(failed);
+        self.stopped_times(&containers, &mut tasks).await;
         Ok(Observation {
             tasks,
             nodes: vec![self.node.clone()],

@@ -9,7 +9,7 @@ use bollard::models::{ContainerSummary, ContainerSummaryStateEnum};
 
 use super::label;
 use crate::manifest::task_definition::Protocol;
-use crate::model::{Health, NetworkBinding, Task, TaskIdentity, TaskStatus};
+use crate::model::{ContainerExit, Health, NetworkBinding, Task, TaskIdentity, TaskStatus};
 
 /// Health from the status text of `docker ps` ("Up 3 seconds (healthy)"),
 /// which the list call returns on every API version.
@@ -51,6 +51,7 @@ pub fn tasks_from_containers(containers: &[ContainerSummary]) -> Vec<Task> {
         let mut any_check = false;
         let mut created_only = false;
         let mut bindings = Vec::new();
+        let mut exits = Vec::new();
         for c in &cs {
             let cl = c.labels.clone().unwrap_or_default();
             let name = cl.get(label::CONTAINER).cloned().unwrap_or_default();
@@ -80,10 +81,15 @@ pub fn tasks_from_containers(containers: &[ContainerSummary]) -> Vec<Task> {
                 }
                 _ => {
                     // exited, dead, removing
+                    let code = exit_code_of(&text);
+                    exits.push(ContainerExit {
+                        name: name.clone(),
+                        exit_code: code,
+                        essential,
+                    });
                     if essential && status != TaskStatus::Stopped {
                         status = TaskStatus::Stopped;
                         stop_code = Some("EssentialContainerExited".to_string());
-                        let code = exit_code_of(&text);
                         reason = Some(format!(
                             "Essential container in task exited: `{name}` {}",
                             code.map(|c| format!("exit code {c}"))
@@ -112,6 +118,7 @@ pub fn tasks_from_containers(containers: &[ContainerSummary]) -> Vec<Task> {
         }
         let _ = created_only;
         bindings.sort();
+        exits.sort_by(|a, b| a.name.cmp(&b.name));
         let health = if any_unhealthy {
             Health::Unhealthy
         } else if any_check && all_healthy {
@@ -127,6 +134,7 @@ pub fn tasks_from_containers(containers: &[ContainerSummary]) -> Vec<Task> {
                 family: get(label::FAMILY),
                 revision: get(label::REVISION).parse().unwrap_or(0),
                 config_hash: get(label::CONFIG),
+                started_by: l.get(label::STARTED_BY).cloned(),
             },
             node: get(label::NODE),
             last_status: status,
@@ -136,6 +144,8 @@ pub fn tasks_from_containers(containers: &[ContainerSummary]) -> Vec<Task> {
             stopped_reason: reason,
             bindings,
             target_health: None,
+            exits,
+            stopped_at: None,
         });
     }
     tasks
