@@ -24,6 +24,7 @@ pub mod reconcile;
 pub mod report;
 pub mod runs;
 pub mod runtime;
+pub mod schedule;
 pub mod scheduler;
 pub mod schema;
 pub mod secrets;

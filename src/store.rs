@@ -158,16 +158,65 @@ impl FileStore {
     }
 
     pub fn save(&self, state: &Stored) -> Result<(), StoreError> {
+        write_atomic(&self.path, state)
+    }
+}
+
+/// Write `value` as JSON to `path`: a temporary file, fsync, rename.
+fn write_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
+    let io = |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    let mut f = crate::fsutil::open_private(&tmp, true).map_err(io)?;
+    let json = serde_json::to_vec_pretty(value).expect("state serialises");
+    f.write_all(&json).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    fs::rename(&tmp, path).map_err(io)?;
+    Ok(())
+}
+
+/// The records of a source's tasks started outside any service
+/// (`run-task`), in a file of their own beside its state: a run does not
+/// wait for an apply that holds the state's lock. Locked for its lifetime.
+pub struct RunsFile {
+    path: PathBuf,
+    _lock: File,
+}
+
+pub type Runs = BTreeMap<String, crate::runs::RunRecord>;
+
+impl RunsFile {
+    /// Open and lock (blocking: every holder is brief).
+    pub fn open(path: &Path) -> Result<RunsFile, StoreError> {
         let io = |source| StoreError::Io {
-            path: self.path.clone(),
+            path: path.to_path_buf(),
             source,
         };
-        let tmp = self.path.with_extension("tmp");
-        let mut f = crate::fsutil::open_private(&tmp, true).map_err(io)?;
-        let json = serde_json::to_vec_pretty(state).expect("state serialises");
-        f.write_all(&json).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        fs::rename(&tmp, &self.path).map_err(io)?;
-        Ok(())
+        let lock = FileStore::lock_file(path).map_err(io)?;
+        lock.lock().map_err(io)?;
+        Ok(RunsFile {
+            path: path.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    pub fn load(&self) -> Result<Runs, StoreError> {
+        match fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt {
+                path: self.path.clone(),
+                source,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Runs::new()),
+            Err(source) => Err(StoreError::Io {
+                path: self.path.clone(),
+                source,
+            }),
+        }
+    }
+
+    pub fn save(&self, runs: &Runs) -> Result<(), StoreError> {
+        write_atomic(&self.path, runs)
     }
 }

@@ -70,6 +70,11 @@ impl StateDir {
         self.0.join(format!("standalone-{id}.json"))
     }
 
+    /// The records of the tasks `run-task` started for source `id`.
+    pub fn runs(&self, id: &str) -> PathBuf {
+        self.0.join(format!("standalone-{id}.runs.json"))
+    }
+
     /// Where git sources are fetched to.
     pub fn git_cache(&self) -> PathBuf {
         self.0.join("git")
