@@ -243,7 +243,7 @@ fn records_follow_the_task_to_its_exit_code_and_expire_an_hour_later() {
         &[observed_task(&id, TaskStatus::Running, None, None)],
         100,
     );
-    assert_eq!(seen.changed, [id.clone()]);
+    assert_eq!(seen.changed, std::slice::from_ref(&id));
     assert_eq!(records[&id].last_status, TaskStatus::Running);
 
     let seen = refresh(
