@@ -654,7 +654,32 @@ fn converge(
         });
     }
     let present: HashSet<&str> = local.iter().map(|t| t.identity.id.as_str()).collect();
+    let live: HashSet<&str> = local
+        .iter()
+        .filter(|t| t.is_live())
+        .map(|t| t.identity.id.as_str())
+        .collect();
     for a in assignments {
+        // Stopped by request: its containers stop and stay, for their exit
+        // codes and logs, until the task is unassigned.
+        if a.stop {
+            if live.contains(a.identity.id.as_str())
+                && claim(inflight, &a.identity.id, false, observed)
+            {
+                let (rt, inflight, id) = (rt.clone(), inflight.clone(), a.identity.id.clone());
+                let (permits, wake) = (permits.clone(), wake.clone());
+                tokio::spawn(async move {
+                    let _permit = permits.acquire_owned().await;
+                    tracing::info!(task = %id, "agent: stopping task {id}: stop requested");
+                    if let Err(e) = rt.halt(&id).await {
+                        tracing::warn!(task = %id, "agent: task {id}: {}", e.message);
+                    }
+                    release(&inflight, &id);
+                    wake.notify_one();
+                });
+            }
+            continue;
+        }
         // A task the controller has seen running is never started again
         // here: if it is gone, the controller decides what replaces it.
         if a.reported
@@ -750,6 +775,7 @@ mod tests {
             }))
             .unwrap(),
             reported: false,
+            stop: false,
             secrets: BTreeMap::from([("db".to_string(), "stored".to_string())]),
             node_secrets: refs.iter().map(|r| r.to_string()).collect(),
         };

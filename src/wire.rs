@@ -264,6 +264,11 @@ pub struct Assignment {
     /// or with self-heal off only report it).
     #[serde(default)]
     pub reported: bool,
+    /// Stopped by request (`stop-task`): the agent stops its containers
+    /// and keeps them, for their exit codes and logs, until the task is
+    /// unassigned; it never starts it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stop: bool,
     /// Secret values by reference (`valueFrom`). Never stored by the
     /// controller, never logged.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -525,6 +530,7 @@ mod tests {
             }))
             .unwrap(),
             reported: false,
+            stop: false,
             secrets: BTreeMap::from([("DB".to_string(), "hunter2".to_string())]),
             node_secrets: Vec::new(),
         };

@@ -1399,3 +1399,187 @@ fn a_service_behind_a_listener_drops_no_request_while_it_changes() {
     let (code, out, err) = f.cli(&["plan", "--detailed-exitcode"]);
     assert_eq!(code, 0, "plan not empty after it all:\n{out}\n{err}");
 }
+
+/// Task definitions of tasks that run to completion: `job` logs three
+/// lines and exits 3; `sleeper` runs until stopped.
+fn batch() -> String {
+    r#"apiVersion: reconcile/v1alpha1
+kind: Cluster
+metadata: {name: CLUSTER}
+spec: {}
+---
+apiVersion: reconcile/v1alpha1
+kind: TaskDefinition
+metadata: {name: job}
+spec:
+  containerDefinitions:
+    - name: job
+      image: busybox:stable
+      memory: 32
+      command: ["sh", "-c", "echo start; echo middle; echo the end; exit 3"]
+---
+apiVersion: reconcile/v1alpha1
+kind: TaskDefinition
+metadata: {name: sleeper}
+spec:
+  containerDefinitions:
+    - name: sleeper
+      image: busybox:stable
+      memory: 32
+      stopTimeout: 2
+      command: ["sh", "-c", "trap 'exit 143' TERM; while true; do sleep 1; done"]
+"#
+    .to_string()
+}
+
+/// The records of `reconcile tasks` with `args`.
+fn run_records(f: &Fleet, args: &[&str]) -> Vec<Value> {
+    let mut a = vec!["tasks", "--format", "json"];
+    a.extend_from_slice(args);
+    let (code, out, err) = f.cli(&a);
+    assert_eq!(code, 0, "tasks: {out}{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn run_task_places_runs_to_completion_and_never_restarts_through_the_controller() {
+    let _serial = lock();
+    let Some(f) = Fleet::start("runtask", &batch()) else {
+        return;
+    };
+    f.wait_for(
+        "the task definitions registered",
+        Duration::from_secs(30),
+        |f| {
+            f.cli(&["run-task", "nothing", "--cluster", &f.cluster])
+                .2
+                .contains("registered: job, sleeper")
+        },
+    );
+
+    // Exit 3: run-task --wait exits 3 and shows the end of the log.
+    let (code, out, err) = f.cli(&[
+        "run-task",
+        "job",
+        "--cluster",
+        &f.cluster,
+        "--wait",
+        "--tail",
+        "2",
+    ]);
+    assert_eq!(code, 3, "run-task --wait: {out}{err}");
+    assert!(
+        out.contains("exit code 3") && out.contains("the end") && !out.contains("job | start"),
+        "{out}{err}"
+    );
+    let job = &run_records(&f, &["--family", "job"])[0];
+    let id = job["id"].as_str().unwrap().to_string();
+    assert_eq!(job["stopCode"], "EssentialContainerExited", "{job}");
+    assert_eq!(job["exits"][0]["exitCode"], 3, "{job}");
+
+    // Never restarted: several heartbeats and a pass later, its one
+    // container is still the exited one.
+    f.sync_and_wait();
+    std::thread::sleep(Duration::from_secs(2));
+    let containers = docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("label=reconcile.io/task={id}"),
+        "--format",
+        "{{.Status}}",
+    ]);
+    assert_eq!(containers.lines().count(), 1, "{containers}");
+    assert!(containers.starts_with("Exited (3)"), "{containers}");
+    assert_eq!(run_records(&f, &["--family", "job"]).len(), 1);
+
+    // Five tasks spread over the zones as asked: 2, 2 and 1.
+    let (code, out, err) = f.cli(&[
+        "run-task",
+        "sleeper",
+        "--cluster",
+        &f.cluster,
+        "--count",
+        "5",
+        "--placement-strategy",
+        "spread:attribute:zone",
+        "--started-by",
+        "batch-test",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.matches("started task").count(), 5, "{out}");
+    f.wait_for("five sleepers running", Duration::from_secs(30), |f| {
+        run_records(f, &["--status", "RUNNING", "--started-by", "batch-test"])
+            .iter()
+            .filter(|r| r["lastStatus"] == "RUNNING")
+            .count()
+            == 5
+    });
+    let mut spread = f.per_node();
+    spread.sort();
+    assert_eq!(spread, [1, 2, 2], "{:?}", f.running());
+
+    // Unplaceable: the scheduler's reason, and nothing started.
+    let (code, out, err) = f.cli(&[
+        "run-task",
+        "sleeper",
+        "--cluster",
+        &f.cluster,
+        "--placement-constraint",
+        "memberOf:attribute:zone == z9",
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("failure: 1 task(s) not placed") && out.contains("memberOf"),
+        "{out}{err}"
+    );
+    assert_eq!(run_records(&f, &["--status", "RUNNING"]).len(), 5);
+
+    // stop-task: stopped with its reason, its container kept (exited).
+    let victim = run_records(&f, &["--status", "RUNNING"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (code, out, err) = f.cli(&["stop-task", &victim[..12], "--reason", "no longer needed"]);
+    assert_eq!(code, 0, "{out}{err}");
+    f.wait_for("the stopped task's record", Duration::from_secs(30), |f| {
+        run_records(f, &["--status", "STOPPED", "--family", "sleeper"]).len() == 1
+    });
+    let stopped = &run_records(&f, &["--status", "STOPPED", "--family", "sleeper"])[0];
+    assert_eq!(
+        (
+            stopped["id"].as_str(),
+            &stopped["stopCode"],
+            &stopped["stoppedReason"]
+        ),
+        (
+            Some(victim.as_str()),
+            &Value::from("UserInitiated"),
+            &Value::from("no longer needed")
+        ),
+        "{stopped}"
+    );
+    f.wait_for(
+        "the stopped task's container to exit",
+        Duration::from_secs(30),
+        |_| {
+            docker(&[
+                "ps",
+                "-a",
+                "--filter",
+                &format!("label=reconcile.io/task={victim}"),
+                "--format",
+                "{{.Status}}",
+            ])
+            .starts_with("Exited (143)")
+        },
+    );
+    assert_eq!(f.running().len(), 4, "{:?}", f.running());
+    let (_, text, _) = f.cli(&["tasks"]);
+    assert!(
+        text.contains("exit 143")
+            && text.contains("no longer needed")
+            && text.contains("batch-test"),
+        "{text}"
+    );
+}

@@ -20,6 +20,7 @@ mod run;
 mod secret;
 mod standalone;
 mod status;
+mod tasks;
 mod teardown;
 mod token;
 
@@ -79,6 +80,20 @@ enum Command {
     /// --controller, with its nodes, commits and events).
     #[command(after_help = examples::STATUS)]
     Status(status::StatusArgs),
+    /// Run a task definition's task(s) to completion outside any service
+    /// (ECS RunTask): placed like a service's, never restarted. With
+    /// --wait, exits with the essential container's exit code.
+    ///
+    /// Exit status: 0 started (with --wait: the code the task exited
+    /// with), 1 nothing started or a failure, 2 usage error.
+    #[command(name = "run-task")]
+    RunTask(tasks::RunTaskArgs),
+    /// Tasks started by run-task or a schedule, running and recently
+    /// stopped (kept an hour), with exit codes and stop reasons.
+    Tasks(tasks::TasksArgs),
+    /// Stop a task run-task or a schedule started, with a reason.
+    #[command(name = "stop-task")]
+    StopTask(tasks::StopTaskArgs),
     /// What happened, oldest first: deployments, task starts and stops,
     /// health, nodes (a controller's whole event log with --controller;
     /// standalone, the services' events). --follow keeps showing them as
@@ -210,6 +225,9 @@ pub fn main() -> ExitCode {
         Command::Plan(a) => standalone::plan_cmd(a),
         Command::Apply(a) => standalone::apply_cmd(a),
         Command::Status(a) => status::status_cmd(a),
+        Command::RunTask(a) => tasks::run_task_cmd(a),
+        Command::Tasks(a) => tasks::tasks_cmd(a),
+        Command::StopTask(a) => tasks::stop_task_cmd(a),
         Command::Events(a) => events::events_cmd(a),
         Command::Logs(a) => logs::logs_cmd(a),
         Command::Destroy(a) => standalone::destroy_cmd(a),

@@ -74,7 +74,7 @@ impl Fleet {
         Ok(())
     }
 
-    fn unassign(&self, task_id: &str) -> Result<(), RuntimeError> {
+    pub(super) fn unassign(&self, task_id: &str) -> Result<(), RuntimeError> {
         let c = &self.controller;
         let mut s = c.members();
         if s.assignments.contains_key(task_id) {
@@ -102,6 +102,7 @@ impl Runtime for Fleet {
                 node_secrets: node_secrets(&launch.spec),
                 spec: launch.spec,
                 reported: false,
+                stop: false,
                 secrets: launch
                     .secrets
                     .iter()

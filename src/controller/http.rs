@@ -22,6 +22,9 @@
 //! | `POST /v1/destroy` | operator | tear down everything the source applied and apply nothing of it until resume |
 //! | `GET /v1/tokens`, `POST /v1/tokens`, `DELETE /v1/tokens/{name}` | operator | named API tokens |
 //! | `GET /v1/secrets`, `PUT /v1/secrets/{name}`, `DELETE /v1/secrets/{name}` | operator | the controller's secrets: names and times out, values in only |
+//! | `POST /v1/tasks` | operator | run-task: start a task definition's tasks outside any service (body: a run request); returns the tasks started and the placement failures |
+//! | `GET /v1/tasks?cluster&family&startedBy&status`, `GET /v1/tasks/{id}` | reader | tasks started outside services, running and stopped in the last hour, with exit codes |
+//! | `POST /v1/tasks/{id}/stop` | operator | stop such a task (body: `{"reason": TEXT}`, optional) |
 //! | `GET /v1/openapi.json` | anyone | this API, described |
 //! | `GET /healthz` | anyone | liveness |
 //!
@@ -49,6 +52,8 @@ use crate::wire::{
     SyncReply, TokenRequest,
 };
 
+#[path = "http_runs.rs"]
+mod http_runs;
 #[path = "http_secrets.rs"]
 mod http_secrets;
 
@@ -554,6 +559,7 @@ pub fn router(c: Arc<Controller>) -> Router {
         .route("/v1/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok" }))
         .merge(http_secrets::routes())
+        .merge(http_runs::routes())
         // After routing, before any handler reads a body.
         .route_layer(axum::middleware::from_fn_with_state(c.clone(), gate))
         // Heartbeats carry every task of a node; 16 MiB bounds a request.

@@ -241,7 +241,8 @@ impl Controller {
     pub(super) fn reply(&self, s: &Members, name: &str, compact: bool) -> HeartbeatReply {
         let (mut assignments, mut kept) = (Vec::new(), Vec::new());
         for a in s.assignments.values().filter(|a| a.node == name) {
-            if compact && a.task.reported {
+            // A stop request goes in full: the node must learn of it.
+            if compact && a.task.reported && !a.task.stop {
                 kept.push(a.task.identity.id.clone());
             } else {
                 assignments.push(a.task.clone());

@@ -51,6 +51,7 @@ pub mod openapi;
 mod pass;
 mod rebalance;
 mod requests;
+mod runs;
 pub mod scaling;
 mod scrape;
 mod secret_store;
@@ -266,6 +267,9 @@ pub struct Controller {
     scaling: Mutex<BTreeMap<String, crate::autoscaling::Scaled>>,
     /// Rebalancing of spread services: quiet clusters, services moving.
     rebalancing: Mutex<rebalance::Rebalancing>,
+    /// Tasks started outside any service, by id (kept in the database's
+    /// own table).
+    runs: Mutex<BTreeMap<String, crate::runs::RunRecord>>,
 }
 
 impl Controller {
@@ -364,6 +368,7 @@ impl Controller {
             metrics: Default::default(),
             reservations: Mutex::default(),
             rebalancing: Mutex::default(),
+            runs: Mutex::new(loaded.runs),
             scaling: Mutex::new(loaded.scaling),
         });
         // Generations of an earlier run of the controller are below this
@@ -412,6 +417,13 @@ impl Controller {
             loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 checker.check_nodes();
+            }
+        });
+        let runner = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                runner.refresh_runs();
             }
         });
         let scaler = self.clone();

@@ -43,6 +43,10 @@ const CREDENTIALS: TableDefinition<&str, &[u8]> = TableDefinition::new("credenti
 /// ciphertext is written here.
 const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 
+/// Tasks started outside any service (`run-task`, schedules), by id:
+/// their records, kept an hour after they stop.
+const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
+
 /// Events kept; older ones are dropped.
 pub const EVENTS_KEPT: u64 = 1000;
 
@@ -96,6 +100,7 @@ pub struct Loaded {
     pub tokens: Vec<TokenRecord>,
     pub scaling: BTreeMap<String, crate::autoscaling::Scaled>,
     pub credentials: BTreeMap<String, NodeCredential>,
+    pub runs: BTreeMap<String, crate::runs::RunRecord>,
     /// Commit each service was last changed from.
     pub commits: std::collections::BTreeMap<String, String>,
     pub suspended: bool,
@@ -220,6 +225,7 @@ impl Db {
             tx.open_table(SCALING)?;
             tx.open_table(CREDENTIALS)?;
             tx.open_table(SECRETS)?;
+            tx.open_table(RUNS)?;
             Ok(())
         })?;
         Ok(d)
@@ -325,7 +331,15 @@ impl Db {
                 typed(self, decode("credential", v.value())?)?,
             );
         }
-        drop((state, applied, tx));
+        let runs = tx.open_table(RUNS).map_err(|e| self.err(e))?;
+        for row in runs.iter().map_err(|e| self.err(e))? {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            out.runs.insert(
+                k.value().to_string(),
+                typed(self, decode("run", v.value())?)?,
+            );
+        }
+        drop((state, applied, runs, tx));
         if whole {
             // Move it to rows in one transaction: the old row goes only
             // with the new ones in place.
@@ -434,6 +448,31 @@ impl Db {
         self.delete_row(TOKENS, name)
     }
 
+    /// Write run records and forget others, in one transaction.
+    pub fn put_runs(
+        &self,
+        put: &[&crate::runs::RunRecord],
+        remove: &[&str],
+    ) -> Result<(), DbError> {
+        let mut rows = Vec::with_capacity(put.len());
+        for r in put {
+            rows.push((
+                r.id.clone(),
+                serde_json::to_vec(r).map_err(|e| self.err(e))?,
+            ));
+        }
+        self.write(|tx| {
+            let mut t = tx.open_table(RUNS)?;
+            for (id, bytes) in &rows {
+                t.insert(id.as_str(), bytes.as_slice())?;
+            }
+            for id in remove {
+                t.remove(*id)?;
+            }
+            Ok(())
+        })
+    }
+
     /// Record assignments and removals in one transaction.
     pub fn assign(&self, put: &[&AssignmentRecord], remove: &[&str]) -> Result<(), DbError> {
         let mut rows = Vec::with_capacity(put.len());
@@ -522,6 +561,7 @@ mod tests {
                 }))
                 .unwrap(),
                 reported: false,
+                stop: false,
                 secrets: BTreeMap::from([("DB".to_string(), "hunter2".to_string())]),
                 node_secrets: Vec::new(),
             },

@@ -190,6 +190,15 @@ pub struct Placed {
     pub failures: Vec<String>,
 }
 
+/// What a run started and what it could not place: the reply of
+/// `POST /v1/tasks`, and `run-task --format json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunReply {
+    pub tasks: Vec<RunRecord>,
+    pub failures: Vec<String>,
+}
+
 /// A request that cannot run at all: unknown cluster or task definition,
 /// a count out of range, a bad override or constraint.
 pub type Refusal = String;

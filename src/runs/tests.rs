@@ -236,7 +236,10 @@ fn records_follow_the_task_to_its_exit_code_and_expire_an_hour_later() {
     let id = r.id.clone();
     let mut records = BTreeMap::from([(id.clone(), r)]);
     // Not shown by an observation made as it started: not gone yet.
-    assert_eq!(refresh(&mut records, &[], 50 + GONE_AFTER - 1), Refreshed::default());
+    assert_eq!(
+        refresh(&mut records, &[], 50 + GONE_AFTER - 1),
+        Refreshed::default()
+    );
 
     let seen = refresh(
         &mut records,
