@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::manifest::task_definition::Protocol;
 use crate::manifest::{
-    CapacityProviderSpec, ClusterSpec, Manifest, ServiceSpec, TaskDefinitionSpec,
+    CapacityProviderSpec, ClusterSpec, Manifest, ScheduledTaskSpec, ServiceSpec, TaskDefinitionSpec,
 };
 
 /// A service is identified by its cluster and name.
@@ -76,6 +76,9 @@ pub struct DesiredState {
     pub capacity_providers: BTreeMap<String, CapacityProviderSpec>,
     pub task_definitions: BTreeMap<String, TaskDefinitionSpec>,
     pub services: BTreeMap<String, DesiredService>,
+    /// Scheduled tasks by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scheduled_tasks: BTreeMap<String, ScheduledTaskSpec>,
     /// Fingerprint of each secret reference's current value (`valueFrom` ->
     /// `sha256:...`, or `unresolved`). Values themselves never enter the
     /// model.
@@ -157,6 +160,12 @@ impl DesiredState {
                                 .get(crate::validate::semantic::SELF_HEAL)
                                 .is_none_or(|v| v != "false"),
                         },
+                    );
+                }
+                Manifest::ScheduledTask(s) => {
+                    d.scheduled_tasks.insert(
+                        s.metadata.name.clone(),
+                        crate::plan::normalize::scheduled_task(&s.metadata.name, &s.spec),
                     );
                 }
             }
@@ -386,6 +395,9 @@ pub struct ObservedState {
     /// Revision of each family the source last applied.
     pub task_definitions: BTreeMap<String, u32>,
     pub services: BTreeMap<String, ObservedService>,
+    /// Scheduled tasks as last applied, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scheduled_tasks: BTreeMap<String, ScheduledTaskSpec>,
     /// Deployments and events by service key.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub deployments: BTreeMap<String, crate::deployment::History>,

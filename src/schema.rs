@@ -12,8 +12,8 @@ use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{json, Map, Value};
 
 use crate::manifest::{
-    CapacityProviderManifest, ClusterManifest, Kind, ServiceManifest, TaskDefinitionManifest,
-    API_VERSION,
+    CapacityProviderManifest, ClusterManifest, Kind, ScheduledTaskManifest, ServiceManifest,
+    TaskDefinitionManifest, API_VERSION,
 };
 
 /// Relative URL of the published schemas, as used by the modelines of the
@@ -32,6 +32,9 @@ fn kind_description(kind: Kind) -> &'static str {
         Kind::CapacityProvider => {
             "A CapacityProvider: a pool of a cluster's nodes, selected by attributes, optionally scaled to the tasks it must hold."
         }
+        Kind::ScheduledTask => {
+            "A ScheduledTask: runs tasks of a task definition on a cluster on a schedule, as an EventBridge rule with an ECS target does; the controller starts each run."
+        }
     }
 }
 
@@ -47,6 +50,7 @@ fn subschema(generator: &mut SchemaGenerator, kind: Kind) -> Value {
         Kind::TaskDefinition => generator.subschema_for::<TaskDefinitionManifest>(),
         Kind::Service => generator.subschema_for::<ServiceManifest>(),
         Kind::CapacityProvider => generator.subschema_for::<CapacityProviderManifest>(),
+        Kind::ScheduledTask => generator.subschema_for::<ScheduledTaskManifest>(),
     }
     .to_value()
 }
@@ -65,6 +69,7 @@ pub fn kind_schema(kind: Kind) -> Value {
         Kind::TaskDefinition => root_for::<TaskDefinitionManifest>(),
         Kind::Service => root_for::<ServiceManifest>(),
         Kind::CapacityProvider => root_for::<CapacityProviderManifest>(),
+        Kind::ScheduledTask => root_for::<ScheduledTaskManifest>(),
     };
     pin_envelope(&mut root, kind);
     tidy(&mut root);
@@ -123,7 +128,7 @@ pub fn manifest_schema() -> Value {
     let mut v = json!({
         "$schema": DRAFT_07,
         "title": "reconcile manifest",
-        "description": "Any reconcile manifest: Cluster, TaskDefinition, Service or CapacityProvider. The document is checked against the schema of its kind.",
+        "description": "Any reconcile manifest: Cluster, TaskDefinition, Service, CapacityProvider or ScheduledTask. The document is checked against the schema of its kind.",
         "type": "object",
         "required": ["apiVersion", "kind", "metadata", "spec"],
         "properties": {
@@ -330,7 +335,7 @@ fn pretty(v: &Value) -> String {
 pub fn catalog() -> Value {
     let mut schemas = vec![json!({
         "name": "reconcile manifest",
-        "description": "Any reconcile manifest (Cluster, TaskDefinition, Service, CapacityProvider)",
+        "description": "Any reconcile manifest (Cluster, TaskDefinition, Service, CapacityProvider, ScheduledTask)",
         "fileMatch": ["*.reconcile.yaml", "*.reconcile.yml", "**/reconcile/**/*.yaml", "**/reconcile/**/*.yml"],
         "url": "manifest.json",
     })];

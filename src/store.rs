@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::deployment::History;
-use crate::manifest::{CapacityProviderSpec, ClusterSpec};
+use crate::manifest::{CapacityProviderSpec, ClusterSpec, ScheduledTaskSpec};
 use crate::model::{ObservedService, ObservedState, Revision};
 
 /// What is persisted.
@@ -30,6 +30,10 @@ pub struct Stored {
     /// Deployments and events by service key.
     #[serde(default)]
     pub deployments: BTreeMap<String, History>,
+    /// Scheduled tasks as last applied, by name. Absent from states that
+    /// have none, so those read and write as before.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scheduled_tasks: BTreeMap<String, ScheduledTaskSpec>,
 }
 
 impl Stored {
@@ -42,6 +46,7 @@ impl Stored {
         o.task_definitions = self.task_definitions;
         o.services = self.services;
         o.deployments = self.deployments;
+        o.scheduled_tasks = self.scheduled_tasks;
     }
 }
 
@@ -218,5 +223,18 @@ impl RunsFile {
 
     pub fn save(&self, runs: &Runs) -> Result<(), StoreError> {
         write_atomic(&self.path, runs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_without_scheduled_tasks_reads_and_writes_as_before() {
+        let old = r#"{"clusters":{},"capacityProviders":{},"revisions":{},"taskDefinitions":{"web":1},"services":{},"deployments":{}}"#;
+        let st: Stored = serde_json::from_str(old).unwrap();
+        assert!(st.scheduled_tasks.is_empty());
+        assert_eq!(serde_json::to_string(&st).unwrap(), old);
     }
 }

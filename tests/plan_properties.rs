@@ -25,6 +25,8 @@ struct Svc {
     min: u32,
     max: u32,
     cpu: u32,
+    /// A ScheduledTask `jI` of the family: (hours between runs, enabled).
+    sched: Option<(u8, bool)>,
 }
 
 fn svc() -> impl Strategy<Value = Svc> {
@@ -34,23 +36,25 @@ fn svc() -> impl Strategy<Value = Svc> {
         prop::sample::select(vec![0u32, 50, 100]),
         prop::sample::select(vec![100u32, 150, 200]),
         prop::sample::select(vec![128u32, 256]),
+        prop::option::of((2u8..5, any::<bool>())),
     )
-        .prop_filter("progress possible", |(c, _, min, max, _)| {
+        .prop_filter("progress possible", |(c, _, min, max, _, _)| {
             let floor = (c * min).div_ceil(100);
             let cap = c * max / 100;
             *c == 0 || cap > *c || floor < *c
         })
-        .prop_map(|(count, env, min, max, cpu)| Svc {
+        .prop_map(|(count, env, min, max, cpu, sched)| Svc {
             count,
             env,
             min,
             max,
             cpu,
+            sched,
         })
 }
 
 /// The source of `services`: a Cluster, then a TaskDefinition `fI` and a
-/// Service `sI` for each.
+/// Service `sI` for each, and a ScheduledTask `jI` for those with one.
 fn yaml(services: &[Option<Svc>]) -> String {
     documents(services).join("---\n")
 }
@@ -70,6 +74,11 @@ fn documents(services: &[Option<Svc>]) -> Vec<String> {
             "apiVersion: reconcile/v1alpha1\nkind: Service\nmetadata: {{name: s{i}}}\nspec:\n  cluster: c\n  taskDefinition: f{i}\n  desiredCount: {}\n  deploymentConfiguration: {{minimumHealthyPercent: {}, maximumPercent: {}}}\n",
             s.count, s.min, s.max
         ));
+        if let Some((hours, enabled)) = s.sched {
+            docs.push(format!(
+                "apiVersion: reconcile/v1alpha1\nkind: ScheduledTask\nmetadata: {{name: j{i}}}\nspec:\n  cluster: c\n  taskDefinition: f{i}\n  schedule: rate({hours} hours)\n  enabled: {enabled}\n"
+            ));
+        }
     }
     docs
 }
@@ -85,6 +94,7 @@ fn desired_again(services: &[Option<Svc>]) -> DesiredState {
         capacity_providers: refill(&d.capacity_providers),
         task_definitions: refill(&d.task_definitions),
         services: refill(&d.services),
+        scheduled_tasks: refill(&d.scheduled_tasks),
         secret_fingerprints: refill(&d.secret_fingerprints),
     }
 }
@@ -99,6 +109,7 @@ fn observed_again(o: &ObservedState) -> ObservedState {
         revisions: refill(&o.revisions),
         task_definitions: refill(&o.task_definitions),
         services: refill(&o.services),
+        scheduled_tasks: refill(&o.scheduled_tasks),
         deployments: refill(&o.deployments),
         draining: o.draining.iter().rev().cloned().collect(),
         ..o

@@ -294,3 +294,65 @@ fn an_unfinished_rollout_is_named_as_such() {
     assert!(t.contains("rollout to new tasks of web:2:"), "{t}");
     assert!(!t.contains("web:2 -> web:2"), "{t}");
 }
+
+/// Scheduled tasks beside the base service: one created, one updated (a
+/// new schedule, overrides and disabled), one deleted, in their own
+/// resources after the services; none of them starts or stops a task.
+#[test]
+fn scheduled_tasks_created_updated_and_deleted() {
+    let scheduled = |nightly: &str, others: &str| {
+        format!(
+            "{BASE}---
+apiVersion: reconcile/v1alpha1
+kind: ScheduledTask
+metadata: {{name: nightly}}
+spec:
+  cluster: prod
+  taskDefinition: web
+{nightly}{others}"
+        )
+    };
+    let hourly = "---
+apiVersion: reconcile/v1alpha1
+kind: ScheduledTask
+metadata: {name: hourly}
+spec:
+  cluster: prod
+  taskDefinition: web
+  schedule: rate(1 hour)
+";
+    let weekly = "---
+apiVersion: reconcile/v1alpha1
+kind: ScheduledTask
+metadata: {name: weekly}
+spec:
+  cluster: prod
+  taskDefinition: web
+  schedule: cron(0 4 ? * MON *)
+  count: 2
+";
+    let mut w = converged();
+    w.apply(&desired(&scheduled(
+        "  schedule: cron(0 3 * * ? *)\n",
+        hourly,
+    )))
+    .unwrap();
+    let d = desired(&scheduled(
+        "  schedule: cron(30 2 * * ? *)
+  enabled: false
+  overrides:
+    containerOverrides:
+      - {name: web, command: [./report], environment: [{name: MODE, value: full}]}
+",
+        weekly,
+    ));
+    let p = w.plan(&d);
+    assert!(p.errors.is_empty(), "{:?}", p.errors);
+    assert!(p
+        .changes()
+        .all(|c| c.kind == reconcile::manifest::Kind::ScheduledTask && c.tasks.is_none()));
+    insta::assert_snapshot!("scheduled_tasks", text(&p));
+    insta::assert_json_snapshot!("scheduled_tasks_json", json(&p));
+    w.apply(&d).unwrap();
+    assert!(!w.plan(&d).has_changes());
+}

@@ -189,10 +189,9 @@ pub async fn apply<R: Runtime + Sync, S: Sink>(
     }
     let changes: Vec<&ResourceChange> = plan.changes().collect();
     // Phase 1: providers, clusters and revisions the services need.
-    for c in changes
-        .iter()
-        .filter(|c| c.kind != Kind::Service && c.action != Action::Delete)
-    {
+    for c in changes.iter().filter(|c| {
+        !matches!(c.kind, Kind::Service | Kind::ScheduledTask) && c.action != Action::Delete
+    }) {
         resource(c, desired, state, sink)?;
     }
     // Phase 2: services, concurrently.
@@ -211,12 +210,16 @@ pub async fn apply<R: Runtime + Sync, S: Sink>(
             .await;
     *state = shared.into_inner().unwrap_or_else(|e| e.into_inner());
     let mut errors: Vec<ApplyError> = results.into_iter().filter_map(Result::err).collect();
+    // Scheduled tasks: records only, which no service depends on, so they
+    // are kept whatever the services' outcome.
+    for c in changes.iter().filter(|c| c.kind == Kind::ScheduledTask) {
+        resource(c, desired, state, sink)?;
+    }
     // Phase 3: what the deleted services used.
     if errors.is_empty() {
-        for c in changes
-            .iter()
-            .filter(|c| c.kind != Kind::Service && c.action == Action::Delete)
-        {
+        for c in changes.iter().filter(|c| {
+            !matches!(c.kind, Kind::Service | Kind::ScheduledTask) && c.action == Action::Delete
+        }) {
             resource(c, desired, state, sink)?;
         }
     }
@@ -244,6 +247,7 @@ fn resource<S: Sink>(
             c,
         ),
         Kind::Cluster => record(&mut state.clusters, &desired.clusters, c),
+        Kind::ScheduledTask => record(&mut state.scheduled_tasks, &desired.scheduled_tasks, c),
         Kind::TaskDefinition => task_definition(state, desired, c, sink),
         Kind::Service => {}
     }

@@ -179,6 +179,7 @@ impl Rows {
         )?;
         rows.diff("services", &old.services, &new.services)?;
         rows.diff("deployments", &old.deployments, &new.deployments)?;
+        rows.diff("scheduledTasks", &old.scheduled_tasks, &new.scheduled_tasks)?;
         Ok(rows)
     }
 
@@ -281,6 +282,7 @@ impl Db {
                 "taskDefinitions" => drop(st.task_definitions.insert(key, typed(self, v)?)),
                 "services" => drop(st.services.insert(key, typed(self, v)?)),
                 "deployments" => drop(st.deployments.insert(key, typed(self, v)?)),
+                "scheduledTasks" => drop(st.scheduled_tasks.insert(key, typed(self, v)?)),
                 other => return Err(self.err(format!("unknown applied state section `{other}`"))),
             }
         }
@@ -369,6 +371,7 @@ impl Db {
         sync_map(&mut saved.task_definitions, &stored.task_definitions);
         sync_map(&mut saved.services, &stored.services);
         sync_map(&mut saved.deployments, &stored.deployments);
+        sync_map(&mut saved.scheduled_tasks, &stored.scheduled_tasks);
         Ok(())
     }
 
@@ -611,6 +614,41 @@ mod tests {
         };
         let db = Db::open(dir.path()).unwrap();
         assert_eq!(db.load().unwrap().stored, last);
+    }
+
+    #[test]
+    fn scheduled_tasks_are_saved_by_row_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = applied(&[("report", 1)]);
+        let spec: crate::manifest::ScheduledTaskSpec = serde_json::from_value(serde_json::json!({
+            "cluster": "c", "taskDefinition": "report", "schedule": "cron(0 3 * * ? *)",
+            "overrides": {"containerOverrides": [{"name": "app", "command": ["./report"]}]}
+        }))
+        .unwrap();
+        st.scheduled_tasks.insert("nightly".into(), spec);
+        let rows = |db: &Db| -> Vec<String> {
+            let tx = db.db.begin_read().unwrap();
+            tx.open_table(APPLIED)
+                .unwrap()
+                .iter()
+                .unwrap()
+                .map(|r| r.unwrap().0.value().to_string())
+                .filter(|k| k.starts_with("scheduledTasks/"))
+                .collect()
+        };
+        {
+            let db = Db::open(dir.path()).unwrap();
+            db.load().unwrap();
+            db.save_stored(&st).unwrap();
+            assert_eq!(rows(&db), ["scheduledTasks/nightly"]);
+        }
+        let db = Db::open(dir.path()).unwrap();
+        assert_eq!(db.load().unwrap().stored, st);
+        st.scheduled_tasks.clear();
+        db.save_stored(&st).unwrap();
+        assert!(rows(&db).is_empty());
+        drop(db);
+        assert_eq!(Db::open(dir.path()).unwrap().load().unwrap().stored, st);
     }
 
     #[test]

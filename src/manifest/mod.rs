@@ -1,4 +1,4 @@
-//! The manifest model: the four kinds users commit, as typed Rust.
+//! The manifest model: the five kinds users commit, as typed Rust.
 //!
 //! These types are the single source of truth for the manifest contract. The
 //! JSON Schemas in `schemas/` are generated from them (doc comments become
@@ -9,6 +9,7 @@
 pub mod auto_scaling;
 pub mod capacity_provider;
 pub mod cluster;
+pub mod scheduled_task;
 pub mod service;
 pub mod task_definition;
 pub mod traffic;
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use capacity_provider::CapacityProviderSpec;
 pub use cluster::ClusterSpec;
+pub use scheduled_task::ScheduledTaskSpec;
 pub use service::ServiceSpec;
 pub use task_definition::TaskDefinitionSpec;
 
@@ -37,14 +39,16 @@ pub enum Kind {
     Cluster,
     TaskDefinition,
     Service,
+    ScheduledTask,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [
+    pub const ALL: [Kind; 5] = [
         Kind::CapacityProvider,
         Kind::Cluster,
         Kind::TaskDefinition,
         Kind::Service,
+        Kind::ScheduledTask,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +57,7 @@ impl Kind {
             Kind::Cluster => "Cluster",
             Kind::TaskDefinition => "TaskDefinition",
             Kind::Service => "Service",
+            Kind::ScheduledTask => "ScheduledTask",
         }
     }
 
@@ -67,6 +72,7 @@ impl Kind {
             Kind::Cluster => "cluster.json",
             Kind::TaskDefinition => "task-definition.json",
             Kind::Service => "service.json",
+            Kind::ScheduledTask => "scheduled-task.json",
         }
     }
 }
@@ -123,6 +129,7 @@ pub type ClusterManifest = Envelope<ClusterSpec>;
 pub type CapacityProviderManifest = Envelope<CapacityProviderSpec>;
 pub type TaskDefinitionManifest = Envelope<TaskDefinitionSpec>;
 pub type ServiceManifest = Envelope<ServiceSpec>;
+pub type ScheduledTaskManifest = Envelope<ScheduledTaskSpec>;
 
 /// One validated manifest of any kind.
 #[derive(Debug, Clone, PartialEq)]
@@ -131,6 +138,7 @@ pub enum Manifest {
     Cluster(ClusterManifest),
     TaskDefinition(TaskDefinitionManifest),
     Service(ServiceManifest),
+    ScheduledTask(ScheduledTaskManifest),
 }
 
 impl Manifest {
@@ -140,6 +148,7 @@ impl Manifest {
             Manifest::Cluster(_) => Kind::Cluster,
             Manifest::TaskDefinition(_) => Kind::TaskDefinition,
             Manifest::Service(_) => Kind::Service,
+            Manifest::ScheduledTask(_) => Kind::ScheduledTask,
         }
     }
 
@@ -149,6 +158,7 @@ impl Manifest {
             Manifest::Cluster(m) => &m.metadata,
             Manifest::TaskDefinition(m) => &m.metadata,
             Manifest::Service(m) => &m.metadata,
+            Manifest::ScheduledTask(m) => &m.metadata,
         }
     }
 
@@ -177,6 +187,7 @@ impl Manifest {
             Kind::Cluster => Manifest::Cluster(typed(value)?),
             Kind::TaskDefinition => Manifest::TaskDefinition(typed(value)?),
             Kind::Service => Manifest::Service(typed(value)?),
+            Kind::ScheduledTask => Manifest::ScheduledTask(typed(value)?),
         })
     }
 }

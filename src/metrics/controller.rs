@@ -52,6 +52,7 @@ pub fn kind_code(k: Kind) -> &'static str {
         Kind::CapacityProvider => "CapacityProvider",
         Kind::TaskDefinition => "TaskDefinition",
         Kind::Service => "Service",
+        Kind::ScheduledTask => "ScheduledTask",
     }
 }
 

@@ -250,6 +250,7 @@ fn observed_summary(
     match kind {
         Kind::Cluster => to_value(&observed.clusters.get(key)),
         Kind::CapacityProvider => to_value(&observed.capacity_providers.get(key)),
+        Kind::ScheduledTask => to_value(&observed.scheduled_tasks.get(key)),
         Kind::TaskDefinition => serde_json::json!({
             "revision": observed.task_definitions.get(key),
             "registered": observed.revisions.get(key).map(|r| r.iter().map(|x| x.number).collect::<Vec<_>>()),
@@ -359,6 +360,7 @@ pub fn plan(desired: &DesiredState, observed: &ObservedState, opts: &Options) ->
         }
     }
     services(&inputs, &by_service, &mut changes, &mut errors);
+    scheduled_tasks(desired, observed, &mut changes);
 
     // Apply order: creates and updates by kind, then deletes in reverse.
     changes.sort_by(|a, b| order(a).cmp(&order(b)));
@@ -548,10 +550,47 @@ fn services(
     }
 }
 
+/// Scheduled tasks: plain specs, updated in place. The rule is all there
+/// is to them: tasks of runs already started are never stopped by a change
+/// (ECS: a deleted or changed rule leaves running tasks alone).
+fn scheduled_tasks(
+    desired: &DesiredState,
+    observed: &ObservedState,
+    changes: &mut Vec<ResourceChange>,
+) {
+    let first = changes.len();
+    simple(
+        Kind::ScheduledTask,
+        &desired.scheduled_tasks,
+        &observed.scheduled_tasks,
+        changes,
+    );
+    for c in &mut changes[first..] {
+        match c.action {
+            Action::Delete => {
+                c.reasons = vec![
+                    "no longer in the source: no more runs start; tasks already started keep running"
+                        .into(),
+                ];
+            }
+            Action::Create | Action::Update => {
+                if desired
+                    .scheduled_tasks
+                    .get(&c.name)
+                    .is_some_and(|s| !s.enabled)
+                {
+                    c.reasons.push("disabled: no runs start".into());
+                }
+            }
+            Action::Replace | Action::NoOp => {}
+        }
+    }
+}
+
 fn order(c: &ResourceChange) -> (u8, u8, &str) {
     let k = Kind::ALL.iter().position(|k| *k == c.kind).unwrap_or(0) as u8;
     match c.action {
-        Action::Delete => (1, 4 - k, &c.address),
+        Action::Delete => (1, (Kind::ALL.len() as u8) - k, &c.address),
         _ => (0, k, &c.address),
     }
 }

@@ -5,7 +5,7 @@
 //! Serde already fills the defaults of the types; what is left is effective
 //! values that depend on other fields and canonical ordering.
 
-use crate::manifest::{ClusterSpec, ServiceSpec, TaskDefinitionSpec};
+use crate::manifest::{ClusterSpec, ScheduledTaskSpec, ServiceSpec, TaskDefinitionSpec};
 
 /// Canonical form of a task definition spec.
 pub fn task_definition(spec: &TaskDefinitionSpec) -> TaskDefinitionSpec {
@@ -61,6 +61,31 @@ pub fn service(name: &str, spec: &ServiceSpec) -> ServiceSpec {
     let d = &mut s.deployment_configuration;
     d.minimum_healthy_percent = Some(d.min_healthy(spec.scheduling_strategy));
     d.maximum_percent = Some(d.max_percent(spec.scheduling_strategy));
+    s.placement_constraints
+        .sort_by(|a, b| (a.kind as u8, &a.expression).cmp(&(b.kind as u8, &b.expression)));
+    s.capacity_provider_strategy
+        .sort_by(|a, b| a.capacity_provider.cmp(&b.capacity_provider));
+    s
+}
+
+/// Canonical form of a scheduled task spec: the effective startedBy spelled
+/// out, empty overrides dropped, set-like lists sorted. Placement
+/// strategies keep their order: it is their precedence.
+pub fn scheduled_task(name: &str, spec: &ScheduledTaskSpec) -> ScheduledTaskSpec {
+    let mut s = spec.clone();
+    // No startedBy and the default one written out are the same tag.
+    s.started_by = Some(spec.effective_started_by(name));
+    if let Some(o) = &mut s.overrides {
+        // Validation keeps containers and variables unique per override,
+        // so their order carries no meaning.
+        o.container_overrides.sort_by(|a, b| a.name.cmp(&b.name));
+        for c in &mut o.container_overrides {
+            c.environment.sort();
+        }
+    }
+    if s.overrides.as_ref().is_some_and(|o| o.is_empty()) {
+        s.overrides = None;
+    }
     s.placement_constraints
         .sort_by(|a, b| (a.kind as u8, &a.expression).cmp(&(b.kind as u8, &b.expression)));
     s.capacity_provider_strategy

@@ -167,14 +167,14 @@ fn resource(out: &mut String, p: &Painter, c: &ResourceChange, style: Style) {
         for f in &c.fields {
             field_line(out, p, f, style.detail);
         }
-    } else if c.action == Action::Create && c.kind == Kind::Service {
-        // The few facts a reader checks on a new service.
-        for f in c.fields.iter().filter(|f| {
-            matches!(
-                f.path.as_str(),
-                "desiredCount" | "taskDefinition" | "schedulingStrategy"
-            )
-        }) {
+    } else if c.action == Action::Create {
+        // The few facts a reader checks on a new service or schedule.
+        let facts: &[&str] = match c.kind {
+            Kind::Service => &["desiredCount", "taskDefinition", "schedulingStrategy"],
+            Kind::ScheduledTask => &["cluster", "taskDefinition", "schedule", "count"],
+            _ => &[],
+        };
+        for f in c.fields.iter().filter(|f| facts.contains(&f.path.as_str())) {
             field_line(out, p, f, false);
         }
     }

@@ -6,9 +6,10 @@
 //! The rules live by kind: `references` (unique names, references between
 //! documents), `annotations`, `placement` (strategies and constraints that
 //! several kinds share), `task_definition`, `service`, `traffic` (a
-//! service's listeners and DNS names, unique per cluster) and
-//! `capacity_provider`. This file holds [`Finding`] and [`check`], which
-//! runs them all (and the few Cluster rules, which use the shared ones).
+//! service's listeners and DNS names, unique per cluster),
+//! `capacity_provider` and `scheduled_task`. This file holds [`Finding`]
+//! and [`check`], which runs them all (and the few Cluster rules, which use
+//! the shared ones).
 
 use std::collections::BTreeMap;
 
@@ -20,6 +21,7 @@ mod auto_scaling;
 mod capacity_provider;
 mod placement;
 mod references;
+mod scheduled_task;
 mod service;
 mod task_definition;
 mod traffic;
@@ -30,6 +32,7 @@ use auto_scaling::auto_scaling;
 use capacity_provider::capacity_provider;
 use placement::strategy;
 use references::{duplicate_names, missing_ref};
+use scheduled_task::scheduled_task;
 use service::service;
 use task_definition::task_definition;
 use traffic::traffic;
@@ -163,6 +166,7 @@ pub fn check(entries: &[Entry]) -> Vec<Finding> {
                 );
             }
             Manifest::CapacityProvider(cp) => capacity_provider(i, &cp.spec, &mut out),
+            Manifest::ScheduledTask(st) => scheduled_task(i, &st.spec, &index, entries, &mut out),
         }
     }
     out
@@ -186,7 +190,7 @@ impl<'a> Index<'a> {
                 Kind::Cluster => &mut ix.clusters,
                 Kind::TaskDefinition => &mut ix.families,
                 Kind::CapacityProvider => &mut ix.providers,
-                Kind::Service => continue,
+                Kind::Service | Kind::ScheduledTask => continue,
             };
             map.entry(e.manifest.name()).or_insert(i);
         }

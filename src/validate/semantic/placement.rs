@@ -1,12 +1,74 @@
-//! Rules on where tasks may go: capacity provider strategies (of a Cluster
-//! or a Service) and placement constraints (of a Service or a
+//! Rules on where tasks may go: capacity provider strategies (of a
+//! Cluster, a Service or a ScheduledTask), placement strategies (of a
+//! Service or a ScheduledTask) and placement constraints (of those and a
 //! TaskDefinition). Separate because several kinds share them.
 
 use std::collections::HashSet;
 
-use super::Finding;
+use super::{Finding, Index};
 use crate::expression;
-use crate::manifest::{CapacityProviderStrategyItem, PlacementConstraint, PlacementConstraintType};
+use crate::manifest::service::{PlacementStrategy, PlacementStrategyType};
+use crate::manifest::{
+    CapacityProviderStrategyItem, Manifest, PlacementConstraint, PlacementConstraintType,
+};
+use crate::validate::Entry;
+
+/// A capacity provider strategy of a resource that runs in `cluster`:
+/// checked against the providers the cluster attaches, when the cluster is
+/// in the source (a missing one is reported as a reference).
+pub(super) fn cluster_strategy(
+    entry: usize,
+    base: &str,
+    items: &[CapacityProviderStrategyItem],
+    cluster: &str,
+    index: &Index,
+    entries: &[Entry],
+    out: &mut Vec<Finding>,
+) {
+    let Some(&c) = index.clusters.get(cluster) else {
+        return;
+    };
+    if let Manifest::Cluster(cm) = &entries[c].manifest {
+        strategy(
+            entry,
+            base,
+            items,
+            &cm.spec.capacity_providers,
+            cluster,
+            out,
+        );
+    }
+}
+
+/// Placement strategies: each type with a field it works on.
+pub(super) fn strategies(
+    entry: usize,
+    base: &str,
+    list: &[PlacementStrategy],
+    out: &mut Vec<Finding>,
+) {
+    for (j, s) in list.iter().enumerate() {
+        let p = format!("{base}/{j}");
+        let field = s.field.as_deref();
+        let problem = match (s.kind, field) {
+            (PlacementStrategyType::Random, Some(_)) => Some("`random` takes no field"),
+            (PlacementStrategyType::Spread, None) => {
+                Some("`spread` needs a field: instanceId, host or attribute:NAME")
+            }
+            (PlacementStrategyType::Spread, Some(f))
+                if !(f == "instanceId" || f == "host" || f.starts_with("attribute:")) =>
+            {
+                Some("`spread` works on instanceId, host or attribute:NAME")
+            }
+            (PlacementStrategyType::Binpack, Some("cpu" | "memory")) => None,
+            (PlacementStrategyType::Binpack, _) => Some("`binpack` needs field `cpu` or `memory`"),
+            _ => None,
+        };
+        if let Some(msg) = problem {
+            out.push(Finding::error("placement", entry, p, msg.into()));
+        }
+    }
+}
 
 pub(super) fn strategy(
     entry: usize,

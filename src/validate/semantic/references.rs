@@ -4,10 +4,10 @@
 
 use std::collections::HashMap;
 
-use super::Finding;
-use crate::manifest::{Kind, Manifest};
+use super::{Finding, Index};
+use crate::manifest::{Kind, Manifest, TaskDefinitionSpec};
 use crate::suggest;
-use crate::validate::Entry;
+use crate::validate::{Entry, Severity};
 
 pub(super) fn missing_ref<'a>(
     code: &'static str,
@@ -34,6 +34,61 @@ pub(super) fn missing_ref<'a>(
                 f.help(format!("defined {kind}s: {}", all.join(", ")))
             }
         }
+    }
+}
+
+/// A `taskDefinition` reference (of a Service or a ScheduledTask) at
+/// `pointer`: its family must be in the source, unless a revision is
+/// pinned, which may have been registered from an earlier source.
+pub(super) fn task_definition_ref(
+    entry: usize,
+    pointer: &str,
+    reference: &str,
+    index: &Index,
+    out: &mut Vec<Finding>,
+) {
+    let crate::model::TaskDefRef { family, revision } = crate::model::TaskDefRef::parse(reference);
+    if index.families.contains_key(family) {
+        return;
+    }
+    let f = missing_ref(
+        "reference",
+        entry,
+        pointer.into(),
+        "TaskDefinition",
+        family,
+        index.families.keys().copied(),
+    );
+    if revision.is_some() {
+        // Only the store can tell at plan time.
+        out.push(Finding {
+            severity: Severity::Warning,
+            message: format!(
+                "no TaskDefinition family `{family}` in the source; revision {reference} must already be registered"
+            ),
+            ..f
+        });
+    } else {
+        out.push(f);
+    }
+}
+
+/// The task definition a `taskDefinition` reference runs, when the source
+/// defines it: only an unpinned reference names the source's revision (a
+/// pinned `family:N` may be another one, registered earlier).
+pub(super) fn source_task_definition<'a>(
+    reference: &str,
+    index: &Index,
+    entries: &'a [Entry],
+) -> Option<(usize, &'a TaskDefinitionSpec)> {
+    let r = crate::model::TaskDefRef::parse(reference);
+    if r.revision.is_some() {
+        return None;
+    }
+    let &e = index.families.get(r.family)?;
+    match &entries[e].manifest {
+        Manifest::TaskDefinition(td) => Some((e, &td.spec)),
+        _ => None,
     }
 }
 

@@ -3,12 +3,11 @@
 //! strategies, constraints and capacity provider strategy are valid.
 //! Separate because they concern one kind.
 
-use super::placement::{constraints, strategy};
-use super::references::missing_ref;
+use super::placement::{cluster_strategy, constraints, strategies};
+use super::references::{missing_ref, task_definition_ref};
 use super::{Finding, Index};
-use crate::manifest::service::{PlacementStrategyType, SchedulingStrategy};
-use crate::manifest::Manifest;
-use crate::validate::{Entry, Severity};
+use crate::manifest::service::SchedulingStrategy;
+use crate::validate::Entry;
 
 pub(super) fn service(
     i: usize,
@@ -17,8 +16,7 @@ pub(super) fn service(
     entries: &[Entry],
     out: &mut Vec<Finding>,
 ) {
-    let cluster = index.clusters.get(spec.cluster.as_str()).copied();
-    if cluster.is_none() {
+    if !index.clusters.contains_key(spec.cluster.as_str()) {
         out.push(missing_ref(
             "reference",
             i,
@@ -28,32 +26,7 @@ pub(super) fn service(
             index.clusters.keys().copied(),
         ));
     }
-    let crate::model::TaskDefRef { family, revision } =
-        crate::model::TaskDefRef::parse(&spec.task_definition);
-    if !index.families.contains_key(family) {
-        let f = missing_ref(
-            "reference",
-            i,
-            "/spec/taskDefinition".into(),
-            "TaskDefinition",
-            family,
-            index.families.keys().copied(),
-        );
-        if revision.is_some() {
-            // A pinned revision may have been registered from an earlier
-            // source; only the store can tell at plan time.
-            out.push(Finding {
-                severity: Severity::Warning,
-                message: format!(
-                    "no TaskDefinition family `{family}` in the source; revision {} must already be registered",
-                    spec.task_definition
-                ),
-                ..f
-            });
-        } else {
-            out.push(f);
-        }
-    }
+    task_definition_ref(i, "/spec/taskDefinition", &spec.task_definition, index, out);
     let d = &spec.deployment_configuration;
     match spec.scheduling_strategy {
         SchedulingStrategy::Replica => {
@@ -156,27 +129,7 @@ pub(super) fn service(
             .help("set `enable: true`"),
         );
     }
-    for (j, s) in spec.placement_strategy.iter().enumerate() {
-        let p = format!("/spec/placementStrategy/{j}");
-        let field = s.field.as_deref();
-        let problem = match (s.kind, field) {
-            (PlacementStrategyType::Random, Some(_)) => Some("`random` takes no field"),
-            (PlacementStrategyType::Spread, None) => {
-                Some("`spread` needs a field: instanceId, host or attribute:NAME")
-            }
-            (PlacementStrategyType::Spread, Some(f))
-                if !(f == "instanceId" || f == "host" || f.starts_with("attribute:")) =>
-            {
-                Some("`spread` works on instanceId, host or attribute:NAME")
-            }
-            (PlacementStrategyType::Binpack, Some("cpu" | "memory")) => None,
-            (PlacementStrategyType::Binpack, _) => Some("`binpack` needs field `cpu` or `memory`"),
-            _ => None,
-        };
-        if let Some(msg) = problem {
-            out.push(Finding::error("placement", i, p, msg.into()));
-        }
-    }
+    strategies(i, "/spec/placementStrategy", &spec.placement_strategy, out);
     constraints(
         i,
         "/spec/placementConstraints",
@@ -184,16 +137,13 @@ pub(super) fn service(
         false,
         out,
     );
-    if let Some(c) = cluster {
-        if let Manifest::Cluster(cm) = &entries[c].manifest {
-            strategy(
-                i,
-                "/spec/capacityProviderStrategy",
-                &spec.capacity_provider_strategy,
-                &cm.spec.capacity_providers,
-                &spec.cluster,
-                out,
-            );
-        }
-    }
+    cluster_strategy(
+        i,
+        "/spec/capacityProviderStrategy",
+        &spec.capacity_provider_strategy,
+        &spec.cluster,
+        index,
+        entries,
+        out,
+    );
 }

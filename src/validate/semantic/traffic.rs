@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 
+use super::references::source_task_definition;
 use super::{Finding, Index};
-use crate::manifest::service::ServiceSpec;
 use crate::manifest::task_definition::{NetworkMode, Protocol};
 use crate::manifest::traffic::ListenerProtocol;
 use crate::manifest::{Manifest, TaskDefinitionSpec};
@@ -14,25 +14,6 @@ use crate::model::TaskDefRef;
 use crate::scheduler::RESERVED_PORTS;
 use crate::suggest;
 use crate::validate::Entry;
-
-/// The task definition a service runs, when the source defines it: only an
-/// unpinned reference names the source's revision (a pinned `family:N` may
-/// be another one, registered earlier).
-fn task_definition<'a>(
-    spec: &ServiceSpec,
-    index: &Index,
-    entries: &'a [Entry],
-) -> Option<(usize, &'a TaskDefinitionSpec)> {
-    let r = TaskDefRef::parse(&spec.task_definition);
-    if r.revision.is_some() {
-        return None;
-    }
-    let &e = index.families.get(r.family)?;
-    match &entries[e].manifest {
-        Manifest::TaskDefinition(td) => Some((e, &td.spec)),
-        _ => None,
-    }
-}
 
 /// Where a fixed host port of a task definition is declared.
 struct HostPort {
@@ -156,7 +137,7 @@ pub(super) fn traffic(entries: &[Entry], index: &Index, out: &mut Vec<Finding>) 
         let Manifest::Service(s) = &e.manifest else {
             continue;
         };
-        if let Some((te, td)) = task_definition(&s.spec, index, entries) {
+        if let Some((te, td)) = source_task_definition(&s.spec.task_definition, index, entries) {
             let family = TaskDefRef::parse(&s.spec.task_definition).family;
             for (port, at) in fixed_host_ports(te, family, td) {
                 host_ports
@@ -172,7 +153,7 @@ pub(super) fn traffic(entries: &[Entry], index: &Index, out: &mut Vec<Finding>) 
         let spec = &s.spec;
         let service = s.metadata.name.as_str();
         let cluster = spec.cluster.as_str();
-        let td = task_definition(spec, index, entries);
+        let td = source_task_definition(&spec.task_definition, index, entries);
         let family = TaskDefRef::parse(&spec.task_definition).family;
         for (j, lb) in spec.load_balancers.iter().enumerate() {
             let base = format!("/spec/loadBalancers/{j}");
