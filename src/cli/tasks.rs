@@ -10,11 +10,12 @@ use std::time::Duration;
 use super::args::{resolver_for, source_id, Format, Target};
 use super::remote::Client;
 use super::run::{block_on, failure, usage, EXIT_FAILURE};
+use crate::manifest::scheduled_task::{ContainerOverride, TaskOverride};
 use crate::manifest::service::{PlacementStrategy, PlacementStrategyType};
 use crate::manifest::{CapacityProviderStrategyItem, PlacementConstraint, PlacementConstraintType};
 use crate::model::{DesiredState, TaskStatus};
 use crate::reconcile::Reconciler;
-use crate::runs::{self, Filter, Overrides, RunRecord, RunReply, RunRequest};
+use crate::runs::{self, Filter, RunRecord, RunReply, RunRequest};
 use crate::runtime::docker::DockerRuntime;
 use crate::runtime::{Launch, Runtime};
 use crate::store::{FileStore, RunsFile, Snapshot};
@@ -205,7 +206,7 @@ fn provider(text: &str) -> Result<CapacityProviderStrategyItem, String> {
 }
 
 /// `CONTAINER.command=ARGS` or `CONTAINER.env.NAME=VALUE`.
-fn add_override(o: &mut Overrides, text: &str) -> Result<(), String> {
+fn add_override(o: &mut TaskOverride, text: &str) -> Result<(), String> {
     let bad = |why: &str| format!("--override `{text}`: {why}");
     let (target, value) = text
         .split_once('=')
@@ -216,6 +217,22 @@ fn add_override(o: &mut Overrides, text: &str) -> Result<(), String> {
     if container.is_empty() {
         return Err(bad("the container name is empty"));
     }
+    let i = match o
+        .container_overrides
+        .iter()
+        .position(|c| c.name == container)
+    {
+        Some(i) => i,
+        None => {
+            o.container_overrides.push(ContainerOverride {
+                name: container.to_string(),
+                command: None,
+                environment: Vec::new(),
+            });
+            o.container_overrides.len() - 1
+        }
+    };
+    let c = &mut o.container_overrides[i];
     match field.split_once('.') {
         None if field == "command" => {
             let args: Vec<String> = if value.trim_start().starts_with('[') {
@@ -227,13 +244,15 @@ fn add_override(o: &mut Overrides, text: &str) -> Result<(), String> {
             if args.is_empty() {
                 return Err(bad("the command is empty"));
             }
-            o.command.insert(container.to_string(), args);
+            c.command = Some(args);
         }
         Some(("env", name)) if !name.is_empty() => {
-            o.environment
-                .entry(container.to_string())
-                .or_default()
-                .insert(name.to_string(), value.to_string());
+            c.environment.retain(|e| e.name != name);
+            c.environment
+                .push(crate::manifest::task_definition::KeyValuePair {
+                    name: name.to_string(),
+                    value: value.to_string(),
+                });
         }
         _ => {
             return Err(bad(
@@ -748,13 +767,20 @@ mod tests {
 
     #[test]
     fn overrides_read_commands_as_json_or_words_and_name_the_flag_when_wrong() {
-        let mut o = Overrides::default();
+        let mut o = TaskOverride::default();
         add_override(&mut o, r#"app.command=["sh","-c","exit 3"]"#).unwrap();
         add_override(&mut o, "side.command=sleep 5").unwrap();
         add_override(&mut o, "app.env.MODE=full=yes").unwrap();
-        assert_eq!(o.command["app"], ["sh", "-c", "exit 3"]);
-        assert_eq!(o.command["side"], ["sleep", "5"]);
-        assert_eq!(o.environment["app"]["MODE"], "full=yes");
+        let c = &o.container_overrides;
+        assert_eq!(c[0].command.as_deref().unwrap(), ["sh", "-c", "exit 3"]);
+        assert_eq!(c[1].command.as_deref().unwrap(), ["sleep", "5"]);
+        assert_eq!(
+            (
+                c[0].environment[0].name.as_str(),
+                c[0].environment[0].value.as_str()
+            ),
+            ("MODE", "full=yes")
+        );
         for bad in [
             "app.cmd=x",
             "app=x",

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::manifest::scheduled_task::{TaskOverride, STARTED_BY_MAX};
 use crate::manifest::service::PlacementStrategy;
 use crate::manifest::{CapacityProviderStrategyItem, PlacementConstraint, TaskDefinitionSpec};
 use crate::model::{
@@ -51,72 +52,16 @@ pub struct RunRequest {
     /// Empty: the cluster's default strategy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub capacity_provider_strategy: Vec<CapacityProviderStrategyItem>,
-    /// Container overrides: commands and environment.
-    #[serde(default, skip_serializing_if = "Overrides::is_empty")]
-    pub overrides: Overrides,
-    /// ECS `startedBy`: up to 128 letters, digits, `-`, `_` and `/`.
+    /// Container overrides: commands and environment (ECS `overrides`).
+    #[serde(default, skip_serializing_if = "TaskOverride::is_empty")]
+    pub overrides: TaskOverride,
+    /// ECS `startedBy`: up to 36 letters, digits, `-`, `_` and `/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_by: Option<String>,
 }
 
 fn one() -> u32 {
     1
-}
-
-/// Per container: a command that replaces the task definition's, and
-/// environment variables set over its own (ECS `containerOverrides`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Overrides {
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub command: BTreeMap<String, Vec<String>>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub environment: BTreeMap<String, BTreeMap<String, String>>,
-}
-
-impl Overrides {
-    pub fn is_empty(&self) -> bool {
-        self.command.is_empty() && self.environment.is_empty()
-    }
-
-    /// The containers the overrides name.
-    fn containers(&self) -> impl Iterator<Item = &String> {
-        self.command.keys().chain(self.environment.keys())
-    }
-
-    /// `spec` with the overrides applied; an error names a container the
-    /// task definition does not have.
-    pub fn apply(&self, spec: &TaskDefinitionSpec) -> Result<TaskDefinitionSpec, String> {
-        let names: Vec<&str> = spec
-            .container_definitions
-            .iter()
-            .map(|c| c.name.as_str())
-            .collect();
-        if let Some(unknown) = self.containers().find(|n| !names.contains(&n.as_str())) {
-            return Err(format!(
-                "override of container `{unknown}`: the task definition has no such container (containers: {})",
-                names.join(", ")
-            ));
-        }
-        let mut spec = spec.clone();
-        for c in &mut spec.container_definitions {
-            if let Some(cmd) = self.command.get(&c.name) {
-                c.command = Some(cmd.clone());
-            }
-            for (name, value) in self.environment.get(&c.name).into_iter().flatten() {
-                match c.environment.iter_mut().find(|e| &e.name == name) {
-                    Some(e) => e.value = value.clone(),
-                    None => c
-                        .environment
-                        .push(crate::manifest::task_definition::KeyValuePair {
-                            name: name.clone(),
-                            value: value.clone(),
-                        }),
-                }
-            }
-        }
-        Ok(spec)
-    }
 }
 
 /// A task started outside any service, as it was asked for and as it
@@ -213,13 +158,13 @@ pub fn check(req: &RunRequest) -> Result<(), Refusal> {
     }
     if let Some(by) = &req.started_by {
         let ok = !by.is_empty()
-            && by.len() <= 128
+            && by.len() <= STARTED_BY_MAX
             && by
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '/'));
         if !ok {
             return Err(format!(
-                "started-by `{by}`: up to 128 letters, digits, `-`, `_` and `/` (ECS startedBy)"
+                "started-by `{by}`: up to {STARTED_BY_MAX} letters, digits, `-`, `_` and `/` (ECS startedBy)"
             ));
         }
     }
@@ -296,7 +241,15 @@ pub fn place(
     }
     let revision = revision_of(observed, &req.task_definition)?;
     let family = TaskDefRef::parse(&req.task_definition).family.to_string();
-    let spec = req.overrides.apply(&revision.spec)?;
+    let spec = req.overrides.apply_to(&revision.spec).map_err(|e| {
+        let names: Vec<&str> = revision
+            .spec
+            .container_definitions
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        format!("override: {e} (containers: {})", names.join(", "))
+    })?;
     let mut constraints = Vec::new();
     for pc in spec
         .placement_constraints

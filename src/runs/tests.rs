@@ -161,38 +161,17 @@ fn requests_out_of_bounds_are_refused_before_placing() {
         .contains("started-by"));
     let mut r = request(1);
     r.overrides
-        .command
-        .insert("nope".into(), vec!["true".into()]);
+        .container_overrides
+        .push(crate::manifest::scheduled_task::ContainerOverride {
+            name: "nope".into(),
+            command: Some(vec!["true".into()]),
+            environment: Vec::new(),
+        });
     let e = place(&r, &desired(), &o, 1, ids()).unwrap_err();
     assert!(
-        e.contains("container `nope`") && e.contains("containers: job"),
+        e.contains("no container named `nope`") && e.contains("containers: job"),
         "{e}"
     );
-}
-
-#[test]
-fn overrides_replace_the_command_and_set_environment_by_name() {
-    let mut ov = Overrides::default();
-    ov.command.insert(
-        "job".into(),
-        vec!["sh".into(), "-c".into(), "exit 3".into()],
-    );
-    ov.environment.insert(
-        "job".into(),
-        BTreeMap::from([
-            ("MODE".to_string(), "full".to_string()),
-            ("EXTRA".to_string(), "1".to_string()),
-        ]),
-    );
-    let s = ov.apply(&spec(128, None)).unwrap();
-    let c = &s.container_definitions[0];
-    assert_eq!(c.command.as_deref().unwrap(), ["sh", "-c", "exit 3"]);
-    let env: Vec<(&str, &str)> = c
-        .environment
-        .iter()
-        .map(|e| (e.name.as_str(), e.value.as_str()))
-        .collect();
-    assert_eq!(env, [("MODE", "full"), ("EXTRA", "1")]);
 }
 
 fn observed_task(id: &str, status: TaskStatus, exit: Option<i64>, stopped_at: Option<i64>) -> Task {
