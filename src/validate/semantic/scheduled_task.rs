@@ -55,10 +55,25 @@ pub(super) fn scheduled_task(
 }
 
 /// The schedule expression beyond the schema's `cron(...)`/`rate(...)`
-/// shape. The schedule parser plugs in here: its error becomes a finding at
-/// `/spec/schedule`. Until then the schema's pattern is the whole check.
-fn schedule_syntax(_entry: usize, _schedule: &str) -> Option<Finding> {
-    None
+/// shape: the parser's error, at `/spec/schedule`, naming the character.
+fn schedule_syntax(entry: usize, schedule: &str) -> Option<Finding> {
+    let e = crate::schedule::parse(schedule).err()?;
+    let before = schedule.get(..e.offset).unwrap_or(schedule);
+    Some(
+        Finding::error(
+            "schedule",
+            entry,
+            "/spec/schedule",
+            format!(
+                "schedule `{schedule}`: {} (at character {})",
+                e.message,
+                before.chars().count() + 1
+            ),
+        )
+        .help(
+            "EventBridge syntax, in UTC: `rate(5 minutes)`, `cron(0 3 * * ? *)` (minutes hours day-of-month month day-of-week year; one of the day fields is `?`)",
+        ),
+    )
 }
 
 /// Container overrides: each names a container of the task definition,
