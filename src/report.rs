@@ -28,6 +28,13 @@ pub struct StatusReport {
     /// Services as last applied, by key (`cluster/name`).
     pub services: Vec<ServiceStatus>,
     pub nodes: Vec<NodeView>,
+    /// Scheduled tasks as applied, with their next run and latest run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scheduled_tasks: Vec<crate::runs::scheduled::ScheduledView>,
+    /// Tasks started outside any service (run-task, schedules): running,
+    /// and stopped within the last hour.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub standalone_tasks: Vec<crate::runs::RunRecord>,
     /// What only a controller knows; absent in standalone mode.
     #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
     pub controller: Option<ControllerStatus>,

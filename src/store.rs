@@ -208,14 +208,19 @@ impl RunsFile {
     }
 
     pub fn load(&self) -> Result<Runs, StoreError> {
-        match fs::read(&self.path) {
+        RunsFile::peek(&self.path)
+    }
+
+    /// Read without the lock (status): saves are atomic renames.
+    pub fn peek(path: &Path) -> Result<Runs, StoreError> {
+        match fs::read(path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt {
-                path: self.path.clone(),
+                path: path.to_path_buf(),
                 source,
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Runs::new()),
             Err(source) => Err(StoreError::Io {
-                path: self.path.clone(),
+                path: path.to_path_buf(),
                 source,
             }),
         }

@@ -1428,6 +1428,19 @@ spec:
       memory: 32
       stopTimeout: 2
       command: ["sh", "-c", "trap 'exit 143' TERM; while true; do sleep 1; done"]
+---
+apiVersion: reconcile/v1alpha1
+kind: ScheduledTask
+metadata: {name: tick}
+spec:
+  cluster: CLUSTER
+  taskDefinition: job
+  schedule: rate(1 minute)
+  overrides:
+    containerOverrides:
+      - name: job
+        command: ["sh", "-c", "echo tick $MODE; exit 0"]
+        environment: [{name: MODE, value: scheduled}]
 "#
     .to_string()
 }
@@ -1442,7 +1455,7 @@ fn run_records(f: &Fleet, args: &[&str]) -> Vec<Value> {
 }
 
 #[test]
-fn run_task_places_runs_to_completion_and_never_restarts_through_the_controller() {
+fn run_task_and_a_schedule_run_to_completion_and_are_never_restarted_through_the_controller() {
     let _serial = lock();
     let Some(f) = Fleet::start("runtask", &batch()) else {
         return;
@@ -1582,4 +1595,56 @@ fn run_task_places_runs_to_completion_and_never_restarts_through_the_controller(
             && text.contains("batch-test"),
         "{text}"
     );
+
+    // rate(1 minute): a run a minute after it was applied, with its
+    // overrides; a controller restart in between starts no extra run.
+    let runs = |f: &Fleet| -> Vec<Value> {
+        let (code, out, err) = f.cli(&["history", "tick", "--format", "json"]);
+        assert_eq!(code, 0, "history tick: {out}{err}");
+        serde_json::from_str::<Value>(&out).unwrap()["runs"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    f.wait_for("the first scheduled run", Duration::from_secs(90), |f| {
+        runs(f).len() == 1
+    });
+    let first = runs(&f)[0].clone();
+    assert_eq!(first["outcome"], "STARTED", "{first}");
+    let mut f = f;
+    f.kill_controller();
+    std::thread::sleep(Duration::from_secs(2));
+    f.restart_controller();
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(runs(&f).len(), 1, "a restart started a run: {:?}", runs(&f));
+    f.wait_for("the second scheduled run", Duration::from_secs(90), |f| {
+        runs(f).len() == 2
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    let all = runs(&f);
+    assert_eq!(all.len(), 2, "{all:?}");
+    let second = &all[0];
+    assert_eq!(
+        second["scheduledAt"].as_i64().unwrap() - first["scheduledAt"].as_i64().unwrap(),
+        60,
+        "{all:?}"
+    );
+    assert!(second.get("missed").is_none(), "{second}");
+    f.wait_for(
+        "the scheduled runs' tasks to exit 0",
+        Duration::from_secs(30),
+        |f| runs(f).iter().all(|r| r["tasks"][0]["exitCode"] == 0),
+    );
+    let tick = run_records(&f, &["--started-by", "schedule/tick"]);
+    assert_eq!(tick.len(), 2, "{tick:?}");
+    let (_, text, _) = f.cli(&["history", "tick"]);
+    assert!(
+        text.contains("every minute")
+            && text.matches("STARTED").count() == 2
+            && text.contains("exit 0"),
+        "{text}"
+    );
+    let id = tick[0]["id"].as_str().unwrap();
+    let (_, logs, _) = f.cli(&["logs", id]);
+    assert!(logs.contains("tick scheduled"), "{logs}");
 }

@@ -94,6 +94,11 @@ fn local_id(a_source: &std::path::Path, at: &Target) -> Result<String, ExitCode>
 }
 
 pub fn history_cmd(a: HistoryArgs) -> ExitCode {
+    if a.at.remote.controller.is_some() {
+        if let Some(code) = super::tasks::scheduled_history(&a.at.remote, &a.service, a.format) {
+            return code;
+        }
+    }
     let reply = if a.at.remote.controller.is_some() {
         match remote::service_call::<HistoryReply>(
             &a.at.remote,

@@ -143,6 +143,16 @@ pub(crate) fn status(r: &StatusReport, now: i64) -> String {
             out.push_str(&format!("  dns {n}\n"));
         }
     }
+    if !r.scheduled_tasks.is_empty() {
+        out.push_str("\nScheduled tasks:\n");
+        out.push_str(&scheduled(&r.scheduled_tasks, r.controller.is_some(), now));
+    }
+    if !r.standalone_tasks.is_empty() {
+        out.push_str("\nTasks outside services (`reconcile tasks`):\n");
+        for line in super::tasks::render_list(&r.standalone_tasks, now).lines() {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
     if let Some(c) = &r.controller {
         out.push_str("\nNodes:\n");
         out.push_str(&nodes(&r.nodes));
@@ -157,6 +167,69 @@ pub(crate) fn status(r: &StatusReport, now: i64) -> String {
         }
     }
     out
+}
+
+/// Scheduled tasks: schedule, next run, and the latest run's outcome.
+pub(crate) fn scheduled(
+    views: &[crate::runs::scheduled::ScheduledView],
+    controller: bool,
+    now: i64,
+) -> String {
+    let mut out = String::new();
+    for v in views {
+        let next = match (v.enabled, v.next_run) {
+            (false, _) => "DISABLED".to_string(),
+            (true, Some(t)) => format!("next run {}", clock::readable(t, now)),
+            (true, None) if !controller => "runs start under a controller".to_string(),
+            (true, None) => "no further runs".to_string(),
+        };
+        out.push_str(&format!(
+            "  {}  {} in {}  {}  {}\n",
+            v.name, v.task_definition, v.cluster, v.description, next
+        ));
+        if let Some(run) = v.runs.first() {
+            out.push_str(&format!("    last run: {}\n", run_line(run, now)));
+        }
+    }
+    out
+}
+
+/// One run of a scheduled task: when, outcome, its tasks' exit codes.
+pub(crate) fn run_line(run: &crate::runs::scheduled::ScheduledRun, now: i64) -> String {
+    use crate::runs::scheduled::RunOutcome;
+    let tasks: Vec<String> = run
+        .tasks
+        .iter()
+        .map(|t| {
+            let state = match (t.last_status, t.exit_code) {
+                (crate::model::TaskStatus::Stopped, Some(c)) => format!("exit {c}"),
+                (crate::model::TaskStatus::Stopped, None) => {
+                    t.stopped_reason.clone().unwrap_or_else(|| "STOPPED".into())
+                }
+                (s, _) => serde_name(&s),
+            };
+            format!("{} {state}", plan::short(&t.id))
+        })
+        .collect();
+    let outcome = match run.outcome {
+        RunOutcome::Started => "STARTED",
+        RunOutcome::Skipped => "SKIPPED",
+        RunOutcome::Failed => "FAILED",
+    };
+    let mut line = format!("{}  {outcome}", clock::readable(run.scheduled_at, now));
+    if !tasks.is_empty() {
+        line.push_str(&format!("  {}", tasks.join(", ")));
+    }
+    if run.missed > 0 {
+        line.push_str(&format!(
+            "  (stands for {} missed fire time(s))",
+            run.missed
+        ));
+    }
+    if !run.message.is_empty() {
+        line.push_str(&format!("  {}", run.message));
+    }
+    line
 }
 
 /// CPU and memory utilization: `cpu 37.5%  mem 12.0%`, `?` unknown.
@@ -329,6 +402,8 @@ mod tests {
         };
         let report = |services| StatusReport {
             source: "s".into(),
+            scheduled_tasks: Vec::new(),
+            standalone_tasks: Vec::new(),
             services,
             nodes: Vec::new(),
             controller: None,

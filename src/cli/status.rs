@@ -149,8 +149,23 @@ fn local(a: &StatusArgs) -> Result<StatusReport, ExitCode> {
     report::fill_usage(&observed, &capacity, &mut services, &usage);
     let draining = listeners::draining(&a.at.state.dir(), &id);
     crate::traffic::fill_status(&observed, &mut services, &addresses, &draining, None);
+    let now = crate::clock::unix_now();
+    // Only a controller starts scheduled runs: no next run here.
+    let scheduled_tasks = observed
+        .scheduled_tasks
+        .iter()
+        .map(|(name, spec)| crate::runs::scheduled::ScheduledView {
+            next_run: None,
+            ..crate::runs::scheduled::ScheduledView::of(name, spec, None, now)
+        })
+        .collect();
+    // Not locked, not saved: brought up to date for this view only.
+    let mut runs = crate::store::RunsFile::peek(&a.at.state.dir().runs(&id)).map_err(failure)?;
+    crate::runs::refresh(&mut runs, &observed.tasks, now);
     Ok(StatusReport {
         source: shown,
+        scheduled_tasks,
+        standalone_tasks: runs.into_values().collect(),
         services,
         nodes,
         controller: None,
@@ -217,6 +232,8 @@ mod tests {
     fn report() -> StatusReport {
         StatusReport {
             source: "s".into(),
+            scheduled_tasks: Vec::new(),
+            standalone_tasks: Vec::new(),
             services: vec![
                 service("a", "web"),
                 service("a", "worker"),

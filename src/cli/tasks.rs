@@ -761,6 +761,60 @@ fn remote_list(a: &TasksArgs, f: &Filter) -> Result<Vec<RunRecord>, ExitCode> {
     block_on(client.call(reqwest::Method::GET, &path)).map_err(failure)
 }
 
+/// `history NAME --controller` of a scheduled task: its runs, newest
+/// first, with their tasks' exit codes. None when NAME is a service (or
+/// nothing the controller has under that name): the caller goes on.
+pub(crate) fn scheduled_history(
+    remote: &super::args::RemoteArgs,
+    name: &str,
+    format: Format,
+) -> Option<ExitCode> {
+    let name = name.strip_prefix("ScheduledTask/").unwrap_or(name);
+    if name.contains('/') {
+        return None;
+    }
+    let client = match Client::new(remote) {
+        Ok(c) => c,
+        Err(code) => return Some(code),
+    };
+    let status: crate::report::StatusReport =
+        match block_on(client.call(reqwest::Method::GET, "/v1/status")) {
+            Ok(s) => s,
+            Err(e) => return Some(failure(e)),
+        };
+    if status.services.iter().any(|s| s.name == name)
+        || !status.scheduled_tasks.iter().any(|s| s.name == name)
+    {
+        return None;
+    }
+    let view: crate::runs::scheduled::ScheduledView =
+        match block_on(client.call(reqwest::Method::GET, &format!("/v1/scheduled-tasks/{name}"))) {
+            Ok(v) => v,
+            Err(e) => return Some(failure(e)),
+        };
+    match format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&view).unwrap_or_default()
+        ),
+        Format::Text => {
+            let now = crate::clock::unix_now();
+            let head = crate::runs::scheduled::ScheduledView {
+                runs: Vec::new(),
+                ..view.clone()
+            };
+            print!("{}", super::render::scheduled(&[head], true, now));
+            if view.runs.is_empty() {
+                println!("  no runs yet");
+            }
+            for run in &view.runs {
+                println!("  {}", super::render::run_line(run, now));
+            }
+        }
+    }
+    Some(ExitCode::SUCCESS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,6 +25,7 @@
 //! | `POST /v1/tasks` | operator | run-task: start a task definition's tasks outside any service (body: a run request); returns the tasks started and the placement failures |
 //! | `GET /v1/tasks?cluster&family&startedBy&status`, `GET /v1/tasks/{id}` | reader | tasks started outside services, running and stopped in the last hour, with exit codes |
 //! | `POST /v1/tasks/{id}/stop` | operator | stop such a task (body: `{"reason": TEXT}`, optional) |
+//! | `GET /v1/scheduled-tasks/{name}` | reader | a scheduled task: its next run and its runs with their tasks' exit codes |
 //! | `GET /v1/openapi.json` | anyone | this API, described |
 //! | `GET /healthz` | anyone | liveness |
 //!

@@ -1,6 +1,8 @@
 //! Tasks outside any service over the API: `POST /v1/tasks` (run-task,
 //! operator), `GET /v1/tasks` and `GET /v1/tasks/{id}` (reader),
-//! `POST /v1/tasks/{id}/stop` (operator). Records hold no secret values:
+//! `POST /v1/tasks/{id}/stop` (operator), and `GET /v1/scheduled-tasks/{name}`
+//! (reader: a scheduled task's next run and its runs). Records hold no
+//! secret values:
 //! a task's secrets travel only in its assignment.
 
 use std::sync::Arc;
@@ -21,6 +23,7 @@ pub(super) fn routes() -> Router<Arc<Controller>> {
         .route("/v1/tasks", get(list).post(run))
         .route("/v1/tasks/{id}", get(one))
         .route("/v1/tasks/{id}/stop", post(stop))
+        .route("/v1/scheduled-tasks/{name}", get(scheduled))
 }
 
 async fn run(State(c): Shared, Json(req): Json<RunRequest>) -> Response {
@@ -90,5 +93,12 @@ async fn stop(
         Ok(r) => Json(r).into_response(),
         Err((true, e)) => error(StatusCode::NOT_FOUND, e),
         Err((false, e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn scheduled(State(c): Shared, Path(name): Path<String>) -> Response {
+    match c.scheduled_task(&name) {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => error(StatusCode::NOT_FOUND, e),
     }
 }

@@ -270,6 +270,8 @@ pub struct Controller {
     /// Tasks started outside any service, by id (kept in the database's
     /// own table).
     runs: Mutex<BTreeMap<String, crate::runs::RunRecord>>,
+    /// Scheduled tasks' state between fires, by name (their own table).
+    schedules: Mutex<BTreeMap<String, crate::runs::scheduled::ScheduleState>>,
 }
 
 impl Controller {
@@ -369,6 +371,7 @@ impl Controller {
             reservations: Mutex::default(),
             rebalancing: Mutex::default(),
             runs: Mutex::new(loaded.runs),
+            schedules: Mutex::new(loaded.schedules),
             scaling: Mutex::new(loaded.scaling),
         });
         // Generations of an earlier run of the controller are below this
@@ -424,6 +427,7 @@ impl Controller {
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 runner.refresh_runs();
+                runner.fire_schedules();
             }
         });
         let scaler = self.clone();

@@ -251,6 +251,8 @@ impl Controller {
         let events = guard(&self.events).newest(50);
         StatusReport {
             source: self.config.source.display(),
+            scheduled_tasks: self.scheduled_tasks(),
+            standalone_tasks: self.tasks(&crate::runs::Filter::default()),
             services,
             nodes,
             controller: Some(ControllerStatus {

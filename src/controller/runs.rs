@@ -13,7 +13,11 @@ use std::sync::Arc;
 use super::fleet::{node_secrets, resolve_secrets};
 use super::store::AssignmentRecord;
 use super::{guard, Controller};
+use crate::manifest::scheduled_task::WhilePreviousRuns;
 use crate::model::{DesiredState, ObservedState};
+use crate::runs::scheduled::{
+    due, RunOutcome, RunTask, ScheduleState, ScheduledRun, ScheduledView,
+};
 use crate::runs::{self, Filter, RunRecord, RunReply, RunRequest};
 use crate::wire::Assignment;
 
@@ -220,5 +224,157 @@ impl Controller {
                 tracing::warn!(task = %id, "cannot unassign task {id}: {}", e.message);
             }
         }
+    }
+}
+
+impl Controller {
+    /// Start the runs of the applied scheduled tasks that are due, and
+    /// keep their runs' task outcomes current. A suspended or torn-down
+    /// controller starts none (their fire times pass).
+    pub(super) fn fire_schedules(self: &Arc<Self>) {
+        let specs = self.applied().stored.scheduled_tasks.clone();
+        let quiet = {
+            let r = self.requests();
+            r.suspended || r.torn_down
+        };
+        let now = crate::clock::unix_now();
+        let gone: Vec<String> = guard(&self.schedules)
+            .keys()
+            .filter(|k| !specs.contains_key(*k))
+            .cloned()
+            .collect();
+        for name in gone {
+            guard(&self.schedules).remove(&name);
+            if let Err(e) = self.db.delete_schedule(&name) {
+                tracing::warn!("cannot forget the schedule of `{name}`: {e}");
+            }
+        }
+        for (name, spec) in &specs {
+            let before = guard(&self.schedules).get(name).cloned();
+            let mut state = before.clone();
+            let fire = due(spec, &mut state, now);
+            let Some(mut st) = state else { continue };
+            {
+                let runs = guard(&self.runs);
+                st.update_tasks(|id| runs.get(id).map(RunTask::of));
+            }
+            let Some(fire) = fire.filter(|_| !quiet) else {
+                if Some(&st) != before.as_ref() {
+                    self.save_schedule(name, st);
+                }
+                continue;
+            };
+            let running = {
+                let runs = guard(&self.runs);
+                st.still_running(|id| runs.get(id).is_none_or(RunRecord::is_stopped))
+            };
+            let mut run = ScheduledRun {
+                scheduled_at: fire.scheduled_at,
+                fired_at: now,
+                outcome: RunOutcome::Started,
+                message: String::new(),
+                missed: fire.missed,
+                tasks: Vec::new(),
+            };
+            if !running.is_empty() && spec.while_previous_runs == WhilePreviousRuns::Skip {
+                run.outcome = RunOutcome::Skipped;
+                run.message = format!(
+                    "the previous run's {} task(s) still run (whilePreviousRuns: SKIP)",
+                    running.len()
+                );
+            } else {
+                // Saved before the tasks start: a controller that dies in
+                // between never starts this run again.
+                self.save_schedule(name, st.clone());
+                let req = RunRequest {
+                    cluster: spec.cluster.clone(),
+                    task_definition: spec.task_definition.clone(),
+                    count: spec.count,
+                    placement_constraints: spec.placement_constraints.clone(),
+                    placement_strategy: spec.placement_strategy.clone(),
+                    capacity_provider_strategy: spec.capacity_provider_strategy.clone(),
+                    overrides: spec.overrides.clone().unwrap_or_default(),
+                    started_by: Some(spec.effective_started_by(name)),
+                };
+                match self.run_task(&req) {
+                    Ok(reply) => {
+                        run.tasks = reply.tasks.iter().map(RunTask::of).collect();
+                        run.message = reply.failures.join("; ");
+                        if run.tasks.is_empty() {
+                            run.outcome = RunOutcome::Failed;
+                        }
+                    }
+                    Err(e) => {
+                        run.outcome = RunOutcome::Failed;
+                        run.message = e;
+                    }
+                }
+            }
+            let missed = if run.missed > 0 {
+                format!(
+                    " ({} earlier fire time(s) missed while the controller was down)",
+                    run.missed
+                )
+            } else {
+                String::new()
+            };
+            self.event(format!(
+                "scheduled task `{name}`: run of {} {}{missed}{}",
+                crate::clock::rfc3339(run.scheduled_at),
+                match run.outcome {
+                    RunOutcome::Started => format!("started {} task(s)", run.tasks.len()),
+                    RunOutcome::Skipped => "skipped".to_string(),
+                    RunOutcome::Failed => "failed".to_string(),
+                },
+                if run.message.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", run.message)
+                }
+            ));
+            st.push(run);
+            self.save_schedule(name, st);
+        }
+    }
+
+    fn save_schedule(&self, name: &str, st: ScheduleState) {
+        if let Err(e) = self.db.put_schedule(name, &st) {
+            tracing::warn!("cannot save the schedule of `{name}`: {e}");
+        }
+        guard(&self.schedules).insert(name.to_string(), st);
+    }
+
+    /// A scheduled task as applied, its next fire time and its runs,
+    /// newest first.
+    pub fn scheduled_task(&self, name: &str) -> Result<ScheduledView, String> {
+        let spec = self
+            .applied()
+            .stored
+            .scheduled_tasks
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format!("no scheduled task `{name}` is applied"))?;
+        let state = guard(&self.schedules).get(name).cloned();
+        Ok(ScheduledView::of(
+            name,
+            &spec,
+            state.as_ref(),
+            crate::clock::unix_now(),
+        ))
+    }
+
+    /// Every applied scheduled task, for status.
+    pub fn scheduled_tasks(&self) -> Vec<ScheduledView> {
+        let specs = self.applied().stored.scheduled_tasks.clone();
+        let states = guard(&self.schedules).clone();
+        let now = crate::clock::unix_now();
+        specs
+            .iter()
+            .map(|(name, spec)| {
+                let mut v = ScheduledView::of(name, spec, states.get(name), now);
+                v.runs.truncate(1);
+                v
+            })
+            .collect()
     }
 }

@@ -47,6 +47,9 @@ const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 /// their records, kept an hour after they stop.
 const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
 
+/// Scheduled tasks' state between fires and their recent runs, by name.
+const SCHEDULES: TableDefinition<&str, &[u8]> = TableDefinition::new("schedules");
+
 /// Events kept; older ones are dropped.
 pub const EVENTS_KEPT: u64 = 1000;
 
@@ -101,6 +104,7 @@ pub struct Loaded {
     pub scaling: BTreeMap<String, crate::autoscaling::Scaled>,
     pub credentials: BTreeMap<String, NodeCredential>,
     pub runs: BTreeMap<String, crate::runs::RunRecord>,
+    pub schedules: BTreeMap<String, crate::runs::scheduled::ScheduleState>,
     /// Commit each service was last changed from.
     pub commits: std::collections::BTreeMap<String, String>,
     pub suspended: bool,
@@ -227,6 +231,7 @@ impl Db {
             tx.open_table(CREDENTIALS)?;
             tx.open_table(SECRETS)?;
             tx.open_table(RUNS)?;
+            tx.open_table(SCHEDULES)?;
             Ok(())
         })?;
         Ok(d)
@@ -341,7 +346,15 @@ impl Db {
                 typed(self, decode("run", v.value())?)?,
             );
         }
-        drop((state, applied, runs, tx));
+        let schedules = tx.open_table(SCHEDULES).map_err(|e| self.err(e))?;
+        for row in schedules.iter().map_err(|e| self.err(e))? {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            out.schedules.insert(
+                k.value().to_string(),
+                typed(self, decode("schedule", v.value())?)?,
+            );
+        }
+        drop((state, applied, runs, schedules, tx));
         if whole {
             // Move it to rows in one transaction: the old row goes only
             // with the new ones in place.
@@ -474,6 +487,18 @@ impl Db {
             }
             Ok(())
         })
+    }
+
+    pub fn put_schedule(
+        &self,
+        name: &str,
+        s: &crate::runs::scheduled::ScheduleState,
+    ) -> Result<(), DbError> {
+        self.put_row(SCHEDULES, name, s)
+    }
+
+    pub fn delete_schedule(&self, name: &str) -> Result<(), DbError> {
+        self.delete_row(SCHEDULES, name)
     }
 
     /// Record assignments and removals in one transaction.

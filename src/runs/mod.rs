@@ -499,5 +499,7 @@ pub fn find<'a>(
     }
 }
 
+pub mod scheduled;
+
 #[cfg(test)]
 mod tests;
