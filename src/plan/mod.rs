@@ -429,8 +429,32 @@ pub fn plan(desired: &DesiredState, observed: &ObservedState, opts: &Options) ->
         observed: observed_summaries,
         errors,
         warnings,
-        notes: Vec::new(),
+        notes: notes(desired, observed),
     }
+}
+
+/// What the plan says of what it leaves alone: tasks outside services,
+/// and schedules no controller runs.
+fn notes(desired: &DesiredState, observed: &ObservedState) -> Vec<String> {
+    let mut notes = Vec::new();
+    let outside = observed
+        .tasks
+        .iter()
+        .filter(|t| t.identity.service.is_none() && t.is_live())
+        .count();
+    if outside > 0 {
+        notes.push(format!(
+            "{outside} task(s) started outside services (run-task, schedules) run: plans leave them alone (`reconcile tasks`)"
+        ));
+    }
+    let standalone = observed.nodes.iter().any(|n| n.cluster == "*");
+    if standalone && desired.scheduled_tasks.values().any(|s| s.enabled) {
+        notes.push(
+            "scheduled tasks are recorded here, but only a controller starts their runs (`reconcile controller`)"
+                .to_string(),
+        );
+    }
+    notes
 }
 
 /// Task definitions: immutable revisions. Each desired spec maps to a
