@@ -237,6 +237,28 @@ fn nobody_gets_more_than_their_role(tls: bool) {
     assert!(body.contains("needs an operator token"), "{body}");
     let (code, _) = call(&h, "GET", "/v1/tokens", &bearer(&reader), "");
     assert_eq!(code, 403, "token names are for operators");
+    // Tasks outside services: a reader lists them, never runs or stops one.
+    let (code, body) = call(&h, "GET", "/v1/tasks", &bearer(&reader), "");
+    assert_eq!((code, body.trim()), (200, "[]"));
+    let run = r#"{"cluster":"c","taskDefinition":"app"}"#;
+    let (code, body) = call(&h, "POST", "/v1/tasks", &bearer(&reader), run);
+    assert_eq!(code, 403, "{body}");
+    let (code, body) = call(
+        &h,
+        "POST",
+        "/v1/tasks/0123456789abcdef/stop",
+        &bearer(&reader),
+        "",
+    );
+    assert_eq!(code, 403, "{body}");
+    let (code, body) = call(
+        &h,
+        "POST",
+        "/v1/tasks/0123456789abcdef/stop",
+        &bearer(API),
+        "",
+    );
+    assert_eq!(code, 404, "{body}");
     let (code, _) = call(
         &h,
         "POST",

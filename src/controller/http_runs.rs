@@ -77,12 +77,16 @@ struct StopRequest {
     reason: String,
 }
 
-async fn stop(
-    State(c): Shared,
-    Path(id): Path<String>,
-    body: Option<Json<StopRequest>>,
-) -> Response {
-    let reason = body.map(|Json(b)| b.reason).unwrap_or_default();
+async fn stop(State(c): Shared, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
+    // No body: no reason.
+    let reason = if body.iter().all(u8::is_ascii_whitespace) {
+        String::new()
+    } else {
+        match serde_json::from_slice::<StopRequest>(&body) {
+            Ok(b) => b.reason,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("the body: {e}")),
+        }
+    };
     if reason.len() > 1024 {
         return error(
             StatusCode::BAD_REQUEST,

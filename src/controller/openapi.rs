@@ -110,6 +110,10 @@ pub fn document() -> Value {
     add::<CreatedToken>(&mut schemas, "CreatedToken");
     add::<SecretInfo>(&mut schemas, "SecretInfo");
     add::<EventLine>(&mut schemas, "EventLine");
+    add::<crate::runs::RunRequest>(&mut schemas, "RunRequest");
+    add::<crate::runs::RunReply>(&mut schemas, "RunReply");
+    add::<crate::runs::RunRecord>(&mut schemas, "RunRecord");
+    add::<crate::runs::scheduled::ScheduledView>(&mut schemas, "ScheduledView");
     let service = json!([
         {"name": "cluster", "in": "path", "required": true, "schema": {"type": "string"}},
         {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}
@@ -295,5 +299,44 @@ pub fn document() -> Value {
         "summary": "Tear down: from the next pass on, apply an empty source, so every service stops and every resource the source applied goes; nothing of the source is applied again until /v1/resume. Done once the status's `passes` reaches `untilPass`",
         "responses": answer(denied(), "202", "requested", reference("SyncReply"))
     }});
+    tasks_paths(&mut doc);
     doc
+}
+
+/// Tasks outside services and scheduled tasks.
+fn tasks_paths(doc: &mut Value) {
+    let id = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}, "description": "a task id, or at least 8 of its first characters"}]);
+    doc["paths"]["/v1/tasks"] = json!({
+        "get": {
+            "summary": "Tasks started outside services (run-task, schedules), running and stopped within the last hour, newest first (reader)",
+            "parameters": [
+                {"name": "cluster", "in": "query", "required": false, "schema": {"type": "string"}},
+                {"name": "family", "in": "query", "required": false, "schema": {"type": "string"}},
+                {"name": "startedBy", "in": "query", "required": false, "schema": {"type": "string"}},
+                {"name": "status", "in": "query", "required": false, "schema": {"type": "string", "enum": ["RUNNING", "STOPPED"]}}
+            ],
+            "responses": or(ok("tasks", json!({"type": "array", "items": reference("RunRecord")})), "400", "a status other than RUNNING or STOPPED, or an unknown parameter")
+        },
+        "post": {
+            "summary": "run-task (operator): start a task definition's tasks outside any service, placed by the scheduler and never restarted; tasks that fit nowhere are the reply's failures",
+            "requestBody": {"required": true, "content": {"application/json": {"schema": reference("RunRequest")}}},
+            "responses": or(body(ok("the tasks started and the placement failures", reference("RunReply"))), "400", "an unknown cluster or task definition, a count out of range, a bad override, constraint or startedBy, or a body that is not JSON")
+        }
+    });
+    doc["paths"]["/v1/tasks/{id}"] = json!({"get": {
+        "summary": "One task started outside services (reader)",
+        "parameters": id.clone(),
+        "responses": or(ok("the task", reference("RunRecord")), "404", "no such task, or a prefix that names none or several")
+    }});
+    doc["paths"]["/v1/tasks/{id}/stop"] = json!({"post": {
+        "summary": "Stop a task started outside services, with a reason (operator): its node stops it and keeps its containers for the exit codes and logs",
+        "parameters": id,
+        "requestBody": {"required": false, "content": {"application/json": {"schema": {"type": "object", "properties": {"reason": {"type": "string", "maxLength": 1024}}, "additionalProperties": false}}}},
+        "responses": or(or(body(ok("the task, stopping", reference("RunRecord"))), "400", "a reason over 1024 bytes, or a body that is not JSON"), "404", "no such task")
+    }});
+    doc["paths"]["/v1/scheduled-tasks/{name}"] = json!({"get": {
+        "summary": "A scheduled task as applied: its next run and its runs, newest first, with their tasks' exit codes (reader)",
+        "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
+        "responses": or(ok("the scheduled task", reference("ScheduledView")), "404", "no such scheduled task is applied")
+    }});
 }

@@ -220,6 +220,7 @@ class Controller:
             "tokens": sorted(
                 (t["name"], t["role"], t["expiresAt"]) for t in self.get("/v1/tokens")
             ),
+            "tasks": sorted(t["id"] for t in self.get("/v1/tasks")),
             "suspended": status.get("suspended"),
             "tornDown": status.get("tornDown"),
             "passes": status.get("passes"),
