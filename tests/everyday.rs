@@ -193,7 +193,7 @@ fn completions_and_manual_pages_work_in_real_shells() {
     );
     assert_eq!(
         lines.first().map(|l| l.split(' ').collect::<Vec<_>>()),
-        Some(vec!["status"]),
+        Some(vec!["status", "stop-task"]),
         "{text}"
     );
     assert!(
@@ -296,6 +296,9 @@ fn help_describes_every_argument_and_fits_the_command() {
         "status",
         "events",
         "destroy",
+        "run-task",
+        "tasks",
+        "stop-task",
         "agent",
         "controller",
     ] {

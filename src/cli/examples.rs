@@ -93,3 +93,21 @@ Examples:
 pub(super) const MAN: &str = "\
 Examples:
   reconcile man --out /usr/local/share/man/man1 && man reconcile-apply";
+
+pub(super) const RUN_TASK: &str = "\
+Examples:
+  reconcile run-task migrate --cluster prod --wait          # exits with the task's exit code
+  reconcile run-task report:4 --cluster prod --count 5 --placement-strategy spread:attribute:zone
+  reconcile run-task report --cluster prod --override 'app.command=[\"./report\",\"--all\"]' --override app.env.MODE=full
+  reconcile run-task migrate --cluster prod --wait --controller https://ctl:7700";
+
+pub(super) const TASKS: &str = "\
+Examples:
+  reconcile tasks                                          # this directory's source, local engine
+  reconcile tasks --status STOPPED --family report         # exit codes and stop reasons
+  reconcile tasks --started-by schedule/nightly --controller https://ctl:7700";
+
+pub(super) const STOP_TASK: &str = "\
+Examples:
+  reconcile stop-task 3f2a9c1e --reason \"superseded by a newer run\"
+  reconcile stop-task 3f2a9c1e0b7d --controller https://ctl:7700";

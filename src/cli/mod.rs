@@ -86,13 +86,14 @@ enum Command {
     ///
     /// Exit status: 0 started (with --wait: the code the task exited
     /// with), 1 nothing started or a failure, 2 usage error.
-    #[command(name = "run-task")]
+    #[command(name = "run-task", after_help = examples::RUN_TASK)]
     RunTask(tasks::RunTaskArgs),
     /// Tasks started by run-task or a schedule, running and recently
     /// stopped (kept an hour), with exit codes and stop reasons.
+    #[command(after_help = examples::TASKS)]
     Tasks(tasks::TasksArgs),
     /// Stop a task run-task or a schedule started, with a reason.
-    #[command(name = "stop-task")]
+    #[command(name = "stop-task", after_help = examples::STOP_TASK)]
     StopTask(tasks::StopTaskArgs),
     /// What happened, oldest first: deployments, task starts and stops,
     /// health, nodes (a controller's whole event log with --controller;

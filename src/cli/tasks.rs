@@ -49,7 +49,7 @@ pub struct RunTaskArgs {
     /// or `CONTAINER.env.NAME=VALUE` (repeatable).
     #[arg(long = "override", value_name = "CONTAINER.FIELD=VALUE")]
     overrides: Vec<String>,
-    /// Who started the tasks (ECS startedBy): up to 128 letters, digits,
+    /// Who started the tasks (ECS startedBy): up to 36 letters, digits,
     /// `-`, `_`, `/`.
     #[arg(long, value_name = "TAG")]
     started_by: Option<String>,
@@ -75,10 +75,14 @@ pub struct TasksArgs {
     /// The source whose tasks to list (standalone).
     #[arg(default_value = ".")]
     source: PathBuf,
+    /// Only the tasks of this cluster.
     #[arg(long)]
     cluster: Option<String>,
+    /// Only the tasks of this task definition family.
     #[arg(long)]
     family: Option<String>,
+    /// Only the tasks started by TAG (`schedule/NAME` for a scheduled
+    /// task's).
     #[arg(long, value_name = "TAG")]
     started_by: Option<String>,
     /// RUNNING (not stopped yet) or STOPPED.
