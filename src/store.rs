@@ -141,17 +141,7 @@ impl FileStore {
     /// (status, history) while an apply may hold it: saves are atomic
     /// renames, so what is read is a whole state.
     pub fn peek(path: &Path) -> Result<Stored, StoreError> {
-        match fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt {
-                path: path.to_path_buf(),
-                source,
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Stored::default()),
-            Err(source) => Err(StoreError::Io {
-                path: path.to_path_buf(),
-                source,
-            }),
-        }
+        read_json(path)
     }
 
     pub fn path(&self) -> &Path {
@@ -164,6 +154,21 @@ impl FileStore {
 
     pub fn save(&self, state: &Stored) -> Result<(), StoreError> {
         write_atomic(&self.path, state)
+    }
+}
+
+/// Read a JSON file written by [`write_atomic`]; a missing one is empty.
+fn read_json<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Result<T, StoreError> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt {
+            path: path.to_path_buf(),
+            source,
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(source) => Err(StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -213,17 +218,7 @@ impl RunsFile {
 
     /// Read without the lock (status): saves are atomic renames.
     pub fn peek(path: &Path) -> Result<Runs, StoreError> {
-        match fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt {
-                path: path.to_path_buf(),
-                source,
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Runs::new()),
-            Err(source) => Err(StoreError::Io {
-                path: path.to_path_buf(),
-                source,
-            }),
-        }
+        read_json(path)
     }
 
     pub fn save(&self, runs: &Runs) -> Result<(), StoreError> {

@@ -414,13 +414,8 @@ async fn local_run(a: &RunTaskArgs, req: RunRequest, id: &str) -> ExitCode {
             .collect(),
         failures,
     };
-    show_started(&reply, a.format);
-    if !a.wait {
-        return if reply.tasks.is_empty() {
-            ExitCode::from(EXIT_FAILURE)
-        } else {
-            ExitCode::SUCCESS
-        };
+    if let Some(code) = show_started(&reply, a) {
+        return code;
     }
     let ended = loop {
         let records = match local.refresh().await {
@@ -464,11 +459,21 @@ fn launch_secrets(
     Ok(out)
 }
 
-fn show_started(reply: &RunReply, format: Format) {
-    match format {
+/// Show what a run started; without --wait, that is the end: failure
+/// when nothing started.
+fn show_started(reply: &RunReply, a: &RunTaskArgs) -> Option<ExitCode> {
+    match a.format {
         Format::Json => println!("{}", serde_json::to_string(reply).unwrap_or_default()),
         Format::Text => print!("{}", render_started(reply)),
     }
+    if a.wait {
+        return None;
+    }
+    Some(if reply.tasks.is_empty() {
+        ExitCode::from(EXIT_FAILURE)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn render_started(reply: &RunReply) -> String {
@@ -697,13 +702,8 @@ fn remote_run(a: &RunTaskArgs, req: RunRequest) -> ExitCode {
             Ok(r) => r,
             Err(e) => return failure(e),
         };
-        show_started(&reply, a.format);
-        if !a.wait {
-            return if reply.tasks.is_empty() {
-                ExitCode::from(EXIT_FAILURE)
-            } else {
-                ExitCode::SUCCESS
-            };
+        if let Some(code) = show_started(&reply, a) {
+            return code;
         }
         let mut ended = Vec::new();
         for t in &reply.tasks {

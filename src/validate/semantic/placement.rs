@@ -13,6 +13,43 @@ use crate::manifest::{
 };
 use crate::validate::Entry;
 
+/// The placement fields a Service and a ScheduledTask share, at the same
+/// pointers in both: `/spec/placementStrategy`,
+/// `/spec/placementConstraints`, `/spec/capacityProviderStrategy`.
+pub(super) struct Fields<'a> {
+    pub strategy: &'a [PlacementStrategy],
+    pub constraints: &'a [PlacementConstraint],
+    pub providers: &'a [CapacityProviderStrategyItem],
+    pub cluster: &'a str,
+}
+
+/// Check a resource's [`Fields`].
+pub(super) fn fields(
+    entry: usize,
+    f: Fields,
+    index: &Index,
+    entries: &[Entry],
+    out: &mut Vec<Finding>,
+) {
+    strategies(entry, "/spec/placementStrategy", f.strategy, out);
+    constraints(
+        entry,
+        "/spec/placementConstraints",
+        f.constraints,
+        false,
+        out,
+    );
+    cluster_strategy(
+        entry,
+        "/spec/capacityProviderStrategy",
+        f.providers,
+        f.cluster,
+        index,
+        entries,
+        out,
+    );
+}
+
 /// A capacity provider strategy of a resource that runs in `cluster`:
 /// checked against the providers the cluster attaches, when the cluster is
 /// in the source (a missing one is reported as a reference).

@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use super::placement::{cluster_strategy, constraints, strategies};
+use super::placement::{fields, Fields};
 use super::references::{missing_ref, source_task_definition, task_definition_ref};
 use super::{Finding, Index};
 use crate::manifest::scheduled_task::TaskOverride;
@@ -35,19 +35,14 @@ pub(super) fn scheduled_task(
     if let Some(o) = &spec.overrides {
         overrides(i, o, &spec.task_definition, index, entries, out);
     }
-    strategies(i, "/spec/placementStrategy", &spec.placement_strategy, out);
-    constraints(
+    fields(
         i,
-        "/spec/placementConstraints",
-        &spec.placement_constraints,
-        false,
-        out,
-    );
-    cluster_strategy(
-        i,
-        "/spec/capacityProviderStrategy",
-        &spec.capacity_provider_strategy,
-        &spec.cluster,
+        Fields {
+            strategy: &spec.placement_strategy,
+            constraints: &spec.placement_constraints,
+            providers: &spec.capacity_provider_strategy,
+            cluster: &spec.cluster,
+        },
         index,
         entries,
         out,

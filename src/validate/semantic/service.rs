@@ -3,7 +3,7 @@
 //! strategies, constraints and capacity provider strategy are valid.
 //! Separate because they concern one kind.
 
-use super::placement::{cluster_strategy, constraints, strategies};
+use super::placement::{fields, Fields};
 use super::references::{missing_ref, task_definition_ref};
 use super::{Finding, Index};
 use crate::manifest::service::SchedulingStrategy;
@@ -129,19 +129,14 @@ pub(super) fn service(
             .help("set `enable: true`"),
         );
     }
-    strategies(i, "/spec/placementStrategy", &spec.placement_strategy, out);
-    constraints(
+    fields(
         i,
-        "/spec/placementConstraints",
-        &spec.placement_constraints,
-        false,
-        out,
-    );
-    cluster_strategy(
-        i,
-        "/spec/capacityProviderStrategy",
-        &spec.capacity_provider_strategy,
-        &spec.cluster,
+        Fields {
+            strategy: &spec.placement_strategy,
+            constraints: &spec.placement_constraints,
+            providers: &spec.capacity_provider_strategy,
+            cluster: &spec.cluster,
+        },
         index,
         entries,
         out,
