@@ -20,6 +20,7 @@ mod run;
 mod secret;
 mod standalone;
 mod status;
+mod task_flags;
 mod tasks;
 mod teardown;
 mod token;

@@ -154,6 +154,11 @@ impl Controller {
     /// those past their retention and unassign their tasks (their nodes
     /// remove the containers).
     pub(super) fn refresh_runs(self: &Arc<Self>) {
+        // Every second: the fleet is observed only when there is a record
+        // to bring up to date.
+        if guard(&self.runs).is_empty() {
+            return;
+        }
         let tasks = self.observation().tasks;
         let (changed, expired, stopped_now) = {
             let mut runs = guard(&self.runs);

@@ -40,6 +40,21 @@ pub(super) fn missing_ref<'a>(
 /// A `taskDefinition` reference (of a Service or a ScheduledTask) at
 /// `pointer`: its family must be in the source, unless a revision is
 /// pinned, which may have been registered from an earlier source.
+/// `/spec/cluster` of a resource that runs in a cluster: one the source
+/// declares.
+pub(super) fn cluster_ref(i: usize, cluster: &str, index: &Index, out: &mut Vec<Finding>) {
+    if !index.clusters.contains_key(cluster) {
+        out.push(missing_ref(
+            "reference",
+            i,
+            "/spec/cluster".into(),
+            "Cluster",
+            cluster,
+            index.clusters.keys().copied(),
+        ));
+    }
+}
+
 pub(super) fn task_definition_ref(
     entry: usize,
     pointer: &str,

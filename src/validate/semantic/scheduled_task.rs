@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 
 use super::placement::{fields, Fields};
-use super::references::{missing_ref, source_task_definition, task_definition_ref};
+use super::references::{cluster_ref, source_task_definition, task_definition_ref};
 use super::{Finding, Index};
 use crate::manifest::scheduled_task::TaskOverride;
 use crate::manifest::ScheduledTaskSpec;
@@ -20,16 +20,7 @@ pub(super) fn scheduled_task(
     entries: &[Entry],
     out: &mut Vec<Finding>,
 ) {
-    if !index.clusters.contains_key(spec.cluster.as_str()) {
-        out.push(missing_ref(
-            "reference",
-            i,
-            "/spec/cluster".into(),
-            "Cluster",
-            &spec.cluster,
-            index.clusters.keys().copied(),
-        ));
-    }
+    cluster_ref(i, &spec.cluster, index, out);
     task_definition_ref(i, "/spec/taskDefinition", &spec.task_definition, index, out);
     out.extend(schedule_syntax(i, &spec.schedule));
     if let Some(o) = &spec.overrides {

@@ -4,7 +4,7 @@
 //! Separate because they concern one kind.
 
 use super::placement::{fields, Fields};
-use super::references::{missing_ref, task_definition_ref};
+use super::references::{cluster_ref, task_definition_ref};
 use super::{Finding, Index};
 use crate::manifest::service::SchedulingStrategy;
 use crate::validate::Entry;
@@ -16,16 +16,7 @@ pub(super) fn service(
     entries: &[Entry],
     out: &mut Vec<Finding>,
 ) {
-    if !index.clusters.contains_key(spec.cluster.as_str()) {
-        out.push(missing_ref(
-            "reference",
-            i,
-            "/spec/cluster".into(),
-            "Cluster",
-            &spec.cluster,
-            index.clusters.keys().copied(),
-        ));
-    }
+    cluster_ref(i, &spec.cluster, index, out);
     task_definition_ref(i, "/spec/taskDefinition", &spec.task_definition, index, out);
     let d = &spec.deployment_configuration;
     match spec.scheduling_strategy {
