@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make a local Docker engine usable for reconcile, on a fresh Debian
 # machine, idempotently:
-#   1. install Debian's docker.io and busybox-static when missing, and with
+#   1. install Debian's docker.io, busybox-static and protobuf-compiler
+#      (the etcd client's build needs protoc) when missing, and with
 #      `--tests` what the tests use beside them (git, sshd, gpg, wrk,
 #      haproxy, prometheus, shells, ...): running the examples needs none
 #      of it;
@@ -25,6 +26,8 @@ esac
 need_pkgs=()
 command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
 [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx httpd || need_pkgs+=(busybox-static)
+# Building reconcile: the etcd client compiles etcd's protocol definitions.
+command -v protoc >/dev/null 2>&1 || need_pkgs+=(protobuf-compiler)
 if $tests; then
 # The multi-node tests put agents in network namespaces.
 command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
@@ -57,6 +60,10 @@ command -v man >/dev/null 2>&1 || need_pkgs+=(man-db)
 # tests/compose_config.rs reads compose files with `docker-compose config`
 # beside the compose reader, and the apply benchmark measures compose.
 command -v docker-compose >/dev/null 2>&1 || need_pkgs+=(docker-compose)
+# The replicated control plane's tests run a real etcd cluster (etcd-server)
+# and read its history with etcdctl (etcd-client).
+command -v etcd >/dev/null 2>&1 || need_pkgs+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || need_pkgs+=(etcd-client)
 fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     log "installing ${need_pkgs[*]}"

@@ -23,7 +23,8 @@ use crate::wire::{Assignment, Changes, Heartbeat, HeartbeatReply};
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Base URL of the controller, e.g. `http://10.0.0.1:7700`.
+    /// Base URL of the controller, e.g. `http://10.0.0.1:7700`; for
+    /// controllers sharing a store, each of their URLs, comma-separated.
     pub controller: String,
     pub cluster: String,
     pub name: String,
@@ -212,29 +213,26 @@ pub async fn run(config: Config) -> Result<(), String> {
             .observed_by(metrics.clone()),
     );
     collector.start(rt.clone(), config.stats_interval);
+    let mut controllers = Controllers::new(&config.controller);
     let client = crate::tls::client(&config.controller, &config.trust, Duration::from_secs(10))?;
-    let url = format!(
-        "{}/v1/nodes/{}/heartbeat",
-        config.controller.trim_end_matches('/'),
-        config.name
-    );
-    let changes_url = format!(
-        "{}/v1/nodes/{}/changes",
-        config.controller.trim_end_matches('/'),
-        config.name
-    );
     // Log uploads last as long as a reader follows: a client of its own,
     // bounded at a day.
-    let uploads = logs::Uploads::new(
-        crate::tls::client(
-            &config.controller,
-            &config.trust,
-            Duration::from_secs(24 * 3600),
-        )?,
+    let upload_client = crate::tls::client(
         &config.controller,
-        &config.name,
-        config.secrets_dir.clone(),
-    );
+        &config.trust,
+        Duration::from_secs(24 * 3600),
+    )?;
+    let uploads_to = |base: &str| {
+        logs::Uploads::new(
+            upload_client.clone(),
+            base,
+            &config.name,
+            config.secrets_dir.clone(),
+        )
+    };
+    let mut url = controllers.url(&format!("/v1/nodes/{}/heartbeat", config.name));
+    let mut changes_url = controllers.url(&format!("/v1/nodes/{}/changes", config.name));
+    let mut uploads = uploads_to(controllers.current());
     let credential = credential::Credential::new(
         config.credential_file.clone(),
         &config.controller,
@@ -252,7 +250,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     let mut connected = false;
     let address = match config.address {
         Some(a) => Some(a),
-        None => route_address(&config.controller).await,
+        None => route_address(controllers.current()).await,
     };
     let dns_ip = match config.dns {
         Dns::Off => None,
@@ -299,7 +297,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             Some(t) => t.clone(),
             None => {
                 let joined = match &config.join_token {
-                    Some(j) => credential.join(&client, j).await,
+                    Some(j) => credential.join(&client, controllers.current(), j).await,
                     None => Err(format!(
                         "no credential in `{}` and no join token to get one",
                         config.credential_file.display()
@@ -386,12 +384,42 @@ pub async fn run(config: Config) -> Result<(), String> {
             }
             Ok(r) => {
                 let status = r.status();
+                let leader = r
+                    .headers()
+                    .get(crate::controller::standby::LEADER_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(String::from);
                 let body = r.text().await.unwrap_or_default();
+                let standing_by = status == reqwest::StatusCode::SERVICE_UNAVAILABLE;
+                let asked = controllers.current().to_string();
+                if standing_by && controllers.move_on(leader.as_deref()) {
+                    url = controllers.url(&format!("/v1/nodes/{}/heartbeat", config.name));
+                    changes_url = controllers.url(&format!("/v1/nodes/{}/changes", config.name));
+                    uploads = uploads_to(controllers.current());
+                    // A follower that names the leader: straight on to it;
+                    // with no leader yet, after the backoff.
+                    if leader.is_some() && controllers.current() != asked {
+                        tracing::info!(
+                            "agent: reporting to {} (the leader)",
+                            controllers.current()
+                        );
+                        continue;
+                    }
+                }
                 Err(format!(
                     "controller refused the heartbeat ({status}): {body}"
                 ))
             }
-            Err(e) => Err(crate::tls::errors::reaching(&e, &config.controller, &url)),
+            Err(e) => {
+                let e = crate::tls::errors::reaching(&e, controllers.current(), &url);
+                if controllers.move_on(None) {
+                    tracing::warn!("agent: {e}; trying {}", controllers.current());
+                    url = controllers.url(&format!("/v1/nodes/{}/heartbeat", config.name));
+                    changes_url = controllers.url(&format!("/v1/nodes/{}/changes", config.name));
+                    uploads = uploads_to(controllers.current());
+                }
+                Err(e)
+            }
         };
         let reply = match reply {
             Ok(r) => r,
@@ -497,6 +525,51 @@ pub async fn run(config: Config) -> Result<(), String> {
         }
         // A burst of ending actions is reported together.
         tokio::time::sleep_until(began + MIN_GAP.min(wait)).await;
+    }
+}
+
+/// The controllers an agent reports to: one, or those sharing a store,
+/// of which the agent uses one at a time (the leader, once found).
+struct Controllers {
+    urls: Vec<String>,
+    at: usize,
+}
+
+impl Controllers {
+    fn new(list: &str) -> Controllers {
+        let urls: Vec<String> = list
+            .split(',')
+            .map(|u| u.trim().trim_end_matches('/').to_string())
+            .filter(|u| !u.is_empty())
+            .collect();
+        Controllers { urls, at: 0 }
+    }
+
+    fn current(&self) -> &str {
+        self.urls.get(self.at).map_or("", String::as_str)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.current())
+    }
+
+    /// Move to the leader a follower named, if it is one of ours, else to
+    /// the next controller; false when there is nowhere else to go (one
+    /// controller, or the leader named itself).
+    fn move_on(&mut self, leader: Option<&str>) -> bool {
+        if self.urls.len() < 2 {
+            return false;
+        }
+        let named = leader
+            .map(|l| l.trim_end_matches('/'))
+            .and_then(|l| self.urls.iter().position(|u| u == l));
+        match named {
+            // The leader itself, still opening its state: stay.
+            Some(i) if i == self.at => return false,
+            Some(i) => self.at = i,
+            None => self.at = (self.at + 1) % self.urls.len(),
+        }
+        true
     }
 }
 

@@ -454,6 +454,28 @@ pub struct TokenRequest {
     pub ttl_secs: Option<u64>,
 }
 
+/// The control plane as a controller sees it (`GET /v1/controllers`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ControlPlane {
+    /// Where the state is kept: a redb file, or `etcd://...` and prefix.
+    pub store: String,
+    /// Every controller of the store: the leader first, then the others
+    /// in the order they would take over.
+    pub controllers: Vec<ControllerView>,
+}
+
+/// One controller of a control plane.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ControllerView {
+    /// The URL it announced.
+    pub url: String,
+    pub leader: bool,
+    /// The etcd revision its candidacy began at (0 with redb).
+    pub since_revision: i64,
+}
+
 /// A named token as listed (`GET /v1/tokens`): never the token itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

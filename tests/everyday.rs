@@ -193,7 +193,7 @@ fn completions_and_manual_pages_work_in_real_shells() {
     );
     assert_eq!(
         lines.first().map(|l| l.split(' ').collect::<Vec<_>>()),
-        Some(vec!["status", "stop-task"]),
+        Some(vec!["status", "stop-task", "store"]),
         "{text}"
     );
     assert!(
@@ -301,6 +301,7 @@ fn help_describes_every_argument_and_fits_the_command() {
         "stop-task",
         "agent",
         "controller",
+        "store",
     ] {
         let text = output(&[cmd, "--help"]);
         assert!(text.contains("Examples:"), "{cmd}: {text}");

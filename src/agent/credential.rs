@@ -64,9 +64,15 @@ impl Credential {
         let _ = std::fs::remove_file(&self.path);
     }
 
-    /// Join with `join_token` and keep the credential received.
-    pub async fn join(&self, http: &reqwest::Client, join_token: &str) -> Result<String, String> {
-        let url = format!("{}/v1/join", self.controller);
+    /// Join through the controller at `base` with `join_token` and keep
+    /// the credential received (for the installation: every URL given).
+    pub async fn join(
+        &self,
+        http: &reqwest::Client,
+        base: &str,
+        join_token: &str,
+    ) -> Result<String, String> {
+        let url = format!("{}/v1/join", base.trim_end_matches('/'));
         let r = http
             .post(&url)
             .bearer_auth(join_token)

@@ -79,6 +79,11 @@ Examples:
   reconcile secret set tls-key --from-file key.pem --controller https://ctl:7700
   reconcile secret list --controller https://ctl:7700";
 
+pub(super) const STORE: &str = "\
+Examples:
+  reconcile store copy --from /var/lib/reconcile/controller --to etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379
+  reconcile store copy --from etcd://10.0.0.1:2379 --store-prefix /reconcile/prod --to /srv/backup/controller";
+
 pub(super) const TOKEN: &str = "\
 Examples:
   reconcile token create ci --role operator --ttl 90d --controller https://ctl:7700

@@ -11,6 +11,11 @@ use super::args::RemoteArgs;
 use super::remote::Client;
 use super::render;
 use super::run::{block_on, failure, usage};
+use std::sync::Arc;
+
+use crate::controller::leader::Election;
+use crate::controller::store::etcd::{EtcdBackend, EtcdConfig, Fence};
+use crate::controller::store::Db;
 use crate::controller::{self, Controller};
 use crate::wire::NodeView;
 
@@ -78,6 +83,18 @@ pub struct ControllerArgs {
     /// directory ($RECONCILE_STATE_DIR, else ~/.local/state/reconcile).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Where the state is kept: `redb`, a file in --data-dir (the
+    /// default), or etcd (`etcd://HOST:PORT[,HOST:PORT...]`), shared by
+    /// several controllers of which one leads and the others stand by.
+    #[arg(long, default_value = "redb", value_name = "redb|etcd://...")]
+    store: String,
+    #[command(flatten)]
+    etcd: super::store::EtcdArgs,
+    /// With etcd: the leader's lease in seconds. A leader that cannot
+    /// renew it for this long steps down; another is elected within about
+    /// this long of a leader's death.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(2..=300))]
+    lease_ttl: u64,
     /// Token agents must present (at least 16 characters).
     #[arg(
         long,
@@ -324,6 +341,22 @@ pub fn controller_cmd(a: ControllerArgs) -> ExitCode {
         allow_mass_delete: a.allow_mass_delete,
         dns_domain: a.dns_domain.to_ascii_lowercase(),
     };
+    let etcd = match a.store.as_str() {
+        "redb" => None,
+        url if url.starts_with("etcd://") => match a.etcd.config(url) {
+            Ok(c) => Some(c),
+            Err(e) => return usage(format!("--store: {e}")),
+        },
+        other => {
+            return usage(format!(
+                "--store `{other}`: expected redb or etcd://HOST:PORT[,HOST:PORT...]"
+            ))
+        }
+    };
+    if let Some(etcd) = etcd {
+        let ttl = Duration::from_secs(a.lease_ttl);
+        return elected_controller(config, etcd, ttl, &a.listen, tls, limits);
+    }
     let c = match Controller::open(config) {
         Ok(c) => c,
         Err(e) => return failure(e),
@@ -368,10 +401,120 @@ pub fn controller_cmd(a: ControllerArgs) -> ExitCode {
     })
 }
 
+/// A controller on etcd: stand by (answering with the leader's URL) until
+/// elected, then open the state and serve and reconcile as the leader on
+/// the same listener. While etcd cannot be reached it keeps trying and
+/// says so. A leader that loses its lease starts over as a new process:
+/// whatever it held in memory is dropped, and its writes were fenced
+/// from the moment the lease ended.
+fn elected_controller(
+    config: controller::Config,
+    etcd: EtcdConfig,
+    ttl: Duration,
+    listen: &str,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    limits: controller::serve::Limits,
+) -> ExitCode {
+    block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(listen).await {
+            Ok(l) => l,
+            Err(e) => return usage(format!("--listen {listen}: {e}")),
+        };
+        let api = Arc::new(std::sync::OnceLock::new());
+        let election = Arc::new(std::sync::OnceLock::new());
+        let app = controller::standby::router(api.clone(), election.clone());
+        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+        let server = tokio::spawn(controller::serve::accept_loop(
+            app, listener, acceptor, limits,
+        ));
+        let describe = etcd.describe();
+        let lead = async {
+            let backend = connect(etcd).await;
+            backend.set_fence(Fence::Follower);
+            let e = Arc::new(Election::new(&backend, &config.advertise_url, ttl));
+            let _ = election.set(e.clone());
+            tracing::info!(
+                "controller on {describe}: standing by until elected (lease {} s)",
+                ttl.as_secs()
+            );
+            let leading = e.campaign(&backend).await;
+            tracing::info!("elected leader of {describe}");
+            let c = match Controller::open_on(config, Db::over(Box::new(backend.clone()))) {
+                Ok(c) => c,
+                Err(e) => return failure(e),
+            };
+            c.set_election(e.clone());
+            let _ = api.set(controller::http::router(c.clone()));
+            tokio::select! {
+                () = c.run_loop() => ExitCode::SUCCESS,
+                why = leading.lost => {
+                    let why = why.unwrap_or_else(|_| "the lease keeper stopped".into());
+                    tracing::error!("lost the leadership ({why}); starting over as a follower");
+                    restart()
+                }
+            }
+        };
+        tokio::select! {
+            r = server => match r {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(e)) => failure(e),
+                Err(e) => failure(format!("the API server stopped: {e}")),
+            },
+            code = lead => code,
+            _ = tokio::signal::ctrl_c() => {
+                // Another controller is elected at once, not a lease later.
+                if let Some(e) = election.get() {
+                    e.resign().await;
+                }
+                tracing::info!("interrupted; stopping (agents keep their tasks)");
+                ExitCode::SUCCESS
+            }
+        }
+    })
+}
+
+/// Connect to etcd, trying again every few seconds until it answers.
+async fn connect(etcd: EtcdConfig) -> Arc<EtcdBackend> {
+    let mut logged = false;
+    loop {
+        let config = etcd.clone();
+        let tried = tokio::task::spawn_blocking(move || EtcdBackend::connect(config)).await;
+        match tried {
+            Ok(Ok(b)) => {
+                if logged {
+                    tracing::info!("etcd answers again");
+                }
+                return Arc::new(b);
+            }
+            Ok(Err(e)) => {
+                tracing::warn!("{e}; trying again (this controller stands by meanwhile)");
+                logged = true;
+            }
+            Err(e) => tracing::warn!("connecting to etcd: {e}"),
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Replace this process with a fresh one of the same command line.
+fn restart() -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return failure(format!("restarting: {e}")),
+    };
+    let err = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .exec();
+    failure(format!("restarting: {err}"))
+}
+
 #[derive(Debug, clap::Args)]
 pub struct AgentArgs {
-    /// The controller's URL.
-    #[arg(long, env = "RECONCILE_CONTROLLER", value_name = "URL")]
+    /// The controller's URL; for controllers sharing an etcd store, each
+    /// of their URLs, comma-separated: the agent follows the leader and
+    /// moves on when one cannot be reached.
+    #[arg(long, env = "RECONCILE_CONTROLLER", value_name = "URL[,URL...]")]
     controller: String,
     /// The cluster this node joins.
     #[arg(long, value_name = "NAME")]
@@ -494,7 +637,7 @@ pub fn agent_cmd(a: AgentArgs) -> ExitCode {
         Some(n) => n,
         None => return usage("--name is required (no host name found)"),
     };
-    if let Err(e) = crate::tls::check_url(&a.controller, a.trust.plain_http) {
+    if let Err(e) = crate::tls::check_url_list(&a.controller, a.trust.plain_http) {
         return usage(e);
     }
     if let Some(d) = &a.secrets_dir {
@@ -612,6 +755,28 @@ pub fn nodes_cmd(a: NodesArgs) -> ExitCode {
                     serde_json::to_string_pretty(&nodes).unwrap_or_default()
                 ),
                 Format::Text => print!("{}", render::nodes(&nodes)),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => failure(e),
+    }
+}
+
+/// `reconcile controllers`: the control plane's controllers, the leader
+/// first.
+pub fn controllers_cmd(a: NodesArgs) -> ExitCode {
+    let client = match Client::new(&a.remote) {
+        Ok(c) => c,
+        Err(c) => return c,
+    };
+    let path = "/v1/controllers";
+    match block_on(client.call::<crate::wire::ControlPlane>(reqwest::Method::GET, path)) {
+        Ok(p) => {
+            match a.format {
+                Format::Json => {
+                    println!("{}", serde_json::to_string_pretty(&p).unwrap_or_default())
+                }
+                Format::Text => print!("{}", render::control_plane(&p)),
             }
             ExitCode::SUCCESS
         }

@@ -27,11 +27,16 @@ pub(super) struct Ask {
 const LONGEST: Duration = Duration::from_secs(24 * 3600);
 
 pub(super) async fn run(remote: &RemoteArgs, ask: Ask) -> ExitCode {
-    let Some(base) = remote.controller.as_deref() else {
-        return usage("--controller URL is required");
-    };
     let Some(token) = remote.token.as_deref() else {
         return usage("--token (or RECONCILE_API_TOKEN) is required with --controller");
+    };
+    let located = match super::remote::Client::new(remote) {
+        Ok(c) => c.locate().await.map(String::from),
+        Err(code) => return code,
+    };
+    let base = match &located {
+        Ok(b) => b.as_str(),
+        Err(e) => return failure(e.clone()),
     };
     let http = match crate::tls::client(base, &remote.trust.trust(), LONGEST) {
         Ok(c) => c,

@@ -20,6 +20,7 @@ mod run;
 mod secret;
 mod standalone;
 mod status;
+mod store;
 mod task_flags;
 mod tasks;
 mod teardown;
@@ -141,6 +142,9 @@ enum Command {
     Agent(fleet::AgentArgs),
     /// List a controller's nodes with status, load and last heartbeat.
     Nodes(fleet::NodesArgs),
+    /// List the controllers of a control plane: which leads, and the order
+    /// the others would take over in (several share an etcd store).
+    Controllers(fleet::NodesArgs),
     /// Drain a node (its service tasks move to other nodes), activate it,
     /// or remove it (its credential is revoked).
     #[command(after_help = examples::NODE)]
@@ -164,6 +168,10 @@ enum Command {
     /// never shown.
     #[command(after_help = examples::SECRET)]
     Secret(secret::SecretArgs),
+    /// Move a controller's state between stores: `store copy --from DIR
+    /// --to etcd://...` lets an installation grow to several controllers.
+    #[command(after_help = examples::STORE)]
+    Store(store::StoreArgs),
     /// Write a shell completion script (bash, zsh, fish, elvish,
     /// powershell) for reconcile on standard output.
     #[command(after_help = examples::COMPLETIONS)]
@@ -240,9 +248,11 @@ pub fn main() -> ExitCode {
         Command::Controller(a) => fleet::controller_cmd(*a),
         Command::Agent(a) => fleet::agent_cmd(a),
         Command::Nodes(a) => fleet::nodes_cmd(a),
+        Command::Controllers(a) => fleet::controllers_cmd(a),
         Command::Node(a) => fleet::node_cmd(a),
         Command::Token(a) => token::token_cmd(a),
         Command::Secret(a) => secret::secret_cmd(a),
+        Command::Store(a) => store::store_cmd(a),
         Command::Sync(a) => fleet::sync_cmd(a),
         Command::Suspend(a) => fleet::control_cmd("suspend", a),
         Command::Resume(a) => fleet::control_cmd("resume", a),

@@ -15,7 +15,10 @@ use crate::plan::{render, Plan};
 use crate::report::StatusReport;
 
 pub(crate) struct Client {
-    base: String,
+    /// Every controller given (several share an etcd store), and the one
+    /// in use: the leader once a follower has named it.
+    bases: Vec<String>,
+    at: std::sync::atomic::AtomicUsize,
     token: String,
     http: reqwest::Client,
     trust: crate::tls::Trust,
@@ -33,10 +36,16 @@ impl Client {
         let token = r.token.clone().ok_or_else(|| {
             usage("--token (or RECONCILE_API_TOKEN) is required with --controller")
         })?;
+        let bases: Vec<String> = base
+            .split(',')
+            .map(|b| b.trim().trim_end_matches('/').to_string())
+            .filter(|b| !b.is_empty())
+            .collect();
         let http =
             crate::tls::client(&base, &r.trust.trust(), Duration::from_secs(30)).map_err(usage)?;
         Ok(Client {
-            base: base.trim_end_matches('/').to_string(),
+            bases,
+            at: Default::default(),
             token,
             http,
             trust: r.trust.trust(),
@@ -52,21 +61,19 @@ impl Client {
         query: &[(&str, String)],
         mut line: impl FnMut(&[u8]) -> Result<(), String>,
     ) -> Result<(), String> {
-        let mut url = format!("{}{path}", self.base);
+        let mut query_text = String::new();
         for (i, (k, v)) in query.iter().enumerate() {
-            url.push(if i == 0 { '?' } else { '&' });
-            url.push_str(k);
-            url.push('=');
-            url.push_str(&query_escape(v));
+            query_text.push(if i == 0 { '?' } else { '&' });
+            query_text.push_str(k);
+            query_text.push('=');
+            query_text.push_str(&query_escape(v));
         }
+        let path = format!("{path}{query_text}");
         // Silence longer than four keep-alives means the controller is gone.
-        let http = crate::tls::streaming_client(&self.base, &self.trust, Duration::from_secs(60))?;
-        let mut r = http
-            .get(&url)
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| crate::tls::errors::reaching(&e, &self.base, &url))?;
+        let http = crate::tls::streaming_client(self.base(), &self.trust, Duration::from_secs(60))?;
+        let (mut r, url) = self
+            .exchange(&path, |url| http.get(url).bearer_auth(&self.token))
+            .await?;
         let status = r.status();
         if !status.is_success() {
             let body = r.bytes().await.map_err(|e| e.to_string())?;
@@ -119,12 +126,17 @@ impl Client {
         path: &str,
         body: Option<&B>,
     ) -> Result<T, String> {
-        let url = format!("{}{path}", self.base);
-        let mut req = self.http.request(method, &url).bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        self.send(req, &url).await
+        self.send(path, |url| {
+            let req = self
+                .http
+                .request(method.clone(), url)
+                .bearer_auth(&self.token);
+            match body {
+                Some(b) => req.json(b),
+                None => req,
+            }
+        })
+        .await
     }
 
     /// A call whose body is raw bytes (a secret's value): never logged,
@@ -135,25 +147,82 @@ impl Client {
         path: &str,
         body: Vec<u8>,
     ) -> Result<T, String> {
-        let url = format!("{}{path}", self.base);
-        let req = self
-            .http
-            .request(method, &url)
-            .bearer_auth(&self.token)
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .body(body);
-        self.send(req, &url).await
+        self.send(path, |url| {
+            self.http
+                .request(method.clone(), url)
+                .bearer_auth(&self.token)
+                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .body(body.clone())
+        })
+        .await
+    }
+
+    /// Find the controller to talk to (the leader, when several share a
+    /// store) for a caller that makes its own requests.
+    pub(crate) async fn locate(&self) -> Result<&str, String> {
+        if self.bases.len() > 1 {
+            self.exchange("/v1/openapi.json", |url| self.http.get(url))
+                .await?;
+        }
+        Ok(self.base())
+    }
+
+    /// The controller in use.
+    pub(crate) fn base(&self) -> &str {
+        let at = self.at.load(std::sync::atomic::Ordering::Relaxed);
+        self.bases.get(at).map_or("", String::as_str)
+    }
+
+    /// Send the request `build` makes for `path` on the controller in use;
+    /// with several controllers, move to the leader a follower names, or
+    /// to the next one when one cannot be reached, trying each once.
+    async fn exchange(
+        &self,
+        path: &str,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> Result<(reqwest::Response, String), String> {
+        use std::sync::atomic::Ordering::Relaxed;
+        // Long enough for a leader to be elected after another's death.
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        let several = self.bases.len() > 1;
+        loop {
+            let url = format!("{}{path}", self.base());
+            let last = !several || std::time::Instant::now() >= deadline;
+            match build(&url).send().await {
+                Ok(r) if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE && !last => {
+                    let named = r
+                        .headers()
+                        .get(crate::controller::standby::LEADER_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|l| self.bases.iter().position(|b| b == l.trim_end_matches('/')));
+                    let at = self.at.load(Relaxed);
+                    match named {
+                        Some(i) if i != at => self.at.store(i, Relaxed),
+                        // The leader itself, still opening the state; or
+                        // no leader named: a moment, then again.
+                        Some(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+                        None => {
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                            self.at.store((at + 1) % self.bases.len(), Relaxed);
+                        }
+                    }
+                }
+                Ok(r) => return Ok((r, url)),
+                Err(e) if e.is_connect() && !last => {
+                    self.at
+                        .store((self.at.load(Relaxed) + 1) % self.bases.len(), Relaxed);
+                }
+                Err(e) => return Err(crate::tls::errors::reaching(&e, self.base(), &url)),
+            }
+        }
     }
 
     async fn send<T: serde::de::DeserializeOwned>(
         &self,
-        req: reqwest::RequestBuilder,
-        url: &str,
+        path: &str,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
     ) -> Result<T, String> {
-        let r = req
-            .send()
-            .await
-            .map_err(|e| crate::tls::errors::reaching(&e, &self.base, url))?;
+        let (r, url) = self.exchange(path, build).await?;
         let status = r.status();
         let body = r.bytes().await.map_err(|e| e.to_string())?;
         if !status.is_success() {

@@ -331,6 +331,19 @@ pub(crate) fn nodes(nodes: &[NodeView]) -> String {
     out
 }
 
+/// `reconcile controllers`: the leader first, then the standing by.
+pub(crate) fn control_plane(p: &crate::wire::ControlPlane) -> String {
+    let mut out = format!(
+        "store: {}\nCONTROLLER                               ROLE      SINCE REVISION\n",
+        p.store
+    );
+    for c in &p.controllers {
+        let role = if c.leader { "leader" } else { "follower" };
+        out.push_str(&format!("{:<40} {:<9} {}\n", c.url, role, c.since_revision));
+    }
+    out
+}
+
 /// One auto scaling decision on a line.
 pub(crate) fn scaling_activity(a: &crate::autoscaling::Activity, now: i64) -> String {
     format!(

@@ -447,6 +447,7 @@ mod tests {
         assert_eq!(need(&post, "/v1/tasks/{id}/stop"), Need::Operate);
         assert_eq!(need(&Method::GET, "/v1/tasks"), Need::Read);
         assert_eq!(need(&Method::GET, "/v1/tasks/{id}"), Need::Read);
+        assert_eq!(need(&Method::GET, "/v1/controllers"), Need::Read);
         assert_eq!(need(&Method::GET, "/v1/scheduled-tasks/{name}"), Need::Read);
         assert_eq!(need(&post, "/v1/join"), Need::Join);
         assert_eq!(need(&Method::GET, "/healthz"), Need::Open);

@@ -227,6 +227,13 @@ async fn nodes(State(c): Shared) -> Response {
     Json(c.nodes()).into_response()
 }
 
+async fn controllers(State(c): Shared) -> Response {
+    match c.control_plane().await {
+        Ok(p) => Json(p).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
 async fn set_status(c: Arc<Controller>, name: String, status: NodeStatus) -> Response {
     match c.set_node_status(&name, status) {
         Ok(()) => Json(serde_json::json!({"node": name, "status": status})).into_response(),
@@ -540,6 +547,7 @@ pub fn router(c: Arc<Controller>) -> Router {
         .route("/v1/nodes/{name}/logs/{session}", post(super::logs::upload))
         .route("/v1/logs", get(super::logs::client))
         .route("/v1/nodes", get(nodes))
+        .route("/v1/controllers", get(controllers))
         .route("/v1/nodes/{name}/drain", post(drain))
         .route("/v1/nodes/{name}/activate", post(activate))
         .route("/v1/nodes/{name}", delete(remove_node))

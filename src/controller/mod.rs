@@ -23,7 +23,9 @@
 //! - `http`: the API; `serve`: its connections and their bounds;
 //!   `limits`: rate limits and webhook replays; `store`: the database;
 //!   `openapi`: the API document;
-//! - `secret_store`: the operator's secrets, sealed in the database.
+//! - `secret_store`: the operator's secrets, sealed in the database;
+//! - `leader`: the election among controllers sharing an etcd store;
+//!   `standby`: their API while they stand by.
 //!
 //! Invariants:
 //! - An agent runs exactly the tasks assigned to it and stops anything else
@@ -44,6 +46,7 @@ mod fleet;
 pub mod http;
 mod identity;
 pub mod launcher;
+pub mod leader;
 pub mod limits;
 pub mod logs;
 mod membership;
@@ -58,6 +61,7 @@ mod secret_store;
 pub mod serve;
 mod service_scaling;
 mod source;
+pub mod standby;
 pub mod store;
 mod traffic;
 
@@ -272,17 +276,29 @@ pub struct Controller {
     runs: Mutex<BTreeMap<String, crate::runs::RunRecord>>,
     /// Scheduled tasks' state between fires, by name (their own table).
     schedules: Mutex<BTreeMap<String, crate::runs::scheduled::ScheduleState>>,
+    /// The election this controller won, when it shares an etcd store.
+    election: std::sync::OnceLock<Arc<leader::Election>>,
 }
 
 impl Controller {
+    /// Open with the default store: redb in the data directory.
     pub fn open(config: Config) -> Result<Arc<Controller>, String> {
-        let db = Arc::new(Db::open(&config.data_dir).map_err(|e| e.to_string())?);
+        let db = Db::open(&config.data_dir).map_err(|e| e.to_string())?;
+        Controller::open_on(config, db)
+    }
+
+    /// Open on a store of any backend (etcd, for a replicated control
+    /// plane). The data directory still holds what is never shared
+    /// through the store: the installation key, TLS files, the audit log.
+    pub fn open_on(config: Config, db: Db) -> Result<Arc<Controller>, String> {
+        let db = Arc::new(db);
         let loaded = db.load().map_err(|e| e.to_string())?;
         // Kept beside the store, not in it: a copy of the store alone
         // opens no secret.
         let key = crate::secrets::InstallKey::load_or_create(
             &config.data_dir.join(crate::secrets::KEY_FILE),
         )?;
+        secret_store::check_key(&db, &key, &config.data_dir)?;
         let secrets = Arc::new(secret_store::SecretStore::new(db.clone(), &key));
         let resolver = Resolver::fleet(secrets.clone(), &key);
         let mut nodes = BTreeMap::new();
@@ -373,6 +389,7 @@ impl Controller {
             runs: Mutex::new(loaded.runs),
             schedules: Mutex::new(loaded.schedules),
             scaling: Mutex::new(loaded.scaling),
+            election: std::sync::OnceLock::new(),
         });
         // Generations of an earlier run of the controller are below this
         // one's first (milliseconds since the epoch), so an agent that
@@ -386,6 +403,36 @@ impl Controller {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// This controller leads the control plane of an etcd store.
+    pub fn set_election(&self, election: Arc<leader::Election>) {
+        let _ = self.election.set(election);
+    }
+
+    /// The control plane: this controller alone (redb), or every
+    /// controller of the etcd store.
+    pub async fn control_plane(&self) -> Result<crate::wire::ControlPlane, String> {
+        let store = self.db.backend().describe();
+        let controllers = match self.election.get() {
+            None => vec![crate::wire::ControllerView {
+                url: self.config.advertise_url.clone(),
+                leader: true,
+                since_revision: 0,
+            }],
+            Some(e) => e
+                .candidates()
+                .await?
+                .into_iter()
+                .enumerate()
+                .map(|(i, (url, since_revision))| crate::wire::ControllerView {
+                    url,
+                    leader: i == 0,
+                    since_revision,
+                })
+                .collect(),
+        };
+        Ok(crate::wire::ControlPlane { store, controllers })
     }
 
     fn members(&self) -> MutexGuard<'_, Members> {

@@ -114,6 +114,7 @@ pub fn document() -> Value {
     add::<crate::runs::RunReply>(&mut schemas, "RunReply");
     add::<crate::runs::RunRecord>(&mut schemas, "RunRecord");
     add::<crate::runs::scheduled::ScheduledView>(&mut schemas, "ScheduledView");
+    add::<crate::wire::ControlPlane>(&mut schemas, "ControlPlane");
     let service = json!([
         {"name": "cluster", "in": "path", "required": true, "schema": {"type": "string"}},
         {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}
@@ -300,6 +301,10 @@ pub fn document() -> Value {
         "responses": answer(denied(), "202", "requested", reference("SyncReply"))
     }});
     tasks_paths(&mut doc);
+    doc["paths"]["/v1/controllers"] = json!({"get": {
+        "summary": "The control plane (reader): the store, and every controller sharing it, the leader first. A controller standing by answers every request 503, naming the leader in the Reconcile-Leader header",
+        "responses": or(ok("the controllers", reference("ControlPlane")), "503", "etcd cannot be reached")
+    }});
     doc
 }
 

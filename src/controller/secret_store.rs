@@ -41,6 +41,24 @@ fn aad(name: &str) -> Vec<u8> {
     v
 }
 
+/// Check that `key` is the installation's: the store keeps a value
+/// derived from the key it was first opened with. Controllers sharing a
+/// store (etcd) each need a copy of that key; one with a key of its own
+/// would seal secrets the others cannot open, so it is refused.
+pub fn check_key(db: &Db, key: &InstallKey, data_dir: &std::path::Path) -> Result<(), String> {
+    let check = hex(&key.derive("store-key-check"));
+    match db.key_check().map_err(|e| e.to_string())? {
+        Some(stored) if stored == check => Ok(()),
+        Some(_) => Err(format!(
+            "`{}` is not the key this store was made with: copy {} from the data directory of a \
+             controller of this store (every controller of one store needs the same key)",
+            data_dir.join(crate::secrets::KEY_FILE).display(),
+            crate::secrets::KEY_FILE
+        )),
+        None => db.save_key_check(&check).map_err(|e| e.to_string()),
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

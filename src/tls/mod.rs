@@ -99,6 +99,13 @@ pub fn check_url(url: &str, plain_http: bool) -> Result<(), String> {
     }
 }
 
+/// [`check_url`] for each URL of a comma-separated list (controllers
+/// sharing a store).
+pub fn check_url_list(urls: &str, plain_http: bool) -> Result<(), String> {
+    urls.split(',')
+        .try_for_each(|u| check_url(u.trim(), plain_http))
+}
+
 /// An HTTP client for the controller at `url`, trusting what `trust`
 /// names; refuses a `url` that would carry the token in clear.
 pub fn client(
@@ -129,7 +136,7 @@ fn client_with(
     trust: &Trust,
     limits: impl Fn(reqwest::ClientBuilder) -> reqwest::ClientBuilder,
 ) -> Result<reqwest::Client, String> {
-    check_url(url, trust.plain_http)?;
+    check_url_list(url, trust.plain_http)?;
     install_provider();
     let build = |config: rustls::ClientConfig| {
         limits(reqwest::Client::builder())

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 
 /// How to get every prerequisite of the test suite.
 pub const INSTALL: &str = "run scripts/docker-setup.sh --tests as root, which installs and starts \
-     Docker, the busybox:stable image, iproute2, git, OpenSSH, gpg, python3, docker-compose and Prometheus (prometheus, promtool) \
+     Docker, the busybox:stable image, iproute2, git, OpenSSH, gpg, python3, docker-compose, Prometheus (prometheus, promtool) and etcd (etcd-server, etcd-client) \
      (scripts/test.sh runs it before the tests)";
 
 /// Whether the suite runs under CI, where a missing prerequisite is a
