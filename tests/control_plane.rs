@@ -399,6 +399,56 @@ fn three_controllers_on_etcd_fail_over_fence_and_outlive_etcd_losses() {
         },
     );
 
+    // A follower answers reads of what the store holds, from its view of
+    // etcd (following it by a watch), and says so.
+    let follower_json = |i: usize, args: &[&str]| -> Option<Value> {
+        let out = Command::new(bin())
+            .args(args)
+            .args(["--format", "json", "--controller", &p.url(i), "--ca-cert"])
+            .arg(&p.ca)
+            .env("RECONCILE_API_TOKEN", API)
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
+    };
+    let follower = (0..3).find(|i| Some(*i) != p.leader()).unwrap();
+    p.wait_for(
+        "a follower's view of the nodes",
+        Duration::from_secs(20),
+        |_| {
+            follower_json(follower, &["nodes"]).is_some_and(|n| {
+                n.as_array()
+                    .is_some_and(|v| v.len() == 3 && v.iter().all(|n| n["status"] == "ACTIVE"))
+            })
+        },
+    );
+    let service = format!("{}/app", p.cluster);
+    let h = follower_json(follower, &["history", &service]).expect("history from a follower");
+    assert_eq!(h["deployments"].as_array().map(Vec::len), Some(1), "{h:#}");
+    let (code, reply) = {
+        let out = Command::new("curl")
+            .args(["-s", "-i", "--cacert"])
+            .arg(&p.ca)
+            .args(["-H", &format!("Authorization: Bearer {API}")])
+            .arg(format!("{}/v1/nodes", p.url(follower)))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    assert_eq!(code, Some(0));
+    assert!(
+        reply
+            .to_ascii_lowercase()
+            .contains("reconcile-served-by: follower"),
+        "{reply}"
+    );
+
     // --- kill -9 the leader during a rollout.
     write_source(TASKS, "2");
     let (code, out, err) = p.cli(&["sync"]);

@@ -422,7 +422,8 @@ fn elected_controller(
         };
         let api = Arc::new(std::sync::OnceLock::new());
         let election = Arc::new(std::sync::OnceLock::new());
-        let app = controller::standby::router(api.clone(), election.clone());
+        let reads = controller::standby::Reads::default();
+        let app = controller::standby::router(api.clone(), election.clone(), reads.clone());
         let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
         let server = tokio::spawn(controller::serve::accept_loop(
             app, listener, acceptor, limits,
@@ -437,7 +438,19 @@ fn elected_controller(
                 "controller on {describe}: standing by until elected (lease {} s)",
                 ttl.as_secs()
             );
-            let leading = e.campaign(&backend).await;
+            let following = tokio::spawn(controller::standby::follow(
+                backend.clone(),
+                config.clone(),
+                e.clone(),
+                reads.clone(),
+            ));
+            let leading = e.campaign().await;
+            // The read-only view stops (and is waited for) before this
+            // controller may write.
+            following.abort();
+            let _ = following.await;
+            *reads.write().unwrap_or_else(|p| p.into_inner()) = None;
+            backend.set_fence(leading.fence.clone());
             tracing::info!("elected leader of {describe}");
             let c = match Controller::open_on(config, Db::over(Box::new(backend.clone()))) {
                 Ok(c) => c,

@@ -30,10 +30,11 @@ pub struct Election {
     renewed: std::sync::Arc<std::sync::Mutex<Instant>>,
 }
 
-/// This controller leads until `lost` fires (with why).
+/// This controller leads until `lost` fires (with why); its writes are
+/// to be fenced with `fence`.
 pub struct Leading {
     pub lost: oneshot::Receiver<String>,
-    pub key: Vec<u8>,
+    pub fence: Fence,
 }
 
 impl Election {
@@ -106,12 +107,12 @@ impl Election {
         }
     }
 
-    /// Campaign until elected, then fence the backend's writes on the
-    /// leader key. Retries while etcd cannot be reached.
-    pub async fn campaign(&self, backend: &EtcdBackend) -> Leading {
+    /// Campaign until elected; the caller fences the backend's writes on
+    /// the leader key it returns. Retries while etcd cannot be reached.
+    pub async fn campaign(&self) -> Leading {
         let mut wait = Duration::from_millis(200);
         loop {
-            match self.try_campaign(backend).await {
+            match self.try_campaign().await {
                 Ok(l) => return l,
                 Err(e) => {
                     tracing::warn!("leader election: {e}; trying again");
@@ -122,7 +123,7 @@ impl Election {
         }
     }
 
-    async fn try_campaign(&self, backend: &EtcdBackend) -> Result<Leading, String> {
+    async fn try_campaign(&self) -> Result<Leading, String> {
         let mut c = self.client.clone();
         let ttl = self.ttl.as_secs().max(2) as i64;
         let grant = c.lease_grant(ttl, None);
@@ -162,13 +163,12 @@ impl Election {
             keeper.abort();
             return Err("campaign: etcd named no leader key".into());
         };
-        backend.set_fence(Fence::Leader {
-            key: leader.key().to_vec(),
-            revision: leader.rev(),
-        });
         Ok(Leading {
             lost,
-            key: leader.key().to_vec(),
+            fence: Fence::Leader {
+                key: leader.key().to_vec(),
+                revision: leader.rev(),
+            },
         })
     }
 }

@@ -1,9 +1,15 @@
-//! The API of a controller sharing an etcd store: while it stands by, every
-//! request is answered `503` naming the leader (`Reconcile-Leader` header
-//! and the error message), so agents and the CLI move to it; once elected,
-//! the same listener serves the full API.
+//! The API of a controller sharing an etcd store. While it stands by, it
+//! answers the reads of what the store holds (nodes, events, history, tasks
+//! outside services, scheduled runs, the control plane) from a read-only
+//! view of the store that follows it through an etcd watch, marked
+//! `Reconcile-Served-By: follower`; everything else (status and plans,
+//! which need what agents report, every change, agents' routes, followed
+//! event streams) is answered `503` naming the leader (`Reconcile-Leader`
+//! header and the error message), so agents and the CLI move to it. Once
+//! elected, the same listener serves the full API.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
 
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode};
@@ -15,13 +21,87 @@ use super::leader::Election;
 
 /// The header naming the leader's URL in a follower's replies.
 pub const LEADER_HEADER: &str = "reconcile-leader";
+/// Marks a reply a follower made from its view of the store.
+pub const SERVED_BY: &str = "reconcile-served-by";
+
+/// Keep `reads` a view of the store as etcd has it: opened at once, and
+/// again at most once a second after a change under the prefix (a watch,
+/// not a poll). Runs until aborted (when this controller is elected).
+pub async fn follow(
+    backend: Arc<super::store::etcd::EtcdBackend>,
+    config: super::Config,
+    election: Arc<Election>,
+    reads: Reads,
+) {
+    let mut client = backend.waiting_client();
+    let prefix = backend.config().prefix.clone();
+    loop {
+        let watch = client
+            .watch(
+                prefix.clone(),
+                Some(etcd_client::WatchOptions::new().with_prefix()),
+            )
+            .await;
+        let mut stream = match watch {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("following the store: {e}; trying again");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+        };
+        loop {
+            let db = super::store::Db::over(Box::new(backend.clone()));
+            match super::Controller::open_on(config.clone(), db) {
+                Ok(c) => {
+                    c.set_election(election.clone());
+                    *reads.write().unwrap_or_else(|p| p.into_inner()) =
+                        Some(super::http::router(c));
+                }
+                Err(e) => tracing::warn!("reading the store to answer reads: {e}"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            // The next change, and whatever else came meanwhile.
+            match stream.message().await {
+                Ok(Some(_)) => {}
+                _ => break,
+            }
+        }
+    }
+}
+
+/// A follower's read-only view of the store, when it has one.
+pub type Reads = Arc<RwLock<Option<Router>>>;
+
+/// Whether a follower answers this request from its view of the store:
+/// reads of what the store holds, never a followed stream.
+fn stored_read(req: &Request) -> bool {
+    if req.method() != axum::http::Method::GET {
+        return false;
+    }
+    let path = req.uri().path();
+    let query = req.uri().query().unwrap_or_default();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["v1", "nodes"] | ["v1", "controllers"] | ["v1", "tasks"] => true,
+        ["v1", "tasks", _] | ["v1", "scheduled-tasks", _] => true,
+        ["v1", "services", _, _, "history"] => true,
+        ["v1", "events"] => !query.split('&').any(|p| p == "follow=true"),
+        _ => false,
+    }
+}
 
 /// A router that stands by until `api` is set, then serves it. Until
 /// etcd answers there is no `election` to ask who leads.
-pub fn router(api: Arc<OnceLock<Router>>, election: Arc<OnceLock<Arc<Election>>>) -> Router {
+pub fn router(
+    api: Arc<OnceLock<Router>>,
+    election: Arc<OnceLock<Arc<Election>>>,
+    reads: Reads,
+) -> Router {
     Router::new().fallback(move |req: Request| {
         let api = api.clone();
         let election = election.clone();
+        let reads = reads.clone();
         async move {
             let holds = election.get().is_none_or(|e| e.holds());
             if let (Some(r), true) = (api.get(), holds) {
@@ -29,6 +109,16 @@ pub fn router(api: Arc<OnceLock<Router>>, election: Arc<OnceLock<Arc<Election>>>
                     Ok(resp) => resp,
                     Err(never) => match never {},
                 };
+            }
+            let view = reads.read().unwrap_or_else(|p| p.into_inner()).clone();
+            if let (Some(view), true, None) = (view, stored_read(&req), api.get()) {
+                let mut resp = match view.oneshot(req).await {
+                    Ok(resp) => resp,
+                    Err(never) => match never {},
+                };
+                resp.headers_mut()
+                    .insert(SERVED_BY, HeaderValue::from_static("follower"));
+                return resp;
             }
             let leader = match election.get() {
                 Some(e) => e.leader().await,
