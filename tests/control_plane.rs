@@ -265,6 +265,16 @@ impl Plane {
         v
     }
 
+    fn assert_all_nodes_active(&self) {
+        let nodes = self.json(&["nodes"]).unwrap();
+        let active = nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["status"] == "ACTIVE");
+        assert!(active, "{nodes:#}");
+    }
+
     fn newest(&self) -> Option<Value> {
         let s = self.json(&["status"])?;
         Some(s["services"][0]["deployments"][0].clone())
@@ -503,15 +513,7 @@ fn three_controllers_on_etcd_fail_over_fence_and_outlive_etcd_losses() {
     for i in 0..3 {
         assert!(!p.log(&format!("c{i}")).contains("is LOST"), "{}", p.tail());
     }
-    let nodes = p.json(&["nodes"]).unwrap();
-    assert!(
-        nodes
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|n| n["status"] == "ACTIVE"),
-        "{nodes:#}"
-    );
+    p.assert_all_nodes_active();
     p.start_controller(leader);
 
     // --- SIGSTOP the leader past its lease and the node timeout (so that,
@@ -561,15 +563,7 @@ fn three_controllers_on_etcd_fail_over_fence_and_outlive_etcd_losses() {
         "{}",
         p.tail()
     );
-    let nodes = p.json(&["nodes"]).unwrap();
-    assert!(
-        nodes
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|n| n["status"] == "ACTIVE"),
-        "{nodes:#}"
-    );
+    p.assert_all_nodes_active();
 
     // --- One etcd member lost: the controllers carry on.
     p.etcd.kill(0);
