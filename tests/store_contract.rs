@@ -324,3 +324,124 @@ fn etcd_keeps_the_contracts_copies_both_ways_and_fences_writes() {
     assert!(err.contains("HOST:PORT"), "{err}");
     assert!(EtcdConfig::parse("http://a:1", "/p").is_err());
 }
+
+#[test]
+fn etcd_over_tls_with_client_certificates_and_as_a_user_limited_to_its_prefix() {
+    if !prereq::satisfied(etcd::unavailable()) {
+        return;
+    }
+    // TLS: the members require a client certificate of their CA.
+    let secure = etcd::Etcd::start_tls();
+    let (ca, cert, key) = secure.tls.clone().unwrap();
+    let config = |ca: Option<&std::path::Path>, with_cert: bool| {
+        let mut c = EtcdConfig::parse(&secure.url(), "/tls").unwrap();
+        c.ca = ca.map(Into::into);
+        if with_cert {
+            c.cert = Some(cert.clone());
+            c.key = Some(key.clone());
+        }
+        c
+    };
+    let tls = config(Some(&ca), true);
+    core_contract(&|| {
+        Box::new(Db::over(Box::new(
+            EtcdBackend::connect(tls.clone()).unwrap(),
+        )))
+    });
+    let err = EtcdBackend::connect(config(Some(&ca), false))
+        .err()
+        .expect("no client certificate");
+    assert!(err.contains("etcd://"), "{err}");
+    let err = EtcdBackend::connect(config(None, false))
+        .err()
+        .expect("plain HTTP to a TLS member");
+    assert!(err.contains("etcd://"), "{err}");
+
+    // A user and password, with a role that may only touch /auth/.
+    let plain = etcd::Etcd::start(1);
+    plain.ctl(&["user", "add", "root", "--new-user-password=rootpw"]);
+    plain.ctl(&["user", "grant-role", "root", "root"]);
+    plain.ctl(&["auth", "enable"]);
+    for args in [
+        vec!["role", "add", "ctl"],
+        vec![
+            "role",
+            "grant-permission",
+            "ctl",
+            "--prefix=true",
+            "readwrite",
+            "/auth/",
+        ],
+        vec!["user", "add", "ctl", "--new-user-password=ctlpw"],
+        vec!["user", "grant-role", "ctl", "ctl"],
+    ] {
+        let mut a = vec!["--user", "root:rootpw"];
+        a.extend(args);
+        plain.ctl(&a);
+    }
+    let as_user = |prefix: &str, password: &str| {
+        let mut c = EtcdConfig::parse(&plain.url(), prefix).unwrap();
+        c.user = Some(("ctl".into(), password.into()));
+        c
+    };
+    let granted = as_user("/auth/prod", "ctlpw");
+    core_contract(&|| {
+        Box::new(Db::over(Box::new(
+            EtcdBackend::connect(granted.clone()).unwrap(),
+        )))
+    });
+    let err = EtcdBackend::connect(as_user("/auth/prod", "wrong"))
+        .err()
+        .expect("a wrong password");
+    assert!(
+        err.to_lowercase().contains("authentication failed"),
+        "{err}"
+    );
+    let outside = Db::over(Box::new(
+        EtcdBackend::connect(as_user("/elsewhere", "ctlpw")).unwrap(),
+    ));
+    let err = outside.save_suspended(true).unwrap_err().to_string();
+    assert!(err.contains("permission denied"), "{err}");
+
+    // The same options on the command line: --etcd-user and a password file.
+    let dir = tempfile::tempdir().unwrap();
+    records_contract(&|| Db::open(dir.path()).unwrap());
+    let password = dir.path().join("etcd-password");
+    std::fs::write(&password, "ctlpw\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_reconcile"))
+        .args(["store", "copy", "--from"])
+        .arg(dir.path())
+        .args([
+            "--to",
+            &plain.url(),
+            "--store-prefix",
+            "/auth/copied",
+            "--etcd-user",
+            "ctl",
+        ])
+        .arg("--etcd-password-file")
+        .arg(&password)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("copied"), "{text}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_reconcile"))
+        .args(["store", "copy", "--from", &secure.url(), "--to"])
+        .arg(dir.path().join("back"))
+        .args(["--store-prefix", "/tls", "--etcd-cacert"])
+        .arg(&ca)
+        .arg("--etcd-cert")
+        .arg(&cert)
+        .arg("--etcd-key")
+        .arg(&key)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "over TLS with a client certificate: {text}"
+    );
+}

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -35,11 +36,63 @@ pub struct Etcd {
     pub dir: tempfile::TempDir,
     pub members: Vec<Member>,
     initial: String,
+    /// Clients reach the members over TLS with these files (CA, client
+    /// certificate, client key), which members require.
+    pub tls: Option<(PathBuf, PathBuf, PathBuf)>,
+}
+
+/// A CA, a certificate for 127.0.0.1 and a client certificate, in `dir`:
+/// (ca.pem, server.pem, server.key, client.pem, client.key).
+pub fn pki(dir: &Path) -> [PathBuf; 5] {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    std::fs::create_dir_all(dir).unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "etcd test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let paths = [
+        "ca.pem",
+        "server.pem",
+        "server.key",
+        "client.pem",
+        "client.key",
+    ]
+    .map(|f| dir.join(f));
+    std::fs::write(&paths[0], ca.pem()).unwrap();
+    for (name, cert, key) in [("127.0.0.1", 1, 2), ("client", 3, 4)] {
+        let k = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec![name.to_string()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let c = params.signed_by(&k, &issuer).unwrap();
+        std::fs::write(&paths[cert], c.pem()).unwrap();
+        std::fs::write(&paths[key], k.serialize_pem()).unwrap();
+    }
+    paths
 }
 
 impl Etcd {
     /// Start `n` members and wait until the cluster answers.
     pub fn start(n: usize) -> Etcd {
+        Etcd::start_with(n, false)
+    }
+
+    /// One member whose clients must come over TLS with a certificate of
+    /// its CA.
+    pub fn start_tls() -> Etcd {
+        Etcd::start_with(1, true)
+    }
+
+    fn start_with(n: usize, tls: bool) -> Etcd {
         let members: Vec<Member> = (0..n)
             .map(|i| Member {
                 name: format!("m{i}"),
@@ -53,10 +106,16 @@ impl Etcd {
             .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
             .collect::<Vec<_>>()
             .join(",");
+        let dir = tempfile::tempdir().unwrap();
+        let tls = tls.then(|| {
+            let [ca, _, _, cert, key] = pki(&dir.path().join("pki"));
+            (ca, cert, key)
+        });
         let mut e = Etcd {
-            dir: tempfile::tempdir().unwrap(),
+            dir,
             members,
             initial,
+            tls,
         };
         for i in 0..n {
             e.spawn(i);
@@ -73,9 +132,20 @@ impl Etcd {
             .append(true)
             .open(self.dir.path().join(format!("{}.log", m.name)))
             .unwrap();
-        let client = format!("http://127.0.0.1:{}", m.client_port);
+        let client = format!("{}://127.0.0.1:{}", self.scheme(), m.client_port);
         let peer = format!("http://127.0.0.1:{}", m.peer_port);
-        let child = Command::new("etcd")
+        let mut cmd = Command::new("etcd");
+        if self.tls.is_some() {
+            let pki = self.dir.path().join("pki");
+            cmd.arg("--cert-file")
+                .arg(pki.join("server.pem"))
+                .arg("--key-file")
+                .arg(pki.join("server.key"))
+                .arg("--trusted-ca-file")
+                .arg(pki.join("ca.pem"))
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
             .args(["--name", &m.name])
             .arg("--data-dir")
             .arg(&data)
@@ -105,10 +175,33 @@ impl Etcd {
         )
     }
 
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// etcdctl's flags for the client certificate, with TLS.
+    fn tls_args(&self) -> Vec<std::ffi::OsString> {
+        match &self.tls {
+            Some((ca, cert, key)) => vec![
+                "--cacert".into(),
+                ca.into(),
+                "--cert".into(),
+                cert.into(),
+                "--key".into(),
+                key.into(),
+            ],
+            None => Vec::new(),
+        }
+    }
+
     pub fn endpoints(&self) -> String {
         self.members
             .iter()
-            .map(|m| format!("http://127.0.0.1:{}", m.client_port))
+            .map(|m| format!("{}://127.0.0.1:{}", self.scheme(), m.client_port))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -118,6 +211,7 @@ impl Etcd {
         let out = Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
             .args(["--endpoints", &self.endpoints()])
+            .args(self.tls_args())
             .args(args)
             .output()
             .expect("etcdctl runs");
@@ -134,6 +228,7 @@ impl Etcd {
         let out = Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
             .args(["--endpoints", &self.endpoints(), "--command-timeout=3s"])
+            .args(self.tls_args())
             .args(args)
             .output()
             .ok()?;
@@ -154,6 +249,7 @@ impl Etcd {
                 && Command::new("etcdctl")
                     .env("ETCDCTL_API", "3")
                     .args(["--endpoints", &self.endpoints(), "--command-timeout=2s"])
+                    .args(self.tls_args())
                     .args(["put", "/health-check", "ok"])
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
