@@ -149,7 +149,7 @@ def main():
             deadline = time.time() + 60
             while True:
                 codes = [healthz(c.url) for c in cs]
-                if sorted(codes) == [200, 503, 503]:
+                if sorted(codes, key=lambda c: c or 0) == [200, 503, 503]:
                     break
                 if time.time() > deadline:
                     sys.exit(f"round {k}: controllers answer {codes}; logs in {d}")
