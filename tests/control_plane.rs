@@ -135,6 +135,9 @@ impl Plane {
             .arg(d.join("pki/server.pem"))
             .arg("--tls-key")
             .arg(d.join("pki/server.key"))
+            // How a follower reaches the leader to forward agents' routes.
+            .arg("--ca-cert")
+            .arg(&self.ca)
             .args([
                 "--interval",
                 "2",
@@ -171,9 +174,14 @@ impl Plane {
     }
 
     fn start_agent(&mut self, name: &str) {
+        let urls = self.urls();
+        self.start_agent_at(name, &urls);
+    }
+
+    fn start_agent_at(&mut self, name: &str, urls: &str) {
         let d = self.dir.path();
         let child = Command::new(bin())
-            .args(["agent", "--controller", &self.urls()])
+            .args(["agent", "--controller", urls])
             .args(["--cluster", &self.cluster, "--name", name])
             .args(["--cpu", "4096", "--memory", "4096", "--allow-overcommit"])
             .arg("--credential-file")
@@ -608,4 +616,28 @@ fn three_controllers_on_etcd_fail_over_fence_and_outlive_etcd_losses() {
     });
     let (code, out, err) = p.cli(&["plan", "--detailed-exitcode"]);
     assert_eq!(code, 0, "nothing left to do:\n{out}\n{err}");
+
+    // --- An agent given one follower's URL only: the follower forwards
+    // its join, heartbeats and long polls to the leader, so they count.
+    let leader = p.leader().unwrap();
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    let url = p.url(follower);
+    p.start_agent_at("node3", &url);
+    p.wait_for(
+        "node3 active through a follower",
+        Duration::from_secs(30),
+        |p| {
+            p.json(&["nodes"]).is_some_and(|n| {
+                n.as_array().is_some_and(|v| {
+                    v.iter()
+                        .any(|n| n["name"] == "node3" && n["status"] == "ACTIVE")
+                })
+            })
+        },
+    );
+    assert!(
+        p.log("agent-node3").contains("connected"),
+        "{}",
+        p.log("agent-node3")
+    );
 }

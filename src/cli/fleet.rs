@@ -164,7 +164,9 @@ pub struct ControllerArgs {
     /// address, with 0.0.0.0 read as 127.0.0.1.
     #[arg(long, value_name = "URL")]
     advertise_url: Option<String>,
-    /// The CA nodes launched by managed scaling trust (with TLS).
+    /// The CA nodes launched by managed scaling trust (with TLS); with
+    /// etcd, also the CA a follower checks the leader against when it
+    /// forwards agents' requests.
     #[arg(long, value_name = "FILE")]
     ca_cert: Option<PathBuf>,
     /// Service DNS names (`serviceRegistries`) are
@@ -354,6 +356,13 @@ pub fn controller_cmd(a: ControllerArgs) -> ExitCode {
         }
     };
     if let Some(etcd) = etcd {
+        if a.tls_cert.is_some() && a.ca_cert.is_none() {
+            tracing::warn!(
+                "--tls-cert without --ca-cert: followers check the leader's certificate against \
+                 the system's roots when they forward agents' requests; give --ca-cert if \
+                 your certificates come from a private CA"
+            );
+        }
         let ttl = Duration::from_secs(a.lease_ttl);
         return elected_controller(config, etcd, ttl, &a.listen, tls, limits);
     }
@@ -423,7 +432,25 @@ fn elected_controller(
         let api = Arc::new(std::sync::OnceLock::new());
         let election = Arc::new(std::sync::OnceLock::new());
         let reads = controller::standby::Reads::default();
-        let app = controller::standby::router(api.clone(), election.clone(), reads.clone());
+        // The leader is reached as nodes reach any controller of this
+        // installation (they share its CA). No deadline for a whole
+        // exchange: a log upload lasts as long as its reader; the agent's
+        // own deadlines end what it gives up on.
+        let leader_client = match crate::tls::streaming_client(
+            &config.advertise_url,
+            &config.node_trust,
+            Duration::from_secs(24 * 3600),
+        ) {
+            Ok(c) => c,
+            Err(e) => return usage(format!("--advertise-url: {e}")),
+        };
+        let app = controller::standby::router(
+            api.clone(),
+            election.clone(),
+            reads.clone(),
+            leader_client,
+            config.advertise_url.clone(),
+        );
         let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
         let server = tokio::spawn(controller::serve::accept_loop(
             app, listener, acceptor, limits,

@@ -5,8 +5,10 @@
 //! `Reconcile-Served-By: follower`; everything else (status and plans,
 //! which need what agents report, every change, agents' routes, followed
 //! event streams) is answered `503` naming the leader (`Reconcile-Leader`
-//! header and the error message), so agents and the CLI move to it. Once
-//! elected, the same listener serves the full API.
+//! header and the error message), so the CLI moves to it. Agents' routes
+//! (join, heartbeat, long poll, log upload) are forwarded to the leader as
+//! they come, streamed both ways, so an agent's heartbeat to any
+//! controller counts. Once elected, the same listener serves the full API.
 
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
@@ -91,17 +93,86 @@ fn stored_read(req: &Request) -> bool {
     }
 }
 
+/// An agent's route, which a follower forwards to the leader.
+fn agent_route(req: &Request) -> bool {
+    let segments: Vec<&str> = req
+        .uri()
+        .path()
+        .trim_start_matches('/')
+        .split('/')
+        .collect();
+    matches!(
+        segments.as_slice(),
+        ["v1", "join"]
+            | ["v1", "nodes", _, "heartbeat"]
+            | ["v1", "nodes", _, "changes"]
+            | ["v1", "nodes", _, "logs", _]
+    )
+}
+
+/// Headers passed on to the leader and back: what the routes read and
+/// answer with, nothing about this hop.
+const PASSED: [axum::http::HeaderName; 3] = [
+    axum::http::header::AUTHORIZATION,
+    axum::http::header::CONTENT_TYPE,
+    axum::http::header::RETRY_AFTER,
+];
+
+/// Send `req` to the leader at `leader` and hand its answer back, both
+/// bodies streamed (a log upload lasts as long as its reader).
+async fn forward(client: &reqwest::Client, leader: &str, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or(parts.uri.path(), |p| p.as_str());
+    let url = format!("{}{path}", leader.trim_end_matches('/'));
+    let mut out = client
+        .request(parts.method.clone(), &url)
+        .body(reqwest::Body::wrap_stream(body.into_data_stream()));
+    for h in &PASSED {
+        if let Some(v) = parts.headers.get(h) {
+            out = out.header(h, v);
+        }
+    }
+    match out.send().await {
+        Ok(r) => {
+            let mut resp = Response::builder().status(r.status().as_u16());
+            for h in &PASSED {
+                if let Some(v) = r.headers().get(h) {
+                    resp = resp.header(h, v);
+                }
+            }
+            resp.header(SERVED_BY, "follower, forwarded to the leader")
+                .body(axum::body::Body::from_stream(r.bytes_stream()))
+                .unwrap_or_else(|_| standing_by(Some(leader.to_string())))
+        }
+        Err(e) => {
+            tracing::warn!(
+                "forwarding {} to the leader {leader}: {e}",
+                parts.uri.path()
+            );
+            standing_by(Some(leader.to_string()))
+        }
+    }
+}
+
 /// A router that stands by until `api` is set, then serves it. Until
-/// etcd answers there is no `election` to ask who leads.
+/// etcd answers there is no `election` to ask who leads. `leader_client`
+/// reaches the other controllers of the store (as nodes trust them).
 pub fn router(
     api: Arc<OnceLock<Router>>,
     election: Arc<OnceLock<Arc<Election>>>,
     reads: Reads,
+    leader_client: reqwest::Client,
+    own_url: String,
 ) -> Router {
     Router::new().fallback(move |req: Request| {
         let api = api.clone();
         let election = election.clone();
         let reads = reads.clone();
+        let leader_client = leader_client.clone();
+        let own_url = own_url.clone();
         async move {
             let holds = election.get().is_none_or(|e| e.holds());
             if let (Some(r), true) = (api.get(), holds) {
@@ -124,7 +195,13 @@ pub fn router(
                 Some(e) => e.leader().await,
                 None => None,
             };
-            standing_by(leader)
+            match leader {
+                // Never to itself: a leader still opening its state.
+                Some(l) if agent_route(&req) && l != own_url => {
+                    forward(&leader_client, &l, req).await
+                }
+                other => standing_by(other),
+            }
         }
     })
 }
