@@ -389,19 +389,41 @@ fn three_controllers_on_etcd_fail_over_fence_and_outlive_etcd_losses() {
             && out.lines().filter(|l| l.contains("follower")).count() == 2,
         "{out}"
     );
-    // A follower names the leader; given all three, the CLI goes to it.
-    let (code, _, err) = outcome(
+    // A follower forwards what it does not hold to the leader: status,
+    // which needs what agents report, through controller 1 alone.
+    let (code, out, err) = outcome(
         Command::new(bin())
-            .args(["status", "--controller", &p.url(1), "--ca-cert"])
+            .args([
+                "status",
+                "--format",
+                "json",
+                "--controller",
+                &p.url(1),
+                "--ca-cert",
+            ])
             .arg(&p.ca)
             .env("RECONCILE_API_TOKEN", API)
             .output()
             .unwrap(),
     );
-    assert_eq!(code, 1);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(serde_json::from_str::<Value>(&out).is_ok(), "{out}");
+    let ca = p.ca.clone();
+    let curl = |url: String| {
+        let out = Command::new("curl")
+            .args(["-s", "-i", "--cacert"])
+            .arg(&ca)
+            .args(["-H", &format!("Authorization: Bearer {API}")])
+            .arg(url)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_ascii_lowercase()
+    };
+    let reply = curl(format!("{}/v1/status", p.url(1)));
     assert!(
-        err.contains(&format!("stands by; the leader is {}", p.url(0))),
-        "{err}"
+        reply.starts_with("http/1.1 200")
+            && reply.contains("reconcile-served-by: follower, forwarded to the leader"),
+        "{reply}"
     );
     for i in 0..3 {
         p.start_agent(&format!("node{i}"));
@@ -446,24 +468,9 @@ fn three_controllers_on_etcd_fail_over_fence_and_outlive_etcd_losses() {
     let service = format!("{}/app", p.cluster);
     let h = follower_json(follower, &["history", &service]).expect("history from a follower");
     assert_eq!(h["deployments"].as_array().map(Vec::len), Some(1), "{h:#}");
-    let (code, reply) = {
-        let out = Command::new("curl")
-            .args(["-s", "-i", "--cacert"])
-            .arg(&p.ca)
-            .args(["-H", &format!("Authorization: Bearer {API}")])
-            .arg(format!("{}/v1/nodes", p.url(follower)))
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
-    };
-    assert_eq!(code, Some(0));
+    let reply = curl(format!("{}/v1/nodes", p.url(follower)));
     assert!(
-        reply
-            .to_ascii_lowercase()
-            .contains("reconcile-served-by: follower"),
+        reply.contains("reconcile-served-by: follower\r\n"),
         "{reply}"
     );
 

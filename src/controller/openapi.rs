@@ -302,7 +302,7 @@ pub fn document() -> Value {
     }});
     tasks_paths(&mut doc);
     doc["paths"]["/v1/controllers"] = json!({"get": {
-        "summary": "The control plane (reader): the store, and every controller sharing it, the leader first. A controller standing by answers the reads of what the store holds (nodes, events, history, tasks, controllers) from its view of the store, with the Reconcile-Served-By: follower header, and every other request 503, naming the leader in the Reconcile-Leader header",
+        "summary": "The control plane (reader): the store, and every controller sharing it, the leader first. A controller standing by answers the reads of what the store holds (nodes, events, history, tasks, controllers) from its view of the store, with the Reconcile-Served-By: follower header, forwards every other request to the leader, and answers 503 while no leader serves, naming an elected one in the Reconcile-Leader header",
         "responses": or(ok("the controllers", reference("ControlPlane")), "503", "etcd cannot be reached")
     }});
     doc

@@ -2,13 +2,14 @@
 //! answers the reads of what the store holds (nodes, events, history, tasks
 //! outside services, scheduled runs, the control plane) from a read-only
 //! view of the store that follows it through an etcd watch, marked
-//! `Reconcile-Served-By: follower`; everything else (status and plans,
+//! `Reconcile-Served-By: follower`. Everything else (status and plans,
 //! which need what agents report, every change, agents' routes, followed
-//! event streams) is answered `503` naming the leader (`Reconcile-Leader`
-//! header and the error message), so the CLI moves to it. Agents' routes
-//! (join, heartbeat, long poll, log upload) are forwarded to the leader as
-//! they come, streamed both ways, so an agent's heartbeat to any
-//! controller counts. Once elected, the same listener serves the full API.
+//! streams) is forwarded to the leader as it came, both bodies streamed,
+//! so an agent's heartbeat to any controller counts and a client needs
+//! only one controller's URL. With no leader (or only itself, still
+//! opening its state) it answers `503` naming the leader if one is known
+//! (`Reconcile-Leader` header and the error message). Once elected, the
+//! same listener serves the full API.
 
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
@@ -93,33 +94,30 @@ fn stored_read(req: &Request) -> bool {
     }
 }
 
-/// An agent's route, which a follower forwards to the leader.
-fn agent_route(req: &Request) -> bool {
-    let segments: Vec<&str> = req
-        .uri()
-        .path()
-        .trim_start_matches('/')
-        .split('/')
-        .collect();
-    matches!(
-        segments.as_slice(),
-        ["v1", "join"]
-            | ["v1", "nodes", _, "heartbeat"]
-            | ["v1", "nodes", _, "changes"]
-            | ["v1", "nodes", _, "logs", _]
-    )
+/// Headers of this hop, never passed on: the rest (the token, a
+/// webhook's signature and delivery id, content types) go to the leader
+/// and back as they came.
+fn hop_by_hop(name: &axum::http::HeaderName) -> bool {
+    use axum::http::header;
+    [
+        header::HOST,
+        header::CONNECTION,
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::TE,
+        header::TRAILER,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+        header::PROXY_AUTHENTICATE,
+    ]
+    .contains(name)
+        || name.as_str() == "keep-alive"
 }
 
-/// Headers passed on to the leader and back: what the routes read and
-/// answer with, nothing about this hop.
-const PASSED: [axum::http::HeaderName; 3] = [
-    axum::http::header::AUTHORIZATION,
-    axum::http::header::CONTENT_TYPE,
-    axum::http::header::RETRY_AFTER,
-];
-
 /// Send `req` to the leader at `leader` and hand its answer back, both
-/// bodies streamed (a log upload lasts as long as its reader).
+/// bodies streamed (a log upload or a followed event stream lasts as long
+/// as its reader). What the leader cannot be reached for is answered 503
+/// naming it, so a client that has other URLs moves on.
 async fn forward(client: &reqwest::Client, leader: &str, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts
@@ -130,18 +128,14 @@ async fn forward(client: &reqwest::Client, leader: &str, req: Request) -> Respon
     let mut out = client
         .request(parts.method.clone(), &url)
         .body(reqwest::Body::wrap_stream(body.into_data_stream()));
-    for h in &PASSED {
-        if let Some(v) = parts.headers.get(h) {
-            out = out.header(h, v);
-        }
+    for (name, value) in parts.headers.iter().filter(|(n, _)| !hop_by_hop(n)) {
+        out = out.header(name, value);
     }
     match out.send().await {
         Ok(r) => {
             let mut resp = Response::builder().status(r.status().as_u16());
-            for h in &PASSED {
-                if let Some(v) = r.headers().get(h) {
-                    resp = resp.header(h, v);
-                }
+            for (name, value) in r.headers().iter().filter(|(n, _)| !hop_by_hop(n)) {
+                resp = resp.header(name, value);
             }
             resp.header(SERVED_BY, "follower, forwarded to the leader")
                 .body(axum::body::Body::from_stream(r.bytes_stream()))
@@ -197,9 +191,7 @@ pub fn router(
             };
             match leader {
                 // Never to itself: a leader still opening its state.
-                Some(l) if agent_route(&req) && l != own_url => {
-                    forward(&leader_client, &l, req).await
-                }
+                Some(l) if l != own_url => forward(&leader_client, &l, req).await,
                 other => standing_by(other),
             }
         }
