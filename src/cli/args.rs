@@ -77,10 +77,16 @@ pub struct StateArgs {
 /// How the CLI reaches a controller.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct RemoteArgs {
-    /// The controller at URL (`https://HOST:7700`). Commands that also work
-    /// locally (plan, apply, status, ...) use the local Docker engine
-    /// without it.
-    #[arg(long, env = "RECONCILE_CONTROLLER", value_name = "URL", global = true)]
+    /// The controller at URL (`https://HOST:7700`); for controllers
+    /// sharing a store, several URLs, comma-separated (the leader is
+    /// found). Commands that also work locally (plan, apply, status, ...)
+    /// use the local Docker engine without it.
+    #[arg(
+        long,
+        env = "RECONCILE_CONTROLLER",
+        value_name = "URL[,URL...]",
+        global = true
+    )]
     pub controller: Option<String>,
     /// The controller's API token.
     #[arg(
