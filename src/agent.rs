@@ -7,6 +7,7 @@
 //! owner, so a restarted agent finds its containers and keeps the ones
 //! still assigned: nothing is restarted.
 
+mod controllers;
 mod credential;
 mod logs;
 pub mod stats;
@@ -213,7 +214,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             .observed_by(metrics.clone()),
     );
     collector.start(rt.clone(), config.stats_interval);
-    let mut controllers = Controllers::new(&config.controller);
+    let mut controllers = controllers::Controllers::new(&config.controller);
     let client = crate::tls::client(&config.controller, &config.trust, Duration::from_secs(10))?;
     // Log uploads last as long as a reader follows: a client of its own,
     // bounded at a day.
@@ -525,51 +526,6 @@ pub async fn run(config: Config) -> Result<(), String> {
         }
         // A burst of ending actions is reported together.
         tokio::time::sleep_until(began + MIN_GAP.min(wait)).await;
-    }
-}
-
-/// The controllers an agent reports to: one, or those sharing a store,
-/// of which the agent uses one at a time (the leader, once found).
-struct Controllers {
-    urls: Vec<String>,
-    at: usize,
-}
-
-impl Controllers {
-    fn new(list: &str) -> Controllers {
-        let urls: Vec<String> = list
-            .split(',')
-            .map(|u| u.trim().trim_end_matches('/').to_string())
-            .filter(|u| !u.is_empty())
-            .collect();
-        Controllers { urls, at: 0 }
-    }
-
-    fn current(&self) -> &str {
-        self.urls.get(self.at).map_or("", String::as_str)
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.current())
-    }
-
-    /// Move to the leader a follower named, if it is one of ours, else to
-    /// the next controller; false when there is nowhere else to go (one
-    /// controller, or the leader named itself).
-    fn move_on(&mut self, leader: Option<&str>) -> bool {
-        if self.urls.len() < 2 {
-            return false;
-        }
-        let named = leader
-            .map(|l| l.trim_end_matches('/'))
-            .and_then(|l| self.urls.iter().position(|u| u == l));
-        match named {
-            // The leader itself, still opening its state: stay.
-            Some(i) if i == self.at => return false,
-            Some(i) => self.at = i,
-            None => self.at = (self.at + 1) % self.urls.len(),
-        }
-        true
     }
 }
 

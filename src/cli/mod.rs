@@ -16,6 +16,7 @@ mod manual;
 mod outcome;
 mod remote;
 mod render;
+mod replicated;
 mod run;
 mod secret;
 mod standalone;
