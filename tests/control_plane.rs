@@ -43,6 +43,20 @@ struct Plane {
 
 impl Drop for Plane {
     fn drop(&mut self) {
+        // Every log, kept for a look after a failure when asked.
+        if let Some(keep) = std::env::var_os("RECONCILE_TEST_KEEP_LOGS") {
+            let _ = std::fs::create_dir_all(&keep);
+            for e in std::fs::read_dir(self.dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if e.path().extension().is_some_and(|x| x == "log") {
+                    let _ =
+                        std::fs::copy(e.path(), std::path::Path::new(&keep).join(e.file_name()));
+                }
+            }
+        }
         for c in self
             .controllers
             .iter_mut()

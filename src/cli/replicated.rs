@@ -83,7 +83,11 @@ pub(super) fn elected_controller(
             tracing::info!("elected leader of {describe}");
             let c = match Controller::open_on(config, Db::over(Box::new(backend.clone()))) {
                 Ok(c) => c,
-                Err(e) => return failure(e),
+                Err(why) => {
+                    // Another controller may lead at once, not a lease later.
+                    e.resign().await;
+                    return failure(why);
+                }
             };
             c.set_election(e.clone());
             let _ = api.set(controller::http::router(c.clone()));

@@ -195,17 +195,23 @@ async fn keep_alive(
             );
         }
         if stream.is_none() {
-            stream = c.lease_keep_alive(lease).await.ok();
+            // Bounded: an etcd that drops packets must not stall the check
+            // above.
+            let open = tokio::time::timeout(every, c.lease_keep_alive(lease)).await;
+            stream = open.ok().and_then(Result::ok);
         }
         if let Some((keeper, s)) = stream.as_mut() {
+            // The lease runs from when etcd renewed it, which is after
+            // this: counting from here never overstates what is left.
+            let sent = Instant::now();
             let renewal = async {
                 keeper.keep_alive().await.ok()?;
                 s.message().await.ok().flatten()
             };
             match tokio::time::timeout(every, renewal).await {
                 Ok(Some(r)) if r.ttl() > 0 => {
-                    last_ok = Instant::now();
-                    *renewed.lock().unwrap_or_else(|p| p.into_inner()) = last_ok;
+                    last_ok = sent;
+                    *renewed.lock().unwrap_or_else(|p| p.into_inner()) = sent;
                 }
                 Ok(Some(_)) => break "the lease expired".to_string(),
                 _ => stream = None,

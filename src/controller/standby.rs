@@ -118,7 +118,12 @@ fn hop_by_hop(name: &axum::http::HeaderName) -> bool {
 /// bodies streamed (a log upload or a followed event stream lasts as long
 /// as its reader). What the leader cannot be reached for is answered 503
 /// naming it, so a client that has other URLs moves on.
-async fn forward(client: &reqwest::Client, leader: &str, req: Request) -> Response {
+async fn forward(
+    client: &reqwest::Client,
+    election: &Election,
+    leader: &str,
+    req: Request,
+) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts
         .uri
@@ -131,8 +136,18 @@ async fn forward(client: &reqwest::Client, leader: &str, req: Request) -> Respon
     for (name, value) in parts.headers.iter().filter(|(n, _)| !hop_by_hop(n)) {
         out = out.header(name, value);
     }
-    match out.send().await {
-        Ok(r) => {
+    // A log upload is answered when it ends; anything else answers (or
+    // starts streaming) within a long poll's hold. A leader that does not
+    // is paused or cut off: the client hears who leads now instead, in
+    // time for its own deadline (an agent's is 10 s).
+    let upload = parts.uri.path().contains("/logs/");
+    let sent = if upload {
+        Ok(out.send().await)
+    } else {
+        tokio::time::timeout(FORWARD_WAIT, out.send()).await
+    };
+    match sent {
+        Ok(Ok(r)) => {
             let mut resp = Response::builder().status(r.status().as_u16());
             for (name, value) in r.headers().iter().filter(|(n, _)| !hop_by_hop(n)) {
                 resp = resp.header(name, value);
@@ -141,15 +156,24 @@ async fn forward(client: &reqwest::Client, leader: &str, req: Request) -> Respon
                 .body(axum::body::Body::from_stream(r.bytes_stream()))
                 .unwrap_or_else(|_| standing_by(Some(leader.to_string())))
         }
-        Err(e) => {
+        failed => {
+            let why = match failed {
+                Ok(Err(e)) => e.to_string(),
+                _ => format!("no answer within {} s", FORWARD_WAIT.as_secs()),
+            };
             tracing::warn!(
-                "forwarding {} to the leader {leader}: {e}",
+                "forwarding {} to the leader {leader}: {why}",
                 parts.uri.path()
             );
-            standing_by(Some(leader.to_string()))
+            // Whoever leads now (another, once the lease has passed).
+            standing_by(election.leader().await.or_else(|| Some(leader.to_string())))
         }
     }
 }
+
+/// How long a forwarded request may wait for the leader's answer to
+/// begin: past an agent's long poll hold (5 s), within its deadline.
+const FORWARD_WAIT: Duration = Duration::from_secs(7);
 
 /// A router that stands by until `api` is set, then serves it. Until
 /// etcd answers there is no `election` to ask who leads. `leader_client`
@@ -191,7 +215,10 @@ pub fn router(
             };
             match leader {
                 // Never to itself: a leader still opening its state.
-                Some(l) if l != own_url => forward(&leader_client, &l, req).await,
+                Some(l) if l != own_url => match election.get() {
+                    Some(e) => forward(&leader_client, e, &l, req).await,
+                    None => standing_by(Some(l)),
+                },
                 other => standing_by(other),
             }
         }
