@@ -219,10 +219,6 @@ impl EtcdBackend {
         self.waiting.clone()
     }
 
-    pub fn runtime(&self) -> &tokio::runtime::Handle {
-        self.rt.as_ref().expect("runtime until dropped").handle()
-    }
-
     pub fn set_fence(&self, fence: Fence) {
         *self.fence.lock().unwrap_or_else(|p| p.into_inner()) = fence;
     }
